@@ -1,0 +1,194 @@
+// Package bus defines the message-bus port: publishing events with broker
+// confirms, consuming them with explicit per-message outcomes, delayed retries
+// that never block a queue, and a parked queue for messages that cannot be
+// applied. Adapters live in sub-packages (rabbitmq, natsjs) and all pass the
+// conformance suite in bus/bustest.
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Stream names one of the two event streams. They are separate queues with
+// separately controlled consumers, so one can be paused while the other runs.
+type Stream string
+
+const (
+	// Live carries the application's changes.
+	Live Stream = "live"
+	// Resync carries snapshot events of a full resynchronisation.
+	Resync Stream = "resync"
+)
+
+// Streams lists every stream in priority order.
+var Streams = []Stream{Live, Resync}
+
+// ParseStream validates a stream name given by a user.
+func ParseStream(s string) (Stream, error) {
+	switch Stream(s) {
+	case Live, Resync:
+		return Stream(s), nil
+	}
+	return "", fmt.Errorf("unknown stream %q: use \"live\" or \"resync\"", s)
+}
+
+// ParseStreams parses a comma-separated list such as "live,resync".
+func ParseStreams(list string) ([]Stream, error) {
+	var out []Stream
+	seen := map[Stream]bool{}
+	for _, part := range strings.Split(list, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		s, err := ParseStream(part)
+		if err != nil {
+			return nil, err
+		}
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no stream given: use \"live\", \"resync\" or \"live,resync\"")
+	}
+	return out, nil
+}
+
+// Message is what travels on the bus: an encoded event plus optional headers.
+type Message struct {
+	Body    []byte
+	Headers map[string]string
+}
+
+// Publisher publishes messages durably.
+type Publisher interface {
+	// Publish returns nil only once the broker has confirmed every message
+	// as durably stored. On error any subset may have been stored; callers
+	// publish again and rely on event versions to absorb the duplicates.
+	Publish(ctx context.Context, stream Stream, msgs ...Message) error
+}
+
+// Delivery is one message handed to a consumer. Exactly one outcome method
+// must be called; later calls return ErrSettled.
+type Delivery interface {
+	Body() []byte
+	Headers() map[string]string
+	Stream() Stream
+	// Attempt is 1 on the first delivery and increases with every Retry and
+	// every redelivery after a consumer crash, as far as the broker tells.
+	Attempt() int
+	// Ack removes the message: applied, superseded or otherwise done.
+	Ack(ctx context.Context) error
+	// Retry schedules the message for redelivery after at least delay
+	// without blocking the messages behind it. Attempt increases by one.
+	Retry(ctx context.Context, delay time.Duration, reason string) error
+	// Park moves the message to the parked queue with a reason, its attempt
+	// count and its original stream. It is never redelivered automatically.
+	Park(ctx context.Context, reason string) error
+	// Release hands the message back for immediate redelivery without
+	// counting an attempt (used on shutdown and when pausing).
+	Release(ctx context.Context) error
+}
+
+// ErrSettled is returned by a Delivery outcome method after the first one.
+var ErrSettled = errors.New("bus: delivery already settled")
+
+// SubscribeOptions tune a subscription.
+type SubscribeOptions struct {
+	// Prefetch bounds how many unsettled deliveries the broker hands this
+	// subscription at once. It bounds memory and the worker's concurrency.
+	Prefetch int
+}
+
+// Subscription streams deliveries of one stream. It survives broker
+// reconnects: the adapter resubscribes and keeps feeding Deliveries.
+type Subscription interface {
+	// Deliveries is closed after Close or when the subscribing context ends.
+	Deliveries() <-chan Delivery
+	// Close stops pulling. Deliveries already handed out stay valid and must
+	// still be settled; any the adapter buffered are returned to the queue.
+	Close() error
+}
+
+// StreamStats describes one stream's queue as the broker sees it.
+type StreamStats struct {
+	Stream    Stream `json:"stream"`
+	Ready     int64  `json:"ready"`     // waiting to be delivered
+	Delayed   int64  `json:"delayed"`   // waiting in retry tiers, -1 if unknown
+	Consumers int    `json:"consumers"` // active consumers on the queue
+}
+
+// ParkedMessage is a message in the parked queue with its diagnosis.
+type ParkedMessage struct {
+	ID       string    `json:"id"`
+	Stream   Stream    `json:"stream"`
+	Reason   string    `json:"reason"`
+	Attempts int       `json:"attempts"`
+	ParkedAt time.Time `json:"parked_at"`
+	Body     []byte    `json:"body"`
+}
+
+// ParkedFilter selects parked messages; the zero value selects all.
+type ParkedFilter struct {
+	Entity         string    // the event's entity; messages that are not events never match a non-empty Entity
+	ReasonContains string    // substring of the reason
+	Since, Until   time.Time // ParkedAt bounds, zero means open
+	Limit          int       // 0 means no limit
+}
+
+// Match reports whether m satisfies the filter (Limit is the caller's job).
+func (f ParkedFilter) Match(m ParkedMessage) bool {
+	if f.ReasonContains != "" && !strings.Contains(m.Reason, f.ReasonContains) {
+		return false
+	}
+	if !f.Since.IsZero() && m.ParkedAt.Before(f.Since) {
+		return false
+	}
+	if !f.Until.IsZero() && m.ParkedAt.After(f.Until) {
+		return false
+	}
+	if f.Entity != "" {
+		var probe struct {
+			Entity string `json:"entity"`
+		}
+		if json.Unmarshal(m.Body, &probe) != nil || probe.Entity != f.Entity {
+			return false
+		}
+	}
+	return true
+}
+
+// Parked manages the parked queue.
+type Parked interface {
+	ListParked(ctx context.Context, f ParkedFilter) ([]ParkedMessage, error)
+	// ReplayParked republishes matching messages to their original stream
+	// (with confirms) and only then removes them from the parked queue.
+	ReplayParked(ctx context.Context, f ParkedFilter) (int, error)
+	PurgeParked(ctx context.Context, f ParkedFilter) (int, error)
+}
+
+// Bus is the port the engine and the commands use.
+type Bus interface {
+	Publisher
+	Parked
+	Subscribe(ctx context.Context, stream Stream, opts SubscribeOptions) (Subscription, error)
+	Stats(ctx context.Context, stream Stream) (StreamStats, error)
+	Close() error
+}
+
+// Header names shared by adapters, so parked messages look the same on
+// every broker.
+const (
+	HeaderAttempt     = "x-eventsync-attempt"
+	HeaderStream      = "x-eventsync-stream"
+	HeaderReason      = "x-eventsync-reason"
+	HeaderParkedAt    = "x-eventsync-parked-at"
+	HeaderRetryReason = "x-eventsync-retry-reason"
+)

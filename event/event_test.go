@@ -1,0 +1,101 @@
+package event
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseValid(t *testing.T) {
+	ev, err := Parse([]byte(`{"id":"e1","entity":"listing","key":"42","version":3,"op":"upsert","data":{"title":"Loft"},"occurred_at":"2026-01-02T15:04:05Z"}`), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Entity != "listing" || ev.Key != "42" || ev.Version != 3 || ev.Op != OpUpsert || string(ev.Data) != `{"title":"Loft"}` || ev.OccurredAt == nil {
+		t.Fatalf("unexpected %+v", ev)
+	}
+	del, err := Parse([]byte(`{"id":"e2","entity":"listing","key":"42","version":4,"op":"delete"}`), 0)
+	if err != nil || del.Op != OpDelete {
+		t.Fatalf("delete: %+v %v", del, err)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	cases := []struct{ body, want string }{
+		{``, "empty payload"},
+		{`not json`, "not a JSON object"},
+		{`[1]`, "not a JSON object"},
+		{`{"id":"a"`, "not valid JSON"},
+		{`{"id":"a","entity":"x","key":"k","version":1,"op":"delete"} {}`, "trailing data"},
+		{`{"entity":"x","key":"k","version":1,"op":"delete"}`, `"id": required`},
+		{`{"id":1,"entity":"x","key":"k","version":1,"op":"delete"}`, `"id": must be a string`},
+		{`{"id":"a","entity":"Listing","key":"k","version":1,"op":"delete"}`, `"entity"`},
+		{`{"id":"a","entity":"x","key":"","version":1,"op":"delete"}`, `"key": must not be empty`},
+		{`{"id":"a","entity":"x","key":"k","op":"delete"}`, `"version": required`},
+		{`{"id":"a","entity":"x","key":"k","version":"1","op":"delete"}`, `not a string`},
+		{`{"id":"a","entity":"x","key":"k","version":1.5,"op":"delete"}`, `"version"`},
+		{`{"id":"a","entity":"x","key":"k","version":0,"op":"delete"}`, `below the minimum`},
+		{`{"id":"a","entity":"x","key":"k","version":99999999999999999999,"op":"delete"}`, `int64`},
+		{`{"id":"a","entity":"x","key":"k","version":1,"op":"create"}`, `"op"`},
+		{`{"id":"a","entity":"x","key":"k","version":1,"op":"upsert"}`, `"data": required`},
+		{`{"id":"a","entity":"x","key":"k","version":1,"op":"upsert","data":[1]}`, `"data": must be a JSON object`},
+		{`{"id":"a","entity":"x","key":"k","version":1,"op":"delete","verison":2}`, `unknown field`},
+		{`{"id":"a","entity":"x","key":"k","version":1,"op":"delete","occurred_at":"yesterday"}`, `RFC 3339`},
+	}
+	for _, c := range cases {
+		_, err := Parse([]byte(c.body), 0)
+		if err == nil {
+			t.Errorf("%s: accepted", c.body)
+			continue
+		}
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: error %v is not ErrInvalid", c.body, err)
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %q does not mention %q", c.body, err, c.want)
+		}
+	}
+}
+
+func TestParseSizeLimit(t *testing.T) {
+	body := `{"id":"a","entity":"x","key":"k","version":1,"op":"upsert","data":{"s":"` + strings.Repeat("x", 100) + `"}}`
+	if _, err := Parse([]byte(body), 50); err == nil || !strings.Contains(err.Error(), "over the 50-byte limit") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	in := Event{ID: "a", Entity: "user", Key: "7", Version: 2, Op: OpUpsert, Data: []byte(`{"n":1}`)}
+	b, err := in.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Parse(b, 0)
+	if err != nil || out.Key != "7" || out.Version != 2 {
+		t.Fatalf("%+v %v", out, err)
+	}
+	if _, err := (Event{ID: "a", Entity: "user", Key: "7", Version: 0, Op: OpDelete}).Marshal(); err == nil {
+		t.Fatal("version 0 accepted")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{"id":"e1","entity":"listing","key":"42","version":3,"op":"upsert","data":{"title":"Loft"}}`))
+	f.Add([]byte(`{"id":"e2","entity":"listing","key":"42","version":4,"op":"delete"}`))
+	f.Add([]byte(`{"version":-1}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ev, err := Parse(body, 4096)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error not ErrInvalid: %v", err)
+			}
+			return
+		}
+		if ev.Version < 1 || ev.Key == "" || ev.ID == "" {
+			t.Fatalf("accepted invalid event %+v", ev)
+		}
+		if ev.Op == OpUpsert && len(ev.Data) == 0 {
+			t.Fatalf("upsert without data accepted")
+		}
+	})
+}

@@ -1,0 +1,140 @@
+// Package store defines the state-store port: per (entity, key) the applied
+// version, the remote id, a pending intent, and a lease lock whose fencing
+// token makes every commit fail once the lease was lost. It also holds the
+// small control-plane records (pause flags, worker heartbeats) that every
+// worker process on every machine shares. Adapters live in sub-packages
+// (postgres, redis, natskv) and all pass the conformance suite in
+// store/storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Key identifies one entity in the source system.
+type Key struct {
+	Entity string
+	Key    string
+}
+
+func (k Key) String() string { return k.Entity + "/" + k.Key }
+
+// Lease is a held lock on one Key. Token strictly increases every time any
+// owner acquires the key, so a holder whose lease was taken over cannot
+// commit: the store compares tokens.
+type Lease struct {
+	Key     Key
+	Owner   string
+	Token   int64
+	Expires time.Time
+}
+
+// Action is the kind of sink call an intent announces.
+type Action string
+
+const (
+	ActionCreate Action = "create"
+	ActionUpdate Action = "update"
+	ActionDelete Action = "delete"
+)
+
+// Intent records a sink call before it is made, so that an attempt after a
+// crash knows a create may already have reached the API and reconciles by
+// lookup before creating again.
+type Intent struct {
+	Version int64
+	Action  Action
+	Token   int64
+	At      time.Time
+}
+
+// State is what the store knows about one Key.
+type State struct {
+	AppliedVersion int64  // 0 when nothing was applied yet
+	RemoteID       string // empty when no remote record is known
+	Deleted        bool   // the applied version is a tombstone
+	Intent         *Intent
+	// RepairNeeded is set when a worker wrote to the API after losing its
+	// lease: the remote record may hold stale data until LastEvent is
+	// applied again.
+	RepairNeeded bool
+	// LastEvent is the encoded event applied at AppliedVersion, kept so a
+	// repair can re-apply the newest state without the source.
+	LastEvent []byte
+}
+
+// Commit is the result of a successful sink call.
+type Commit struct {
+	Version  int64
+	RemoteID string
+	Deleted  bool
+	Event    []byte
+}
+
+var (
+	// ErrLocked is returned by Acquire while another owner holds the lease.
+	ErrLocked = errors.New("store: key is leased by another worker")
+	// ErrFenced is returned when the lease was lost: another owner acquired
+	// the key after it expired, so this holder must not commit.
+	ErrFenced = errors.New("store: lease lost, fencing token superseded")
+	// ErrStaleCommit is returned when a commit's version is not above the
+	// applied version (only possible after a fencing bug upstream).
+	ErrStaleCommit = errors.New("store: commit version not above applied version")
+)
+
+// LockedError is returned by Acquire with ErrLocked; RetryAfter is how long
+// the current lease has left.
+type LockedError struct {
+	Key        Key
+	RetryAfter time.Duration
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("store: %s is leased by another worker for %s more", e.Key, e.RetryAfter.Round(time.Millisecond))
+}
+
+func (e *LockedError) Unwrap() error { return ErrLocked }
+
+// Store is the port the engine uses for its state.
+type Store interface {
+	// Acquire leases k for ttl and returns the lease with a new fencing token
+	// together with k's state, in one round trip where the backend allows.
+	// An owner may re-acquire its own unexpired lease (getting a new token).
+	// Returns a *LockedError while another owner's lease is unexpired.
+	Acquire(ctx context.Context, k Key, owner string, ttl time.Duration) (Lease, State, error)
+	// Extend prolongs a held lease. ErrFenced if it was lost.
+	Extend(ctx context.Context, l Lease, ttl time.Duration) (Lease, error)
+	// SaveIntent records a pending sink call, fenced by l's token.
+	SaveIntent(ctx context.Context, l Lease, in Intent) error
+	// Commit stores the applied version, remote id, tombstone and event,
+	// clears the intent and the repair flag and releases the lease, all
+	// fenced by l's token (ErrFenced when lost).
+	Commit(ctx context.Context, l Lease, c Commit) error
+	// Release drops a held lease without changing state. Releasing a lost
+	// lease is a no-op, not an error.
+	Release(ctx context.Context, l Lease) error
+	// MarkRepair flags k for repair. Not fenced: it is called precisely by
+	// a worker that lost its lease.
+	MarkRepair(ctx context.Context, k Key) error
+	// Scan calls fn for every key of entity the store knows, in no
+	// particular order; used to find entities deleted at the source.
+	Scan(ctx context.Context, entity string, fn func(Key, State) error) error
+
+	Control
+	Close() error
+}
+
+// Control is a small shared key-value space with expiry for control-plane
+// records: pause flags, worker heartbeats, resync progress.
+type Control interface {
+	// SetControl stores value under name; ttl 0 means no expiry.
+	SetControl(ctx context.Context, name string, value []byte, ttl time.Duration) error
+	// GetControl returns the value and whether it exists (and is unexpired).
+	GetControl(ctx context.Context, name string) ([]byte, bool, error)
+	// ListControl returns all unexpired records whose name starts with prefix.
+	ListControl(ctx context.Context, prefix string) (map[string][]byte, error)
+	DeleteControl(ctx context.Context, name string) error
+}
