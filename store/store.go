@@ -80,7 +80,7 @@ var (
 	// ErrFenced is returned when the lease was lost: another owner acquired
 	// the key after it expired, so this holder must not commit.
 	ErrFenced = errors.New("store: lease lost, fencing token superseded")
-	// ErrStaleCommit is returned when a commit's version is not above the
+	// ErrStaleCommit is returned when a commit's version is below the
 	// applied version (only possible after a fencing bug upstream).
 	ErrStaleCommit = errors.New("store: commit version not above applied version")
 )
@@ -111,7 +111,9 @@ type Store interface {
 	SaveIntent(ctx context.Context, l Lease, in Intent) error
 	// Commit stores the applied version, remote id, tombstone and event,
 	// clears the intent and the repair flag and releases the lease, all
-	// fenced by l's token (ErrFenced when lost).
+	// fenced by l's token (ErrFenced when lost). A version below the applied
+	// one is ErrStaleCommit; an equal version is allowed, because a repair
+	// re-applies the applied version and must clear RepairNeeded.
 	Commit(ctx context.Context, l Lease, c Commit) error
 	// Release drops a held lease without changing state. Releasing a lost
 	// lease is a no-op, not an error.
