@@ -1,0 +1,114 @@
+// Package control defines the control-plane records every eventsync process
+// shares through the state store: per-stream pause flags and worker
+// heartbeats. Workers read them; `eventsync ctl` and `eventsync resync`
+// write them. Going through the store makes pause work across every worker
+// process on every machine, whichever bus is in use.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/store"
+)
+
+const (
+	pausePrefix  = "pause/"
+	workerPrefix = "worker/"
+)
+
+// Pause is the record stored while a stream is paused.
+type Pause struct {
+	Stream bus.Stream `json:"stream"`
+	By     string     `json:"by"`
+	Reason string     `json:"reason,omitempty"`
+	Since  time.Time  `json:"since"`
+}
+
+// SetPaused pauses or resumes a stream for every worker.
+func SetPaused(ctx context.Context, c store.Control, stream bus.Stream, paused bool, by, reason string) error {
+	name := pausePrefix + string(stream)
+	if !paused {
+		if err := c.DeleteControl(ctx, name); err != nil {
+			return fmt.Errorf("resume stream %s: %w", stream, err)
+		}
+		return nil
+	}
+	b, err := json.Marshal(Pause{Stream: stream, By: by, Reason: reason, Since: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	if err := c.SetControl(ctx, name, b, 0); err != nil {
+		return fmt.Errorf("pause stream %s: %w", stream, err)
+	}
+	return nil
+}
+
+// Paused returns the pause record of a stream, or nil when it runs.
+func Paused(ctx context.Context, c store.Control, stream bus.Stream) (*Pause, error) {
+	b, ok, err := c.GetControl(ctx, pausePrefix+string(stream))
+	if err != nil {
+		return nil, fmt.Errorf("read pause flag of %s: %w", stream, err)
+	}
+	if !ok {
+		return nil, nil
+	}
+	var p Pause
+	if err := json.Unmarshal(b, &p); err != nil {
+		// A flag that exists is a pause even if its details are unreadable.
+		return &Pause{Stream: stream, Reason: "unreadable pause record"}, nil
+	}
+	return &p, nil
+}
+
+// WorkerStatus is a worker's heartbeat.
+type WorkerStatus struct {
+	ID          string               `json:"id"`
+	Host        string               `json:"host"`
+	PID         int                  `json:"pid"`
+	StartedAt   time.Time            `json:"started_at"`
+	SeenAt      time.Time            `json:"seen_at"`
+	Concurrency int                  `json:"concurrency"`
+	InFlight    map[bus.Stream]int64 `json:"in_flight"`
+	Consuming   map[bus.Stream]bool  `json:"consuming"`
+	Results     map[string]int64     `json:"results"` // totals by result, all streams
+	PerStream   map[bus.Stream]int64 `json:"done"`    // settled deliveries per stream
+	Breaker     string               `json:"breaker"`
+}
+
+// Heartbeat publishes a worker's status; it disappears after ttl unless renewed.
+func Heartbeat(ctx context.Context, c store.Control, s WorkerStatus, ttl time.Duration) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return c.SetControl(ctx, workerPrefix+s.ID, b, ttl)
+}
+
+// RemoveHeartbeat deletes a worker's status on clean shutdown.
+func RemoveHeartbeat(ctx context.Context, c store.Control, id string) error {
+	return c.DeleteControl(ctx, workerPrefix+id)
+}
+
+// Workers lists live workers, sorted by id.
+func Workers(ctx context.Context, c store.Control) ([]WorkerStatus, error) {
+	recs, err := c.ListControl(ctx, workerPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list worker heartbeats: %w", err)
+	}
+	out := make([]WorkerStatus, 0, len(recs))
+	for name, b := range recs {
+		var s WorkerStatus
+		if json.Unmarshal(b, &s) != nil {
+			s.ID = strings.TrimPrefix(name, workerPrefix)
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}

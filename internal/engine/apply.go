@@ -1,0 +1,337 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/sink"
+	"github.com/eventsync/eventsync/store"
+)
+
+// Result names what happened to one delivery; it is the metrics label.
+type Result string
+
+const (
+	ResultApplied   Result = "applied"   // the sink was called and the state committed
+	ResultDuplicate Result = "duplicate" // version equal to the applied one
+	ResultStale     Result = "stale"     // version below the applied one
+	ResultRepaired  Result = "repaired"  // a stale event triggered a repair of the newest state
+	ResultRetried   Result = "retried"   // scheduled for a delayed retry
+	ResultLocked    Result = "locked"    // entity leased elsewhere, retried later
+	ResultParked    Result = "parked"    // moved to the parked queue with a reason
+	ResultReleased  Result = "released"  // handed back on shutdown
+)
+
+// Outcome is the fate of one delivery, decided by Applier.Apply and carried
+// out by the worker. Making it a value keeps the algorithm testable without
+// a bus.
+type Outcome struct {
+	Result Result
+	// Delay before redelivery, for ResultRetried and ResultLocked.
+	Delay time.Duration
+	// Reason for a retry or park, human-readable.
+	Reason string
+	// Err is the failure behind a retry or park, if any.
+	Err error
+	// SinkFailure marks retryable failures of the API itself (not lock
+	// contention), which feed the circuit breaker.
+	SinkFailure bool
+}
+
+// Applier runs the apply algorithm of DESIGN.md §4 for one event.
+type Applier struct {
+	store    store.Store
+	sink     sink.Sink
+	cfg      Config
+	entities map[string]bool
+	seq      atomic.Uint64
+}
+
+// NewApplier validates cfg and returns an Applier.
+func NewApplier(st store.Store, sk sink.Sink, cfg Config) (*Applier, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if st == nil || sk == nil {
+		return nil, errors.New("engine: store and sink are required")
+	}
+	a := &Applier{store: st, sink: sk, cfg: cfg}
+	if len(cfg.Entities) > 0 {
+		a.entities = make(map[string]bool, len(cfg.Entities))
+		for _, e := range cfg.Entities {
+			a.entities[e] = true
+		}
+	}
+	return a, nil
+}
+
+// owner returns a lease owner unique to this attempt, so two goroutines of
+// one process never share a lease (re-acquiring one's own lease is allowed
+// by the store and would let them overlap).
+func (a *Applier) owner() string {
+	return fmt.Sprintf("%s/%d", a.cfg.WorkerID, a.seq.Add(1))
+}
+
+// Apply decides and performs everything for one encoded event except
+// settling the delivery. attempt is the bus's delivery attempt (1-based).
+func (a *Applier) Apply(ctx context.Context, body []byte, attempt int) Outcome {
+	ev, err := event.Parse(body, a.cfg.MaxEventBytes)
+	if err != nil {
+		return Outcome{Result: ResultParked, Reason: err.Error(), Err: err}
+	}
+	if a.entities != nil && !a.entities[ev.Entity] {
+		return Outcome{Result: ResultParked, Reason: fmt.Sprintf("unknown entity type %q: the sink configures %s", ev.Entity, strings.Join(a.cfg.Entities, ", "))}
+	}
+	key := store.Key{Entity: ev.Entity, Key: ev.Key}
+	lease, state, err := a.store.Acquire(ctx, key, a.owner(), a.cfg.LeaseTTL)
+	if err != nil {
+		var locked *store.LockedError
+		if errors.As(err, &locked) {
+			delay := a.cfg.LockedRetryDelay
+			if locked.RetryAfter > 0 && locked.RetryAfter < delay {
+				delay = locked.RetryAfter
+			}
+			return Outcome{Result: ResultLocked, Delay: jitter(delay), Reason: "entity leased by another worker"}
+		}
+		return a.retry(attempt, 0, fmt.Errorf("acquire lease on %s: %w", key, err), false)
+	}
+
+	if ev.Version <= state.AppliedVersion {
+		result := ResultDuplicate
+		if ev.Version < state.AppliedVersion {
+			result = ResultStale
+		}
+		if !state.RepairNeeded {
+			a.release(ctx, lease)
+			return Outcome{Result: result}
+		}
+		// A zombie write may have left older data remotely: re-apply the
+		// newest state we know, then commit it again to clear the flag.
+		return a.repair(ctx, lease, state, attempt)
+	}
+
+	outcome := a.write(ctx, lease, state, ev, body, attempt)
+	return outcome
+}
+
+// write calls the sink for ev and commits; lease is released on every path.
+func (a *Applier) write(ctx context.Context, lease store.Lease, state store.State, ev event.Event, body []byte, attempt int) Outcome {
+	rec := sink.Record{Entity: ev.Entity, Key: ev.Key, Version: ev.Version, Data: ev.Data}
+	var remoteID string
+	var err error
+	if ev.Op == event.OpDelete {
+		err = a.deleteRemote(ctx, lease, state, ev.Version)
+	} else {
+		remoteID, err = a.upsertRemote(ctx, lease, state, rec)
+	}
+	if err != nil {
+		a.release(ctx, lease)
+		return a.sinkFailure(attempt, err)
+	}
+	commit := store.Commit{Version: ev.Version, RemoteID: remoteID, Deleted: ev.Op == event.OpDelete, Event: body}
+	return a.commit(ctx, lease, commit)
+}
+
+func (a *Applier) commit(ctx context.Context, lease store.Lease, c store.Commit) Outcome {
+	err := a.store.Commit(ctx, lease, c)
+	switch {
+	case err == nil:
+		return Outcome{Result: ResultApplied}
+	case errors.Is(err, store.ErrFenced):
+		// Our lease expired during the call and another worker took the
+		// key: our write may have overwritten newer data. Flag the key so
+		// the next holder re-applies the newest state, and come back.
+		if merr := a.store.MarkRepair(ctx, lease.Key); merr != nil {
+			return a.retry(1, 0, fmt.Errorf("lease lost on %s and marking it for repair failed: %w", lease.Key, merr), false)
+		}
+		return Outcome{Result: ResultRetried, Delay: jitter(a.cfg.LockedRetryDelay), Reason: "lease lost during the sink call; repair scheduled", Err: err}
+	case errors.Is(err, store.ErrStaleCommit):
+		return Outcome{Result: ResultStale}
+	default:
+		// The sink call succeeded but we do not know whether the commit
+		// did: retrying is safe because the intent (for creates) and the
+		// version check make the next attempt converge.
+		return a.retry(1, 0, fmt.Errorf("commit %s: %w", lease.Key, err), false)
+	}
+}
+
+// upsertRemote makes the remote record equal rec and returns its remote id.
+func (a *Applier) upsertRemote(ctx context.Context, lease store.Lease, state store.State, rec sink.Record) (string, error) {
+	if state.RemoteID != "" && !state.Deleted {
+		err := a.sink.Update(ctx, state.RemoteID, rec)
+		if err == nil {
+			return state.RemoteID, nil
+		}
+		if !errors.Is(err, sink.ErrNotFound) {
+			return "", err
+		}
+		// Removed on the remote side: re-create, but look up first in case
+		// it was re-created under another id.
+		return a.createOrAdopt(ctx, lease, rec, true, "")
+	}
+	// A pending intent means an earlier attempt may have created the
+	// record before crashing or timing out: reconcile before creating.
+	reconcile := state.Intent != nil && state.Intent.Action == store.ActionCreate
+	return a.createOrAdopt(ctx, lease, rec, reconcile, "")
+}
+
+// createOrAdopt finds an existing remote record by external id (when lookup
+// is set), adopting it and removing duplicates, or creates one after
+// recording a create intent.
+func (a *Applier) createOrAdopt(ctx context.Context, lease store.Lease, rec sink.Record, lookup bool, prefer string) (string, error) {
+	if lookup {
+		ids, err := a.sink.Lookup(ctx, rec.Entity, rec.Key)
+		if err != nil {
+			return "", err
+		}
+		if len(ids) > 0 {
+			keep := pick(ids, prefer)
+			if err := a.removeExtras(ctx, rec.Entity, ids, keep); err != nil {
+				return "", err
+			}
+			if err := a.sink.Update(ctx, keep, rec); err != nil {
+				return "", err
+			}
+			return keep, nil
+		}
+	}
+	intent := store.Intent{Version: rec.Version, Action: store.ActionCreate, Token: lease.Token, At: a.cfg.Now()}
+	if err := a.store.SaveIntent(ctx, lease, intent); err != nil {
+		return "", fmt.Errorf("record create intent for %s: %w", lease.Key, err)
+	}
+	return a.sink.Create(ctx, rec)
+}
+
+// deleteRemote removes the remote record (and any duplicates found while
+// reconciling). A record already gone is success.
+func (a *Applier) deleteRemote(ctx context.Context, lease store.Lease, state store.State, version int64) error {
+	pendingCreate := state.Intent != nil && state.Intent.Action == store.ActionCreate
+	if state.RemoteID != "" && !state.Deleted {
+		if err := a.sink.Delete(ctx, lease.Key.Entity, state.RemoteID); err != nil && !errors.Is(err, sink.ErrNotFound) {
+			return err
+		}
+		if !pendingCreate {
+			return nil
+		}
+	}
+	if !pendingCreate {
+		return nil // nothing was ever created remotely
+	}
+	ids, err := a.sink.Lookup(ctx, lease.Key.Entity, lease.Key.Key)
+	if err != nil {
+		return err
+	}
+	return a.removeExtras(ctx, lease.Key.Entity, ids, "")
+}
+
+// removeExtras deletes every id except keep.
+func (a *Applier) removeExtras(ctx context.Context, entity string, ids []string, keep string) error {
+	for _, id := range ids {
+		if id == keep {
+			continue
+		}
+		if err := a.sink.Delete(ctx, entity, id); err != nil && !errors.Is(err, sink.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// repair re-applies the newest applied state (state.LastEvent) after a
+// zombie write, then commits the same version to clear the flag.
+func (a *Applier) repair(ctx context.Context, lease store.Lease, state store.State, attempt int) Outcome {
+	last, err := event.Parse(state.LastEvent, 0)
+	if err != nil {
+		// Cannot happen for events we committed ourselves; do not loop.
+		a.release(ctx, lease)
+		return Outcome{Result: ResultParked, Reason: "repair impossible: stored last event unreadable: " + err.Error(), Err: err}
+	}
+	var remoteID string
+	if last.Op == event.OpDelete {
+		ids, lerr := a.sink.Lookup(ctx, last.Entity, last.Key)
+		if lerr == nil {
+			lerr = a.removeExtras(ctx, last.Entity, ids, "")
+		}
+		err = lerr
+	} else {
+		rec := sink.Record{Entity: last.Entity, Key: last.Key, Version: last.Version, Data: last.Data}
+		// Always look up: the zombie may have been a create.
+		remoteID, err = a.createOrAdopt(ctx, lease, rec, true, state.RemoteID)
+	}
+	if err != nil {
+		a.release(ctx, lease)
+		return a.sinkFailure(attempt, err)
+	}
+	out := a.commit(ctx, lease, store.Commit{Version: last.Version, RemoteID: remoteID, Deleted: last.Op == event.OpDelete, Event: state.LastEvent})
+	if out.Result == ResultApplied {
+		out.Result = ResultRepaired
+	}
+	return out
+}
+
+func (a *Applier) release(ctx context.Context, lease store.Lease) {
+	if err := a.store.Release(ctx, lease); err != nil {
+		// The lease expires on its own; other workers wait at most its TTL.
+		a.cfg.Logger.Warn("release lease failed; it will expire", "key", lease.Key.String(), "err", err)
+	}
+}
+
+// sinkFailure turns a sink error into a retry or a park.
+func (a *Applier) sinkFailure(attempt int, err error) Outcome {
+	retryable, after := sink.Retryable(err)
+	if errors.Is(err, context.Canceled) {
+		return Outcome{Result: ResultReleased, Err: err}
+	}
+	if !retryable {
+		return Outcome{Result: ResultParked, Reason: err.Error(), Err: err}
+	}
+	return a.retry(attempt, after, err, true)
+}
+
+func (a *Applier) retry(attempt int, after time.Duration, err error, sinkFailure bool) Outcome {
+	if attempt >= a.cfg.MaxAttempts {
+		return Outcome{Result: ResultParked, Reason: fmt.Sprintf("gave up after %d attempts: %v", attempt, err), Err: err}
+	}
+	delay := Backoff(attempt, a.cfg.BackoffBase, a.cfg.BackoffMax)
+	if after > delay {
+		delay = after
+	}
+	return Outcome{Result: ResultRetried, Delay: delay, Reason: err.Error(), Err: err, SinkFailure: sinkFailure}
+}
+
+// Backoff is exponential backoff with equal jitter: attempt 1 waits between
+// base/2 and base, each further attempt doubles it, capped at max.
+func Backoff(attempt int, base, max time.Duration) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// jitter spreads d by ±25% so retried events do not return in lockstep.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d*3/4 + rand.N(d/2+1)
+}
+
+func pick(ids []string, prefer string) string {
+	for _, id := range ids {
+		if id == prefer {
+			return id
+		}
+	}
+	return ids[0]
+}

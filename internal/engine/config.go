@@ -1,0 +1,159 @@
+// Package engine applies entity-change events from the bus to the sink,
+// correct under duplicates, reordering, stale events, crashes and many
+// concurrent workers. It knows only the ports (bus, store, sink); the
+// adapters are chosen by the caller.
+//
+// The algorithm for one event is documented in docs/ARCHITECTURE.md
+// ("Applying one event"), including what happens at every crash point.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/event"
+)
+
+// Config tunes a worker engine. Zero values take the defaults of WithDefaults.
+type Config struct {
+	// WorkerID names this process in leases and heartbeats. Default: host-pid.
+	WorkerID string
+	// Streams to consume. Default: live and resync.
+	Streams []bus.Stream
+	// Concurrency is the number of events in flight at once (API calls are
+	// the bottleneck, so this is high). Default 256.
+	Concurrency int
+	// Prefetch per stream; default Concurrency.
+	Prefetch int
+	// LeaseTTL bounds how long one event may hold its entity. It must cover
+	// the slowest event: up to three sink calls (lookup, create, update).
+	LeaseTTL time.Duration
+	// MaxAttempts before a retryable failure is parked. Default 25.
+	MaxAttempts int
+	// BackoffBase and BackoffMax shape exponential backoff with jitter.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// LockedRetryDelay is how long an event waits when its entity is leased
+	// by another worker. Default 1s (bounded by the lease's remaining time).
+	LockedRetryDelay time.Duration
+	// MaxEventBytes larger payloads are parked. Default event.DefaultMaxSize.
+	MaxEventBytes int
+	// Entities the sink handles; events of other types are parked. Empty
+	// means every entity is accepted.
+	Entities []string
+	// ControlPoll is how often pause flags are read. Default 500ms.
+	ControlPoll time.Duration
+	// ShutdownGrace lets in-flight events finish on shutdown before their
+	// calls are cancelled and the events released. Default 30s.
+	ShutdownGrace time.Duration
+	// Breaker configures the circuit breaker that stops pulling while the
+	// API is down.
+	Breaker BreakerConfig
+	Logger  *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// BreakerConfig tunes the circuit breaker.
+type BreakerConfig struct {
+	// Failures is the number of consecutive retryable sink failures that
+	// opens the circuit. Default 10.
+	Failures int
+	// OpenFor is the first pause; it doubles up to MaxOpenFor while probes
+	// keep failing. Defaults 1s and 30s.
+	OpenFor    time.Duration
+	MaxOpenFor time.Duration
+}
+
+// WithDefaults returns c with every unset field at its default.
+func (c Config) WithDefaults() Config {
+	if c.WorkerID == "" {
+		host, _ := os.Hostname()
+		c.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if len(c.Streams) == 0 {
+		c.Streams = []bus.Stream{bus.Live, bus.Resync}
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 256
+	}
+	if c.Prefetch == 0 {
+		c.Prefetch = c.Concurrency
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 60 * time.Second
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 25
+	}
+	if c.BackoffBase == 0 {
+		c.BackoffBase = time.Second
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = 5 * time.Minute
+	}
+	if c.LockedRetryDelay == 0 {
+		c.LockedRetryDelay = time.Second
+	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = event.DefaultMaxSize
+	}
+	if c.ControlPoll == 0 {
+		c.ControlPoll = 500 * time.Millisecond
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 30 * time.Second
+	}
+	if c.Breaker.Failures == 0 {
+		c.Breaker.Failures = 10
+	}
+	if c.Breaker.OpenFor == 0 {
+		c.Breaker.OpenFor = time.Second
+	}
+	if c.Breaker.MaxOpenFor == 0 {
+		c.Breaker.MaxOpenFor = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports the first invalid setting, named as in the config file.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("worker.concurrency: %d must be at least 1", c.Concurrency))
+	}
+	if c.Prefetch < 1 {
+		errs = append(errs, fmt.Errorf("worker.prefetch: %d must be at least 1", c.Prefetch))
+	}
+	if c.LeaseTTL < time.Second {
+		errs = append(errs, fmt.Errorf("worker.lease_ttl: %s is too short; use at least 1s, and more than three sink timeouts", c.LeaseTTL))
+	}
+	if c.MaxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("worker.max_attempts: %d must be at least 1", c.MaxAttempts))
+	}
+	if c.BackoffBase <= 0 || c.BackoffMax < c.BackoffBase {
+		errs = append(errs, fmt.Errorf("worker.backoff_base/backoff_max: need 0 < base (%s) <= max (%s)", c.BackoffBase, c.BackoffMax))
+	}
+	if c.MaxEventBytes < 64 {
+		errs = append(errs, fmt.Errorf("worker.max_event_bytes: %d is too small", c.MaxEventBytes))
+	}
+	if c.Breaker.Failures < 1 || c.Breaker.OpenFor <= 0 || c.Breaker.MaxOpenFor < c.Breaker.OpenFor {
+		errs = append(errs, errors.New("worker.breaker: need failures >= 1 and 0 < open_for <= max_open_for"))
+	}
+	for _, s := range c.Streams {
+		if _, err := bus.ParseStream(string(s)); err != nil {
+			errs = append(errs, fmt.Errorf("worker.streams: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}

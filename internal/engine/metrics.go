@@ -1,0 +1,69 @@
+package engine
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventsync/eventsync/sink"
+)
+
+// Metrics are the worker's Prometheus collectors.
+type Metrics struct {
+	events      *prometheus.CounterVec
+	inFlight    *prometheus.GaugeVec
+	duration    *prometheus.HistogramVec
+	sinkLatency *prometheus.HistogramVec
+	breakerOpen prometheus.Gauge
+	paused      *prometheus.GaugeVec
+}
+
+// NewMetrics creates the collectors and registers them on reg (nil: none).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventsync_events_total",
+			Help: "Deliveries settled, by stream and result (applied, duplicate, stale, repaired, retried, locked, parked, released).",
+		}, []string{"stream", "result"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "eventsync_in_flight",
+			Help: "Events being applied right now, by stream.",
+		}, []string{"stream"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "eventsync_event_duration_seconds",
+			Help:    "Time to apply one delivery, from receipt to settlement.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}, []string{"stream"}),
+		sinkLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "eventsync_sink_request_duration_seconds",
+			Help:    "Third-party API call latency by operation and HTTP status (0 for transport errors).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}, []string{"op", "status"}),
+		breakerOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "eventsync_breaker_open",
+			Help: "1 while the circuit breaker stops pulling events because the API is failing.",
+		}),
+		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "eventsync_stream_paused",
+			Help: "1 while a stream is paused by the control plane.",
+		}, []string{"stream"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.events, m.inFlight, m.duration, m.sinkLatency, m.breakerOpen, m.paused)
+	}
+	return m
+}
+
+// ObserveSink records one API call; it matches httpsink's observer hook.
+func (m *Metrics) ObserveSink(op, _ string, status int, d time.Duration, err error) {
+	label := strconv.Itoa(status)
+	if status == 0 && err != nil {
+		var se *sink.Error
+		if errors.As(err, &se) && se.Status != 0 {
+			label = strconv.Itoa(se.Status)
+		}
+	}
+	m.sinkLatency.WithLabelValues(op, label).Observe(d.Seconds())
+}

@@ -1,0 +1,372 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/internal/control"
+	"github.com/eventsync/eventsync/sink"
+	"github.com/eventsync/eventsync/store"
+)
+
+// Worker consumes the configured streams and applies every delivery with
+// up to Concurrency events in flight. It honours pause flags from the
+// control plane and stops pulling while its circuit breaker is open.
+type Worker struct {
+	bus     bus.Bus
+	store   store.Store
+	applier *Applier
+	cfg     Config
+	metrics *Metrics
+	breaker *breaker
+	started time.Time
+
+	slots    chan struct{}
+	inFlight map[bus.Stream]*atomic.Int64
+	done     map[bus.Stream]*atomic.Int64
+	resultsM sync.Mutex
+	results  map[string]int64
+
+	pausedM sync.Mutex
+	paused  map[bus.Stream]bool
+	// pauseChanged is closed and replaced whenever a pause flag flips.
+	pauseChanged chan struct{}
+	consuming    map[bus.Stream]*atomic.Bool
+}
+
+// NewWorker validates cfg and wires a worker; metrics go to reg (may be nil).
+func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, reg prometheus.Registerer) (*Worker, error) {
+	cfg = cfg.WithDefaults()
+	applier, err := NewApplier(st, sk, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if b == nil {
+		return nil, errors.New("engine: bus is required")
+	}
+	w := &Worker{
+		bus: b, store: st, applier: applier, cfg: cfg,
+		metrics:      NewMetrics(reg),
+		breaker:      newBreaker(cfg.Breaker, cfg.Now),
+		slots:        make(chan struct{}, cfg.Concurrency),
+		inFlight:     map[bus.Stream]*atomic.Int64{},
+		done:         map[bus.Stream]*atomic.Int64{},
+		consuming:    map[bus.Stream]*atomic.Bool{},
+		results:      map[string]int64{},
+		paused:       map[bus.Stream]bool{},
+		pauseChanged: make(chan struct{}),
+	}
+	for _, s := range cfg.Streams {
+		w.inFlight[s] = new(atomic.Int64)
+		w.done[s] = new(atomic.Int64)
+		w.consuming[s] = new(atomic.Bool)
+	}
+	return w, nil
+}
+
+// Metrics exposes the collectors, e.g. to feed sink latency.
+func (w *Worker) Metrics() *Metrics { return w.metrics }
+
+// Run consumes until ctx is cancelled, then stops pulling, lets in-flight
+// events finish within ShutdownGrace (cancelling their calls after it, so
+// they are released back to the queue) and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	w.started = w.cfg.Now()
+	// Handlers outlive ctx by the grace period so that a SIGTERM does not
+	// abort API calls halfway.
+	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+
+	if err := w.pollControl(ctx); err != nil {
+		return err
+	}
+	var handlers sync.WaitGroup
+	var loops sync.WaitGroup
+	errs := make(chan error, len(w.cfg.Streams)+2)
+	loops.Add(1)
+	go func() {
+		defer loops.Done()
+		w.controlLoop(ctx)
+	}()
+	for _, s := range w.cfg.Streams {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			if err := w.consume(ctx, handlerCtx, s, &handlers); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	loops.Wait()
+
+	drained := make(chan struct{})
+	go func() {
+		handlers.Wait()
+		close(drained)
+	}()
+	grace := time.NewTimer(w.cfg.ShutdownGrace)
+	defer grace.Stop()
+	select {
+	case <-drained:
+	case <-grace.C:
+		w.cfg.Logger.Warn("shutdown grace period over; cancelling in-flight calls, their events go back to the queue", "grace", w.cfg.ShutdownGrace)
+		cancelHandlers()
+		<-drained
+	}
+	w.heartbeat(context.Background(), 0)
+	close(errs)
+	return errors.Join(collect(errs)...)
+}
+
+func collect(ch <-chan error) []error {
+	var out []error
+	for err := range ch {
+		out = append(out, err)
+	}
+	return out
+}
+
+// consume runs one stream: subscribe while not paused, hand deliveries to
+// handlers while the breaker allows, unsubscribe on pause.
+func (w *Worker) consume(ctx, handlerCtx context.Context, stream bus.Stream, handlers *sync.WaitGroup) error {
+	log := w.cfg.Logger.With("stream", string(stream))
+	for ctx.Err() == nil {
+		if paused, changed := w.isPaused(stream); paused {
+			w.metrics.paused.WithLabelValues(string(stream)).Set(1)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-changed:
+			}
+			continue
+		}
+		w.metrics.paused.WithLabelValues(string(stream)).Set(0)
+		sub, err := w.bus.Subscribe(ctx, stream, bus.SubscribeOptions{Prefetch: w.cfg.Prefetch})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Error("subscribe failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		}
+		w.consuming[stream].Store(true)
+		log.Info("consuming")
+		err = w.pump(ctx, handlerCtx, stream, sub, handlers)
+		w.consuming[stream].Store(false)
+		if cerr := sub.Close(); cerr != nil {
+			log.Warn("closing subscription", "err", cerr)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pump forwards deliveries to handlers until ctx ends or the stream pauses.
+func (w *Worker) pump(ctx, handlerCtx context.Context, stream bus.Stream, sub bus.Subscription, handlers *sync.WaitGroup) error {
+	deliveries := sub.Deliveries()
+	for {
+		paused, changed := w.isPaused(stream)
+		if paused {
+			w.cfg.Logger.Info("stream paused; stopped pulling", "stream", string(stream))
+			return nil
+		}
+		probe, err := w.breaker.Wait(ctx)
+		if err != nil {
+			return nil
+		}
+		w.metrics.breakerOpen.Set(0)
+		select {
+		case <-ctx.Done():
+			w.releaseProbe(probe)
+			return nil
+		case <-changed:
+			w.releaseProbe(probe)
+			continue
+		case w.slots <- struct{}{}:
+		}
+		var d bus.Delivery
+		var ok bool
+		select {
+		case <-ctx.Done():
+			<-w.slots
+			w.releaseProbe(probe)
+			return nil
+		case <-changed:
+			<-w.slots
+			w.releaseProbe(probe)
+			continue
+		case d, ok = <-deliveries:
+		}
+		if !ok {
+			<-w.slots
+			w.releaseProbe(probe)
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("subscription to %s ended unexpectedly", stream)
+		}
+		handlers.Add(1)
+		w.inFlight[stream].Add(1)
+		w.metrics.inFlight.WithLabelValues(string(stream)).Inc()
+		go func() {
+			defer handlers.Done()
+			defer func() { <-w.slots }()
+			w.handle(handlerCtx, stream, d, probe)
+			w.inFlight[stream].Add(-1)
+			w.metrics.inFlight.WithLabelValues(string(stream)).Dec()
+		}()
+	}
+}
+
+func (w *Worker) releaseProbe(probe bool) {
+	if probe {
+		w.breaker.Record(true, false, false)
+	}
+}
+
+// handle applies one delivery and settles it according to the outcome.
+func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, probe bool) {
+	start := w.cfg.Now()
+	out := w.applier.Apply(ctx, d.Body(), d.Attempt())
+	var err error
+	switch out.Result {
+	case ResultApplied, ResultDuplicate, ResultStale, ResultRepaired:
+		err = d.Ack(ctx)
+	case ResultRetried, ResultLocked:
+		err = d.Retry(ctx, out.Delay, out.Reason)
+	case ResultParked:
+		w.cfg.Logger.Warn("event parked", "stream", string(stream), "attempt", d.Attempt(), "reason", out.Reason)
+		err = d.Park(ctx, out.Reason)
+	default:
+		err = d.Release(context.WithoutCancel(ctx))
+	}
+	if err != nil {
+		// The broker redelivers an unsettled message; versions absorb the
+		// repeat. Nothing is lost.
+		w.cfg.Logger.Warn("settling delivery failed; the broker will redeliver it", "stream", string(stream), "result", string(out.Result), "err", err)
+	}
+	if out.SinkFailure {
+		var se *sink.Error
+		if errors.As(out.Err, &se) && se.RetryAfter > 0 {
+			w.breaker.Hold(se.RetryAfter)
+		}
+	}
+	success := out.Result == ResultApplied || out.Result == ResultRepaired
+	w.breaker.Record(probe, out.SinkFailure, success)
+	if w.breaker.State() == "open" {
+		w.metrics.breakerOpen.Set(1)
+	}
+	w.metrics.events.WithLabelValues(string(stream), string(out.Result)).Inc()
+	w.metrics.duration.WithLabelValues(string(stream)).Observe(w.cfg.Now().Sub(start).Seconds())
+	w.done[stream].Add(1)
+	w.resultsM.Lock()
+	w.results[string(out.Result)]++
+	w.resultsM.Unlock()
+}
+
+func (w *Worker) isPaused(s bus.Stream) (bool, <-chan struct{}) {
+	w.pausedM.Lock()
+	defer w.pausedM.Unlock()
+	return w.paused[s], w.pauseChanged
+}
+
+// pollControl reads every stream's pause flag once.
+func (w *Worker) pollControl(ctx context.Context) error {
+	changed := false
+	next := map[bus.Stream]bool{}
+	for _, s := range w.cfg.Streams {
+		p, err := control.Paused(ctx, w.store, s)
+		if err != nil {
+			return err
+		}
+		next[s] = p != nil
+	}
+	w.pausedM.Lock()
+	for s, v := range next {
+		if w.paused[s] != v {
+			changed = true
+			w.paused[s] = v
+		}
+	}
+	if changed {
+		close(w.pauseChanged)
+		w.pauseChanged = make(chan struct{})
+	}
+	w.pausedM.Unlock()
+	return nil
+}
+
+// controlLoop polls pause flags and publishes heartbeats until ctx ends.
+func (w *Worker) controlLoop(ctx context.Context) {
+	tick := time.NewTicker(w.cfg.ControlPoll)
+	defer tick.Stop()
+	lastBeat := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if err := w.pollControl(ctx); err != nil && ctx.Err() == nil {
+			w.cfg.Logger.Warn("reading control flags failed; keeping the last known state", "err", err)
+		}
+		if time.Since(lastBeat) >= 2*time.Second {
+			w.heartbeat(ctx, 10*time.Second)
+			lastBeat = time.Now()
+		}
+	}
+}
+
+// Status returns this worker's heartbeat record.
+func (w *Worker) Status() control.WorkerStatus {
+	host, _ := os.Hostname()
+	s := control.WorkerStatus{
+		ID: w.cfg.WorkerID, Host: host, PID: os.Getpid(),
+		StartedAt: w.started, SeenAt: w.cfg.Now().UTC(),
+		Concurrency: w.cfg.Concurrency,
+		InFlight:    map[bus.Stream]int64{},
+		Consuming:   map[bus.Stream]bool{},
+		PerStream:   map[bus.Stream]int64{},
+		Results:     map[string]int64{},
+		Breaker:     w.breaker.State(),
+	}
+	for _, st := range w.cfg.Streams {
+		s.InFlight[st] = w.inFlight[st].Load()
+		s.Consuming[st] = w.consuming[st].Load()
+		s.PerStream[st] = w.done[st].Load()
+	}
+	w.resultsM.Lock()
+	for k, v := range w.results {
+		s.Results[k] = v
+	}
+	w.resultsM.Unlock()
+	return s
+}
+
+// heartbeat writes the status; ttl 0 removes it (clean shutdown).
+func (w *Worker) heartbeat(ctx context.Context, ttl time.Duration) {
+	if ttl == 0 {
+		if err := control.RemoveHeartbeat(ctx, w.store, w.cfg.WorkerID); err != nil {
+			w.cfg.Logger.Debug("removing heartbeat", "err", err)
+		}
+		return
+	}
+	if err := control.Heartbeat(ctx, w.store, w.Status(), ttl); err != nil && ctx.Err() == nil {
+		w.cfg.Logger.Warn("heartbeat failed", "err", err)
+	}
+}
