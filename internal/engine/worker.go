@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/control"
 	"github.com/eventsync/eventsync/sink"
@@ -42,8 +40,9 @@ type Worker struct {
 	consuming    map[bus.Stream]*atomic.Bool
 }
 
-// NewWorker validates cfg and wires a worker; metrics go to reg (may be nil).
-func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, reg prometheus.Registerer) (*Worker, error) {
+// NewWorker validates cfg and wires a worker. m may be nil (no metrics
+// exported); pass NewMetrics(registry) to export them.
+func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, m *Metrics) (*Worker, error) {
 	cfg = cfg.WithDefaults()
 	applier, err := NewApplier(st, sk, cfg)
 	if err != nil {
@@ -54,7 +53,7 @@ func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, reg promethe
 	}
 	w := &Worker{
 		bus: b, store: st, applier: applier, cfg: cfg,
-		metrics:      NewMetrics(reg),
+		metrics:      m,
 		breaker:      newBreaker(cfg.Breaker, cfg.Now),
 		slots:        make(chan struct{}, cfg.Concurrency),
 		inFlight:     map[bus.Stream]*atomic.Int64{},
@@ -63,6 +62,9 @@ func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, reg promethe
 		results:      map[string]int64{},
 		paused:       map[bus.Stream]bool{},
 		pauseChanged: make(chan struct{}),
+	}
+	if w.metrics == nil {
+		w.metrics = NewMetrics(nil)
 	}
 	for _, s := range cfg.Streams {
 		w.inFlight[s] = new(atomic.Int64)
