@@ -68,17 +68,18 @@ func Paused(ctx context.Context, c store.Control, stream bus.Stream) (*Pause, er
 
 // WorkerStatus is a worker's heartbeat.
 type WorkerStatus struct {
-	ID          string               `json:"id"`
-	Host        string               `json:"host"`
-	PID         int                  `json:"pid"`
-	StartedAt   time.Time            `json:"started_at"`
-	SeenAt      time.Time            `json:"seen_at"`
-	Concurrency int                  `json:"concurrency"`
-	InFlight    map[bus.Stream]int64 `json:"in_flight"`
-	Consuming   map[bus.Stream]bool  `json:"consuming"`
-	Results     map[string]int64     `json:"results"` // totals by result, all streams
-	PerStream   map[bus.Stream]int64 `json:"done"`    // settled deliveries per stream
-	Breaker     string               `json:"breaker"`
+	ID          string                 `json:"id"`
+	Host        string                 `json:"host"`
+	PID         int                    `json:"pid"`
+	StartedAt   time.Time              `json:"started_at"`
+	SeenAt      time.Time              `json:"seen_at"`
+	Concurrency int                    `json:"concurrency"`
+	InFlight    map[bus.Stream]int64   `json:"in_flight"`
+	Consuming   map[bus.Stream]bool    `json:"consuming"`
+	Results     map[string]int64       `json:"results"` // totals by result, all streams
+	PerStream   map[bus.Stream]int64   `json:"done"`    // settled deliveries per stream
+	Rates       map[bus.Stream]float64 `json:"rates"`   // settled deliveries per second since the previous heartbeat
+	Breaker     string                 `json:"breaker"`
 }
 
 // Heartbeat publishes a worker's status; it disappears after ttl unless renewed.

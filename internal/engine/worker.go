@@ -38,6 +38,12 @@ type Worker struct {
 	// pauseChanged is closed and replaced whenever a pause flag flips.
 	pauseChanged chan struct{}
 	consuming    map[bus.Stream]*atomic.Bool
+
+	// rate sampling for heartbeats, touched only by controlLoop
+	lastSampleAt time.Time
+	lastSample   map[bus.Stream]int64
+	rates        map[bus.Stream]float64
+	ratesM       sync.Mutex
 }
 
 // NewWorker validates cfg and wires a worker. m may be nil (no metrics
@@ -328,10 +334,31 @@ func (w *Worker) controlLoop(ctx context.Context) {
 			w.cfg.Logger.Warn("reading control flags failed; keeping the last known state", "err", err)
 		}
 		if time.Since(lastBeat) >= 2*time.Second {
+			w.sampleRates()
 			w.heartbeat(ctx, 10*time.Second)
 			lastBeat = time.Now()
 		}
 	}
+}
+
+// sampleRates computes per-stream throughput since the previous sample.
+func (w *Worker) sampleRates() {
+	now := w.cfg.Now()
+	w.ratesM.Lock()
+	defer w.ratesM.Unlock()
+	if w.rates == nil {
+		w.rates = map[bus.Stream]float64{}
+		w.lastSample = map[bus.Stream]int64{}
+	}
+	elapsed := now.Sub(w.lastSampleAt).Seconds()
+	for s, c := range w.done {
+		n := c.Load()
+		if !w.lastSampleAt.IsZero() && elapsed > 0 {
+			w.rates[s] = float64(n-w.lastSample[s]) / elapsed
+		}
+		w.lastSample[s] = n
+	}
+	w.lastSampleAt = now
 }
 
 // Status returns this worker's heartbeat record.
@@ -346,7 +373,13 @@ func (w *Worker) Status() control.WorkerStatus {
 		PerStream:   map[bus.Stream]int64{},
 		Results:     map[string]int64{},
 		Breaker:     w.breaker.State(),
+		Rates:       map[bus.Stream]float64{},
 	}
+	w.ratesM.Lock()
+	for k, v := range w.rates {
+		s.Rates[k] = v
+	}
+	w.ratesM.Unlock()
 	for _, st := range w.cfg.Streams {
 		s.InFlight[st] = w.inFlight[st].Load()
 		s.Consuming[st] = w.consuming[st].Load()
