@@ -1,0 +1,480 @@
+package httpsink
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults used by WithDefaults.
+const (
+	DefaultTimeout        = 10 * time.Second
+	DefaultMaxBodyExcerpt = 512
+	DefaultIDPath         = "id"
+	DefaultLookupIDs      = "[].id"
+	DefaultListItems      = "data"
+	DefaultListID         = "id"
+	DefaultListExternalID = "external_id"
+	DefaultPerPage        = 100
+	DefaultFirstPage      = 1
+	// DefaultPathPrefix is put in front of a collection that does not start
+	// with "/": collection "listings" becomes "/v1/listings".
+	DefaultPathPrefix = "/v1/"
+
+	maxBodyExcerptLimit = 64 << 10
+)
+
+// Config is the declarative description of a third-party REST API: where it
+// lives and, per entity, which HTTP call creates, updates, deletes, looks up
+// and lists its records. It is the "sink" section of eventsync's YAML file.
+type Config struct {
+	// Defaults apply to every entity unless the entity overrides them.
+	Defaults Defaults `yaml:"defaults"`
+	// EntityConfigs maps an event's entity name (e.g. "listing") to its
+	// routes; YAML key "entities".
+	EntityConfigs map[string]EntityConfig `yaml:"entities"`
+}
+
+// Defaults are the settings shared by all entities.
+type Defaults struct {
+	// BaseURL is the API's root, e.g. https://api.example.com. Request paths
+	// are appended to it verbatim, so it may carry a path prefix.
+	BaseURL string `yaml:"base_url"`
+	// Timeout bounds one HTTP call, including reading the response.
+	Timeout time.Duration `yaml:"timeout"`
+	// Headers are sent with every request. Values may reference environment
+	// variables as ${NAME}; a variable that is not set is a start-up error.
+	Headers map[string]string `yaml:"headers"`
+	// MaxBodyExcerpt bounds how much of an error response is kept in the
+	// error (and so in logs and park reasons).
+	MaxBodyExcerpt int `yaml:"max_body_excerpt"`
+}
+
+// EntityConfig describes the routes of one entity. Set Collection to get the
+// conventional REST routes (see WithDefaults); set an operation to override
+// the conventional one.
+type EntityConfig struct {
+	// Collection names the REST collection ("listings" → /v1/listings, or a
+	// full path like "/api/listings"). Operations left out get the defaults.
+	Collection string `yaml:"collection"`
+	// BaseURL, Timeout, Headers and MaxBodyExcerpt override Defaults;
+	// Headers are merged over the default headers.
+	BaseURL        string            `yaml:"base_url"`
+	Timeout        time.Duration     `yaml:"timeout"`
+	Headers        map[string]string `yaml:"headers"`
+	MaxBodyExcerpt int               `yaml:"max_body_excerpt"`
+
+	Create *Request       `yaml:"create"`
+	Update *Request       `yaml:"update"`
+	Delete *Request       `yaml:"delete"`
+	Lookup *LookupRequest `yaml:"lookup"`
+	List   *ListRequest   `yaml:"list"`
+	// IDPath locates the remote id in a create response: "id", "data.id",
+	// "[0].id". Numeric ids become their decimal string.
+	IDPath string `yaml:"id_path"`
+}
+
+// Request is one HTTP call. Path and Body are Go text/templates over
+// TemplateData with the functions json, query and path. For create and
+// update an empty Body means the event's data with "external_id" (the key)
+// and "version" added; for delete an empty Body sends no body.
+type Request struct {
+	Method string `yaml:"method"`
+	Path   string `yaml:"path"`
+	Body   string `yaml:"body"`
+}
+
+// LookupRequest finds the remote records whose external id is the event's
+// key. IDs is the path of the ids in the response, e.g. "[].id" for a bare
+// array of records or "data[].id".
+type LookupRequest struct {
+	Method string `yaml:"method"`
+	Path   string `yaml:"path"`
+	Body   string `yaml:"body"`
+	IDs    string `yaml:"ids"`
+}
+
+// ListRequest fetches one page of remote records; the sink pages from
+// FirstPage until a page has fewer than PerPage items. Items is the path of
+// the record array in a page ("data", or "[]" for a bare array); ID and
+// ExternalID are paths inside one record.
+type ListRequest struct {
+	Method     string `yaml:"method"`
+	Path       string `yaml:"path"`
+	Body       string `yaml:"body"`
+	Items      string `yaml:"items"`
+	ID         string `yaml:"id"`
+	ExternalID string `yaml:"external_id"`
+	PerPage    int    `yaml:"per_page"`
+	FirstPage  *int   `yaml:"first_page"`
+}
+
+// ParseConfig decodes the sink section of a YAML document, applies defaults
+// and validates it. Unknown fields are refused with their line number, so a
+// typo never silently falls back to a default.
+func ParseConfig(data []byte) (Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Config{}, errors.New("sink config is empty; it needs at least defaults.base_url and one entity under entities")
+		}
+		return Config{}, fmt.Errorf("parse sink config: %w", err)
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// LoadConfig reads and parses a sink config file; see ParseConfig.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read sink config: %w", err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Entities returns the configured entity names, sorted.
+func (c Config) Entities() []string {
+	names := make([]string, 0, len(c.EntityConfigs))
+	for name := range c.EntityConfigs {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// WithDefaults returns a copy with every unset option filled in. An entity
+// with a Collection gets, for each operation it leaves out:
+//
+//	create: POST   /v1/{collection}            body: data + external_id + version
+//	update: PUT    /v1/{collection}/{remote id} (same body)
+//	delete: DELETE /v1/{collection}/{remote id}
+//	lookup: GET    /v1/{collection}?external_id={key}, ids "[].id"
+//	list:   GET    /v1/{collection}?page=N&per_page=M, items "data"
+func (c Config) WithDefaults() Config {
+	out := c
+	if out.Defaults.Timeout == 0 {
+		out.Defaults.Timeout = DefaultTimeout
+	}
+	if out.Defaults.MaxBodyExcerpt == 0 {
+		out.Defaults.MaxBodyExcerpt = DefaultMaxBodyExcerpt
+	}
+	out.EntityConfigs = make(map[string]EntityConfig, len(c.EntityConfigs))
+	for name, e := range c.EntityConfigs {
+		out.EntityConfigs[name] = e.withDefaults()
+	}
+	return out
+}
+
+func (e EntityConfig) withDefaults() EntityConfig {
+	if e.IDPath == "" {
+		e.IDPath = DefaultIDPath
+	}
+	if e.Collection != "" && collectionPattern.MatchString(e.Collection) {
+		base := e.Collection
+		if !strings.HasPrefix(base, "/") {
+			base = DefaultPathPrefix + base
+		}
+		item := base + "/{{.RemoteID | path}}"
+		if e.Create == nil {
+			e.Create = &Request{Method: http.MethodPost, Path: base}
+		}
+		if e.Update == nil {
+			e.Update = &Request{Method: http.MethodPut, Path: item}
+		}
+		if e.Delete == nil {
+			e.Delete = &Request{Method: http.MethodDelete, Path: item}
+		}
+		if e.Lookup == nil {
+			e.Lookup = &LookupRequest{Method: http.MethodGet, Path: base + "?external_id={{.Key | query}}"}
+		}
+		if e.List == nil {
+			e.List = &ListRequest{Method: http.MethodGet, Path: base + "?page={{.Page}}&per_page={{.PerPage}}"}
+		}
+	}
+	// Copy the requests so filling their defaults never writes through
+	// pointers shared with the caller's Config.
+	if e.Lookup != nil {
+		l := *e.Lookup
+		if l.Method == "" {
+			l.Method = http.MethodGet
+		}
+		if l.IDs == "" {
+			l.IDs = DefaultLookupIDs
+		}
+		e.Lookup = &l
+	}
+	if e.List != nil {
+		l := *e.List
+		if l.Method == "" {
+			l.Method = http.MethodGet
+		}
+		if l.Items == "" {
+			l.Items = DefaultListItems
+		}
+		if l.ID == "" {
+			l.ID = DefaultListID
+		}
+		if l.ExternalID == "" {
+			l.ExternalID = DefaultListExternalID
+		}
+		if l.PerPage == 0 {
+			l.PerPage = DefaultPerPage
+		}
+		if l.FirstPage == nil {
+			first := DefaultFirstPage
+			l.FirstPage = &first
+		}
+		e.List = &l
+	}
+	return e
+}
+
+var (
+	entityNamePattern = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+	collectionPattern = regexp.MustCompile(`^/?[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$`)
+	headerNamePattern = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+	envRefPattern     = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+)
+
+// Validate reports every problem in the config, each naming its location
+// (e.g. "sink.entities.listing.update.path: ..."). It compiles all
+// templates and renders them with sample data, so a body that would not be
+// JSON or a path that would not escape the key is caught at start-up.
+// Call it on the result of WithDefaults.
+func (c Config) Validate() error {
+	_, err := compile(c, nil)
+	return err
+}
+
+// compile turns a validated config into ready-to-run entities. lookupEnv
+// expands ${NAME} in header values; nil only checks the references' syntax.
+func compile(c Config, lookupEnv func(string) (string, bool)) (map[string]*entity, error) {
+	var errs []error
+	add := func(where, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", where, fmt.Sprintf(format, args...)))
+	}
+	if c.Defaults.BaseURL != "" {
+		if msg := checkBaseURL(c.Defaults.BaseURL); msg != "" {
+			add("sink.defaults.base_url", "%s", msg)
+		}
+	}
+	if c.Defaults.Timeout < 0 {
+		add("sink.defaults.timeout", "%s is negative; use a duration like 10s", c.Defaults.Timeout)
+	}
+	if m := c.Defaults.MaxBodyExcerpt; m < 0 || m > maxBodyExcerptLimit {
+		add("sink.defaults.max_body_excerpt", "%d is outside 1..%d", m, maxBodyExcerptLimit)
+	}
+	defaultHeaders, herrs := checkHeaders("sink.defaults.headers", c.Defaults.Headers, lookupEnv)
+	errs = append(errs, herrs...)
+	if len(c.EntityConfigs) == 0 {
+		add("sink.entities", "no entities configured; add one, e.g. `listing: {collection: listings}`")
+	}
+	out := make(map[string]*entity, len(c.EntityConfigs))
+	for _, name := range c.Entities() {
+		e := c.EntityConfigs[name]
+		where := "sink.entities." + name
+		if !entityNamePattern.MatchString(name) {
+			add(where, "entity name %q does not match [a-z][a-z0-9_]* (the event contract's entity names)", name)
+			continue
+		}
+		compiled, eerrs := compileEntity(name, where, e, c.Defaults, defaultHeaders, lookupEnv)
+		errs = append(errs, eerrs...)
+		if compiled != nil {
+			out[name] = compiled
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+func compileEntity(name, where string, e EntityConfig, d Defaults, defaultHeaders http.Header, lookupEnv func(string) (string, bool)) (*entity, []error) {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", where, field, fmt.Sprintf(format, args...)))
+	}
+	ent := &entity{
+		name:       name,
+		baseURL:    firstNonEmpty(e.BaseURL, d.BaseURL),
+		timeout:    e.Timeout,
+		maxExcerpt: e.MaxBodyExcerpt,
+	}
+	if ent.timeout == 0 {
+		ent.timeout = d.Timeout
+	}
+	if ent.maxExcerpt == 0 {
+		ent.maxExcerpt = d.MaxBodyExcerpt
+	}
+	switch {
+	case e.BaseURL != "":
+		if msg := checkBaseURL(e.BaseURL); msg != "" {
+			add("base_url", "%s", msg)
+		}
+	case d.BaseURL == "":
+		add("base_url", "missing; set sink.defaults.base_url or %s.base_url (e.g. http://127.0.0.1:8081)", where)
+	}
+	ent.baseURL = strings.TrimRight(ent.baseURL, "/")
+	if e.Timeout < 0 {
+		add("timeout", "%s is negative; use a duration like 10s", e.Timeout)
+	}
+	if e.MaxBodyExcerpt < 0 || e.MaxBodyExcerpt > maxBodyExcerptLimit {
+		add("max_body_excerpt", "%d is outside 1..%d", e.MaxBodyExcerpt, maxBodyExcerptLimit)
+	}
+	if e.Collection != "" && !collectionPattern.MatchString(e.Collection) {
+		add("collection", "%q is not a plain path like \"listings\" or \"/api/listings\"", e.Collection)
+	}
+	headers, herrs := checkHeaders(where+".headers", e.Headers, lookupEnv)
+	errs = append(errs, herrs...)
+	ent.headers = defaultHeaders.Clone()
+	if ent.headers == nil {
+		ent.headers = http.Header{}
+	}
+	for k, v := range headers {
+		ent.headers[k] = v
+	}
+
+	var err error
+	if ent.idPath, err = parsePath(e.IDPath); err != nil {
+		add("id_path", "%v", err)
+	}
+	ent.create = compileRequest(where+".create", opCreate, e.Create, &errs)
+	ent.update = compileRequest(where+".update", opUpdate, e.Update, &errs)
+	ent.delete = compileRequest(where+".delete", opDelete, e.Delete, &errs)
+	if e.Lookup != nil {
+		l := e.Lookup
+		ent.lookup = compileRequest(where+".lookup", opLookup, &Request{Method: l.Method, Path: l.Path, Body: l.Body}, &errs)
+		if ent.lookupIDs, err = parsePath(l.IDs); err != nil {
+			add("lookup.ids", "%v", err)
+		}
+	}
+	if e.List != nil {
+		l := e.List
+		ent.list = compileRequest(where+".list", opList, &Request{Method: l.Method, Path: l.Path, Body: l.Body}, &errs)
+		if ent.listItems, err = parsePath(l.Items); err != nil {
+			add("list.items", "%v", err)
+		}
+		if ent.listID, err = parsePath(l.ID); err != nil {
+			add("list.id", "%v", err)
+		} else if ent.listID.multi {
+			add("list.id", "%q selects many values; it must name one field of a record", l.ID)
+		}
+		if ent.listExternalID, err = parsePath(l.ExternalID); err != nil {
+			add("list.external_id", "%v", err)
+		} else if ent.listExternalID.multi {
+			add("list.external_id", "%q selects many values; it must name one field of a record", l.ExternalID)
+		}
+		if l.PerPage < 1 || l.PerPage > 100000 {
+			add("list.per_page", "%d is outside 1..100000", l.PerPage)
+		}
+		ent.perPage = l.PerPage
+		if l.FirstPage != nil {
+			ent.firstPage = *l.FirstPage
+		}
+		if ent.firstPage < 0 {
+			add("list.first_page", "%d is negative", ent.firstPage)
+		}
+	}
+	if ent.idPath.multi {
+		add("id_path", "%q selects many values; a create response has one id (use [0] for the first element)", e.IDPath)
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return ent, nil
+}
+
+func checkBaseURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Sprintf("%q is not a URL: %v", raw, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Sprintf("%q must start with http:// or https://", raw)
+	}
+	if u.Host == "" {
+		return fmt.Sprintf("%q has no host", raw)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Sprintf("%q must not carry a query or fragment; put those in the request paths", raw)
+	}
+	return ""
+}
+
+// checkHeaders validates header names and ${NAME} references and, when
+// lookupEnv is given, expands them.
+func checkHeaders(where string, in map[string]string, lookupEnv func(string) (string, bool)) (http.Header, []error) {
+	var errs []error
+	out := http.Header{}
+	for _, name := range sortedKeys(in) {
+		value := in[name]
+		loc := where + "." + name
+		if !headerNamePattern.MatchString(name) {
+			errs = append(errs, fmt.Errorf("%s: %q is not a valid HTTP header name", loc, name))
+			continue
+		}
+		stripped := envRefPattern.ReplaceAllString(value, "")
+		if strings.Contains(stripped, "${") {
+			errs = append(errs, fmt.Errorf("%s: malformed environment reference; write ${NAME} with NAME made of letters, digits and _", loc))
+			continue
+		}
+		if lookupEnv != nil {
+			var missing []string
+			value = envRefPattern.ReplaceAllStringFunc(value, func(ref string) string {
+				v, ok := lookupEnv(ref[2 : len(ref)-1])
+				if !ok {
+					missing = append(missing, ref[2:len(ref)-1])
+				}
+				return v
+			})
+			if len(missing) > 0 {
+				errs = append(errs, fmt.Errorf("%s: environment variable %s is not set; export it before starting eventsync", loc, strings.Join(missing, ", ")))
+				continue
+			}
+		}
+		if strings.ContainsAny(value, "\r\n\x00") {
+			errs = append(errs, fmt.Errorf("%s: value contains a line break or NUL, which HTTP headers cannot carry", loc))
+			continue
+		}
+		out.Set(name, value)
+	}
+	return out, errs
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func firstNonEmpty(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

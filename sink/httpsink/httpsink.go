@@ -1,0 +1,459 @@
+// Package httpsink is the declarative HTTP adapter of the sink port: a YAML
+// description of a third-party REST API (base URL, headers, and per entity
+// the create, update, delete, lookup and list calls as Go templates) becomes
+// a sink.Sink and sink.Lister.
+//
+// Most entities need one line, `listing: {collection: listings}`, which
+// gives the conventional REST routes; see Config.WithDefaults. Responses are
+// classified per the sink contract: 2xx succeeds; 404 (or 410) on update and
+// delete is sink.ErrNotFound; 408, 429, 5xx, timeouts and connection errors
+// are retryable, honouring Retry-After; other 4xx are permanent and carry a
+// bounded excerpt of the response body.
+package httpsink
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/eventsync/eventsync/sink"
+)
+
+// MaxRetryAfter caps a server's Retry-After so one odd header cannot stall
+// an entity for days.
+const MaxRetryAfter = 10 * time.Minute
+
+// maxResponseBytes bounds a successful response read into memory (one list
+// page is the largest expected).
+const maxResponseBytes = 32 << 20
+
+// Observer is told about every HTTP call the sink makes: the operation
+// (create, update, delete, lookup, list), the entity, the HTTP status (0 when
+// no response arrived), the call's duration and its error (nil on success).
+// It is called from the calling goroutine and must be fast and safe for
+// concurrent use.
+type Observer func(op, entity string, status int, d time.Duration, err error)
+
+// Option configures New.
+type Option func(*Sink) error
+
+// WithHTTPClient makes the sink use c instead of its own tuned client. The
+// per-request timeout from the config still applies through the context.
+func WithHTTPClient(c *http.Client) Option {
+	return func(s *Sink) error {
+		if c == nil {
+			return errors.New("httpsink.WithHTTPClient: client is nil")
+		}
+		s.client = c
+		s.ownsClient = false
+		return nil
+	}
+}
+
+// WithLogger sets the logger; nil discards logs.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Sink) error {
+		if l == nil {
+			l = slog.New(slog.DiscardHandler)
+		}
+		s.log = l
+		return nil
+	}
+}
+
+// WithObserver registers fn to be told about every HTTP call.
+func WithObserver(fn Observer) Option {
+	return func(s *Sink) error {
+		if fn == nil {
+			return errors.New("httpsink.WithObserver: observer is nil")
+		}
+		s.observe = fn
+		return nil
+	}
+}
+
+// Sink is the HTTP sink. It is safe for concurrent use by many goroutines.
+type Sink struct {
+	entities   map[string]*entity
+	client     *http.Client
+	ownsClient bool
+	log        *slog.Logger
+	observe    Observer
+	now        func() time.Time
+}
+
+// entity is one entity's compiled configuration.
+type entity struct {
+	name       string
+	baseURL    string
+	timeout    time.Duration
+	headers    http.Header
+	maxExcerpt int
+
+	create, update, delete *operation
+	lookup                 *operation
+	lookupIDs              jsonPath
+	list                   *operation
+	listItems              jsonPath
+	listID                 jsonPath
+	listExternalID         jsonPath
+	perPage, firstPage     int
+	idPath                 jsonPath
+}
+
+var (
+	_ sink.Sink   = (*Sink)(nil)
+	_ sink.Lister = (*Sink)(nil)
+)
+
+// New builds a sink from cfg (defaults are applied here, so a Config built
+// in Go needs no WithDefaults call). Header values' ${NAME} references are
+// expanded from the environment now; a missing variable is an error naming it.
+func New(cfg Config, opts ...Option) (*Sink, error) {
+	entities, err := compile(cfg.WithDefaults(), os.LookupEnv)
+	if err != nil {
+		return nil, fmt.Errorf("invalid sink config: %w", err)
+	}
+	s := &Sink{
+		entities:   entities,
+		client:     &http.Client{Transport: newTransport()},
+		ownsClient: true,
+		log:        slog.Default(),
+		observe:    func(string, string, int, time.Duration, error) {},
+		now:        time.Now,
+	}
+	for _, opt := range opts {
+		if err := opt(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// newTransport is tuned for hundreds of concurrent calls to one host: keep
+// that many idle connections instead of Go's default of two per host, so a
+// busy worker does not open and close a connection per call.
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 512
+	t.MaxConnsPerHost = 0 // concurrency is bounded by the worker, not here
+	t.IdleConnTimeout = 90 * time.Second
+	t.ResponseHeaderTimeout = 0 // the per-request context bounds the call
+	return t
+}
+
+// Close releases the idle connections of the sink's own client.
+func (s *Sink) Close() {
+	if s.ownsClient {
+		s.client.CloseIdleConnections()
+	}
+}
+
+// Entities returns the names of the configured entities, sorted.
+func (s *Sink) Entities() []string { return sortedKeys(s.entities) }
+
+// Create makes a new remote record and returns its remote id.
+func (s *Sink) Create(ctx context.Context, r sink.Record) (string, error) {
+	ent, err := s.entity(opCreate, r.Entity)
+	if err != nil {
+		return "", err
+	}
+	data, err := recordData(opCreate, r)
+	if err != nil {
+		return "", err
+	}
+	status, body, err := s.call(ctx, ent, ent.create, data)
+	if err != nil {
+		return "", err
+	}
+	id, err := extractID(body, ent.idPath, "create", ent.maxExcerpt)
+	if err != nil {
+		// The record probably exists now; a permanent error parks the event
+		// for an operator to fix id_path, and the pending intent makes the
+		// next attempt look the record up instead of creating it again.
+		return "", fmt.Errorf("%w (fix sink.entities.%s.id_path): %w", err, ent.name,
+			&sink.Error{Op: "create", Status: status, Retryable: false})
+	}
+	return id, nil
+}
+
+// Update replaces the remote record; sink.ErrNotFound when it is gone.
+func (s *Sink) Update(ctx context.Context, remoteID string, r sink.Record) error {
+	ent, err := s.entity(opUpdate, r.Entity)
+	if err != nil {
+		return err
+	}
+	data, err := recordData(opUpdate, r)
+	if err != nil {
+		return err
+	}
+	data.RemoteID = remoteID
+	_, _, err = s.call(ctx, ent, ent.update, data)
+	return err
+}
+
+// Delete removes the remote record; sink.ErrNotFound when already gone.
+func (s *Sink) Delete(ctx context.Context, entityName, remoteID string) error {
+	ent, err := s.entity(opDelete, entityName)
+	if err != nil {
+		return err
+	}
+	_, _, err = s.call(ctx, ent, ent.delete, TemplateData{Entity: entityName, RemoteID: remoteID})
+	return err
+}
+
+// Lookup returns the remote ids of records whose external id is key.
+func (s *Sink) Lookup(ctx context.Context, entityName, key string) ([]string, error) {
+	ent, err := s.entity(opLookup, entityName)
+	if err != nil {
+		return nil, err
+	}
+	if ent.lookup == nil {
+		return nil, &sink.Error{Op: "lookup", Err: fmt.Errorf("entity %q has no lookup configured; add sink.entities.%s.lookup so ambiguous creates can be resolved", entityName, entityName)}
+	}
+	status, body, err := s.call(ctx, ent, ent.lookup, TemplateData{Entity: entityName, Key: key})
+	if err != nil {
+		return nil, err
+	}
+	ids, err := extractIDs(body, ent.lookupIDs, "lookup", ent.maxExcerpt)
+	if err != nil {
+		return nil, fmt.Errorf("%w (fix sink.entities.%s.lookup.ids): %w", err, ent.name,
+			&sink.Error{Op: "lookup", Status: status, Retryable: false})
+	}
+	return ids, nil
+}
+
+// List calls fn for every remote record of entity, page by page, until a
+// page has fewer records than the page size. An error from fn stops it and
+// is returned as is.
+func (s *Sink) List(ctx context.Context, entityName string, fn func(sink.RemoteRecord) error) error {
+	ent, err := s.entity(opList, entityName)
+	if err != nil {
+		return err
+	}
+	if ent.list == nil {
+		return &sink.Error{Op: "list", Err: fmt.Errorf("entity %q has no list configured; add sink.entities.%s.list", entityName, entityName)}
+	}
+	for page := ent.firstPage; ; page++ {
+		status, body, err := s.call(ctx, ent, ent.list, TemplateData{Entity: entityName, Page: page, PerPage: ent.perPage})
+		if err != nil {
+			return fmt.Errorf("list %s page %d: %w", entityName, page, err)
+		}
+		items, err := listItems(body, ent.listItems, ent.maxExcerpt)
+		if err != nil {
+			return fmt.Errorf("list %s page %d: %w (fix sink.entities.%s.list.items): %w", entityName, page, err, entityName,
+				&sink.Error{Op: "list", Status: status})
+		}
+		for i, item := range items {
+			rec := sink.RemoteRecord{Fields: item}
+			values := ent.listID.eval(item)
+			id, ok := "", false
+			if len(values) == 1 {
+				id, ok = idString(values[0])
+			}
+			if !ok {
+				return fmt.Errorf("list %s page %d: item %d has no string or number at id path %q (fix sink.entities.%s.list.id): %w",
+					entityName, page, i, ent.listID.raw, entityName, &sink.Error{Op: "list", Status: status})
+			}
+			rec.RemoteID = id
+			if values := ent.listExternalID.eval(item); len(values) == 1 {
+				rec.Key, _ = idString(values[0])
+			}
+			if err := fn(rec); err != nil {
+				return err
+			}
+		}
+		if len(items) < ent.perPage {
+			return nil
+		}
+	}
+}
+
+func (s *Sink) entity(kind opKind, name string) (*entity, error) {
+	ent, ok := s.entities[name]
+	if !ok {
+		return nil, &sink.Error{Op: kind.String(), Err: fmt.Errorf("no sink configured for entity %q; add it under sink.entities (configured: %s)",
+			name, strings.Join(s.Entities(), ", "))}
+	}
+	return ent, nil
+}
+
+// recordData prepares the template data of a create or update.
+func recordData(kind opKind, r sink.Record) (TemplateData, error) {
+	d := TemplateData{Entity: r.Entity, Key: r.Key, Version: r.Version, DataJSON: string(r.Data)}
+	if len(bytes.TrimSpace(r.Data)) == 0 || string(bytes.TrimSpace(r.Data)) == "null" {
+		d.Data = map[string]any{}
+		d.DataJSON = "{}"
+		return d, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(r.Data))
+	dec.UseNumber()
+	if err := dec.Decode(&d.Data); err != nil {
+		return d, &sink.Error{Op: kind.String(), Err: fmt.Errorf("event data of %s/%s is not a JSON object: %w", r.Entity, r.Key, err)}
+	}
+	return d, nil
+}
+
+// call renders op, sends it and classifies the outcome. It returns the
+// status and body of a 2xx and a *sink.Error otherwise.
+func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data TemplateData) (int, []byte, error) {
+	opName := op.kind.String()
+	fail := func(format string, args ...any) (int, []byte, error) {
+		return 0, nil, &sink.Error{Op: opName, Err: fmt.Errorf(format, args...)}
+	}
+	path, err := execute(op.path, data)
+	if err != nil {
+		return fail("render %s.path: %w", op.where, err)
+	}
+	target := ent.baseURL + path
+	var body []byte
+	switch {
+	case op.body != nil:
+		rendered, err := execute(op.body, data)
+		if err != nil {
+			return fail("render %s.body: %w", op.where, err)
+		}
+		if !json.Valid([]byte(rendered)) {
+			return fail("%s.body rendered invalid JSON for key %q: %s", op.where, data.Key, excerptString(rendered, ent.maxExcerpt))
+		}
+		body = []byte(rendered)
+	case op.kind == opCreate || op.kind == opUpdate:
+		if body, err = defaultBody(data.Data, data.Key, data.Version); err != nil {
+			return fail("encode %s body: %w", opName, err)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, ent.timeout)
+	defer cancel()
+	var reqBody io.Reader
+	if body != nil {
+		reqBody = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, op.method, target, reqBody)
+	if err != nil {
+		return fail("%s.path rendered an unusable URL: %w", op.where, err)
+	}
+	for k, v := range ent.headers {
+		req.Header[k] = v
+	}
+	if body != nil && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if req.Header.Get("Accept") == "" {
+		req.Header.Set("Accept", "application/json")
+	}
+
+	start := s.now()
+	resp, err := s.client.Do(req)
+	if err != nil {
+		err = s.transportError(opName, ent, op, target, err)
+		s.finish(opName, ent.name, 0, start, err)
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	status := resp.StatusCode
+	if status >= 200 && status < 300 {
+		respBody, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+		switch {
+		case err != nil:
+			err = s.transportError(opName, ent, op, target, fmt.Errorf("read response: %w", err))
+		case len(respBody) > maxResponseBytes:
+			err = &sink.Error{Op: opName, Status: status, Err: fmt.Errorf("%s %s: response is over %d bytes", op.method, redactURL(target), maxResponseBytes)}
+		}
+		s.finish(opName, ent.name, status, start, err)
+		if err != nil {
+			return status, nil, err
+		}
+		return status, respBody, nil
+	}
+
+	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, int64(ent.maxExcerpt)))
+	// Drain a little more so the connection can be reused.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	serr := &sink.Error{Op: opName, Status: status, Body: excerptBytes(excerpt, ent.maxExcerpt)}
+	switch {
+	case (status == http.StatusNotFound || status == http.StatusGone) && (op.kind == opUpdate || op.kind == opDelete):
+		serr.Err = sink.ErrNotFound
+	case sink.ClassifyStatus(status):
+		serr.Retryable = true
+		serr.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), s.now())
+	}
+	s.finish(opName, ent.name, status, start, serr)
+	return status, nil, serr
+}
+
+func (s *Sink) transportError(opName string, ent *entity, op *operation, target string, err error) error {
+	// The client's *url.Error repeats method and URL; keep only its cause.
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	var hint string
+	var netErr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()):
+		hint = fmt.Sprintf("no response within the %s timeout (sink.entities.%s.timeout)", ent.timeout, ent.name)
+	case errors.Is(err, context.Canceled):
+		hint = "canceled"
+	default:
+		hint = "is the API reachable? check sink base_url"
+	}
+	return &sink.Error{Op: opName, Retryable: true, Err: fmt.Errorf("%s %s: %s: %w", op.method, redactURL(target), hint, err)}
+}
+
+func (s *Sink) finish(op, entity string, status int, start time.Time, err error) {
+	d := s.now().Sub(start)
+	s.observe(op, entity, status, d, err)
+	if err != nil {
+		s.log.Debug("sink call failed", "op", op, "entity", entity, "status", status, "duration", d, "err", err)
+	}
+}
+
+// redactURL drops userinfo so credentials in base_url never reach logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Redacted()
+}
+
+// parseRetryAfter reads a Retry-After header in seconds or as an HTTP date,
+// capped at MaxRetryAfter; 0 when absent or unparsable.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if isDigits(v) {
+		secs, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || secs > int64(MaxRetryAfter/time.Second) {
+			return MaxRetryAfter
+		}
+		return time.Duration(secs) * time.Second
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	d := t.Sub(now)
+	switch {
+	case d < 0:
+		return 0
+	case d > MaxRetryAfter:
+		return MaxRetryAfter
+	}
+	return d
+}
