@@ -1,0 +1,114 @@
+package engine
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type manualClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *manualClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *manualClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func TestBreakerOpensAfterConsecutiveFailuresAndProbes(t *testing.T) {
+	clock := &manualClock{t: time.Unix(1000, 0)}
+	b := newBreaker(BreakerConfig{Failures: 3, OpenFor: time.Second, MaxOpenFor: 4 * time.Second}, clock.Now)
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		b.Record(false, true, false)
+	}
+	if b.State() != "closed" {
+		t.Fatalf("opened too early: %s", b.State())
+	}
+	b.Record(false, false, true) // a success resets the count
+	for i := 0; i < 3; i++ {
+		b.Record(false, true, false)
+	}
+	if b.State() != "open" {
+		t.Fatalf("want open, got %s", b.State())
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	if _, err := b.Wait(waitCtx); err == nil {
+		t.Fatal("Wait returned while open")
+	}
+	cancel()
+
+	clock.Advance(1100 * time.Millisecond)
+	probe, err := b.Wait(ctx)
+	if err != nil || !probe {
+		t.Fatalf("want the probe slot, got probe=%v err=%v", probe, err)
+	}
+	// Only one probe at a time.
+	waitCtx, cancel = context.WithTimeout(ctx, 50*time.Millisecond)
+	if _, err := b.Wait(waitCtx); err == nil {
+		t.Fatal("second probe allowed while the first is out")
+	}
+	cancel()
+	// Failed probe: open again, for twice as long.
+	b.Record(true, true, false)
+	clock.Advance(1100 * time.Millisecond)
+	if b.State() != "open" {
+		t.Fatalf("want open for 2s after a failed probe, got %s", b.State())
+	}
+	clock.Advance(time.Second)
+	probe, err = b.Wait(ctx)
+	if err != nil || !probe {
+		t.Fatalf("want probe, got %v %v", probe, err)
+	}
+	b.Record(true, false, true)
+	if b.State() != "closed" {
+		t.Fatalf("successful probe should close, got %s", b.State())
+	}
+	if probe, err := b.Wait(ctx); err != nil || probe {
+		t.Fatalf("closed breaker: probe=%v err=%v", probe, err)
+	}
+}
+
+func TestBreakerHoldHonoursRetryAfter(t *testing.T) {
+	clock := &manualClock{t: time.Unix(1000, 0)}
+	b := newBreaker(BreakerConfig{Failures: 10, OpenFor: time.Second, MaxOpenFor: time.Minute}, clock.Now)
+	b.Hold(5 * time.Second)
+	if b.State() != "open" {
+		t.Fatalf("hold should stop pulling, got %s", b.State())
+	}
+	clock.Advance(5 * time.Second)
+	if probe, err := b.Wait(context.Background()); err != nil || probe {
+		t.Fatalf("after the hold a closed breaker lets everything through: %v %v", probe, err)
+	}
+}
+
+func TestBackoffGrowsAndIsCapped(t *testing.T) {
+	for attempt := 1; attempt <= 30; attempt++ {
+		d := Backoff(attempt, time.Second, time.Minute)
+		want := time.Second << min(attempt-1, 6)
+		if want > time.Minute {
+			want = time.Minute
+		}
+		if d < want/2 || d > want {
+			t.Fatalf("attempt %d: %s outside [%s, %s]", attempt, d, want/2, want)
+		}
+	}
+}
+
+func TestConfigValidateNamesKeys(t *testing.T) {
+	err := Config{Concurrency: -1, LeaseTTL: time.Millisecond}.WithDefaults().Validate()
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"worker.concurrency", "worker.lease_ttl"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%v lacks %s", err, want)
+		}
+	}
+}
+
