@@ -1,0 +1,118 @@
+package rabbitmq
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"slices"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// DefaultRetryTiers are the delayed-retry queues declared when none are
+// configured. A retry waits in the smallest tier at least as long as the
+// requested delay (the largest tier when the delay is longer still).
+var DefaultRetryTiers = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute}
+
+// Config configures the RabbitMQ bus.
+type Config struct {
+	// URL is the AMQP URL, e.g. amqp://user:pass@host:5672/vhost.
+	URL string
+	// Namespace prefixes every exchange and queue, so several eventsync
+	// installations (or tests) can share one broker. Default "eventsync".
+	Namespace string
+	// RetryTiers are the fixed delays of the retry queues. Default
+	// DefaultRetryTiers. Each tier is one quorum queue per stream.
+	RetryTiers []time.Duration
+	// ConnectTimeout bounds the TCP and AMQP handshake. Default 10s.
+	ConnectTimeout time.Duration
+	// ReconnectMaxBackoff caps the pause between reconnect attempts after
+	// the broker connection is lost. Default 5s.
+	ReconnectMaxBackoff time.Duration
+	// ConnectionName is shown in the RabbitMQ management UI and in
+	// `rabbitmqctl list_connections name`. Default "eventsync <Namespace>".
+	ConnectionName string
+	// Logger receives connection events. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// WithDefaults returns a copy with every unset field at its default.
+func (c Config) WithDefaults() Config {
+	if c.Namespace == "" {
+		c.Namespace = "eventsync"
+	}
+	if len(c.RetryTiers) == 0 {
+		c.RetryTiers = slices.Clone(DefaultRetryTiers)
+	} else {
+		c.RetryTiers = slices.Clone(c.RetryTiers)
+		slices.Sort(c.RetryTiers)
+		c.RetryTiers = slices.Compact(c.RetryTiers)
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.ReconnectMaxBackoff <= 0 {
+		c.ReconnectMaxBackoff = 5 * time.Second
+	}
+	if c.ConnectionName == "" {
+		c.ConnectionName = "eventsync " + c.Namespace
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+var namespacePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
+
+// Validate reports the first problem with the configuration, naming the fix.
+func (c Config) Validate() error {
+	if c.URL == "" {
+		return errors.New("rabbitmq: no URL given; set --bus amqp://user:pass@host:5672/")
+	}
+	if _, err := amqp.ParseURI(c.URL); err != nil {
+		// The parser's message may quote the URL; never echo a password.
+		return fmt.Errorf("rabbitmq: bus URL %s is not a valid AMQP URL: %w; use --bus amqp://user:pass@host:5672/vhost", redact(c.URL), err)
+	}
+	if !namespacePattern.MatchString(c.Namespace) {
+		return fmt.Errorf("rabbitmq: namespace %q must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter or digit", c.Namespace)
+	}
+	for _, tier := range c.RetryTiers {
+		if tier < time.Millisecond {
+			return fmt.Errorf("rabbitmq: retry tier %v is below 1ms; give positive delays such as 1s,5s,30s", tier)
+		}
+		if tier > 24*time.Hour*24 {
+			return fmt.Errorf("rabbitmq: retry tier %v is over 24 days, beyond RabbitMQ's message TTL range", tier)
+		}
+	}
+	if c.ConnectTimeout < 0 || c.ReconnectMaxBackoff < 0 {
+		return errors.New("rabbitmq: ConnectTimeout and ReconnectMaxBackoff must not be negative")
+	}
+	return nil
+}
+
+// redact returns the URL's scheme, host and vhost without credentials, for
+// messages and logs.
+func redact(raw string) string {
+	u, err := amqp.ParseURI(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	vhost := u.Vhost
+	if vhost == "/" {
+		vhost = ""
+	}
+	return fmt.Sprintf("%s://%s:%d/%s", u.Scheme, u.Host, u.Port, url.PathEscape(vhost))
+}
+
+// hostPort is the broker address for error messages.
+func hostPort(raw string) string {
+	u, err := amqp.ParseURI(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return fmt.Sprintf("%s:%d", u.Host, u.Port)
+}

@@ -1,0 +1,223 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// ErrClosed is returned by every operation after Bus.Close.
+var ErrClosed = errors.New("rabbitmq: bus is closed")
+
+// ErrDeliveryLost wraps the error of settling a delivery whose channel died
+// (connection lost). The broker redelivers such a message by itself, so the
+// outcome is at worst a duplicate that event versions absorb.
+var ErrDeliveryLost = errors.New("rabbitmq: the delivery's channel is gone; the broker will redeliver the message")
+
+// connManager owns the AMQP connection and replaces it when it dies.
+// Components ask it for the current connection and open their own channels.
+type connManager struct {
+	cfg  Config
+	topo topology
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	conn  *amqp.Connection // nil while reconnecting
+	ready chan struct{}    // closed when conn is usable
+
+	done chan struct{} // closed by close()
+	wg   sync.WaitGroup
+}
+
+func dial(cfg Config) (*amqp.Connection, error) {
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName(cfg.ConnectionName)
+	conn, err := amqp.DialConfig(cfg.URL, amqp.Config{
+		Heartbeat:  10 * time.Second,
+		Locale:     "en_US",
+		Properties: props,
+		Dial:       amqp.DefaultDial(cfg.ConnectTimeout),
+	})
+	if err != nil {
+		return nil, explainDialError(cfg.URL, err)
+	}
+	return conn, nil
+}
+
+// explainDialError says what failed and how to fix it, never echoing a
+// password.
+func explainDialError(rawURL string, err error) error {
+	where := hostPort(rawURL)
+	var aerr *amqp.Error
+	var nerr net.Error
+	switch {
+	case errors.As(err, &aerr) && aerr.Code == amqp.AccessRefused:
+		return fmt.Errorf("connect to RabbitMQ at %s: login refused (%s); check the user and password in --bus amqp://user:pass@host:5672/: %w", where, aerr.Reason, err)
+	case errors.As(err, &aerr) && (aerr.Code == amqp.NotAllowed || aerr.Code == amqp.NotFound):
+		return fmt.Errorf("connect to RabbitMQ at %s: vhost %s not accessible (%s); create it or fix the vhost in --bus amqp://user:pass@host:5672/vhost: %w", where, redact(rawURL), aerr.Reason, err)
+	case errors.As(err, &nerr):
+		return fmt.Errorf("connect to RabbitMQ at %s: %w; is it running and reachable? set --bus amqp://user:pass@host:5672/", where, err)
+	default:
+		return fmt.Errorf("connect to RabbitMQ at %s: %w; check that it is a RabbitMQ server and set --bus amqp://user:pass@host:5672/", where, err)
+	}
+}
+
+// newConnManager dials once (so a wrong URL fails fast at Open), declares
+// the topology and starts the watcher that reconnects.
+func newConnManager(cfg Config, topo topology) (*connManager, error) {
+	conn, err := dial(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := declareOn(conn, topo); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	m := &connManager{cfg: cfg, topo: topo, log: cfg.Logger, done: make(chan struct{})}
+	m.setConn(conn)
+	m.wg.Add(1)
+	go m.watch(conn)
+	return m, nil
+}
+
+func declareOn(conn *amqp.Connection, topo topology) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open channel to declare topology: %w", err)
+	}
+	defer func() { _ = ch.Close() }()
+	return topo.declare(ch)
+}
+
+func (m *connManager) setConn(conn *amqp.Connection) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.conn = conn
+	if m.ready == nil {
+		m.ready = make(chan struct{})
+	}
+	close(m.ready)
+}
+
+func (m *connManager) setDisconnected() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.conn = nil
+	m.ready = make(chan struct{})
+}
+
+// current returns a usable connection, waiting for a reconnect if needed.
+func (m *connManager) current(ctx context.Context) (*amqp.Connection, error) {
+	for {
+		m.mu.Lock()
+		conn, ready := m.conn, m.ready
+		m.mu.Unlock()
+		if conn != nil && !conn.IsClosed() {
+			return conn, nil
+		}
+		select {
+		case <-m.done:
+			return nil, ErrClosed
+		default:
+		}
+		if conn != nil { // closed, but the watcher has not noticed yet
+			time.Sleep(10 * time.Millisecond)
+		}
+		select {
+		case <-ready:
+		case <-m.done:
+			return nil, ErrClosed
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the RabbitMQ connection to %s to come back: %w", hostPort(m.cfg.URL), ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// channel opens a fresh channel on the current connection.
+func (m *connManager) channel(ctx context.Context) (*amqp.Channel, error) {
+	for {
+		conn, err := m.current(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ch, err := conn.Channel()
+		if err == nil {
+			return ch, nil
+		}
+		if !conn.IsClosed() {
+			return nil, fmt.Errorf("open AMQP channel: %w", err)
+		}
+		// The connection died under us; wait for the next one.
+	}
+}
+
+// watch waits for conn to die and replaces it, until close().
+func (m *connManager) watch(conn *amqp.Connection) {
+	defer m.wg.Done()
+	for {
+		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+		select {
+		case <-m.done:
+			_ = conn.Close()
+			return
+		case err := <-closed:
+			m.setDisconnected()
+			m.log.Warn("rabbitmq connection lost; reconnecting", "broker", hostPort(m.cfg.URL), "error", err)
+		}
+		next := m.reconnect()
+		if next == nil {
+			return // closed while reconnecting
+		}
+		conn = next
+		m.setConn(conn)
+		m.log.Info("rabbitmq connection restored", "broker", hostPort(m.cfg.URL))
+	}
+}
+
+// reconnect dials with capped exponential backoff and full jitter.
+func (m *connManager) reconnect() *amqp.Connection {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		conn, err := dial(m.cfg)
+		if err == nil {
+			if err = declareOn(conn, m.topo); err == nil {
+				return conn
+			}
+			_ = conn.Close()
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		m.log.Warn("rabbitmq reconnect failed", "attempt", attempt, "retry_in", wait, "error", err)
+		select {
+		case <-m.done:
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, m.cfg.ReconnectMaxBackoff)
+	}
+}
+
+// close stops the watcher and closes the connection.
+func (m *connManager) close() {
+	m.mu.Lock()
+	select {
+	case <-m.done:
+		m.mu.Unlock()
+		return
+	default:
+	}
+	close(m.done)
+	conn := m.conn
+	m.mu.Unlock()
+	if conn != nil {
+		_ = conn.Close()
+	}
+	m.wg.Wait()
+}

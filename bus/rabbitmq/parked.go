@@ -1,0 +1,211 @@
+package rabbitmq
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/eventsync/eventsync/bus"
+)
+
+// The parked queue is read with basic.get without auto-ack: a scanned
+// message stays unacknowledged (invisible to other readers) until the scan
+// acks it (replayed, purged) or requeues it (listed, not matching). Two
+// scans running at once therefore each see only part of the queue.
+
+// parkedMessage decodes the diagnosis headers Park wrote.
+func parkedMessage(d amqp.Delivery) bus.ParkedMessage {
+	pm := bus.ParkedMessage{ID: d.MessageId, Body: d.Body}
+	if s, ok := d.Headers[bus.HeaderStream].(string); ok {
+		pm.Stream = bus.Stream(s)
+	}
+	if s, ok := d.Headers[bus.HeaderReason].(string); ok {
+		pm.Reason = s
+	}
+	if n, ok := toInt(d.Headers[bus.HeaderAttempt]); ok {
+		pm.Attempts = n
+	}
+	if s, ok := d.Headers[bus.HeaderParkedAt].(string); ok {
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			pm.ParkedAt = t
+		}
+	}
+	return pm
+}
+
+// parkedScan walks the parked queue once on its own channel.
+type parkedScan struct {
+	ch       *amqp.Channel
+	queue    string
+	lastKept uint64 // highest delivery tag left unacked, to requeue at the end
+}
+
+func (b *Bus) startScan(ctx context.Context, what string) (*parkedScan, error) {
+	ch, err := b.conn.channel(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s parked messages: %w", what, err)
+	}
+	return &parkedScan{ch: ch, queue: b.topo.parkedQueue()}, nil
+}
+
+// next returns the next message not yet seen by this scan.
+func (s *parkedScan) next(ctx context.Context) (amqp.Delivery, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return amqp.Delivery{}, false, err
+	}
+	d, ok, err := s.ch.Get(s.queue, false)
+	if err != nil {
+		return amqp.Delivery{}, false, fmt.Errorf("read parked queue %s: %w", s.queue, err)
+	}
+	return d, ok, nil
+}
+
+func (s *parkedScan) keep(d amqp.Delivery) { s.lastKept = max(s.lastKept, d.DeliveryTag) }
+
+// finish requeues every kept message and closes the channel (which would
+// requeue them too; the explicit nack makes it prompt).
+func (s *parkedScan) finish() error {
+	var err error
+	if s.lastKept > 0 {
+		err = s.ch.Nack(s.lastKept, true, true)
+	}
+	if cerr := s.ch.Close(); err == nil && cerr != nil && !s.ch.IsClosed() {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("return scanned messages to %s: %w (closing the channel returns them anyway)", s.queue, err)
+	}
+	return nil
+}
+
+// ListParked returns matching parked messages without removing them.
+func (b *Bus) ListParked(ctx context.Context, f bus.ParkedFilter) ([]bus.ParkedMessage, error) {
+	scan, err := b.startScan(ctx, "list")
+	if err != nil {
+		return nil, err
+	}
+	var out []bus.ParkedMessage
+	for f.Limit <= 0 || len(out) < f.Limit {
+		d, ok, err := scan.next(ctx)
+		if err != nil {
+			_ = scan.finish()
+			return nil, fmt.Errorf("list parked messages: %w", err)
+		}
+		if !ok {
+			break
+		}
+		scan.keep(d)
+		if pm := parkedMessage(d); f.Match(pm) {
+			out = append(out, pm)
+		}
+	}
+	if err := scan.finish(); err != nil {
+		return nil, fmt.Errorf("list parked messages: %w", err)
+	}
+	return out, nil
+}
+
+// replayBatch bounds how many replayed messages wait for confirms at once.
+const replayBatch = 256
+
+// ReplayParked republishes matching messages to their original stream with
+// confirms, and only then removes them from the parked queue. Replayed
+// messages start again at attempt 1. Messages without a valid stream header
+// (not parked by eventsync) are left in place.
+func (b *Bus) ReplayParked(ctx context.Context, f bus.ParkedFilter) (int, error) {
+	scan, err := b.startScan(ctx, "replay")
+	if err != nil {
+		return 0, err
+	}
+	replayed := 0
+	var batch []amqp.Delivery
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		out := make([]outgoing, len(batch))
+		now := time.Now()
+		for i, d := range batch {
+			h := copyHeaders(d.Headers)
+			for _, k := range []string{bus.HeaderReason, bus.HeaderParkedAt, bus.HeaderAttempt, bus.HeaderRetryReason, bus.HeaderStream} {
+				delete(h, k)
+			}
+			msg := persistent(d.Body, h, now)
+			if d.ContentType != "" {
+				msg.ContentType = d.ContentType
+			}
+			out[i] = outgoing{exchange: b.topo.exchange(), key: d.Headers[bus.HeaderStream].(string), msg: msg}
+		}
+		if err := b.pub.publish(ctx, out); err != nil {
+			return err
+		}
+		for _, d := range batch {
+			if err := d.Ack(false); err != nil {
+				// Replayed but still parked: a later replay duplicates it,
+				// which versions absorb.
+				return fmt.Errorf("remove replayed message from %s: %w", scan.queue, err)
+			}
+			replayed++
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for f.Limit <= 0 || replayed+len(batch) < f.Limit {
+		d, ok, err := scan.next(ctx)
+		if err != nil {
+			_ = scan.finish()
+			return replayed, fmt.Errorf("replay parked messages: %w", err)
+		}
+		if !ok {
+			break
+		}
+		pm := parkedMessage(d)
+		if _, serr := bus.ParseStream(string(pm.Stream)); serr != nil || !f.Match(pm) {
+			scan.keep(d)
+			continue
+		}
+		batch = append(batch, d)
+		if len(batch) == replayBatch {
+			if err := flush(); err != nil {
+				_ = scan.finish()
+				return replayed, fmt.Errorf("replay parked messages: %w", err)
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		_ = scan.finish()
+		return replayed, fmt.Errorf("replay parked messages: %w", err)
+	}
+	return replayed, scan.finish()
+}
+
+// PurgeParked deletes matching parked messages and returns how many.
+func (b *Bus) PurgeParked(ctx context.Context, f bus.ParkedFilter) (int, error) {
+	scan, err := b.startScan(ctx, "purge")
+	if err != nil {
+		return 0, err
+	}
+	purged := 0
+	for f.Limit <= 0 || purged < f.Limit {
+		d, ok, err := scan.next(ctx)
+		if err != nil {
+			_ = scan.finish()
+			return purged, fmt.Errorf("purge parked messages: %w", err)
+		}
+		if !ok {
+			break
+		}
+		if !f.Match(parkedMessage(d)) {
+			scan.keep(d)
+			continue
+		}
+		if err := d.Ack(false); err != nil {
+			_ = scan.finish()
+			return purged, fmt.Errorf("purge parked messages: %w", err)
+		}
+		purged++
+	}
+	return purged, scan.finish()
+}
