@@ -1,0 +1,494 @@
+// Package postgres is the durable state-store adapter on PostgreSQL, the
+// production default. All state lives in one schema (default "eventsync")
+// that Open creates and migrates itself, safely when many processes start at
+// once. Every lease operation is one SQL statement on the happy path, lease
+// expiry is judged by the database clock so worker clocks never matter, and
+// fencing is a token comparison in the UPDATE's WHERE clause.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventsync/eventsync/store"
+)
+
+// DefaultMaxConns sizes the pool for hundreds of in-flight events: each store
+// call holds a connection for one short statement only.
+const DefaultMaxConns = 32
+
+// Config configures the PostgreSQL store.
+type Config struct {
+	// DSN is a PostgreSQL URL or keyword/value string, e.g.
+	// postgres://eventsync:secret@db:5432/app?sslmode=require.
+	DSN string
+	// Schema holds eventsync's tables; created when missing. Default "eventsync".
+	Schema string
+	// MaxConns caps the connection pool. Default DefaultMaxConns.
+	MaxConns int32
+	// Logger receives migration and connection messages; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+var schemaPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// WithDefaults returns c with unset fields filled in.
+func (c Config) WithDefaults() Config {
+	if c.Schema == "" {
+		c.Schema = "eventsync"
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first problem with c, naming the fix.
+func (c Config) Validate() error {
+	if c.DSN == "" {
+		return errors.New("postgres store: DSN is empty; set --store postgres://user:password@host:5432/db")
+	}
+	if !schemaPattern.MatchString(c.Schema) {
+		return fmt.Errorf("postgres store: schema %q is not a plain identifier; use lower-case letters, digits and _ (at most 63)", c.Schema)
+	}
+	if c.MaxConns < 1 {
+		return fmt.Errorf("postgres store: MaxConns %d must be at least 1", c.MaxConns)
+	}
+	return nil
+}
+
+// Store is a store.Store on PostgreSQL. It is safe for concurrent use.
+type Store struct {
+	pool   *pgxpool.Pool
+	log    *slog.Logger
+	schema string
+	q      queries
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to PostgreSQL, creates or migrates the schema and returns the
+// store. Close it when done.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: parse DSN: %w; expected postgres://user:password@host:5432/db, set --store", err)
+	}
+	pcfg.MaxConns = cfg.MaxConns
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: create pool: %w", err)
+	}
+	where := fmt.Sprintf("%s:%d/%s", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.Database)
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w; is it running and are the credentials right? set --store", where, err)
+	}
+	s := &Store{pool: pool, log: cfg.Logger, schema: cfg.Schema, q: newQueries(cfg.Schema)}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres store at %s: %w", where, err)
+	}
+	return s, nil
+}
+
+// Close closes the connection pool. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Pool exposes the connection pool for health checks and metrics.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// migrations are applied in order, each once; never edit a released one,
+// append a new one instead. %[1]s is the quoted schema name.
+var migrations = []string{
+	// 1: per-key state with its lease, and the control space.
+	`CREATE TABLE %[1]s.state (
+		entity          text    NOT NULL,
+		key             text    NOT NULL,
+		applied_version bigint  NOT NULL DEFAULT 0,
+		remote_id       text    NOT NULL DEFAULT '',
+		deleted         boolean NOT NULL DEFAULT false,
+		last_event      bytea,
+		intent_version  bigint,
+		intent_action   text,
+		intent_token    bigint,
+		intent_at       timestamptz,
+		repair_needed   boolean NOT NULL DEFAULT false,
+		lease_owner     text,
+		lease_token     bigint  NOT NULL DEFAULT 0,
+		lease_expires   timestamptz,
+		PRIMARY KEY (entity, key)
+	);
+	CREATE TABLE %[1]s.control (
+		name       text PRIMARY KEY,
+		value      bytea NOT NULL,
+		expires_at timestamptz
+	);
+	CREATE INDEX control_expires_at ON %[1]s.control (expires_at) WHERE expires_at IS NOT NULL;`,
+}
+
+// migrate brings the schema to the newest version. A transaction-scoped
+// advisory lock, keyed by the schema name, serializes processes that start at
+// the same time; the losers find the work done.
+func (s *Store) migrate(ctx context.Context) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin migration: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('eventsync migrate ' || $1, 0))`, s.schema); err != nil {
+		return fmt.Errorf("lock for migration: %w", err)
+	}
+	schema := pgx.Identifier{s.schema}.Sanitize()
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE SCHEMA IF NOT EXISTS %s;
+		CREATE TABLE IF NOT EXISTS %s.migrations (
+			version    integer PRIMARY KEY,
+			applied_at timestamptz NOT NULL DEFAULT now()
+		)`, schema, schema)); err != nil {
+		return fmt.Errorf("create schema %s: %w; does the user have CREATE permission on the database?", s.schema, err)
+	}
+	var current int
+	if err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT coalesce(max(version), 0) FROM %s.migrations`, schema)).Scan(&current); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if current > len(migrations) {
+		return fmt.Errorf("schema %s is at version %d but this eventsync knows only %d; upgrade eventsync", s.schema, current, len(migrations))
+	}
+	for v := current + 1; v <= len(migrations); v++ {
+		// Simple protocol: a migration holds several statements.
+		if _, err := tx.Exec(ctx, fmt.Sprintf(migrations[v-1], schema), pgx.QueryExecModeSimpleProtocol); err != nil {
+			return fmt.Errorf("apply migration %d: %w", v, err)
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s.migrations (version) VALUES ($1)`, schema), v); err != nil {
+			return fmt.Errorf("record migration %d: %w", v, err)
+		}
+		s.log.Info("migrated state store schema", "schema", s.schema, "version", v)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit migration: %w", err)
+	}
+	return nil
+}
+
+// queries are built once per schema so pgx's per-connection statement cache
+// prepares each exactly once.
+type queries struct {
+	acquire, remaining, extend, saveIntent, commit, classify, release, markRepair, scan string
+	setControl, getControl, listControl, deleteControl                                  string
+}
+
+const stateColumns = `applied_version, remote_id, deleted, last_event,
+	intent_version, intent_action, intent_token, intent_at, repair_needed`
+
+func newQueries(schema string) queries {
+	st := pgx.Identifier{schema, "state"}.Sanitize()
+	ctl := pgx.Identifier{schema, "control"}.Sanitize()
+	return queries{
+		// The conflict branch takes the lease only when it is free, expired
+		// or already ours; otherwise nothing is returned.
+		acquire: `INSERT INTO ` + st + ` AS s (entity, key, lease_owner, lease_token, lease_expires)
+			VALUES ($1, $2, $3, 1, clock_timestamp() + $4::bigint * interval '1 microsecond')
+			ON CONFLICT (entity, key) DO UPDATE
+			SET lease_owner = EXCLUDED.lease_owner,
+			    lease_token = s.lease_token + 1,
+			    lease_expires = EXCLUDED.lease_expires
+			WHERE s.lease_owner IS NULL OR s.lease_expires <= clock_timestamp() OR s.lease_owner = EXCLUDED.lease_owner
+			RETURNING lease_token, lease_expires, ` + stateColumns,
+		remaining: `SELECT (extract(epoch FROM lease_expires - clock_timestamp()) * 1000000)::bigint
+			FROM ` + st + ` WHERE entity = $1 AND key = $2 AND lease_owner IS NOT NULL`,
+		extend: `UPDATE ` + st + ` SET lease_expires = clock_timestamp() + $4::bigint * interval '1 microsecond'
+			WHERE entity = $1 AND key = $2 AND lease_token = $3 AND lease_owner IS NOT NULL
+			RETURNING lease_expires`,
+		saveIntent: `UPDATE ` + st + ` SET intent_version = $4, intent_action = $5, intent_token = $6, intent_at = $7
+			WHERE entity = $1 AND key = $2 AND lease_token = $3`,
+		commit: `UPDATE ` + st + ` SET applied_version = $4, remote_id = $5, deleted = $6, last_event = $7,
+			    intent_version = NULL, intent_action = NULL, intent_token = NULL, intent_at = NULL,
+			    repair_needed = false, lease_owner = NULL, lease_expires = NULL
+			WHERE entity = $1 AND key = $2 AND lease_token = $3 AND applied_version <= $4`,
+		classify: `SELECT lease_token, applied_version FROM ` + st + ` WHERE entity = $1 AND key = $2`,
+		release: `UPDATE ` + st + ` SET lease_owner = NULL, lease_expires = NULL
+			WHERE entity = $1 AND key = $2 AND lease_token = $3`,
+		markRepair: `INSERT INTO ` + st + ` AS s (entity, key, repair_needed) VALUES ($1, $2, true)
+			ON CONFLICT (entity, key) DO UPDATE SET repair_needed = true`,
+		// Keyset pagination: no connection is held while the callback runs.
+		scan: `SELECT key, ` + stateColumns + ` FROM ` + st + `
+			WHERE entity = $1 AND key > $2 ORDER BY key LIMIT $3`,
+		// Expired records are swept by the writers, so heartbeats of workers
+		// that went away do not pile up; SKIP LOCKED keeps concurrent
+		// sweepers from waiting on (or deadlocking with) each other.
+		setControl: `WITH swept AS (
+				DELETE FROM ` + ctl + ` WHERE name IN (
+					SELECT name FROM ` + ctl + ` WHERE expires_at <= clock_timestamp() AND name <> $1
+					LIMIT 100 FOR UPDATE SKIP LOCKED)
+			)
+			INSERT INTO ` + ctl + ` (name, value, expires_at)
+			VALUES ($1, $2, CASE WHEN $3::bigint > 0 THEN clock_timestamp() + $3::bigint * interval '1 microsecond' END)
+			ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at`,
+		getControl: `SELECT value FROM ` + ctl + `
+			WHERE name = $1 AND (expires_at IS NULL OR expires_at > clock_timestamp())`,
+		listControl: `SELECT name, value FROM ` + ctl + `
+			WHERE starts_with(name, $1) AND (expires_at IS NULL OR expires_at > clock_timestamp())`,
+		deleteControl: `DELETE FROM ` + ctl + ` WHERE name = $1`,
+	}
+}
+
+// stateRow receives the state columns; nullable intent fields decide whether
+// there is an intent.
+type stateRow struct {
+	applied       int64
+	remoteID      string
+	deleted       bool
+	lastEvent     []byte
+	intentVersion *int64
+	intentAction  *string
+	intentToken   *int64
+	intentAt      *time.Time
+	repair        bool
+}
+
+func (r *stateRow) dest() []any {
+	return []any{&r.applied, &r.remoteID, &r.deleted, &r.lastEvent,
+		&r.intentVersion, &r.intentAction, &r.intentToken, &r.intentAt, &r.repair}
+}
+
+func (r *stateRow) state() store.State {
+	st := store.State{
+		AppliedVersion: r.applied,
+		RemoteID:       r.remoteID,
+		Deleted:        r.deleted,
+		RepairNeeded:   r.repair,
+		LastEvent:      r.lastEvent,
+	}
+	if r.intentVersion != nil {
+		in := store.Intent{Version: *r.intentVersion}
+		if r.intentAction != nil {
+			in.Action = store.Action(*r.intentAction)
+		}
+		if r.intentToken != nil {
+			in.Token = *r.intentToken
+		}
+		if r.intentAt != nil {
+			in.At = *r.intentAt
+		}
+		st.Intent = &in
+	}
+	return st
+}
+
+// Acquire implements store.Store.
+func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time.Duration) (store.Lease, store.State, error) {
+	if ttl <= 0 {
+		return store.Lease{}, store.State{}, fmt.Errorf("postgres store: acquire %s: ttl %s must be positive", k, ttl)
+	}
+	var (
+		l   = store.Lease{Key: k, Owner: owner}
+		row stateRow
+	)
+	err := s.pool.QueryRow(ctx, s.q.acquire, k.Entity, k.Key, owner, ttl.Microseconds()).
+		Scan(append([]any{&l.Token, &l.Expires}, row.dest()...)...)
+	if err == nil {
+		return l, row.state(), nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return store.Lease{}, store.State{}, fmt.Errorf("postgres store: acquire %s: %w", k, err)
+	}
+	// Held by another owner: report how long it has left.
+	var remainingMicros int64
+	err = s.pool.QueryRow(ctx, s.q.remaining, k.Entity, k.Key).Scan(&remainingMicros)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return store.Lease{}, store.State{}, fmt.Errorf("postgres store: acquire %s: read lease: %w", k, err)
+	}
+	// Released or expired in between: the caller retries at once.
+	retry := max(time.Duration(remainingMicros)*time.Microsecond, time.Millisecond)
+	return store.Lease{}, store.State{}, &store.LockedError{Key: k, RetryAfter: retry}
+}
+
+// Extend implements store.Store.
+func (s *Store) Extend(ctx context.Context, l store.Lease, ttl time.Duration) (store.Lease, error) {
+	if ttl <= 0 {
+		return store.Lease{}, fmt.Errorf("postgres store: extend %s: ttl %s must be positive", l.Key, ttl)
+	}
+	err := s.pool.QueryRow(ctx, s.q.extend, l.Key.Entity, l.Key.Key, l.Token, ttl.Microseconds()).Scan(&l.Expires)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Lease{}, fmt.Errorf("postgres store: extend %s token %d: %w", l.Key, l.Token, store.ErrFenced)
+	}
+	if err != nil {
+		return store.Lease{}, fmt.Errorf("postgres store: extend %s: %w", l.Key, err)
+	}
+	return l, nil
+}
+
+// SaveIntent implements store.Store.
+func (s *Store) SaveIntent(ctx context.Context, l store.Lease, in store.Intent) error {
+	tag, err := s.pool.Exec(ctx, s.q.saveIntent, l.Key.Entity, l.Key.Key, l.Token,
+		in.Version, string(in.Action), in.Token, in.At)
+	if err != nil {
+		return fmt.Errorf("postgres store: save intent for %s: %w", l.Key, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres store: save intent for %s token %d: %w", l.Key, l.Token, store.ErrFenced)
+	}
+	return nil
+}
+
+// Commit implements store.Store.
+func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error {
+	tag, err := s.pool.Exec(ctx, s.q.commit, l.Key.Entity, l.Key.Key, l.Token,
+		c.Version, c.RemoteID, c.Deleted, c.Event)
+	if err != nil {
+		return fmt.Errorf("postgres store: commit %s version %d: %w", l.Key, c.Version, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	// Rare path: find out whether the token or the version was the problem.
+	var token, applied int64
+	err = s.pool.QueryRow(ctx, s.q.classify, l.Key.Entity, l.Key.Key).Scan(&token, &applied)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("postgres store: commit %s token %d: key unknown: %w", l.Key, l.Token, store.ErrFenced)
+	case err != nil:
+		return fmt.Errorf("postgres store: commit %s: classify failure: %w", l.Key, err)
+	case token != l.Token:
+		return fmt.Errorf("postgres store: commit %s token %d, current %d: %w", l.Key, l.Token, token, store.ErrFenced)
+	case applied > c.Version:
+		return fmt.Errorf("postgres store: commit %s version %d, applied %d: %w", l.Key, c.Version, applied, store.ErrStaleCommit)
+	default:
+		return fmt.Errorf("postgres store: commit %s token %d: lease changed during commit: %w", l.Key, l.Token, store.ErrFenced)
+	}
+}
+
+// Release implements store.Store.
+func (s *Store) Release(ctx context.Context, l store.Lease) error {
+	if _, err := s.pool.Exec(ctx, s.q.release, l.Key.Entity, l.Key.Key, l.Token); err != nil {
+		return fmt.Errorf("postgres store: release %s: %w", l.Key, err)
+	}
+	return nil
+}
+
+// MarkRepair implements store.Store.
+func (s *Store) MarkRepair(ctx context.Context, k store.Key) error {
+	if _, err := s.pool.Exec(ctx, s.q.markRepair, k.Entity, k.Key); err != nil {
+		return fmt.Errorf("postgres store: mark %s for repair: %w", k, err)
+	}
+	return nil
+}
+
+// scanPage is how many rows Scan reads per query.
+const scanPage = 1000
+
+// Scan implements store.Store. It pages through the entity's keys in key
+// order; keys added during the scan may or may not be visited.
+func (s *Store) Scan(ctx context.Context, entity string, fn func(store.Key, store.State) error) error {
+	after := ""
+	for {
+		type item struct {
+			key string
+			st  store.State
+		}
+		page := make([]item, 0, scanPage)
+		rows, err := s.pool.Query(ctx, s.q.scan, entity, after, scanPage)
+		if err != nil {
+			return fmt.Errorf("postgres store: scan %s: %w", entity, err)
+		}
+		for rows.Next() {
+			var (
+				key string
+				row stateRow
+			)
+			if err := rows.Scan(append([]any{&key}, row.dest()...)...); err != nil {
+				rows.Close()
+				return fmt.Errorf("postgres store: scan %s: %w", entity, err)
+			}
+			page = append(page, item{key, row.state()})
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("postgres store: scan %s: %w", entity, err)
+		}
+		for _, it := range page {
+			if err := fn(store.Key{Entity: entity, Key: it.key}, it.st); err != nil {
+				return err
+			}
+		}
+		if len(page) < scanPage {
+			return nil
+		}
+		after = page[len(page)-1].key
+	}
+}
+
+// SetControl implements store.Control.
+func (s *Store) SetControl(ctx context.Context, name string, value []byte, ttl time.Duration) error {
+	if ttl < 0 {
+		return fmt.Errorf("postgres store: set control %q: negative ttl %s", name, ttl)
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	if _, err := s.pool.Exec(ctx, s.q.setControl, name, value, ttl.Microseconds()); err != nil {
+		return fmt.Errorf("postgres store: set control %q: %w", name, err)
+	}
+	return nil
+}
+
+// GetControl implements store.Control.
+func (s *Store) GetControl(ctx context.Context, name string) ([]byte, bool, error) {
+	var v []byte
+	err := s.pool.QueryRow(ctx, s.q.getControl, name).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("postgres store: get control %q: %w", name, err)
+	}
+	return v, true, nil
+}
+
+// ListControl implements store.Control.
+func (s *Store) ListControl(ctx context.Context, prefix string) (map[string][]byte, error) {
+	rows, err := s.pool.Query(ctx, s.q.listControl, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: list control %q: %w", prefix, err)
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var (
+			name string
+			v    []byte
+		)
+		if err := rows.Scan(&name, &v); err != nil {
+			return nil, fmt.Errorf("postgres store: list control %q: %w", prefix, err)
+		}
+		out[name] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres store: list control %q: %w", prefix, err)
+	}
+	return out, nil
+}
+
+// DeleteControl implements store.Control.
+func (s *Store) DeleteControl(ctx context.Context, name string) error {
+	if _, err := s.pool.Exec(ctx, s.q.deleteControl, name); err != nil {
+		return fmt.Errorf("postgres store: delete control %q: %w", name, err)
+	}
+	return nil
+}
