@@ -229,11 +229,13 @@ func (s *subscription) newDelivery(cc *consumerChannel, d amqp.Delivery) *delive
 // attemptOf is our attempt header (1 when absent) plus the quorum queue's
 // count of earlier deliveries of this copy.
 func attemptOf(h amqp.Table) int {
+	// Bounds keep a corrupt header from overflowing the sum.
+	const maxCount = 1 << 30
 	attempt := 1
-	if n, ok := toInt(h[bus.HeaderAttempt]); ok && n >= 1 {
+	if n, ok := toInt(h[bus.HeaderAttempt]); ok && n >= 1 && n <= maxCount {
 		attempt = n
 	}
-	if n, ok := toInt(h["x-delivery-count"]); ok && n > 0 {
+	if n, ok := toInt(h["x-delivery-count"]); ok && n > 0 && n <= maxCount {
 		attempt += n
 	}
 	return attempt
@@ -261,6 +263,9 @@ func toInt(v any) (int, bool) {
 	case uint32:
 		return int(v), true
 	case uint64:
+		if v > 1<<62 {
+			return 0, false
+		}
 		return int(v), true
 	}
 	return 0, false
