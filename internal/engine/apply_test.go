@@ -1,0 +1,337 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/fakeapi"
+	"github.com/eventsync/eventsync/internal/testenv"
+	"github.com/eventsync/eventsync/sink"
+	"github.com/eventsync/eventsync/sink/httpsink"
+	"github.com/eventsync/eventsync/store"
+	"github.com/eventsync/eventsync/store/postgres"
+)
+
+// harness is an Applier wired to a real store and the fake API through the
+// real HTTP sink: the only simulated part is the third-party API, which is
+// our own product (fakeapi).
+type harness struct {
+	api     *fakeapi.Running
+	store   store.Store
+	applier *Applier
+}
+
+type storeFactory struct {
+	name string
+	open func(t *testing.T) store.Store
+}
+
+func stores() []storeFactory {
+	return []storeFactory{
+		{"postgres", func(t *testing.T) store.Store {
+			dsn := testenv.Postgres(t)
+			schema := testenv.UniqueName("engine")
+			st, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn, Schema: schema, MaxConns: 8})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				_, _ = st.Pool().Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+				_ = st.Close()
+			})
+			return st
+		}},
+	}
+}
+
+func newHarness(t *testing.T, sf storeFactory, mutate func(*Config)) *harness {
+	return newHarnessTimeout(t, sf, 500*time.Millisecond, mutate)
+}
+
+func newHarnessTimeout(t *testing.T, sf storeFactory, sinkTimeout time.Duration, mutate func(*Config)) *harness {
+	t.Helper()
+	api, err := fakeapi.Start(context.Background(), fakeapi.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = api.Close() })
+	sinkCfg, err := httpsink.ParseConfig([]byte(fmt.Sprintf("defaults:\n  base_url: %s\n  timeout: %s\nentities:\n  listing:\n    collection: listings\n  broken:\n    collection: broken\n    create: {method: PATCH, path: /v1/broken}\n", api.URL, sinkTimeout)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := httpsink.New(sinkCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sk.Close)
+	st := sf.open(t)
+	cfg := Config{WorkerID: "test", LeaseTTL: 2 * time.Second, Entities: []string{"listing", "broken"}, MaxAttempts: 5}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	a, err := NewApplier(st, sk, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{api: api, store: st, applier: a}
+}
+
+func upsert(key string, version int64, title string) []byte {
+	return []byte(fmt.Sprintf(`{"id":"e-%s-%d","entity":"listing","key":%q,"version":%d,"op":"upsert","data":{"title":%q}}`, key, version, key, version, title))
+}
+
+func del(key string, version int64) []byte {
+	return []byte(fmt.Sprintf(`{"id":"d-%s-%d","entity":"listing","key":%q,"version":%d,"op":"delete"}`, key, version, key, version))
+}
+
+func (h *harness) apply(t *testing.T, body []byte, attempt int) Outcome {
+	t.Helper()
+	return h.applier.Apply(context.Background(), body, attempt)
+}
+
+func (h *harness) remote(t *testing.T, key string) []fakeapi.Record {
+	t.Helper()
+	var out []fakeapi.Record
+	for _, r := range h.api.Records("listings") {
+		if r.ExternalID() == key {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (h *harness) requests() int64 {
+	var n int64
+	for _, byStatus := range h.api.Stats().Requests {
+		for _, c := range byStatus {
+			n += c
+		}
+	}
+	return n
+}
+
+func expect(t *testing.T, got Outcome, want Result) {
+	t.Helper()
+	if got.Result != want {
+		t.Fatalf("outcome %s (%s, err %v), want %s", got.Result, got.Reason, got.Err, want)
+	}
+}
+
+func forEachStore(t *testing.T, fn func(t *testing.T, sf storeFactory)) {
+	for _, sf := range stores() {
+		t.Run(sf.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, sf)
+		})
+	}
+}
+
+func TestApplyVersionsDecide(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarness(t, sf, nil)
+		expect(t, h.apply(t, upsert("1", 2, "two"), 1), ResultApplied)
+		expect(t, h.apply(t, upsert("1", 1, "one"), 1), ResultStale)
+		expect(t, h.apply(t, upsert("1", 2, "two"), 1), ResultDuplicate)
+		expect(t, h.apply(t, upsert("1", 5, "five"), 1), ResultApplied)
+		recs := h.remote(t, "1")
+		if len(recs) != 1 || recs[0]["title"] != "five" {
+			t.Fatalf("remote %v", recs)
+		}
+		before := h.requests()
+		expect(t, h.apply(t, upsert("1", 3, "three"), 1), ResultStale)
+		if h.requests() != before {
+			t.Fatal("a stale event called the API")
+		}
+		// A tombstone is versioned: older upserts do not resurrect.
+		expect(t, h.apply(t, del("1", 6), 1), ResultApplied)
+		expect(t, h.apply(t, upsert("1", 4, "four"), 1), ResultStale)
+		if recs := h.remote(t, "1"); len(recs) != 0 {
+			t.Fatalf("deleted entity resurrected: %v", recs)
+		}
+		expect(t, h.apply(t, upsert("1", 7, "seven"), 1), ResultApplied)
+		if recs := h.remote(t, "1"); len(recs) != 1 || recs[0]["title"] != "seven" {
+			t.Fatalf("re-create after delete: %v", recs)
+		}
+		// Delete of something never created: no call needed, tombstone kept.
+		expect(t, h.apply(t, del("2", 1), 1), ResultApplied)
+		expect(t, h.apply(t, upsert("2", 1, "x"), 1), ResultDuplicate)
+		if st := h.api.Stats(); st.DuplicateRecords != 0 || st.StaleWrites != 0 {
+			t.Fatalf("detectors: %+v", st)
+		}
+	})
+}
+
+func TestApplyPoisonIsParked(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarness(t, sf, nil)
+		for body, want := range map[string]string{
+			`not json`: "not a JSON object",
+			`{"id":"a","entity":"listing","key":"k","version":1,"op":"upsert"}`:             `"data": required`,
+			`{"id":"a","entity":"booking","key":"k","version":1,"op":"upsert","data":{}}`: `unknown entity type "booking"`,
+			`{"id":"a","entity":"listing","key":"k","version":"2","op":"delete"}`:           "not a string",
+		} {
+			out := h.apply(t, []byte(body), 1)
+			expect(t, out, ResultParked)
+			if !strings.Contains(out.Reason, want) {
+				t.Errorf("%s: reason %q lacks %q", body, out.Reason, want)
+			}
+		}
+		big := upsert("k", 1, strings.Repeat("x", 2048))
+		h2 := newHarness(t, sf, func(c *Config) { c.MaxEventBytes = 1024 })
+		if out := h2.apply(t, big, 1); out.Result != ResultParked || !strings.Contains(out.Reason, "over the 1024-byte limit") {
+			t.Fatalf("oversize: %+v", out)
+		}
+	})
+}
+
+func TestApplyCreateAmbiguousTimeoutDoesNotDuplicate(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarness(t, sf, nil)
+		// Every write lands, then its response is held past the client's
+		// 500ms deadline: the worst case for a non-idempotent create.
+		if err := h.api.SetFaults(fakeapi.Faults{TimeoutRate: 1, TimeoutHold: fakeapi.Duration(2 * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+		out := h.apply(t, upsert("7", 1, "first"), 1)
+		expect(t, out, ResultRetried)
+		if !out.SinkFailure {
+			t.Fatal("timeout not counted as a sink failure")
+		}
+		if n := len(h.remote(t, "7")); n != 1 {
+			t.Fatalf("the timed-out create should have landed once, found %d", n)
+		}
+		_ = h.api.SetFaults(fakeapi.Faults{})
+		expect(t, h.apply(t, upsert("7", 1, "first"), 2), ResultApplied)
+		recs := h.remote(t, "7")
+		if len(recs) != 1 {
+			t.Fatalf("retry after an ambiguous create made %d records", len(recs))
+		}
+		var posts int64
+		for _, n := range h.api.Stats().Requests["POST"] {
+			posts += n
+		}
+		if posts != 1 {
+			t.Fatalf("second create issued: %v", h.api.Stats().Requests)
+		}
+	})
+}
+
+func TestApplyCrashAfterCreateBeforeCommitReconciles(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarness(t, sf, nil)
+		ctx := context.Background()
+		// Simulate a worker that recorded its intent, created the record and
+		// died before committing: its lease simply expires.
+		k := store.Key{Entity: "listing", Key: "9"}
+		lease, _, err := h.store.Acquire(ctx, k, "crashed-worker", time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.store.SaveIntent(ctx, lease, store.Intent{Version: 1, Action: store.ActionCreate, Token: lease.Token, At: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.applier.sink.Create(ctx, recordOf(t, upsert("9", 1, "one"))); err != nil {
+			t.Fatal(err)
+		}
+		// While the crashed worker's lease lasts, others wait (no busy loop).
+		out := h.apply(t, upsert("9", 1, "one"), 1)
+		expect(t, out, ResultLocked)
+		if out.Delay <= 0 || out.Delay > 2*time.Second {
+			t.Fatalf("locked delay %s", out.Delay)
+		}
+		time.Sleep(1100 * time.Millisecond)
+		expect(t, h.apply(t, upsert("9", 2, "two"), 1), ResultApplied)
+		recs := h.remote(t, "9")
+		if len(recs) != 1 || recs[0]["title"] != "two" {
+			t.Fatalf("want one record with v2, got %v", recs)
+		}
+	})
+}
+
+func TestApplyHTTPOutcomeClasses(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarness(t, sf, nil)
+		_ = h.api.SetFaults(fakeapi.Faults{ErrorRate: 1})
+		out := h.apply(t, upsert("a", 1, "x"), 1)
+		expect(t, out, ResultRetried)
+		if !out.SinkFailure || out.Delay <= 0 {
+			t.Fatalf("5xx: %+v", out)
+		}
+		// Max attempts reached → parked with the last error.
+		out = h.apply(t, upsert("a", 1, "x"), 5)
+		expect(t, out, ResultParked)
+		if !strings.Contains(out.Reason, "gave up after 5 attempts") {
+			t.Fatalf("reason %q", out.Reason)
+		}
+		_ = h.api.SetFaults(fakeapi.Faults{RateLimit: 1, Burst: 1})
+		expect(t, h.apply(t, upsert("b", 1, "x"), 1), ResultApplied) // uses the burst
+		out = h.apply(t, upsert("b", 2, "x"), 1)
+		expect(t, out, ResultRetried)
+		var se interface{ Error() string }
+		if se = out.Err; se == nil || !strings.Contains(se.Error(), "429") || out.Delay < 500*time.Millisecond {
+			t.Fatalf("429: %+v", out)
+		}
+		_ = h.api.SetFaults(fakeapi.Faults{})
+		// 404 on update: the record vanished remotely → re-created.
+		expect(t, h.apply(t, upsert("c", 1, "x"), 1), ResultApplied)
+		recs := h.remote(t, "c")
+		h.api.Reset()
+		expect(t, h.apply(t, upsert("c", 2, "again"), 1), ResultApplied)
+		if got := h.remote(t, "c"); len(got) != 1 || got[0]["title"] != "again" || len(recs) != 1 {
+			t.Fatalf("re-create after 404: before %v, after %v", recs, got)
+		}
+		// 404 on delete: already gone is success.
+		h.api.Reset()
+		expect(t, h.apply(t, del("c", 3), 1), ResultApplied)
+		// A 4xx other than 404/408/429 is permanent: parked with the status.
+		out = h.apply(t, []byte(`{"id":"z","entity":"broken","key":"k","version":1,"op":"upsert","data":{}}`), 1)
+		expect(t, out, ResultParked)
+		if !strings.Contains(out.Reason, "405") {
+			t.Fatalf("reason %q lacks the status", out.Reason)
+		}
+	})
+}
+
+func TestApplyLostLeaseSchedulesRepair(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarnessTimeout(t, sf, 5*time.Second, func(c *Config) { c.LeaseTTL = time.Second })
+		ctx := context.Background()
+		expect(t, h.apply(t, upsert("z", 1, "one"), 1), ResultApplied)
+		// A zombie: slow API (1.5s) outlives its 1s lease, while another
+		// worker applies v3 in between; the zombie's v2 lands last.
+		_ = h.api.SetFaults(fakeapi.Faults{Latency: fakeapi.Duration(1500 * time.Millisecond)})
+		zombie := make(chan Outcome, 1)
+		go func() { zombie <- h.applier.Apply(ctx, upsert("z", 2, "two (zombie)"), 1) }()
+		time.Sleep(1100 * time.Millisecond)
+		_ = h.api.SetFaults(fakeapi.Faults{})
+		expect(t, h.apply(t, upsert("z", 3, "three"), 1), ResultApplied)
+		out := <-zombie
+		expect(t, out, ResultRetried)
+		if !errors.Is(out.Err, store.ErrFenced) {
+			t.Fatalf("zombie commit: %+v", out)
+		}
+		if recs := h.remote(t, "z"); len(recs) != 1 || recs[0]["title"] != "two (zombie)" {
+			t.Fatalf("precondition: the zombie write should be standing, got %v", recs)
+		}
+		// The zombie's retry repairs the key to its newest state.
+		expect(t, h.apply(t, upsert("z", 2, "two (zombie)"), 2), ResultRepaired)
+		if recs := h.remote(t, "z"); len(recs) != 1 || recs[0]["title"] != "three" {
+			t.Fatalf("after repair want v3, got %v", recs)
+		}
+		expect(t, h.apply(t, upsert("z", 2, "two (zombie)"), 3), ResultStale)
+	})
+}
+
+func recordOf(t *testing.T, body []byte) sink.Record {
+	t.Helper()
+	ev, err := event.Parse(body, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sink.Record{Entity: ev.Entity, Key: ev.Key, Version: ev.Version, Data: ev.Data}
+}
