@@ -171,9 +171,9 @@ func TestApplyPoisonIsParked(t *testing.T) {
 		h := newHarness(t, sf, nil)
 		for body, want := range map[string]string{
 			`not json`: "not a JSON object",
-			`{"id":"a","entity":"listing","key":"k","version":1,"op":"upsert"}`:             `"data": required`,
+			`{"id":"a","entity":"listing","key":"k","version":1,"op":"upsert"}`:           `"data": required`,
 			`{"id":"a","entity":"booking","key":"k","version":1,"op":"upsert","data":{}}`: `unknown entity type "booking"`,
-			`{"id":"a","entity":"listing","key":"k","version":"2","op":"delete"}`:           "not a string",
+			`{"id":"a","entity":"listing","key":"k","version":"2","op":"delete"}`:         "not a string",
 		} {
 			out := h.apply(t, []byte(body), 1)
 			expect(t, out, ResultParked)

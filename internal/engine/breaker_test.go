@@ -111,4 +111,3 @@ func TestConfigValidateNamesKeys(t *testing.T) {
 		}
 	}
 }
-
