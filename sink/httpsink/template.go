@@ -227,16 +227,17 @@ func checkTemplates(op *operation, add func(field, format string, args ...any)) 
 		}
 		switch p.name {
 		case "path":
-			if !strings.HasPrefix(out, "/") {
-				add("path", "must start with \"/\" (it is appended to base_url); renders %q", out)
-			} else if _, err := url.Parse("http://h" + out); err != nil {
-				add("path", "does not render a valid URL path: %v", err)
-			}
-			if strings.Contains(out, sampleKey) {
+			switch {
+			case strings.Contains(out, sampleKey):
 				add("path", "inserts .Key unescaped; write {{.Key | path}} in the path or {{.Key | query}} in the query")
-			}
-			if strings.Contains(out, sampleRemoteID) {
+			case strings.Contains(out, sampleRemoteID):
 				add("path", "inserts .RemoteID unescaped; write {{.RemoteID | path}}")
+			case !strings.HasPrefix(out, "/"):
+				add("path", "must start with \"/\" (it is appended to base_url); renders %q", out)
+			default:
+				if _, err := url.Parse("http://h" + out); err != nil {
+					add("path", "does not render a valid URL path: %v", err)
+				}
 			}
 		case "body":
 			// A raw {{.Data.x}} renders "<no value>" when x is absent from
