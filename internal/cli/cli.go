@@ -29,6 +29,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"version": {"print the eventsync version", runVersion},
+		"fakeapi": {"run the third-party API simulator (faults, detectors)", runFakeAPI},
 	}
 }
 

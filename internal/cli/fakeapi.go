@@ -1,0 +1,75 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/eventsync/eventsync/fakeapi"
+)
+
+// runFakeAPI serves the third-party API simulator until ctx is cancelled.
+func runFakeAPI(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet(env, "fakeapi", "[flags]")
+	var (
+		cfg     fakeapi.Config
+		f       fakeapi.Faults
+		latency = fs.Duration("latency", 0, "base latency added to every /v1 request, e.g. 20ms")
+		jitter  = fs.Duration("jitter", 0, "extra random latency in [0, jitter)")
+		hold    = fs.Duration("timeout-hold", fakeapi.DefaultTimeoutHold, "how long a timed-out write's response is held (make it exceed client deadlines)")
+		seed    = fs.Uint64("seed", 0, "seed for the fault dice; 0 picks a random one")
+	)
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "address to listen on; 127.0.0.1:0 picks a free port (the URL is printed on stdout)")
+	fs.Float64Var(&f.ErrorRate, "error-rate", 0, "fraction (0..1) of /v1 requests answered with a random 500/502/503")
+	fs.Float64Var(&f.TimeoutRate, "timeout-rate", 0, "fraction (0..1) of writes that happen but whose response is held for --timeout-hold")
+	fs.Float64Var(&f.RateLimit, "rate-limit", 0, "requests per second allowed (token bucket), excess gets 429 + Retry-After; 0 disables")
+	fs.IntVar(&f.Burst, "burst", 0, "token bucket size for --rate-limit; 0 means one second's worth")
+	fs.IntVar(&f.MaxConcurrency, "max-concurrency", 0, "requests in flight above which /v1 answers 503 at once; 0 means unlimited")
+	fs.StringVar(&cfg.VersionField, "version-field", fakeapi.DefaultVersionField, "numeric record field the stale-write detector compares")
+	fs.StringVar(&cfg.StateFile, "state-file", "", "load records from this file at start if it exists, save them atomically on shutdown and POST /_admin/save")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	f.Latency, f.Jitter, f.TimeoutHold = fakeapi.Duration(*latency), fakeapi.Duration(*jitter), fakeapi.Duration(*hold)
+	cfg.Faults, cfg.Seed = f, *seed
+	cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, nil))
+	if err := f.Validate(); err != nil {
+		return faultFlagError(err)
+	}
+	if strings.TrimSpace(cfg.VersionField) == "" {
+		return errors.New("--version-field must not be empty; the default is \"version\"")
+	}
+
+	srv, err := fakeapi.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(env.Stdout, srv.URL)
+	<-srv.Done()
+	return srv.Err()
+}
+
+// faultFlagError rewrites fault validation errors to name the flag
+// (error_rate → --error-rate) the user actually typed.
+func faultFlagError(err error) error {
+	var msgs []string
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, inner := range j.Unwrap() {
+				walk(inner)
+			}
+			return
+		}
+		var fe *fakeapi.FieldError
+		if errors.As(e, &fe) {
+			msgs = append(msgs, fmt.Sprintf("invalid --%s: %s", strings.ReplaceAll(fe.Field, "_", "-"), fe.Problem))
+			return
+		}
+		msgs = append(msgs, e.Error())
+	}
+	walk(err)
+	return errors.New(strings.Join(msgs, "; "))
+}
