@@ -246,6 +246,9 @@ func (s *Sink) List(ctx context.Context, entityName string, fn func(sink.RemoteR
 	if ent.list == nil {
 		return &sink.Error{Op: "list", Err: fmt.Errorf("entity %q has no list configured; add sink.entities.%s.list", entityName, entityName)}
 	}
+	// An API that ignores the page parameter returns the same full page
+	// forever; compare first ids to stop instead of looping.
+	prevFirst := ""
 	for page := ent.firstPage; ; page++ {
 		status, body, err := s.call(ctx, ent, ent.list, TemplateData{Entity: entityName, Page: page, PerPage: ent.perPage})
 		if err != nil {
@@ -268,6 +271,13 @@ func (s *Sink) List(ctx context.Context, entityName string, fn func(sink.RemoteR
 					entityName, page, i, ent.listID.raw, entityName, &sink.Error{Op: "list", Status: status})
 			}
 			rec.RemoteID = id
+			if i == 0 {
+				if page > ent.firstPage && id == prevFirst {
+					return fmt.Errorf("list %s: page %d starts with the same record (%q) as page %d; does the API honour sink.entities.%s.list.path's page parameter?: %w",
+						entityName, page, id, page-1, entityName, &sink.Error{Op: "list", Status: status})
+				}
+				prevFirst = id
+			}
 			if values := ent.listExternalID.eval(item); len(values) == 1 {
 				rec.Key, _ = idString(values[0])
 			}

@@ -521,7 +521,8 @@ func TestListPagination(t *testing.T) {
 func TestListBareArrayAndCallbackError(t *testing.T) {
 	t.Parallel()
 	api := newTestAPI(t, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, `[{"uid":"a","ext":{"key":"k1"}},{"uid":"b","ext":{"key":"k2"}}]`)
+		o := r.URL.Query().Get("offset")
+		_, _ = fmt.Fprintf(w, `[{"uid":"a%s","ext":{"key":"k1"}},{"uid":"b%s","ext":{"key":"k2"}}]`, o, o)
 	})
 	s := newSink(t, api.srv.URL, `
 defaults: {base_url: BASE_URL}
@@ -542,7 +543,7 @@ entities:
 	if !errors.Is(err, stop) {
 		t.Fatalf("List err = %v; want the callback's error", err)
 	}
-	if strings.Join(keys, ",") != "a=k1,b=k2,a=k1" {
+	if strings.Join(keys, ",") != "a0=k1,b0=k2,a1=k1" {
 		t.Errorf("keys = %v", keys)
 	}
 	if q := api.requests()[0].Query; q != "offset=0" {
@@ -642,5 +643,19 @@ func TestParseRetryAfter(t *testing.T) {
 		if got := parseRetryAfter(in, now); got != want {
 			t.Errorf("parseRetryAfter(%q) = %v, want %v", in, got, want)
 		}
+	}
+}
+
+func TestListStopsWhenTheAPIIgnoresThePage(t *testing.T) {
+	t.Parallel()
+	api := statusAPI(t, http.StatusOK, nil, `{"data":[{"id":1},{"id":2}]}`)
+	s := newSink(t, api.srv.URL, strings.Replace(collectionYAML, "{collection: listings}", "{collection: listings, list: {path: \"/v1/listings?page={{.Page}}\", per_page: 2}}", 1))
+	n := 0
+	err := s.List(context.Background(), "listing", func(sink.RemoteRecord) error { n++; return nil })
+	if err == nil || !strings.Contains(err.Error(), "same record") {
+		t.Fatalf("List err = %v; want the repeated-page error", err)
+	}
+	if n != 2 || len(api.requests()) != 2 {
+		t.Errorf("listed %d records in %d requests; want 2 in 2", n, len(api.requests()))
 	}
 }
