@@ -27,6 +27,12 @@ type Config struct {
 	// RetryTiers are the fixed delays of the retry queues. Default
 	// DefaultRetryTiers. Each tier is one quorum queue per stream.
 	RetryTiers []time.Duration
+	// DeliveryLimit is how many times a stream message may go back to its
+	// queue (lost consumer, Release, closing a subscription) before RabbitMQ
+	// moves it to the parked queue with reason "delivery_limit". It stops a
+	// message that crashes every consumer from looping forever. Default 20,
+	// RabbitMQ 4's own default for quorum queues.
+	DeliveryLimit int
 	// ConnectTimeout bounds the TCP and AMQP handshake. Default 10s.
 	ConnectTimeout time.Duration
 	// ReconnectMaxBackoff caps the pause between reconnect attempts after
@@ -50,6 +56,9 @@ func (c Config) WithDefaults() Config {
 		c.RetryTiers = slices.Clone(c.RetryTiers)
 		slices.Sort(c.RetryTiers)
 		c.RetryTiers = slices.Compact(c.RetryTiers)
+	}
+	if c.DeliveryLimit == 0 {
+		c.DeliveryLimit = 20
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 10 * time.Second
@@ -87,6 +96,9 @@ func (c Config) Validate() error {
 		if tier > 24*time.Hour*24 {
 			return fmt.Errorf("rabbitmq: retry tier %v is over 24 days, beyond RabbitMQ's message TTL range", tier)
 		}
+	}
+	if c.DeliveryLimit < 1 {
+		return fmt.Errorf("rabbitmq: delivery limit %d must be at least 1", c.DeliveryLimit)
 	}
 	if c.ConnectTimeout < 0 || c.ReconnectMaxBackoff < 0 {
 		return errors.New("rabbitmq: ConnectTimeout and ReconnectMaxBackoff must not be negative")

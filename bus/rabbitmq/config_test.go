@@ -113,10 +113,13 @@ func FuzzHeaders(f *testing.F) {
 	f.Add("", int64(-7), "", "yesterday", "", []byte(nil))
 	f.Fuzz(func(t *testing.T, attempt string, count int64, stream, parkedAt, reason string, body []byte) {
 		h := amqp.Table{bus.HeaderAttempt: attempt, "x-delivery-count": count, bus.HeaderStream: stream, bus.HeaderParkedAt: parkedAt, bus.HeaderReason: reason}
+		if count%2 == 0 { // as the broker dead-lettered it: x-death instead of our headers
+			h = amqp.Table{"x-death": []any{amqp.Table{"queue": stream, "reason": reason, "time": parkedAt}, reason}, "x-delivery-count": attempt}
+		}
 		if a := attemptOf(h); a < 1 && count >= 0 {
 			t.Fatalf("attemptOf = %d", a)
 		}
-		pm := parkedMessage(amqp.Delivery{Headers: h, Body: body})
+		pm := topology{ns: "ns", deliveryLimit: 3}.parkedMessage(amqp.Delivery{Headers: h, Body: body})
 		_ = bus.ParkedFilter{Entity: "listing"}.Match(pm)
 		_ = stringHeaders(h)
 	})

@@ -34,6 +34,13 @@ type connManager struct {
 
 	done chan struct{} // closed by close()
 	wg   sync.WaitGroup
+
+	serverVersion string // as the broker announced it at the first connection
+}
+
+func serverVersion(conn *amqp.Connection) string {
+	v, _ := conn.Properties["version"].(string)
+	return v
 }
 
 func dial(cfg Config) (*amqp.Connection, error) {
@@ -80,7 +87,7 @@ func newConnManager(cfg Config, topo topology) (*connManager, error) {
 		_ = conn.Close()
 		return nil, err
 	}
-	m := &connManager{cfg: cfg, topo: topo, log: cfg.Logger, done: make(chan struct{})}
+	m := &connManager{cfg: cfg, topo: topo, log: cfg.Logger, done: make(chan struct{}), serverVersion: serverVersion(conn)}
 	m.setConn(conn)
 	m.wg.Add(1)
 	go m.watch(conn)

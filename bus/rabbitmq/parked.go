@@ -15,22 +15,39 @@ import (
 // acks it (replayed, purged) or requeues it (listed, not matching). Two
 // scans running at once therefore each see only part of the queue.
 
-// parkedMessage decodes the diagnosis headers Park wrote.
-func parkedMessage(d amqp.Delivery) bus.ParkedMessage {
-	pm := bus.ParkedMessage{ID: d.MessageId, Body: d.Body}
+// parkedMessage decodes the diagnosis headers Park wrote. Messages the
+// broker dead-lettered (delivery limit) carry its x-death headers instead.
+func (t topology) parkedMessage(d amqp.Delivery) bus.ParkedMessage {
+	pm := bus.ParkedMessage{ID: d.MessageId, Body: d.Body, Attempts: 1}
+	// Our attempt header only: x-delivery-count here counts listings.
+	if n, ok := toInt(d.Headers[bus.HeaderAttempt]); ok && n >= 1 && n <= 1<<30 {
+		pm.Attempts = n
+	}
+	// x-death lists the broker's dead-letterings, most recent first.
+	var death amqp.Table
+	if deaths, ok := d.Headers["x-death"].([]any); ok && len(deaths) > 0 {
+		death, _ = deaths[0].(amqp.Table)
+	}
 	if s, ok := d.Headers[bus.HeaderStream].(string); ok {
 		pm.Stream = bus.Stream(s)
+	} else if q, ok := death["queue"].(string); ok {
+		pm.Stream, _ = t.streamOfQueue(q)
 	}
 	if s, ok := d.Headers[bus.HeaderReason].(string); ok {
 		pm.Reason = s
-	}
-	if n, ok := toInt(d.Headers[bus.HeaderAttempt]); ok {
-		pm.Attempts = n
+	} else if r, ok := death["reason"].(string); ok {
+		pm.Reason = "dead-lettered by RabbitMQ: " + r
+		if r == "delivery_limit" {
+			pm.Reason += fmt.Sprintf(" (returned to its queue more than %d times; consumers may be crashing on it)", t.deliveryLimit)
+			pm.Attempts += t.deliveryLimit
+		}
 	}
 	if s, ok := d.Headers[bus.HeaderParkedAt].(string); ok {
-		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-			pm.ParkedAt = t
+		if at, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			pm.ParkedAt = at
 		}
+	} else if at, ok := death["time"].(time.Time); ok {
+		pm.ParkedAt = at
 	}
 	return pm
 }
@@ -97,7 +114,7 @@ func (b *Bus) ListParked(ctx context.Context, f bus.ParkedFilter) ([]bus.ParkedM
 			break
 		}
 		scan.keep(d)
-		if pm := parkedMessage(d); f.Match(pm) {
+		if pm := b.topo.parkedMessage(d); f.Match(pm) {
 			out = append(out, pm)
 		}
 	}
@@ -120,14 +137,19 @@ func (b *Bus) ReplayParked(ctx context.Context, f bus.ParkedFilter) (int, error)
 		return 0, err
 	}
 	replayed := 0
-	var batch []amqp.Delivery
+	type replay struct {
+		d      amqp.Delivery
+		stream bus.Stream
+	}
+	var batch []replay
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
 		out := make([]outgoing, len(batch))
 		now := time.Now()
-		for i, d := range batch {
+		for i, r := range batch {
+			d := r.d
 			h := copyHeaders(d.Headers)
 			for _, k := range []string{bus.HeaderReason, bus.HeaderParkedAt, bus.HeaderAttempt, bus.HeaderRetryReason, bus.HeaderStream} {
 				delete(h, k)
@@ -136,13 +158,13 @@ func (b *Bus) ReplayParked(ctx context.Context, f bus.ParkedFilter) (int, error)
 			if d.ContentType != "" {
 				msg.ContentType = d.ContentType
 			}
-			out[i] = outgoing{exchange: b.topo.exchange(), key: d.Headers[bus.HeaderStream].(string), msg: msg}
+			out[i] = outgoing{exchange: b.topo.exchange(), key: string(r.stream), msg: msg}
 		}
 		if err := b.pub.publish(ctx, out); err != nil {
 			return err
 		}
-		for _, d := range batch {
-			if err := d.Ack(false); err != nil {
+		for _, r := range batch {
+			if err := r.d.Ack(false); err != nil {
 				// Replayed but still parked: a later replay duplicates it,
 				// which versions absorb.
 				return fmt.Errorf("remove replayed message from %s: %w", scan.queue, err)
@@ -161,12 +183,12 @@ func (b *Bus) ReplayParked(ctx context.Context, f bus.ParkedFilter) (int, error)
 		if !ok {
 			break
 		}
-		pm := parkedMessage(d)
+		pm := b.topo.parkedMessage(d)
 		if _, serr := bus.ParseStream(string(pm.Stream)); serr != nil || !f.Match(pm) {
 			scan.keep(d)
 			continue
 		}
-		batch = append(batch, d)
+		batch = append(batch, replay{d: d, stream: pm.Stream})
 		if len(batch) == replayBatch {
 			if err := flush(); err != nil {
 				_ = scan.finish()
@@ -197,7 +219,7 @@ func (b *Bus) PurgeParked(ctx context.Context, f bus.ParkedFilter) (int, error) 
 		if !ok {
 			break
 		}
-		if !f.Match(parkedMessage(d)) {
+		if !f.Match(b.topo.parkedMessage(d)) {
 			scan.keep(d)
 			continue
 		}

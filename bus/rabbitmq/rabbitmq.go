@@ -8,6 +8,10 @@
 //	                             dead-letter (at-least-once) back to <ns>
 //	<ns>.parked                  quorum queue of parked messages
 //
+// A stream message returned to its queue more than Config.DeliveryLimit
+// times (it crashes every consumer, say) is dead-lettered to the parked
+// queue by the broker itself, with reason "delivery_limit".
+//
 // Every publish uses publisher confirms and the mandatory flag, so Publish
 // returns nil only when the broker has stored every message in a queue.
 // Retry and Park publish the copy first and acknowledge the original only
@@ -17,9 +21,10 @@
 // context).
 //
 // Attempt is the x-eventsync-attempt header (set by Retry, 1 when absent)
-// plus the quorum queue's x-delivery-count. RabbitMQ counts a requeue by
-// Release or by closing a subscription as a delivery too, so on RabbitMQ
-// Release does increase Attempt by one (bustest.Features.ReleaseCountsAttempt).
+// plus the quorum queue's x-delivery-count. RabbitMQ before 4.3 counts a
+// requeue by Release or by closing a subscription as a delivery too, so
+// there Release increases Attempt by one (see Bus.ReleaseCountsAttempt and
+// bustest.Features.ReleaseCountsAttempt).
 package rabbitmq
 
 import (
@@ -60,7 +65,7 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("open RabbitMQ bus: %w", err)
 	}
-	topo := topology{ns: cfg.Namespace, tiers: cfg.RetryTiers}
+	topo := topology{ns: cfg.Namespace, tiers: cfg.RetryTiers, deliveryLimit: cfg.DeliveryLimit}
 	m, err := newConnManager(cfg, topo)
 	if err != nil {
 		return nil, err
@@ -70,6 +75,20 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 
 // Namespace returns the prefix of the bus's exchange and queues.
 func (b *Bus) Namespace() string { return b.cfg.Namespace }
+
+// ServerVersion is the RabbitMQ version the broker announced, e.g. "3.13.7".
+func (b *Bus) ServerVersion() string { return b.conn.serverVersion }
+
+// ReleaseCountsAttempt reports whether this broker counts a Release (a
+// requeue by basic.nack) as a delivery, so that Attempt grows by one after
+// it. RabbitMQ before 4.3 does; from 4.3 on only failed deliveries count.
+func (b *Bus) ReleaseCountsAttempt() bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(b.conn.serverVersion, "%d.%d", &major, &minor); err != nil {
+		return true // unknown: assume the older, counting behaviour
+	}
+	return major < 4 || major == 4 && minor < 3
+}
 
 // Queues lists every queue name of the namespace (streams, retry tiers,
 // parked), e.g. for operators and test cleanup.

@@ -63,8 +63,10 @@ func deleteTopology(t testing.TB, url string, b *rabbitmq.Bus) {
 
 func TestConformance(t *testing.T) {
 	url := testenv.RabbitMQ(t)
+	probe := openIsolated(t, url)
+	t.Logf("RabbitMQ %s; Release counts as an attempt: %v", probe.ServerVersion(), probe.ReleaseCountsAttempt())
 	bustest.Run(t, func(t *testing.T) bus.Bus { return openIsolated(t, url) }, bustest.Features{
-		ReleaseCountsAttempt: true,
+		ReleaseCountsAttempt: probe.ReleaseCountsAttempt(),
 		RetryDelay:           time.Second,
 	})
 }
@@ -131,5 +133,79 @@ func TestOpenRejectsConflictingQueue(t *testing.T) {
 	}
 	if ch2, err := conn.Channel(); err == nil {
 		_ = ch2.ExchangeDelete(ns, false, false)
+	}
+}
+
+// TestDeliveryLimitParks: a message that keeps coming back (as when it
+// crashes every consumer) is moved to the parked queue by the broker, with a
+// reason and its stream, and can be replayed from there.
+func TestDeliveryLimitParks(t *testing.T) {
+	t.Parallel()
+	url := testenv.RabbitMQ(t)
+	ns := testenv.UniqueName("limit")
+	b, err := rabbitmq.Open(context.Background(), rabbitmq.Config{URL: url, Namespace: ns, RetryTiers: testTiers, DeliveryLimit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = b.Close()
+		deleteTopology(t, url, b)
+	})
+	if !b.ReleaseCountsAttempt() {
+		t.Skipf("RabbitMQ %s does not count Release (basic.nack) toward the delivery limit", b.ServerVersion())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	body := bustest.EventBody("listing", "poison", 1)
+	if err := b.Publish(ctx, bus.Resync, bus.Message{Body: body}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe(ctx, bus.Resync, bus.SubscribeOptions{Prefetch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Close() }()
+	start := time.Now()
+	releases := 0
+	for {
+		select {
+		case d := <-sub.Deliveries():
+			if err := d.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			releases++
+			continue
+		case <-time.After(time.Second):
+		}
+		break
+	}
+	if releases != 3 {
+		t.Errorf("message delivered %d times with delivery limit 2, want 3", releases)
+	}
+	parked, err := b.ListParked(ctx, bus.ParkedFilter{ReasonContains: "delivery_limit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parked) != 1 {
+		t.Fatalf("parked = %+v, want the poison message", parked)
+	}
+	p := parked[0]
+	if string(p.Body) != string(body) || p.Stream != bus.Resync || p.ParkedAt.Before(start.Add(-time.Second)) || p.Attempts != 3 {
+		t.Errorf("parked message = %+v (stream %s, parked at %v)", p, p.Stream, p.ParkedAt)
+	}
+	n, err := b.ReplayParked(ctx, bus.ParkedFilter{})
+	if err != nil || n != 1 {
+		t.Fatalf("ReplayParked = %d, %v", n, err)
+	}
+	select {
+	case d := <-sub.Deliveries():
+		if string(d.Body()) != string(body) || d.Attempt() != 1 {
+			t.Errorf("replayed %q attempt %d, want the poison message at attempt 1", d.Body(), d.Attempt())
+		}
+		if err := d.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("replayed message not delivered")
 	}
 }

@@ -17,10 +17,13 @@ import (
 //	<ns>.live, <ns>.resync       quorum queues bound by "live" / "resync"
 //	<ns>.retry.<stream>.<tier>   quorum queues with a TTL that dead-letter
 //	                             back to <ns> with the stream's routing key
-//	<ns>.parked                  quorum queue of parked messages
+//	<ns>.parked                  quorum queue of parked messages; stream
+//	                             messages returned more than deliveryLimit
+//	                             times are dead-lettered here by the broker
 type topology struct {
-	ns    string
-	tiers []time.Duration
+	ns            string
+	tiers         []time.Duration
+	deliveryLimit int
 }
 
 func (t topology) exchange() string                { return t.ns }
@@ -54,6 +57,16 @@ func (t topology) tierFor(delay time.Duration) time.Duration {
 	return t.tiers[len(t.tiers)-1]
 }
 
+// streamOfQueue maps a stream queue's name back to its stream.
+func (t topology) streamOfQueue(queue string) (bus.Stream, bool) {
+	for _, s := range bus.Streams {
+		if t.streamQueue(s) == queue {
+			return s, true
+		}
+	}
+	return "", false
+}
+
 // allQueues lists every queue of the namespace, for cleanup.
 func (t topology) allQueues() []string {
 	qs := []string{t.parkedQueue()}
@@ -73,12 +86,24 @@ func (t topology) declare(ch *amqp.Channel) error {
 	if err := ch.ExchangeDeclare(t.exchange(), amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
 		return declareError("exchange", t.exchange(), err)
 	}
-	if _, err := ch.QueueDeclare(t.parkedQueue(), true, false, false, false, quorumArgs()); err != nil {
+	parkedArgs := quorumArgs()
+	// Listing parked messages returns them to the queue, which RabbitMQ
+	// 4.0-4.2 count against a default delivery limit of 20 and then drop.
+	// An explicit, practically unreachable limit keeps them (-1 is not
+	// understood before 4.0).
+	parkedArgs["x-delivery-limit"] = int64(1_000_000_000)
+	if _, err := ch.QueueDeclare(t.parkedQueue(), true, false, false, false, parkedArgs); err != nil {
 		return declareError("queue", t.parkedQueue(), err)
 	}
 	for _, s := range bus.Streams {
 		q := t.streamQueue(s)
-		if _, err := ch.QueueDeclare(q, true, false, false, false, quorumArgs()); err != nil {
+		args := quorumArgs()
+		args["x-delivery-limit"] = int64(t.deliveryLimit)
+		args["x-dead-letter-exchange"] = ""
+		args["x-dead-letter-routing-key"] = t.parkedQueue()
+		args["x-dead-letter-strategy"] = "at-least-once"
+		args["x-overflow"] = "reject-publish"
+		if _, err := ch.QueueDeclare(q, true, false, false, false, args); err != nil {
 			return declareError("queue", q, err)
 		}
 		if err := ch.QueueBind(q, string(s), t.exchange(), false, nil); err != nil {
