@@ -1,0 +1,540 @@
+// Package redis is the fast state-store adapter on Redis. Each lease
+// operation (Acquire, Extend, SaveIntent, Commit, Release) is one Lua script,
+// so one round trip, atomic on the server. Lease expiry is judged by Redis's
+// own clock (TIME) stored in the key's hash, never by key TTLs, because the
+// hash also holds durable state; a per-key token counter that is never
+// deleted keeps fencing tokens increasing after releases.
+//
+// Redis forgets everything written since the last save when it restarts
+// unless AOF (appendonly yes) or RDB snapshots are on; a forgotten applied
+// version lets a stale event overwrite newer data. Open logs a warning when
+// the server has no persistence; see CheckPersistence.
+//
+// Key layout under the prefix P, with entity and key escaped so that no
+// entity/key pair can be confused with another and no glob or hash-tag
+// character leaks through (names are cluster-safe: a key's hash and its
+// token counter share the hash tag):
+//
+//	P:s:{entity/key}  hash: applied version, remote id, intent, repair flag, lease
+//	P:t:{entity/key}  string: the fencing-token counter, also the current token
+//	P:c:name          string with PX ttl: a control record
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/eventsync/eventsync/store"
+)
+
+// DefaultPoolSize lets hundreds of in-flight events share few connections:
+// every call holds one for a single round trip.
+const DefaultPoolSize = 64
+
+// Config configures the Redis store.
+type Config struct {
+	// URL is a redis:// or rediss:// URL, e.g. redis://:secret@cache:6379/0.
+	URL string
+	// Prefix starts every key eventsync writes. Default "eventsync".
+	Prefix string
+	// PoolSize caps connections; 0 means the URL's pool_size or DefaultPoolSize.
+	PoolSize int
+	// Logger receives the persistence warning; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+var prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+
+// WithDefaults returns c with unset fields filled in.
+func (c Config) WithDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = "eventsync"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first problem with c, naming the fix.
+func (c Config) Validate() error {
+	if c.URL == "" {
+		return errors.New("redis store: URL is empty; set --store redis://host:6379/0")
+	}
+	if !prefixPattern.MatchString(c.Prefix) {
+		return fmt.Errorf("redis store: prefix %q may hold only letters, digits and _ . : - (at most 64)", c.Prefix)
+	}
+	if c.PoolSize < 0 {
+		return fmt.Errorf("redis store: PoolSize %d must not be negative", c.PoolSize)
+	}
+	return nil
+}
+
+// Store is a store.Store on Redis. It is safe for concurrent use.
+type Store struct {
+	rdb    *goredis.Client
+	log    *slog.Logger
+	prefix string
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to Redis, checks its persistence (warning when it has none)
+// and returns the store. Close it when done.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts, err := goredis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis store: parse URL: %w; expected redis://[:password@]host:6379/db, set --store", err)
+	}
+	switch {
+	case cfg.PoolSize > 0:
+		opts.PoolSize = cfg.PoolSize
+	case opts.PoolSize == 0:
+		opts.PoolSize = DefaultPoolSize
+	}
+	rdb := goredis.NewClient(opts)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("connect to Redis at %s: %w; is it running and is the password right? set --store", opts.Addr, err)
+	}
+	s := &Store{rdb: rdb, log: cfg.Logger, prefix: cfg.Prefix}
+	p, err := CheckPersistence(ctx, rdb)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis store at %s: %w", opts.Addr, err)
+	}
+	if warning := p.Warning(opts.Addr); warning != "" {
+		s.log.Warn(warning)
+	}
+	return s, nil
+}
+
+// Close closes the client. It is safe to call more than once.
+func (s *Store) Close() error {
+	if err := s.rdb.Close(); err != nil && !errors.Is(err, goredis.ErrClosed) {
+		return fmt.Errorf("redis store: close: %w", err)
+	}
+	return nil
+}
+
+// Client exposes the Redis client for health checks.
+func (s *Store) Client() *goredis.Client { return s.rdb }
+
+// Persistence is what a Redis server does to survive a restart.
+type Persistence struct {
+	AppendOnly bool   // AOF is on
+	Save       string // RDB snapshot schedule; empty means no snapshots
+	// SaveKnown is false when CONFIG is disabled (managed Redis) and only
+	// INFO was available, which does not show the snapshot schedule.
+	SaveKnown bool
+}
+
+// Durable reports whether the server keeps applied versions across restarts.
+func (p Persistence) Durable() bool { return p.AppendOnly || (p.SaveKnown && p.Save != "") }
+
+// Warning returns the message to log for a server at addr without
+// persistence, or "" when it has some.
+func (p Persistence) Warning(addr string) string {
+	if p.Durable() {
+		return ""
+	}
+	save := strconv.Quote(p.Save)
+	if !p.SaveKnown {
+		save = "unknown, CONFIG is disabled"
+	}
+	return fmt.Sprintf("Redis at %s has no persistence (appendonly no, save %s): a restart forgets applied versions and lets stale events through; enable appendonly yes or use the PostgreSQL store", addr, save)
+}
+
+// CheckPersistence asks the server whether AOF or RDB snapshots are on,
+// through CONFIG GET and, where CONFIG is disabled, INFO persistence.
+func CheckPersistence(ctx context.Context, rdb goredis.UniversalClient) (Persistence, error) {
+	aof, aofErr := rdb.ConfigGet(ctx, "appendonly").Result()
+	save, saveErr := rdb.ConfigGet(ctx, "save").Result()
+	if aofErr == nil && saveErr == nil {
+		return Persistence{AppendOnly: aof["appendonly"] == "yes", Save: save["save"], SaveKnown: true}, nil
+	}
+	info, err := rdb.Info(ctx, "persistence").Result()
+	if err != nil {
+		return Persistence{}, fmt.Errorf("check persistence: CONFIG GET failed (%v) and INFO persistence failed: %w", errors.Join(aofErr, saveErr), err)
+	}
+	p := Persistence{}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "aof_enabled:"); ok {
+			p.AppendOnly = v == "1"
+		}
+	}
+	return p, nil
+}
+
+// escaper makes an entity or key safe inside a key name: no '/' separator,
+// no hash-tag braces, no glob characters, reversibly.
+var (
+	escaper   = strings.NewReplacer("%", "%25", "/", "%2F", "{", "%7B", "}", "%7D", "*", "%2A", "?", "%3F", "[", "%5B", "]", "%5D", "\\", "%5C")
+	unescaper = strings.NewReplacer("%25", "%", "%2F", "/", "%7B", "{", "%7D", "}", "%2A", "*", "%3F", "?", "%5B", "[", "%5D", "]", "%5C", "\\")
+	// globEscaper makes a control-name prefix literal in a SCAN pattern.
+	globEscaper = strings.NewReplacer("*", "\\*", "?", "\\?", "[", "\\[", "]", "\\]", "\\", "\\\\")
+)
+
+func (s *Store) stateKey(k store.Key) string {
+	return s.prefix + ":s:{" + escaper.Replace(k.Entity) + "/" + escaper.Replace(k.Key) + "}"
+}
+
+func (s *Store) tokenKey(k store.Key) string {
+	return s.prefix + ":t:{" + escaper.Replace(k.Entity) + "/" + escaper.Replace(k.Key) + "}"
+}
+
+func (s *Store) controlKey(name string) string { return s.prefix + ":c:" + name }
+
+// Hash fields. Intent time is RFC 3339 with nanoseconds; lease expiry is in
+// milliseconds of Redis's clock (Lua numbers print exactly only up to 14
+// digits, so microseconds would be mangled).
+const stateFields = `'v', 'r', 'd', 'e', 'iv', 'ia', 'it', 'iat', 'rp'`
+
+// luaPrelude is shared by the scripts: the server clock in milliseconds and
+// a comparison of decimal version strings that stays exact beyond 2^53.
+const luaPrelude = `
+local function now_ms()
+	local t = redis.call('TIME')
+	return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function version_less(a, b)
+	if #a ~= #b then return #a < #b end
+	return a < b
+end
+`
+
+var (
+	// KEYS: state hash, token counter. ARGV: owner, ttl ms.
+	// Returns {0, remaining ms} when locked, else {1, token, expires ms, state...}.
+	acquireScript = goredis.NewScript(luaPrelude + `
+local now = now_ms()
+local lease = redis.call('HMGET', KEYS[1], 'lo', 'lx')
+local expires_at = tonumber(lease[2]) or 0
+if lease[1] and lease[1] ~= ARGV[1] and expires_at > now then
+	return {0, expires_at - now}
+end
+local token = redis.call('INCR', KEYS[2])
+local expires = now + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'lo', ARGV[1], 'lx', expires)
+local st = redis.call('HMGET', KEYS[1], ` + stateFields + `)
+return {1, token, expires, st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9]}
+`)
+	// KEYS: state hash, token counter. ARGV: token, ttl ms.
+	// Returns the new expiry, or -1 when fenced.
+	extendScript = goredis.NewScript(luaPrelude + `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] or not redis.call('HGET', KEYS[1], 'lo') then
+	return -1
+end
+local expires = now_ms() + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'lx', expires)
+return expires
+`)
+	// KEYS: state hash, token counter. ARGV: token, version, action, intent token, at.
+	// Returns 1, or 0 when fenced.
+	saveIntentScript = goredis.NewScript(`
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'iv', ARGV[2], 'ia', ARGV[3], 'it', ARGV[4], 'iat', ARGV[5])
+return 1
+`)
+	// KEYS: state hash, token counter. ARGV: token, version, remote id, deleted, event.
+	// Returns 1, 0 when fenced, or {-1, applied} when stale.
+	commitScript = goredis.NewScript(luaPrelude + `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local applied = redis.call('HGET', KEYS[1], 'v') or '0'
+if version_less(ARGV[2], applied) then return {-1, applied} end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'e', ARGV[5], 'rp', '0')
+redis.call('HDEL', KEYS[1], 'iv', 'ia', 'it', 'iat', 'lo', 'lx')
+return 1
+`)
+	// KEYS: state hash, token counter. ARGV: token. A lost lease is left alone.
+	releaseScript = goredis.NewScript(`
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+	redis.call('HDEL', KEYS[1], 'lo', 'lx')
+end
+return 1
+`)
+)
+
+// ttlMillis rounds ttl up to whole milliseconds, at least one.
+func ttlMillis(ttl time.Duration) int64 {
+	return int64(max((ttl+time.Millisecond-1)/time.Millisecond, 1))
+}
+
+// Acquire implements store.Store.
+func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time.Duration) (store.Lease, store.State, error) {
+	if ttl <= 0 {
+		return store.Lease{}, store.State{}, fmt.Errorf("redis store: acquire %s: ttl %s must be positive", k, ttl)
+	}
+	res, err := acquireScript.Run(ctx, s.rdb, []string{s.stateKey(k), s.tokenKey(k)}, owner, ttlMillis(ttl)).Slice()
+	if err != nil {
+		return store.Lease{}, store.State{}, fmt.Errorf("redis store: acquire %s: %w", k, err)
+	}
+	if len(res) == 2 && res[0] == int64(0) {
+		remaining, _ := res[1].(int64)
+		return store.Lease{}, store.State{}, &store.LockedError{Key: k, RetryAfter: time.Duration(max(remaining, 1)) * time.Millisecond}
+	}
+	if len(res) != 12 || res[0] != int64(1) {
+		return store.Lease{}, store.State{}, fmt.Errorf("redis store: acquire %s: unexpected script reply %v", k, res)
+	}
+	token, _ := res[1].(int64)
+	expires, _ := res[2].(int64)
+	st, err := decodeState(res[3:])
+	if err != nil {
+		return store.Lease{}, store.State{}, fmt.Errorf("redis store: acquire %s: %w", k, err)
+	}
+	return store.Lease{Key: k, Owner: owner, Token: token, Expires: time.UnixMilli(expires)}, st, nil
+}
+
+// decodeState reads the stateFields values in order; nil means unset.
+func decodeState(vals []any) (store.State, error) {
+	str := func(i int) (string, bool) {
+		v, ok := vals[i].(string)
+		return v, ok
+	}
+	var st store.State
+	var err error
+	if v, ok := str(0); ok {
+		if st.AppliedVersion, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return store.State{}, fmt.Errorf("corrupt applied version %q: %w", v, err)
+		}
+	}
+	st.RemoteID, _ = str(1)
+	if v, _ := str(2); v == "1" {
+		st.Deleted = true
+	}
+	if v, ok := str(3); ok && v != "" {
+		st.LastEvent = []byte(v)
+	}
+	if v, ok := str(4); ok {
+		in := store.Intent{}
+		if in.Version, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return store.State{}, fmt.Errorf("corrupt intent version %q: %w", v, err)
+		}
+		a, _ := str(5)
+		in.Action = store.Action(a)
+		if t, ok := str(6); ok {
+			if in.Token, err = strconv.ParseInt(t, 10, 64); err != nil {
+				return store.State{}, fmt.Errorf("corrupt intent token %q: %w", t, err)
+			}
+		}
+		if at, ok := str(7); ok {
+			if in.At, err = time.Parse(time.RFC3339Nano, at); err != nil {
+				return store.State{}, fmt.Errorf("corrupt intent time %q: %w", at, err)
+			}
+		}
+		st.Intent = &in
+	}
+	if v, _ := str(8); v == "1" {
+		st.RepairNeeded = true
+	}
+	return st, nil
+}
+
+func tokenArg(l store.Lease) string { return strconv.FormatInt(l.Token, 10) }
+
+// Extend implements store.Store.
+func (s *Store) Extend(ctx context.Context, l store.Lease, ttl time.Duration) (store.Lease, error) {
+	if ttl <= 0 {
+		return store.Lease{}, fmt.Errorf("redis store: extend %s: ttl %s must be positive", l.Key, ttl)
+	}
+	expires, err := extendScript.Run(ctx, s.rdb, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l), ttlMillis(ttl)).Int64()
+	if err != nil {
+		return store.Lease{}, fmt.Errorf("redis store: extend %s: %w", l.Key, err)
+	}
+	if expires < 0 {
+		return store.Lease{}, fmt.Errorf("redis store: extend %s token %d: %w", l.Key, l.Token, store.ErrFenced)
+	}
+	l.Expires = time.UnixMilli(expires)
+	return l, nil
+}
+
+// SaveIntent implements store.Store.
+func (s *Store) SaveIntent(ctx context.Context, l store.Lease, in store.Intent) error {
+	ok, err := saveIntentScript.Run(ctx, s.rdb, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l),
+		in.Version, string(in.Action), in.Token, in.At.Format(time.RFC3339Nano)).Int64()
+	if err != nil {
+		return fmt.Errorf("redis store: save intent for %s: %w", l.Key, err)
+	}
+	if ok != 1 {
+		return fmt.Errorf("redis store: save intent for %s token %d: %w", l.Key, l.Token, store.ErrFenced)
+	}
+	return nil
+}
+
+// Commit implements store.Store.
+func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error {
+	deleted := "0"
+	if c.Deleted {
+		deleted = "1"
+	}
+	res, err := commitScript.Run(ctx, s.rdb, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l),
+		c.Version, c.RemoteID, deleted, c.Event).Result()
+	if err != nil {
+		return fmt.Errorf("redis store: commit %s version %d: %w", l.Key, c.Version, err)
+	}
+	switch r := res.(type) {
+	case int64:
+		if r == 1 {
+			return nil
+		}
+		return fmt.Errorf("redis store: commit %s token %d: %w", l.Key, l.Token, store.ErrFenced)
+	case []any:
+		return fmt.Errorf("redis store: commit %s version %d, applied %v: %w", l.Key, c.Version, r[len(r)-1], store.ErrStaleCommit)
+	default:
+		return fmt.Errorf("redis store: commit %s: unexpected script reply %v", l.Key, res)
+	}
+}
+
+// Release implements store.Store.
+func (s *Store) Release(ctx context.Context, l store.Lease) error {
+	if err := releaseScript.Run(ctx, s.rdb, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l)).Err(); err != nil {
+		return fmt.Errorf("redis store: release %s: %w", l.Key, err)
+	}
+	return nil
+}
+
+// MarkRepair implements store.Store.
+func (s *Store) MarkRepair(ctx context.Context, k store.Key) error {
+	if err := s.rdb.HSet(ctx, s.stateKey(k), "rp", "1").Err(); err != nil {
+		return fmt.Errorf("redis store: mark %s for repair: %w", k, err)
+	}
+	return nil
+}
+
+// scanCount is the SCAN batch hint.
+const scanCount = 1000
+
+// Scan implements store.Store. It walks the keyspace with SCAN (cluster-safe,
+// no per-entity index to keep consistent), so its cost grows with the whole
+// prefix, not the entity; it runs rarely. SCAN may return a name twice while
+// Redis rehashes, so visited names are remembered (about 64 bytes per key).
+func (s *Store) Scan(ctx context.Context, entity string, fn func(store.Key, store.State) error) error {
+	head := s.prefix + ":s:{" + escaper.Replace(entity) + "/"
+	match := globEscaper.Replace(head) + "*"
+	var cursor uint64
+	seen := map[string]struct{}{}
+	for {
+		found, next, err := s.rdb.ScanType(ctx, cursor, match, scanCount, "hash").Result()
+		if err != nil {
+			return fmt.Errorf("redis store: scan %s: %w", entity, err)
+		}
+		names := found[:0]
+		for _, name := range found {
+			if _, dup := seen[name]; !dup {
+				seen[name] = struct{}{}
+				names = append(names, name)
+			}
+		}
+		if len(names) > 0 {
+			pipe := s.rdb.Pipeline()
+			cmds := make([]*goredis.SliceCmd, len(names))
+			for i, name := range names {
+				cmds[i] = pipe.HMGet(ctx, name, "v", "r", "d", "e", "iv", "ia", "it", "iat", "rp")
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				return fmt.Errorf("redis store: scan %s: read states: %w", entity, err)
+			}
+			for i, name := range names {
+				escKey, ok := strings.CutSuffix(strings.TrimPrefix(name, head), "}")
+				if !ok || strings.Contains(escKey, "/") {
+					continue // not one of ours
+				}
+				st, err := decodeState(cmds[i].Val())
+				if err != nil {
+					return fmt.Errorf("redis store: scan %s: key %s: %w", entity, name, err)
+				}
+				if err := fn(store.Key{Entity: entity, Key: unescaper.Replace(escKey)}, st); err != nil {
+					return err
+				}
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// SetControl implements store.Control.
+func (s *Store) SetControl(ctx context.Context, name string, value []byte, ttl time.Duration) error {
+	if ttl < 0 {
+		return fmt.Errorf("redis store: set control %q: negative ttl %s", name, ttl)
+	}
+	// ttl 0 is KEEPTTL-free SET without expiry, which also clears an old one.
+	if err := s.rdb.Set(ctx, s.controlKey(name), value, ttl).Err(); err != nil {
+		return fmt.Errorf("redis store: set control %q: %w", name, err)
+	}
+	return nil
+}
+
+// GetControl implements store.Control.
+func (s *Store) GetControl(ctx context.Context, name string) ([]byte, bool, error) {
+	v, err := s.rdb.Get(ctx, s.controlKey(name)).Bytes()
+	if errors.Is(err, goredis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("redis store: get control %q: %w", name, err)
+	}
+	return v, true, nil
+}
+
+// ListControl implements store.Control.
+func (s *Store) ListControl(ctx context.Context, prefix string) (map[string][]byte, error) {
+	head := s.controlKey("")
+	match := globEscaper.Replace(head+prefix) + "*"
+	out := map[string][]byte{}
+	var cursor uint64
+	for {
+		names, next, err := s.rdb.ScanType(ctx, cursor, match, scanCount, "string").Result()
+		if err != nil {
+			return nil, fmt.Errorf("redis store: list control %q: %w", prefix, err)
+		}
+		if len(names) > 0 {
+			// One GET per name in a pipeline rather than MGET, which a
+			// cluster refuses across slots.
+			pipe := s.rdb.Pipeline()
+			cmds := make([]*goredis.StringCmd, len(names))
+			for i, name := range names {
+				cmds[i] = pipe.Get(ctx, name)
+			}
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
+				return nil, fmt.Errorf("redis store: list control %q: %w", prefix, err)
+			}
+			for i, name := range names {
+				v, err := cmds[i].Bytes()
+				if errors.Is(err, goredis.Nil) {
+					continue // expired between SCAN and GET
+				}
+				if err != nil {
+					return nil, fmt.Errorf("redis store: list control %q: %w", prefix, err)
+				}
+				out[strings.TrimPrefix(name, head)] = v
+			}
+		}
+		if next == 0 {
+			return out, nil
+		}
+		cursor = next
+	}
+}
+
+// DeleteControl implements store.Control.
+func (s *Store) DeleteControl(ctx context.Context, name string) error {
+	if err := s.rdb.Del(ctx, s.controlKey(name)).Err(); err != nil {
+		return fmt.Errorf("redis store: delete control %q: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,239 @@
+package redis_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/eventsync/eventsync/internal/testenv"
+	"github.com/eventsync/eventsync/store"
+	"github.com/eventsync/eventsync/store/redis"
+	"github.com/eventsync/eventsync/store/storetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// deleteKeysOnCleanup removes every key under prefix when the test ends.
+func deleteKeysOnCleanup(t testing.TB, url, prefix string) {
+	t.Cleanup(func() {
+		opts, err := goredis.ParseURL(url)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		rdb := goredis.NewClient(opts)
+		defer rdb.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+		var names []string
+		for iter.Next(ctx) {
+			names = append(names, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			t.Errorf("cleanup scan: %v", err)
+			return
+		}
+		for chunk := range slicesChunk(names, 500) {
+			if err := rdb.Unlink(ctx, chunk...).Err(); err != nil {
+				t.Errorf("cleanup unlink: %v", err)
+				return
+			}
+		}
+	})
+}
+
+func slicesChunk(s []string, n int) func(func([]string) bool) {
+	return func(yield func([]string) bool) {
+		for len(s) > 0 {
+			m := min(n, len(s))
+			if !yield(s[:m]) {
+				return
+			}
+			s = s[m:]
+		}
+	}
+}
+
+func openIsolated(t testing.TB) *redis.Store {
+	t.Helper()
+	s, _ := openWithPrefix(t)
+	return s
+}
+
+// openWithPrefix opens a store under a prefix of its own and returns both.
+func openWithPrefix(t testing.TB) (*redis.Store, string) {
+	t.Helper()
+	url := testenv.Redis(t)
+	prefix := testenv.UniqueName("storetest")
+	deleteKeysOnCleanup(t, url, prefix)
+	s, err := redis.Open(context.Background(), redis.Config{URL: url, Prefix: prefix, PoolSize: 16,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, prefix
+}
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) store.Store { return openIsolated(t) })
+}
+
+// The test Redis runs without persistence, as a default install does: Open
+// must say so, naming the consequence and the fix.
+func TestPersistenceWarning(t *testing.T) {
+	t.Parallel()
+	url := testenv.Redis(t)
+	opts, err := goredis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := goredis.NewClient(opts)
+	defer rdb.Close()
+	ctx := context.Background()
+	p, err := redis.CheckPersistence(ctx, rdb)
+	if err != nil {
+		t.Fatalf("CheckPersistence: %v", err)
+	}
+	if p.Durable() {
+		t.Skipf("the test Redis has persistence (%+v); this test needs one without", p)
+	}
+	if !p.SaveKnown || p.AppendOnly || p.Save != "" {
+		t.Errorf("CheckPersistence = %+v, want appendonly off and an empty save schedule", p)
+	}
+
+	var logs bytes.Buffer
+	prefix := testenv.UniqueName("persist")
+	deleteKeysOnCleanup(t, url, prefix)
+	s, err := redis.Open(ctx, redis.Config{URL: url, Prefix: prefix, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	_ = s.Close()
+	want := `Redis at ` + opts.Addr + ` has no persistence (appendonly no, save \"\"): a restart forgets applied versions and lets stale events through; enable appendonly yes or use the PostgreSQL store`
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), want) {
+		t.Errorf("Open logged %q, want a WARN containing %q", logs.String(), want)
+	}
+}
+
+func TestPersistenceWarningText(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		p    redis.Persistence
+		want string
+	}{
+		{redis.Persistence{AppendOnly: true, SaveKnown: true}, ""},
+		{redis.Persistence{Save: "3600 1", SaveKnown: true}, ""},
+		{redis.Persistence{SaveKnown: true}, `Redis at h:1 has no persistence (appendonly no, save ""): a restart forgets applied versions and lets stale events through; enable appendonly yes or use the PostgreSQL store`},
+		{redis.Persistence{AppendOnly: true}, ""},
+		{redis.Persistence{}, `Redis at h:1 has no persistence (appendonly no, save unknown, CONFIG is disabled): a restart forgets applied versions and lets stale events through; enable appendonly yes or use the PostgreSQL store`},
+	}
+	for _, tc := range cases {
+		if got := tc.p.Warning("h:1"); got != tc.want {
+			t.Errorf("%+v.Warning() = %q, want %q", tc.p, got, tc.want)
+		}
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cases := []struct {
+		name string
+		cfg  redis.Config
+		want []string
+	}{
+		{"empty URL", redis.Config{}, []string{"URL is empty", "--store redis://"}},
+		{"bad prefix", redis.Config{URL: "redis://127.0.0.1:6379", Prefix: "a{b}"}, []string{`prefix "a{b}"`, "letters, digits"}},
+		{"wrong scheme", redis.Config{URL: "postgres://127.0.0.1:6379"}, []string{"parse URL", "redis://[:password@]host:6379/db"}},
+		{"nothing listening", redis.Config{URL: "redis://127.0.0.1:1/0?dial_timeout=2s"}, []string{"connect to Redis at 127.0.0.1:1", "is it running", "--store"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := redis.Open(ctx, tc.cfg)
+			if err == nil {
+				_ = s.Close()
+				t.Fatal("Open succeeded")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// Entity/key pairs that join to the same string must stay apart, and no
+// key of ours may leave its prefix.
+func TestKeyNamesAreUnambiguous(t *testing.T) {
+	t.Parallel()
+	s, prefix := openWithPrefix(t)
+	ctx := context.Background()
+	a := store.Key{Entity: "a/b", Key: "c"}
+	b := store.Key{Entity: "a", Key: "b/c"}
+	la, _, err := s.Acquire(ctx, a, "w", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, la, store.Commit{Version: 3, RemoteID: "ra"}); err != nil {
+		t.Fatal(err)
+	}
+	_, st, err := s.Acquire(ctx, b, "w", time.Minute)
+	if err != nil {
+		t.Fatalf("Acquire of a pair joining to the same string: %v", err)
+	}
+	if st.AppliedVersion != 0 {
+		t.Errorf("state of %s leaked into %s: %+v", a, b, st)
+	}
+	// The hash and the token counter share a hash tag (cluster slot).
+	names, err := s.Client().Keys(ctx, prefix+":*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 4 {
+		t.Errorf("keys under the prefix: %q, want 4 (two hashes, two counters)", names)
+	}
+	tags := map[string]int{}
+	for _, name := range names {
+		open, close := strings.Index(name, "{"), strings.Index(name, "}")
+		if open < 0 || close < open {
+			t.Errorf("key %q has no hash tag", name)
+			continue
+		}
+		tags[name[open:close+1]]++
+	}
+	for tag, n := range tags {
+		if n != 2 {
+			t.Errorf("hash tag %s used by %d keys, want 2 (state and token)", tag, n)
+		}
+	}
+}
+
+// BenchmarkAcquireCommit measures the engine's per-event store cost (Acquire
+// then Commit, two script round trips) from parallel goroutines; RoundTrip is
+// the baseline of one PING on the same client.
+func BenchmarkAcquireCommit(b *testing.B) {
+	s := openIsolated(b)
+	b.Run("RoundTrip", func(b *testing.B) {
+		b.SetParallelism(32)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := s.Client().Ping(context.Background()).Err(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("AcquireCommit", func(b *testing.B) { storetest.BenchmarkAcquireCommit(b, s) })
+}
