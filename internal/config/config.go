@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/eventsync/eventsync/sink/httpsink"
 )
 
 // Config is the whole file. See docs/configuration.md for every key.
@@ -38,8 +40,9 @@ type Config struct {
 	Admin  Admin  `yaml:"admin"`
 	Log    Log    `yaml:"log"`
 
-	// Sink is the declarative HTTP sink, parsed by package httpsink.
-	Sink yaml.Node `yaml:"sink" doc:"-"`
+	// Sink is the declarative HTTP sink (package httpsink). Decoding it
+	// here, strictly, keeps error line numbers true to the user's file.
+	Sink httpsink.Config `yaml:"sink" doc:"-"`
 }
 
 // Worker tunes `eventsync worker`.
@@ -105,14 +108,8 @@ func Parse(data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-// SinkYAML returns the sink section re-encoded, for httpsink.ParseConfig.
-// It is nil when the file has no sink section.
-func (c *Config) SinkYAML() ([]byte, error) {
-	if c.Sink.Kind == 0 {
-		return nil, nil
-	}
-	return yaml.Marshal(&c.Sink)
-}
+// HasSink reports whether the file configures any sink entity.
+func (c *Config) HasSink() bool { return len(c.Sink.EntityConfigs) > 0 }
 
 // EnvVar describes one environment override, for documentation.
 type EnvVar struct {
@@ -227,6 +224,11 @@ func (c *Config) Validate() error {
 	checkScheme("bus", c.Bus, "amqp", "amqps", "nats")
 	checkScheme("store", c.Store, "postgres", "postgresql", "redis", "rediss", "nats")
 	checkScheme("source", c.Source, "postgres", "postgresql", "sqlite")
+	if c.HasSink() {
+		if err := c.Sink.WithDefaults().Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.Worker.Concurrency < 0 {
 		errs = append(errs, fmt.Errorf("worker.concurrency: %d must be positive", c.Worker.Concurrency))
 	}

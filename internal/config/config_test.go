@@ -7,7 +7,7 @@ import (
 )
 
 func TestParseAndEnv(t *testing.T) {
-	cfg, err := Parse([]byte("bus: amqp://guest:guest@127.0.0.1:5672/\nworker:\n  concurrency: 64\n  lease_ttl: 45s\n  streams: [live]\nsink:\n  entities:\n    listing: {collection: listings}\n"))
+	cfg, err := Parse([]byte("bus: amqp://guest:guest@127.0.0.1:5672/\nworker:\n  concurrency: 64\n  lease_ttl: 45s\n  streams: [live]\nsink:\n  defaults: {base_url: \"http://127.0.0.1:8081\"}\n  entities:\n    listing: {collection: listings}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,9 +21,8 @@ func TestParseAndEnv(t *testing.T) {
 	if cfg.Worker.Concurrency != 512 || len(cfg.Worker.Streams) != 2 || cfg.Store != "redis://127.0.0.1:6379/0" {
 		t.Fatalf("env not applied: %+v", cfg)
 	}
-	sinkYAML, err := cfg.SinkYAML()
-	if err != nil || !strings.Contains(string(sinkYAML), "collection: listings") {
-		t.Fatalf("sink yaml %q %v", sinkYAML, err)
+	if !cfg.HasSink() || cfg.Sink.EntityConfigs["listing"].Collection != "listings" {
+		t.Fatalf("sink not decoded: %+v", cfg.Sink)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -33,6 +32,13 @@ func TestParseAndEnv(t *testing.T) {
 func TestParseRejectsUnknownKeyWithLine(t *testing.T) {
 	_, err := Parse([]byte("bus: amqp://x\nworker:\n  concurency: 3\n"))
 	if err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), "concurency") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestSinkErrorsKeepFileLines(t *testing.T) {
+	_, err := Parse([]byte("bus: amqp://x\nsink:\n  entities:\n    listing:\n      colection: listings\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 5") {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -82,7 +88,7 @@ func FuzzParse(f *testing.F) {
 		cfg, err := Parse(data)
 		if err == nil {
 			_ = cfg.Validate()
-			_, _ = cfg.SinkYAML()
+			_ = cfg.HasSink()
 		}
 	})
 }
