@@ -1,0 +1,381 @@
+// Package natsjs implements the bus port (bus.Bus) on NATS JetStream: the
+// embedded default for one-machine use (see internal/embedded) and usable
+// against an external NATS server or cluster.
+//
+// Layout per namespace ns (stream names upper-cased):
+//
+//	NS_LIVE     subject ns.live     work-queue retention, one durable pull consumer
+//	NS_RESYNC   subject ns.resync   work-queue retention, one durable pull consumer
+//	NS_PARKED   subject ns.parked   limits retention, read by sequence
+//	NS_PRESENCE subject ns.presence.<stream>.<id>  memory, one message per live subscription
+//
+// Every worker process shares the stream's durable consumer, so the server
+// spreads messages over all of them. Outcomes map to JetStream acks: Ack is
+// a confirmed (double) ack, Retry is NakWithDelay (the message waits in the
+// consumer, not at the head of the stream), Release is Nak, Park publishes to
+// the parked stream with the diagnosis headers and acks only after that
+// publish is confirmed. Attempt is the server's delivery count, so a Release
+// counts as an attempt (declared to the conformance suite).
+//
+// JetStream cannot count subscribers of a pull consumer (outstanding pull
+// requests come and go with the prefetch window), so each subscription keeps
+// a presence message alive in NS_PRESENCE while it runs; Stats counts them.
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventsync/eventsync/bus"
+)
+
+// Config configures the bus. Exactly one of URL and Conn is needed.
+type Config struct {
+	// URL of the NATS server, e.g. nats://127.0.0.1:4222. Ignored when Conn
+	// is set.
+	URL string
+	// Conn is an existing connection (for example the embedded server's
+	// in-process one, embedded.Server.Connect). The bus does not close it.
+	Conn *nats.Conn
+	// Namespace prefixes every stream and subject; default "eventsync".
+	Namespace string
+	// Replicas of each stream in a NATS cluster; default 1.
+	Replicas int
+	// AckWait is how long a delivery may stay unsettled before the server
+	// redelivers it to another worker. It must exceed the slowest API call
+	// including its retries inside one attempt. Default 60s.
+	AckWait time.Duration
+	// MaxDeliver makes the server stop delivering a message after this many
+	// attempts. 0 (the default) means unlimited, which is what eventsync
+	// wants: the engine parks a message with a reason after its own attempt
+	// limit, while a server-side limit would leave it stranded unacked.
+	MaxDeliver int
+	// PublishBatch bounds how many asynchronous publishes wait for their
+	// acks at once inside one Publish call. Default 1000.
+	PublishBatch int
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+var namespacePattern = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.Namespace == "" {
+		c.Namespace = "eventsync"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 60 * time.Second
+	}
+	if c.PublishBatch == 0 {
+		c.PublishBatch = 1000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports configuration errors with the fix.
+func (c Config) Validate() error {
+	if c.URL == "" && c.Conn == nil {
+		return errors.New("natsjs: no NATS URL given; set --bus nats://host:4222 (or leave --bus empty for the embedded server)")
+	}
+	if !namespacePattern.MatchString(c.Namespace) {
+		return fmt.Errorf("natsjs: namespace %q may only contain letters, digits, '_' and '-'; choose another", c.Namespace)
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return fmt.Errorf("natsjs: replicas %d out of range; use 1 to 5", c.Replicas)
+	}
+	if c.AckWait < time.Second {
+		return fmt.Errorf("natsjs: ack wait %s is too short; use at least 1s, above the slowest API call", c.AckWait)
+	}
+	if c.MaxDeliver < 0 {
+		return fmt.Errorf("natsjs: max deliver %d is negative; use 0 for unlimited", c.MaxDeliver)
+	}
+	if c.PublishBatch < 1 {
+		return fmt.Errorf("natsjs: publish batch %d must be at least 1", c.PublishBatch)
+	}
+	return nil
+}
+
+const (
+	consumerName = "eventsync-workers"
+	// presenceTTL is how long a crashed subscriber stays counted in Stats.
+	presenceTTL      = 15 * time.Second
+	presenceInterval = 5 * time.Second
+)
+
+// Bus is a bus.Bus on NATS JetStream.
+type Bus struct {
+	cfg     Config
+	nc      *nats.Conn
+	ownConn bool
+	js      jetstream.JetStream
+	log     *slog.Logger
+
+	parked   jetstream.Stream
+	presence jetstream.Stream
+
+	mu     sync.Mutex
+	subs   map[*subscription]struct{}
+	closed bool
+}
+
+var _ bus.Bus = (*Bus)(nil)
+
+// Open connects (unless cfg.Conn is given) and creates or updates the
+// streams and consumers idempotently.
+func Open(ctx context.Context, cfg Config) (*Bus, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	b := &Bus{cfg: cfg, nc: cfg.Conn, log: cfg.Logger, subs: map[*subscription]struct{}{}}
+	if b.nc == nil {
+		nc, err := connect(cfg.URL, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		b.nc, b.ownConn = nc, true
+	}
+	js, err := jetstream.New(b.nc)
+	if err != nil {
+		b.closeConn()
+		return nil, fmt.Errorf("natsjs: JetStream context: %w", err)
+	}
+	b.js = js
+	if err := b.declare(ctx); err != nil {
+		b.closeConn()
+		return nil, err
+	}
+	return b, nil
+}
+
+func connect(url string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name("eventsync-bus"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS bus disconnected; reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS bus reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w; is it running with JetStream (-js)? set --bus", url, err)
+	}
+	return nc, nil
+}
+
+func (b *Bus) closeConn() {
+	if b.ownConn {
+		b.nc.Close()
+	}
+}
+
+func (b *Bus) streamName(s bus.Stream) string {
+	return strings.ToUpper(b.cfg.Namespace) + "_" + strings.ToUpper(string(s))
+}
+
+func (b *Bus) subject(s bus.Stream) string { return b.cfg.Namespace + "." + string(s) }
+
+func (b *Bus) parkedStream() string   { return strings.ToUpper(b.cfg.Namespace) + "_PARKED" }
+func (b *Bus) parkedSubject() string  { return b.cfg.Namespace + ".parked" }
+func (b *Bus) presenceStream() string { return strings.ToUpper(b.cfg.Namespace) + "_PRESENCE" }
+func (b *Bus) presencePrefix(s bus.Stream) string {
+	return b.cfg.Namespace + ".presence." + string(s)
+}
+
+func (b *Bus) declare(ctx context.Context) error {
+	maxDeliver := b.cfg.MaxDeliver
+	if maxDeliver == 0 {
+		maxDeliver = -1
+	}
+	for _, s := range bus.Streams {
+		_, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:        b.streamName(s),
+			Description: "eventsync " + string(s) + " events",
+			Subjects:    []string{b.subject(s)},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    b.cfg.Replicas,
+		})
+		if err != nil {
+			return fmt.Errorf("natsjs: create stream %s: %w; is JetStream enabled on the server (nats-server -js)?", b.streamName(s), err)
+		}
+		_, err = b.js.CreateOrUpdateConsumer(ctx, b.streamName(s), jetstream.ConsumerConfig{
+			Durable:     consumerName,
+			Description: "all eventsync workers share this consumer",
+			AckPolicy:   jetstream.AckExplicitPolicy,
+			AckWait:     b.cfg.AckWait,
+			MaxDeliver:  maxDeliver,
+			// Messages waiting for a delayed retry count as ack-pending; a
+			// limit would stop new deliveries while the API is down, which
+			// is exactly the head-of-line blocking retries must avoid.
+			MaxAckPending: -1,
+			Replicas:      b.cfg.Replicas,
+		})
+		if err != nil {
+			return fmt.Errorf("natsjs: create consumer on %s: %w", b.streamName(s), err)
+		}
+	}
+	var err error
+	b.parked, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        b.parkedStream(),
+		Description: "eventsync parked messages, kept until replayed or purged",
+		Subjects:    []string{b.parkedSubject()},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("natsjs: create stream %s: %w", b.parkedStream(), err)
+	}
+	b.presence, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              b.presenceStream(),
+		Description:       "one message per running eventsync subscription, for Stats",
+		Subjects:          []string{b.cfg.Namespace + ".presence.>"},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.MemoryStorage,
+		MaxMsgsPerSubject: 1,
+		MaxAge:            presenceTTL,
+		Replicas:          b.cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("natsjs: create stream %s: %w", b.presenceStream(), err)
+	}
+	return nil
+}
+
+// Publish stores msgs on stream and returns once the server confirmed every
+// one. Publishes are pipelined and their acks awaited in batches.
+func (b *Bus) Publish(ctx context.Context, stream bus.Stream, msgs ...bus.Message) error {
+	if _, err := bus.ParseStream(string(stream)); err != nil {
+		return fmt.Errorf("natsjs: publish: %w", err)
+	}
+	streamName := b.streamName(stream)
+	for start := 0; start < len(msgs); start += b.cfg.PublishBatch {
+		end := min(start+b.cfg.PublishBatch, len(msgs))
+		futures := make([]jetstream.PubAckFuture, 0, end-start)
+		for _, m := range msgs[start:end] {
+			nm := &nats.Msg{Subject: b.subject(stream), Data: m.Body, Header: toHeader(m.Headers)}
+			f, err := b.js.PublishMsgAsync(nm, jetstream.WithExpectStream(streamName))
+			if err != nil {
+				return fmt.Errorf("natsjs: publish to %s: %w", streamName, err)
+			}
+			futures = append(futures, f)
+		}
+		for i, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return fmt.Errorf("natsjs: publish to %s: message %d not confirmed: %w", streamName, start+i, err)
+			case <-ctx.Done():
+				return fmt.Errorf("natsjs: publish to %s: %d of %d messages confirmed: %w", streamName, start+i, len(msgs), ctx.Err())
+			}
+		}
+	}
+	return nil
+}
+
+func toHeader(h map[string]string) nats.Header {
+	if len(h) == 0 {
+		return nil
+	}
+	out := make(nats.Header, len(h))
+	for k, v := range h {
+		out[k] = []string{v}
+	}
+	return out
+}
+
+func fromHeader(h nats.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		if len(v) > 0 {
+			out[k] = v[0]
+		}
+	}
+	return out
+}
+
+// Stats reports the stream's undelivered messages and running subscribers.
+// Delayed is -1: JetStream counts messages waiting for a delayed retry
+// together with in-flight ones as ack-pending.
+func (b *Bus) Stats(ctx context.Context, stream bus.Stream) (bus.StreamStats, error) {
+	if _, err := bus.ParseStream(string(stream)); err != nil {
+		return bus.StreamStats{}, fmt.Errorf("natsjs: stats: %w", err)
+	}
+	cons, err := b.js.Consumer(ctx, b.streamName(stream), consumerName)
+	if err != nil {
+		return bus.StreamStats{}, fmt.Errorf("natsjs: stats of %s: %w", b.streamName(stream), err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return bus.StreamStats{}, fmt.Errorf("natsjs: stats of %s: %w", b.streamName(stream), err)
+	}
+	pinfo, err := b.presence.Info(ctx, jetstream.WithSubjectFilter(b.presencePrefix(stream)+".*"))
+	if err != nil {
+		return bus.StreamStats{}, fmt.Errorf("natsjs: count subscribers of %s: %w", stream, err)
+	}
+	return bus.StreamStats{
+		Stream:    stream,
+		Ready:     int64(info.NumPending),
+		Delayed:   -1,
+		Consumers: len(pinfo.State.Subjects),
+	}, nil
+}
+
+// Close stops every subscription and closes the connection if the bus
+// opened it. Deliveries already handed out can no longer be settled.
+func (b *Bus) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	subs := make([]*subscription, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+	for _, s := range subs {
+		_ = s.Close()
+	}
+	b.closeConn()
+	return nil
+}
+
+// DeleteStreams removes the namespace's streams and everything in them.
+// Meant for tests and "start over" tooling; the bus is unusable afterwards.
+func (b *Bus) DeleteStreams(ctx context.Context) error {
+	var errs []error
+	names := []string{b.parkedStream(), b.presenceStream()}
+	for _, s := range bus.Streams {
+		names = append(names, b.streamName(s))
+	}
+	for _, name := range names {
+		if err := b.js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			errs = append(errs, fmt.Errorf("natsjs: delete stream %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,252 @@
+package natsjs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/bus/bustest"
+	"github.com/eventsync/eventsync/internal/embedded"
+	"github.com/eventsync/eventsync/internal/testenv"
+)
+
+// shared is one embedded server for the package's tests; each bus gets its
+// own namespace on it. It proves the bus works with nothing installed.
+var shared *embedded.Server
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "natsjs-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	shared, err = embedded.Start(context.Background(), embedded.Config{DataDir: dir, Logger: quiet()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	shared.Shutdown()
+	_ = os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// features declares the honest difference: a Release is a JetStream Nak,
+// which the server counts as a delivery.
+var features = bustest.Features{ReleaseCountsAttempt: true}
+
+func openIsolated(t testing.TB, cfg Config) *Bus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg.Namespace = testenv.UniqueName("es")
+	cfg.Logger = quiet()
+	b, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.DeleteStreams(ctx); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		_ = b.Close()
+	})
+	return b
+}
+
+func embeddedBus(t testing.TB) *Bus {
+	nc, err := shared.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return openIsolated(t, Config{Conn: nc})
+}
+
+func TestConformanceEmbedded(t *testing.T) {
+	t.Parallel()
+	bustest.Run(t, func(t *testing.T) bus.Bus { return embeddedBus(t) }, features)
+}
+
+func TestConformanceExternal(t *testing.T) {
+	t.Parallel()
+	url := testenv.NATS(t)
+	bustest.Run(t, func(t *testing.T) bus.Bus { return openIsolated(t, Config{URL: url}) }, features)
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	for name, cfg := range map[string]Config{
+		"no url":        {},
+		"bad namespace": {URL: "nats://x", Namespace: "a.b"},
+		"replicas":      {URL: "nats://x", Replicas: 9},
+		"ack wait":      {URL: "nats://x", AckWait: time.Millisecond},
+		"max deliver":   {URL: "nats://x", MaxDeliver: -2},
+	} {
+		if err := cfg.WithDefaults().Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if err := (Config{URL: "nats://x"}).WithDefaults().Validate(); err != nil {
+		t.Errorf("valid config rejected: %v", err)
+	}
+}
+
+func TestOpenUnreachable(t *testing.T) {
+	t.Parallel()
+	_, err := Open(context.Background(), Config{URL: "nats://127.0.0.1:1", Logger: quiet()})
+	if err == nil || !strings.Contains(err.Error(), "is it running") {
+		t.Fatalf("open of an unreachable server: got %v, want an error asking whether it runs", err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestSurvivesServerRestart stops the server under a running subscription
+// and starts it again on the same port and data directory: the queued
+// message survives, the client reconnects by itself, and the same
+// subscription keeps delivering.
+func TestSurvivesServerRestart(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	dir, port := t.TempDir(), freePort(t)
+	start := func() *embedded.Server {
+		srv, err := embedded.Start(ctx, embedded.Config{DataDir: dir, Port: port, Logger: quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	}
+	srv := start()
+	b, err := Open(ctx, Config{URL: srv.ClientURL(), Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Publish(ctx, bus.Live, bus.Message{Body: []byte("before")}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe(ctx, bus.Live, bus.SubscribeOptions{Prefetch: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	next := func() bus.Delivery {
+		t.Helper()
+		select {
+		case d := <-sub.Deliveries():
+			return d
+		case <-ctx.Done():
+			t.Fatal("no delivery")
+		}
+		return nil
+	}
+	first := next()
+	if string(first.Body()) != "before" {
+		t.Fatalf("got %q", first.Body())
+	}
+	// Unsettled across the restart: it must come back, not be lost.
+	srv.Shutdown()
+	srv = start()
+	defer srv.Shutdown()
+	for {
+		err := b.Publish(ctx, bus.Live, bus.Message{Body: []byte("after")})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("publish after restart never succeeded: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = first.Release(ctx) // may fail: the server restarted meanwhile
+	got := map[string]bool{}
+	for !got["before"] || !got["after"] {
+		d := next()
+		got[string(d.Body())] = true
+		if err := d.Ack(ctx); err != nil {
+			t.Fatalf("ack after restart: %v", err)
+		}
+	}
+}
+
+func BenchmarkPublish(b *testing.B) {
+	bb := embeddedBus(b)
+	ctx := context.Background()
+	msgs := make([]bus.Message, 100)
+	for i := range msgs {
+		msgs[i] = bus.Message{Body: bustest.EventBody("listing", fmt.Sprint(i), 1)}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := bb.Publish(ctx, bus.Live, msgs...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(msgs))/b.Elapsed().Seconds(), "msgs/s")
+}
+
+func BenchmarkConsumeAck(b *testing.B) {
+	bb := embeddedBus(b)
+	ctx := context.Background()
+	const prefetch = 256
+	sub, err := bb.Subscribe(ctx, bus.Live, bus.SubscribeOptions{Prefetch: prefetch})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Close()
+	body := bustest.EventBody("listing", "1", 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		msgs := make([]bus.Message, 100)
+		for i := range msgs {
+			msgs[i] = bus.Message{Body: body}
+		}
+		if err := bb.Publish(ctx, bus.Live, msgs...); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		// Acks run concurrently, as the engine settles in parallel.
+		errs := make(chan error, len(msgs))
+		for range msgs {
+			d := <-sub.Deliveries()
+			go func() { errs <- d.Ack(ctx) }()
+		}
+		for range msgs {
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "msgs/s")
+}

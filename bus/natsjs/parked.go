@@ -1,0 +1,138 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventsync/eventsync/bus"
+)
+
+// parkedEntry is one parked message with its stream sequence and headers.
+type parkedEntry struct {
+	msg    bus.ParkedMessage
+	seq    uint64
+	header nats.Header
+}
+
+// parkedFromRaw decodes a parked stream message. Headers written by other
+// tools may be missing or malformed: the message is still listed, with
+// zero values where the diagnosis is unreadable.
+func parkedFromRaw(raw *jetstream.RawStreamMsg) parkedEntry {
+	m := bus.ParkedMessage{
+		ID:       strconv.FormatUint(raw.Sequence, 10),
+		Body:     raw.Data,
+		ParkedAt: raw.Time,
+	}
+	if raw.Header != nil {
+		m.Reason = raw.Header.Get(bus.HeaderReason)
+		if s, err := bus.ParseStream(raw.Header.Get(bus.HeaderStream)); err == nil {
+			m.Stream = s
+		}
+		if n, err := strconv.Atoi(raw.Header.Get(bus.HeaderAttempt)); err == nil && n >= 0 {
+			m.Attempts = n
+		}
+		if t, err := time.Parse(time.RFC3339Nano, raw.Header.Get(bus.HeaderParkedAt)); err == nil {
+			m.ParkedAt = t
+		}
+	}
+	return parkedEntry{msg: m, seq: raw.Sequence, header: raw.Header}
+}
+
+// eachParked walks the parked stream in sequence order without consuming
+// it, calling fn for every message matching f until fn returns false or
+// f.Limit matches were seen.
+func (b *Bus) eachParked(ctx context.Context, f bus.ParkedFilter, fn func(parkedEntry) (bool, error)) error {
+	matched := 0
+	for seq := uint64(1); ; {
+		// "Next message with seq >= n on the subject" skips deleted ones.
+		raw, err := b.parked.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(b.parkedSubject()))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("natsjs: read parked message at %d: %w", seq, err)
+		}
+		seq = raw.Sequence + 1
+		e := parkedFromRaw(raw)
+		if !f.Match(e.msg) {
+			continue
+		}
+		more, err := fn(e)
+		if err != nil {
+			return err
+		}
+		matched++
+		if !more || (f.Limit > 0 && matched >= f.Limit) {
+			return nil
+		}
+	}
+}
+
+// ListParked returns the parked messages matching f, oldest first.
+func (b *Bus) ListParked(ctx context.Context, f bus.ParkedFilter) ([]bus.ParkedMessage, error) {
+	var out []bus.ParkedMessage
+	err := b.eachParked(ctx, f, func(e parkedEntry) (bool, error) {
+		out = append(out, e.msg)
+		return true, nil
+	})
+	return out, err
+}
+
+// ReplayParked republishes matching messages to their original stream with
+// their original headers, and deletes each parked copy only after the
+// republish was confirmed. Messages without a readable original stream are
+// skipped (and stay parked).
+func (b *Bus) ReplayParked(ctx context.Context, f bus.ParkedFilter) (int, error) {
+	n := 0
+	err := b.eachParked(ctx, f, func(e parkedEntry) (bool, error) {
+		if e.msg.Stream == "" {
+			b.log.Warn("natsjs: parked message has no original stream; not replayed", "id", e.msg.ID)
+			return true, nil
+		}
+		h := nats.Header{}
+		for k, v := range e.header {
+			switch k {
+			case bus.HeaderReason, bus.HeaderAttempt, bus.HeaderStream, bus.HeaderParkedAt:
+				continue // the replayed message starts afresh
+			}
+			h[k] = v
+		}
+		m := &nats.Msg{Subject: b.subject(e.msg.Stream), Data: e.msg.Body, Header: h}
+		if _, err := b.js.PublishMsg(ctx, m, jetstream.WithExpectStream(b.streamName(e.msg.Stream))); err != nil {
+			return false, fmt.Errorf("natsjs: replay parked message %s to %s: %w (%d replayed so far)", e.msg.ID, e.msg.Stream, err, n)
+		}
+		if err := b.deleteParked(ctx, e.seq); err != nil {
+			return false, fmt.Errorf("%w; message %s was replayed but is still parked, purge it by id", err, e.msg.ID)
+		}
+		n++
+		return true, nil
+	})
+	return n, err
+}
+
+// PurgeParked deletes matching parked messages.
+func (b *Bus) PurgeParked(ctx context.Context, f bus.ParkedFilter) (int, error) {
+	n := 0
+	err := b.eachParked(ctx, f, func(e parkedEntry) (bool, error) {
+		if err := b.deleteParked(ctx, e.seq); err != nil {
+			return false, fmt.Errorf("%w (%d purged so far)", err, n)
+		}
+		n++
+		return true, nil
+	})
+	return n, err
+}
+
+func (b *Bus) deleteParked(ctx context.Context, seq uint64) error {
+	err := b.parked.DeleteMsg(ctx, seq)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("natsjs: delete parked message %d: %w", seq, err)
+	}
+	return nil
+}

@@ -1,0 +1,318 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/eventsync/eventsync/bus"
+)
+
+// subscription pumps messages from the shared durable consumer into an
+// unbuffered Deliveries channel. A slot is taken before each pull and given
+// back when the delivery is settled, so at most Prefetch deliveries are
+// unsettled at once; the iterator may hold up to Prefetch more, which are
+// handed back (Nak) on Close.
+type subscription struct {
+	b          *Bus
+	stream     bus.Stream
+	prefetch   int
+	deliveries chan bus.Delivery
+	slots      chan struct{}
+	presence   string
+
+	ctx    context.Context // ends on Close or when the Subscribe context ends
+	cancel context.CancelFunc
+	done   chan struct{} // closed when every goroutine has ended
+}
+
+// Subscribe starts consuming stream; see subscription.
+func (b *Bus) Subscribe(ctx context.Context, stream bus.Stream, opts bus.SubscribeOptions) (bus.Subscription, error) {
+	if _, err := bus.ParseStream(string(stream)); err != nil {
+		return nil, fmt.Errorf("natsjs: subscribe: %w", err)
+	}
+	prefetch := opts.Prefetch
+	if prefetch <= 0 {
+		prefetch = 1
+	}
+	cons, err := b.js.Consumer(ctx, b.streamName(stream), consumerName)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: subscribe to %s: %w", b.streamName(stream), err)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(prefetch))
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: subscribe to %s: %w", b.streamName(stream), err)
+	}
+	subCtx, cancel := context.WithCancel(ctx)
+	s := &subscription{
+		b:          b,
+		stream:     stream,
+		prefetch:   prefetch,
+		deliveries: make(chan bus.Delivery),
+		slots:      make(chan struct{}, prefetch),
+		presence:   b.presencePrefix(stream) + "." + nuid.Next(),
+		ctx:        subCtx,
+		cancel:     cancel,
+		done:       make(chan struct{}),
+	}
+	if err := s.announce(ctx); err != nil {
+		cancel()
+		iter.Stop()
+		return nil, err
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		cancel()
+		iter.Stop()
+		return nil, errors.New("natsjs: subscribe on a closed bus")
+	}
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.run(iter) }()
+	go func() { defer wg.Done(); s.keepPresence() }()
+	go func() {
+		wg.Wait()
+		s.withdraw()
+		b.mu.Lock()
+		delete(b.subs, s)
+		b.mu.Unlock()
+		close(s.done)
+	}()
+	return s, nil
+}
+
+func (s *subscription) Deliveries() <-chan bus.Delivery { return s.deliveries }
+
+// Close stops pulling, hands buffered messages back and waits until the
+// subscription's goroutines have ended.
+func (s *subscription) Close() error {
+	s.cancel()
+	<-s.done
+	return nil
+}
+
+func (s *subscription) announce(ctx context.Context) error {
+	if _, err := s.b.js.Publish(ctx, s.presence, nil); err != nil {
+		return fmt.Errorf("natsjs: register subscriber on %s: %w", s.b.presenceStream(), err)
+	}
+	return nil
+}
+
+func (s *subscription) keepPresence() {
+	t := time.NewTicker(presenceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(s.ctx, presenceInterval)
+			if err := s.announce(ctx); err != nil && s.ctx.Err() == nil {
+				s.b.log.Debug("natsjs: presence heartbeat failed", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+func (s *subscription) withdraw() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.b.presence.Purge(ctx, jetstream.WithPurgeSubject(s.presence)); err != nil && !s.b.nc.IsClosed() {
+		s.b.log.Debug("natsjs: presence withdraw failed; it expires by itself", "err", err, "after", presenceTTL)
+	}
+}
+
+// run owns the Deliveries channel: it closes it when it returns.
+func (s *subscription) run(iter jetstream.MessagesContext) {
+	defer close(s.deliveries)
+	for {
+		failed := s.pump(iter)
+		s.drain(iter)
+		if !failed || s.ctx.Err() != nil {
+			return
+		}
+		// The iterator ended without us asking (consumer deleted, server
+		// restarted without its data): declare it again and resume.
+		for {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			var err error
+			if iter, err = s.reopen(); err == nil {
+				break
+			}
+			s.b.log.Warn("natsjs: resubscribe failed; retrying", "stream", s.stream, "err", err)
+		}
+	}
+}
+
+func (s *subscription) reopen() (jetstream.MessagesContext, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	if err := s.b.declare(ctx); err != nil {
+		return nil, err
+	}
+	cons, err := s.b.js.Consumer(ctx, s.b.streamName(s.stream), consumerName)
+	if err != nil {
+		return nil, err
+	}
+	return cons.Messages(jetstream.PullMaxMessages(s.prefetch))
+}
+
+// pump hands out messages until the subscription ends (false) or the
+// iterator fails for good (true).
+func (s *subscription) pump(iter jetstream.MessagesContext) (failed bool) {
+	for {
+		select {
+		case s.slots <- struct{}{}:
+		case <-s.ctx.Done():
+			return false
+		}
+		msg, err := iter.Next(jetstream.NextContext(s.ctx))
+		if err != nil {
+			<-s.slots
+			switch {
+			case s.ctx.Err() != nil:
+				return false
+			case errors.Is(err, jetstream.ErrMsgIteratorClosed), errors.Is(err, jetstream.ErrConsumerDeleted),
+				errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrBadRequest):
+				if s.b.nc.IsClosed() {
+					return false
+				}
+				s.b.log.Warn("natsjs: subscription interrupted; resubscribing", "stream", s.stream, "err", err)
+				return true
+			default:
+				s.b.log.Debug("natsjs: pull failed; retrying", "stream", s.stream, "err", err)
+				continue
+			}
+		}
+		d := s.newDelivery(msg)
+		select {
+		case s.deliveries <- d:
+		case <-s.ctx.Done():
+			_ = d.Release(context.Background())
+			return false
+		}
+	}
+}
+
+// drain hands every message the iterator still buffers back to the queue.
+func (s *subscription) drain(iter jetstream.MessagesContext) {
+	iter.Drain()
+	for {
+		msg, err := iter.Next(jetstream.NextMaxWait(2 * time.Second))
+		if err != nil {
+			iter.Stop()
+			return
+		}
+		if err := msg.Nak(); err != nil {
+			s.b.log.Debug("natsjs: hand back on close failed; redelivered after ack wait", "err", err)
+		}
+	}
+}
+
+func (s *subscription) newDelivery(msg jetstream.Msg) *delivery {
+	attempt := 1
+	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 0 {
+		attempt = int(md.NumDelivered)
+	}
+	return &delivery{sub: s, msg: msg, attempt: attempt}
+}
+
+// delivery is one message handed out; settle gives its slot back once.
+type delivery struct {
+	sub     *subscription
+	msg     jetstream.Msg
+	attempt int
+	settled atomic.Bool
+
+	headersOnce sync.Once
+	headers     map[string]string
+}
+
+func (d *delivery) Body() []byte       { return d.msg.Data() }
+func (d *delivery) Stream() bus.Stream { return d.sub.stream }
+func (d *delivery) Attempt() int       { return d.attempt }
+
+func (d *delivery) Headers() map[string]string {
+	d.headersOnce.Do(func() { d.headers = fromHeader(d.msg.Headers()) })
+	return d.headers
+}
+
+func (d *delivery) settle(fn func() error) error {
+	if !d.settled.CompareAndSwap(false, true) {
+		return bus.ErrSettled
+	}
+	defer func() { <-d.sub.slots }()
+	return fn()
+}
+
+// Ack waits for the server's confirmation that the message is removed.
+func (d *delivery) Ack(ctx context.Context) error {
+	return d.settle(func() error {
+		if err := d.msg.DoubleAck(ctx); err != nil {
+			return fmt.Errorf("natsjs: ack on %s: %w; it will be redelivered after the ack wait", d.sub.stream, err)
+		}
+		return nil
+	})
+}
+
+func (d *delivery) Retry(_ context.Context, delay time.Duration, reason string) error {
+	return d.settle(func() error {
+		if err := d.msg.NakWithDelay(delay); err != nil {
+			return fmt.Errorf("natsjs: retry on %s: %w; it will be redelivered after the ack wait", d.sub.stream, err)
+		}
+		d.sub.b.log.Debug("natsjs: retry scheduled", "stream", d.sub.stream, "attempt", d.attempt, "delay", delay, "reason", reason)
+		return nil
+	})
+}
+
+func (d *delivery) Release(_ context.Context) error {
+	return d.settle(func() error {
+		if err := d.msg.Nak(); err != nil {
+			return fmt.Errorf("natsjs: release on %s: %w; it will be redelivered after the ack wait", d.sub.stream, err)
+		}
+		return nil
+	})
+}
+
+// Park publishes the message with its diagnosis to the parked stream and
+// acks the original only after the server confirmed the parked copy.
+func (d *delivery) Park(ctx context.Context, reason string) error {
+	return d.settle(func() error {
+		b := d.sub.b
+		h := nats.Header{}
+		for k, v := range d.msg.Headers() {
+			h[k] = append([]string(nil), v...)
+		}
+		h.Set(bus.HeaderReason, reason)
+		h.Set(bus.HeaderAttempt, strconv.Itoa(d.attempt))
+		h.Set(bus.HeaderStream, string(d.sub.stream))
+		h.Set(bus.HeaderParkedAt, time.Now().UTC().Format(time.RFC3339Nano))
+		pm := &nats.Msg{Subject: b.parkedSubject(), Data: d.msg.Data(), Header: h}
+		if _, err := b.js.PublishMsg(ctx, pm, jetstream.WithExpectStream(b.parkedStream())); err != nil {
+			// Not parked: come back later rather than lose the message.
+			_ = d.msg.NakWithDelay(5 * time.Second)
+			return fmt.Errorf("natsjs: park on %s: %w; the message stays queued and comes back", d.sub.stream, err)
+		}
+		if err := d.msg.DoubleAck(ctx); err != nil {
+			return fmt.Errorf("natsjs: ack of parked message on %s: %w; it may be delivered again and parked twice", d.sub.stream, err)
+		}
+		return nil
+	})
+}
