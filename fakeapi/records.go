@@ -75,23 +75,46 @@ func parseBody(data []byte, id, versionField string) (*record, error) {
 	if fields == nil { // the body was null
 		return nil, fmt.Errorf("%w: want a JSON object, got null", errBadBody)
 	}
-	return buildRecord(fields, id, versionField)
+	return buildRecord(fields, data, id, versionField)
 }
 
 // buildRecord turns decoded fields into a stored record with the given id.
-func buildRecord(fields map[string]json.RawMessage, id, versionField string) (*record, error) {
+// When the client sent no "id", the stored body is its own bytes, compacted,
+// with the id spliced in first: cheaper than re-encoding the map, and the
+// client's field order is kept. raw may be nil (then fields are encoded).
+func buildRecord(fields map[string]json.RawMessage, raw []byte, id, versionField string) (*record, error) {
 	rec := &record{id: id}
-	if raw, ok := fields[ExternalIDField]; ok && !isNull(raw) {
-		if err := json.Unmarshal(raw, &rec.extID); err != nil {
-			return nil, fmt.Errorf("%w: field %q must be a string, got %s", errBadBody, ExternalIDField, truncate(string(raw), 40))
+	if v, ok := fields[ExternalIDField]; ok && !isNull(v) {
+		if err := json.Unmarshal(v, &rec.extID); err != nil {
+			return nil, fmt.Errorf("%w: field %q must be a string, got %s", errBadBody, ExternalIDField, truncate(string(v), 40))
 		}
 	}
-	if raw, ok := fields[versionField]; ok {
-		rec.version = parseVersion(raw)
+	if v, ok := fields[versionField]; ok {
+		rec.version = parseVersion(v)
 	}
 	quoted, err := json.Marshal(id)
 	if err != nil {
 		return nil, fmt.Errorf("encode record id: %w", err)
+	}
+	if _, hasID := fields["id"]; !hasID && raw != nil {
+		var b bytes.Buffer
+		b.Grow(len(raw) + len(quoted) + 8)
+		b.WriteString(`{"id":`)
+		b.Write(quoted)
+		mark := b.Len()
+		if err := json.Compact(&b, raw); err != nil {
+			return nil, fmt.Errorf("%w: %v", errBadBody, err)
+		}
+		// b now holds {"id":"N"{...}; turn the object's "{" into "," (or
+		// drop it for an empty object).
+		body := b.Bytes()
+		if len(body) == mark+2 { // the client's object was {}
+			rec.body = append(body[:mark], '}')
+		} else {
+			body[mark] = ','
+			rec.body = body
+		}
+		return rec, nil
 	}
 	fields["id"] = quoted
 	if rec.body, err = json.Marshal(fields); err != nil {

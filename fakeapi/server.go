@@ -35,7 +35,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -277,7 +276,19 @@ func (s *Server) Close() error {
 // stopWaiting releases every held response and injected delay at once.
 func (s *Server) stopWaiting() { s.stopOnce.Do(func() { close(s.done) }) }
 
-var collectionName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+// validCollection reports whether name matches [A-Za-z0-9_-]{1,128}.
+func validCollection(name string) bool {
+	if len(name) == 0 || len(name) > 128 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // collection returns the named collection, creating it when create is set;
 // nil when absent (or the name is invalid).

@@ -145,14 +145,14 @@ func (s *Server) readState(r io.Reader) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("record %d: %w", n+1, err)
 		}
-		if !collectionName.MatchString(line.Collection) {
+		if !validCollection(line.Collection) {
 			return n, fmt.Errorf("record %d: invalid collection name %q", n+1, line.Collection)
 		}
 		var id string
 		if err := json.Unmarshal(line.Record["id"], &id); err != nil || id == "" {
 			return n, fmt.Errorf("record %d: missing string \"id\"", n+1)
 		}
-		rec, err := buildRecord(line.Record, id, s.cfg.VersionField)
+		rec, err := buildRecord(line.Record, nil, id, s.cfg.VersionField)
 		if err != nil {
 			return n, fmt.Errorf("record %d: %w", n+1, err)
 		}

@@ -41,7 +41,7 @@ func (s *Server) serveV1(w http.ResponseWriter, r *http.Request) {
 
 	rest := r.URL.Path[len("/v1/"):]
 	q.collection, q.id, _ = strings.Cut(rest, "/")
-	if !collectionName.MatchString(q.collection) || strings.Contains(q.id, "/") || (q.id == "" && strings.HasSuffix(rest, "/")) {
+	if !validCollection(q.collection) || strings.Contains(q.id, "/") || (q.id == "" && strings.HasSuffix(rest, "/")) {
 		q.fail(http.StatusNotFound, "no such route "+r.URL.Path+"; use /v1/{collection} or /v1/{collection}/{id}")
 		return
 	}
