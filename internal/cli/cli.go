@@ -30,6 +30,9 @@ func commands() map[string]command {
 	return map[string]command{
 		"version": {"print the eventsync version", runVersion},
 		"fakeapi": {"run the third-party API simulator (faults, detectors)", runFakeAPI},
+		"worker":  {"apply events from the bus to the third-party API", runWorker},
+		"publish": {"publish newline-delimited events from a file or stdin, with confirms", runPublish},
+		"ctl":     {"operate a running deployment: pause, resume, status, parked events", runCtl},
 	}
 }
 

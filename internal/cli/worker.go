@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/internal/engine"
+	"github.com/eventsync/eventsync/sink/httpsink"
+)
+
+func runWorker(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet(env, "worker", "--config FILE [flags]")
+	conn := addConnFlags(fs, "bus", "store")
+	concurrency := fs.Int("concurrency", 0, "events in flight at once (default 256; env: EVENTSYNC_WORKER_CONCURRENCY)")
+	streams := fs.String("streams", "", "streams to consume: live, resync or live,resync (default both; env: EVENTSYNC_WORKER_STREAMS)")
+	admin := fs.String("admin", "", "admin HTTP address for /metrics, /healthz and /status (default 127.0.0.1:9090; \"off\" disables; env: EVENTSYNC_ADMIN_LISTEN)")
+	workerID := fs.String("worker-id", "", "name of this worker in leases and status (default host-pid)")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	cfg, err := conn.load(env)
+	if err != nil {
+		return err
+	}
+	log := newLogger(env.Stderr, cfg.Log)
+
+	if !cfg.HasSink() {
+		return errors.New("no sink configured: add a \"sink:\" section with your entities to the file given with --config (see README, \"Configuration\")")
+	}
+	sinkCfg := cfg.Sink
+
+	wcfg := engine.Config{
+		WorkerID:      *workerID,
+		Concurrency:   cfg.Worker.Concurrency,
+		Prefetch:      cfg.Worker.Prefetch,
+		LeaseTTL:      cfg.Worker.LeaseTTL,
+		MaxAttempts:   cfg.Worker.MaxAttempts,
+		BackoffBase:   cfg.Worker.BackoffBase,
+		BackoffMax:    cfg.Worker.BackoffMax,
+		MaxEventBytes: cfg.Worker.MaxEventBytes,
+		ShutdownGrace: cfg.Worker.ShutdownGrace,
+		Entities:      sinkCfg.Entities(),
+		Logger:        log,
+		Breaker:       engine.BreakerConfig{Failures: cfg.Worker.BreakerFails, OpenFor: cfg.Worker.BreakerOpenFor},
+	}
+	if *concurrency != 0 {
+		wcfg.Concurrency = *concurrency
+	}
+	streamList := cfg.Worker.Streams
+	if *streams != "" {
+		parsed, err := bus.ParseStreams(*streams)
+		if err != nil {
+			return fmt.Errorf("--streams: %w", err)
+		}
+		wcfg.Streams = parsed
+	} else {
+		for _, s := range streamList {
+			wcfg.Streams = append(wcfg.Streams, bus.Stream(s))
+		}
+	}
+	if err := wcfg.WithDefaults().Validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+
+	reg := newRegistry()
+	metrics := engine.NewMetrics(reg)
+	sk, err := httpsink.New(sinkCfg, httpsink.WithLogger(log), httpsink.WithObserver(func(op, entity string, status int, d time.Duration, err error) {
+		metrics.ObserveSink(op, entity, status, d, err)
+	}))
+	if err != nil {
+		return fmt.Errorf("config key sink: %w", err)
+	}
+
+	res, err := openResources(ctx, cfg, log, needBus|needStore)
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+
+	w, err := engine.NewWorker(res.Bus, res.Store, sk, wcfg, metrics)
+	if err != nil {
+		return err
+	}
+	addr := cfg.Admin.Listen
+	if *admin != "" {
+		addr = *admin
+	}
+	if addr == "" {
+		addr = "127.0.0.1:9090"
+	}
+	if addr == "off" {
+		addr = ""
+	}
+	srv, err := startAdmin(addr, reg, map[string]http.Handler{
+		"GET /status": http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+			rw.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(rw).Encode(w.Status())
+		}),
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	log.Info("worker starting", "streams", fmt.Sprint(wcfg.WithDefaults().Streams), "concurrency", wcfg.WithDefaults().Concurrency, "bus", res.BusName, "store", res.StoreName)
+	err = w.Run(ctx)
+	log.Info("worker stopped")
+	return err
+}
