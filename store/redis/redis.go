@@ -169,13 +169,19 @@ func CheckPersistence(ctx context.Context, rdb goredis.UniversalClient) (Persist
 	if err != nil {
 		return Persistence{}, fmt.Errorf("check persistence: CONFIG GET failed (%v) and INFO persistence failed: %w", errors.Join(aofErr, saveErr), err)
 	}
+	return parseInfoPersistence(info), nil
+}
+
+// parseInfoPersistence reads INFO persistence output. It shows whether AOF
+// is on but not the RDB snapshot schedule.
+func parseInfoPersistence(info string) Persistence {
 	p := Persistence{}
 	for line := range strings.Lines(info) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "aof_enabled:"); ok {
 			p.AppendOnly = v == "1"
 		}
 	}
-	return p, nil
+	return p
 }
 
 // escaper makes an entity or key safe inside a key name: no '/' separator,
