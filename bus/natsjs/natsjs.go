@@ -209,7 +209,7 @@ func (b *Bus) declare(ctx context.Context) error {
 		maxDeliver = -1
 	}
 	for _, s := range bus.Streams {
-		_, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		_, err := createStream(ctx, b.js, jetstream.StreamConfig{
 			Name:        b.streamName(s),
 			Description: "eventsync " + string(s) + " events",
 			Subjects:    []string{b.subject(s)},
@@ -237,7 +237,7 @@ func (b *Bus) declare(ctx context.Context) error {
 		}
 	}
 	var err error
-	b.parked, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	b.parked, err = createStream(ctx, b.js, jetstream.StreamConfig{
 		Name:        b.parkedStream(),
 		Description: "eventsync parked messages, kept until replayed or purged",
 		Subjects:    []string{b.parkedSubject()},
@@ -248,7 +248,7 @@ func (b *Bus) declare(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("natsjs: create stream %s: %w", b.parkedStream(), err)
 	}
-	b.presence, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	b.presence, err = createStream(ctx, b.js, jetstream.StreamConfig{
 		Name:              b.presenceStream(),
 		Description:       "one message per running eventsync subscription, for Stats",
 		Subjects:          []string{b.cfg.Namespace + ".presence.>"},
@@ -262,6 +262,24 @@ func (b *Bus) declare(ctx context.Context) error {
 		return fmt.Errorf("natsjs: create stream %s: %w", b.presenceStream(), err)
 	}
 	return nil
+}
+
+// createStream creates or updates a stream, retrying the transient "error
+// creating store for stream" (10049) that servers before 2.10 return when a
+// create races the removal of the account's last stream directory.
+func createStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	for attempt := 1; ; attempt++ {
+		st, err := js.CreateOrUpdateStream(ctx, cfg)
+		var apiErr *jetstream.APIError
+		if err == nil || attempt == 5 || !errors.As(err, &apiErr) || apiErr.ErrorCode != 10049 {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+		}
+	}
 }
 
 // Publish stores msgs on stream and returns once the server confirmed every

@@ -130,7 +130,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("natskv: JetStream context: %w", err)
 	}
 	s.js = js
-	s.state, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	s.state, err = createBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket + "_state",
 		Description: "eventsync per-entity state: applied version, remote id, intent, lease",
 		History:     1,
@@ -149,19 +149,37 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		Replicas:       cfg.Replicas,
 		LimitMarkerTTL: time.Minute, // enables per-message TTL on servers >= 2.11
 	}
-	s.control, err = js.CreateOrUpdateKeyValue(ctx, controlCfg)
+	s.control, err = createBucket(ctx, js, controlCfg)
 	s.serverTTL = err == nil
 	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
 		// Older servers: expiry is enforced by the expires_at stored in each
 		// value, and expired records are deleted lazily when read.
 		controlCfg.LimitMarkerTTL = 0
-		s.control, err = js.CreateOrUpdateKeyValue(ctx, controlCfg)
+		s.control, err = createBucket(ctx, js, controlCfg)
 	}
 	if err != nil {
 		s.closeConn()
 		return nil, fmt.Errorf("natskv: create bucket %s_control: %w", cfg.Bucket, err)
 	}
 	return s, nil
+}
+
+// createBucket creates or updates a bucket, retrying the transient "error
+// creating store for stream" (10049) that servers before 2.10 return when a
+// create races the removal of the account's last stream directory.
+func createBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	for attempt := 1; ; attempt++ {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+		var apiErr *jetstream.APIError
+		if err == nil || attempt == 5 || !errors.As(err, &apiErr) || apiErr.ErrorCode != 10049 {
+			return kv, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+		}
+	}
 }
 
 func connect(url string, log *slog.Logger) (*nats.Conn, error) {

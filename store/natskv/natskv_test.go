@@ -70,7 +70,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 type opener func(t *testing.T, clock func() time.Time) *Store
 
-func openOn(t *testing.T, cfg Config) *Store {
+func openOn(t testing.TB, cfg Config) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
