@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -31,7 +32,8 @@ type Config struct {
 	DSN string
 	// Schema holds eventsync's tables; created when missing. Default "eventsync".
 	Schema string
-	// MaxConns caps the connection pool. Default DefaultMaxConns.
+	// MaxConns caps the connection pool. Default: the DSN's pool_max_conns
+	// parameter if given, else DefaultMaxConns.
 	MaxConns int32
 	// Logger receives migration and connection messages; nil means slog.Default().
 	Logger *slog.Logger
@@ -44,7 +46,7 @@ func (c Config) WithDefaults() Config {
 	if c.Schema == "" {
 		c.Schema = "eventsync"
 	}
-	if c.MaxConns == 0 {
+	if c.MaxConns == 0 && !strings.Contains(c.DSN, "pool_max_conns") {
 		c.MaxConns = DefaultMaxConns
 	}
 	if c.Logger == nil {
@@ -61,7 +63,7 @@ func (c Config) Validate() error {
 	if !schemaPattern.MatchString(c.Schema) {
 		return fmt.Errorf("postgres store: schema %q is not a plain identifier; use lower-case letters, digits and _ (at most 63)", c.Schema)
 	}
-	if c.MaxConns < 1 {
+	if c.MaxConns < 0 {
 		return fmt.Errorf("postgres store: MaxConns %d must be at least 1", c.MaxConns)
 	}
 	return nil
@@ -88,7 +90,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres store: parse DSN: %w; expected postgres://user:password@host:5432/db, set --store", err)
 	}
-	pcfg.MaxConns = cfg.MaxConns
+	if cfg.MaxConns > 0 { // else the DSN's pool_max_conns stands
+		pcfg.MaxConns = cfg.MaxConns
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres store: create pool: %w", err)
