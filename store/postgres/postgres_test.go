@@ -53,7 +53,7 @@ func openIsolated(t testing.TB, maxConns int32) *postgres.Store {
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) store.Store { return openIsolated(t, 10) })
+	storetest.Run(t, func(t *testing.T) store.Store { return openIsolated(t, 5) })
 }
 
 // Several processes starting at once must all end up with one migrated
