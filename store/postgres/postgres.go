@@ -64,7 +64,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("postgres store: schema %q is not a plain identifier; use lower-case letters, digits and _ (at most 63)", c.Schema)
 	}
 	if c.MaxConns < 0 {
-		return fmt.Errorf("postgres store: MaxConns %d must be at least 1", c.MaxConns)
+		return fmt.Errorf("postgres store: MaxConns %d must not be negative (0 means the DSN's pool_max_conns or %d)", c.MaxConns, DefaultMaxConns)
 	}
 	return nil
 }
