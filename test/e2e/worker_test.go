@@ -58,11 +58,11 @@ func chaosEvents(rng *rand.Rand, entities int) (msgs [][]byte, final map[string]
 // poison are messages a worker must park at once, with a reason.
 var poison = map[string]string{
 	`this is not json`: "not a JSON object",
-	`{"id":"p1","entity":"listing","key":"x","op":"upsert","data":{}}`:                  `"version": required`,
-	`{"id":"p2","entity":"spaceship","key":"x","version":1,"op":"upsert","data":{}}`:    `unknown entity type`,
-	`{"id":"p3","entity":"listing","key":"x","version":"7","op":"upsert","data":{}}`:    `not a string`,
-	`{"id":"p4","entity":"listing","key":"x","version":1,"op":"merge","data":{}}`:       `"op"`,
-	`{"id":"p5","entity":"listing","key":"","version":1,"op":"delete"}`:                 `"key": must not be empty`,
+	`{"id":"p1","entity":"listing","key":"x","op":"upsert","data":{}}`:               `"version": required`,
+	`{"id":"p2","entity":"spaceship","key":"x","version":1,"op":"upsert","data":{}}`: `unknown entity type`,
+	`{"id":"p3","entity":"listing","key":"x","version":"7","op":"upsert","data":{}}`: `not a string`,
+	`{"id":"p4","entity":"listing","key":"x","version":1,"op":"merge","data":{}}`:    `"op"`,
+	`{"id":"p5","entity":"listing","key":"","version":1,"op":"delete"}`:              `"key": must not be empty`,
 }
 
 func TestWorkersConvergeUnderChaos(t *testing.T) {
