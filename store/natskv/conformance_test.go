@@ -24,6 +24,6 @@ func BenchmarkAcquireCommit(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer nc.Close()
+	b.Cleanup(nc.Close) // after the store's cleanup, which needs the connection
 	storetest.BenchmarkAcquireCommit(b, openOn(b, Config{Conn: nc}))
 }
