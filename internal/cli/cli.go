@@ -33,6 +33,8 @@ func commands() map[string]command {
 		"worker":  {"apply events from the bus to the third-party API", runWorker},
 		"publish": {"publish newline-delimited events from a file or stdin, with confirms", runPublish},
 		"ctl":     {"operate a running deployment: pause, resume, status, parked events", runCtl},
+		"outbox":  {"install the outbox and table triggers in the source database", runOutbox},
+		"relay":   {"publish outbox rows to the live stream", runRelay},
 	}
 }
 

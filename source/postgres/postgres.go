@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -440,6 +439,10 @@ func (s *Source) Backlog(ctx context.Context) (source.Backlog, error) {
 	var oldest *time.Time
 	err := s.pool.QueryRow(ctx, "SELECT count(*), min(created_at) FROM "+s.n.outbox+" WHERE sent_at IS NULL").Scan(&b.Rows, &oldest)
 	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+			return b, fmt.Errorf("%w (schema %q)", source.ErrNotInstalled, s.n.schema)
+		}
 		return b, fmt.Errorf("postgres source: read backlog: %w", err)
 	}
 	if oldest != nil {
@@ -656,16 +659,4 @@ func (s *Source) Count(ctx context.Context, spec source.SnapshotSpec) (int64, er
 		return 0, fmt.Errorf("postgres source: count %s: %w", spec.Table, err)
 	}
 	return n, nil
-}
-
-// RedactDSN returns dsn with any password replaced, for logs and errors.
-func RedactDSN(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil || u.User == nil {
-		return dsn
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
 }

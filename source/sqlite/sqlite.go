@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -75,6 +76,14 @@ type Source struct {
 	db  *sql.DB
 	cfg Config
 	log *slog.Logger
+
+	waitMu   sync.Mutex
+	lastSeen int64 // newest outbox id a Wait call reported
+
+	// writeMu queues this process's outbox writes (claims, marks,
+	// cleanup) in Go rather than in SQLite's busy handler, whose polling
+	// lets a few eager writers starve the application's transactions.
+	writeMu sync.Mutex
 }
 
 var _ source.Source = (*Source)(nil)
@@ -431,6 +440,8 @@ func (s *Source) Claim(ctx context.Context, limit int) (source.Batch, error) {
 		return nil, errors.New("sqlite source: claim limit must be positive")
 	}
 	token := newToken()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	now := time.Now()
 	rows, err := s.db.QueryContext(ctx, `UPDATE eventsync_outbox SET claim_token = ?1, claimed_until = ?2
 		WHERE id IN (SELECT id FROM eventsync_outbox
@@ -445,7 +456,7 @@ func (s *Source) Claim(ctx context.Context, limit int) (source.Batch, error) {
 		return nil, fmt.Errorf("sqlite source: claim outbox rows: %w", err)
 	}
 	defer rows.Close()
-	b := &batch{db: s.db, token: token}
+	b := &batch{src: s, token: token}
 	for rows.Next() {
 		var r source.Row
 		var op, occurred, created string
@@ -470,7 +481,7 @@ func (s *Source) Claim(ctx context.Context, limit int) (source.Batch, error) {
 }
 
 type batch struct {
-	db    *sql.DB
+	src   *Source
 	token string
 	rows  []source.Row
 	done  bool
@@ -488,7 +499,9 @@ func (b *batch) MarkSent(ctx context.Context) error {
 	}
 	// Rows whose lease expired and were claimed again carry the other
 	// claimer's token; that claimer marks them.
-	if _, err := b.db.ExecContext(ctx, `UPDATE eventsync_outbox SET sent_at = ?, claim_token = NULL, claimed_until = NULL
+	b.src.writeMu.Lock()
+	defer b.src.writeMu.Unlock()
+	if _, err := b.src.db.ExecContext(ctx, `UPDATE eventsync_outbox SET sent_at = ?, claim_token = NULL, claimed_until = NULL
 		WHERE claim_token = ?`, ts(time.Now()), b.token); err != nil {
 		return fmt.Errorf("sqlite source: mark %d rows sent: %w", len(b.rows), err)
 	}
@@ -503,7 +516,9 @@ func (b *batch) Release(ctx context.Context) error {
 	if len(b.rows) == 0 {
 		return nil
 	}
-	if _, err := b.db.ExecContext(ctx, `UPDATE eventsync_outbox SET claim_token = NULL, claimed_until = NULL
+	b.src.writeMu.Lock()
+	defer b.src.writeMu.Unlock()
+	if _, err := b.src.db.ExecContext(ctx, `UPDATE eventsync_outbox SET claim_token = NULL, claimed_until = NULL
 		WHERE claim_token = ?`, b.token); err != nil {
 		return fmt.Errorf("sqlite source: release claim (rows come back after the lease): %w", err)
 	}
@@ -518,8 +533,10 @@ func (s *Source) Cleanup(ctx context.Context, retention time.Duration, batchSize
 	cutoff := ts(time.Now().Add(-retention))
 	var total int64
 	for {
+		s.writeMu.Lock()
 		res, err := s.db.ExecContext(ctx, `DELETE FROM eventsync_outbox WHERE id IN (
 			SELECT id FROM eventsync_outbox WHERE sent_at IS NOT NULL AND sent_at < ? LIMIT ?)`, cutoff, batchSize)
+		s.writeMu.Unlock()
 		if err != nil {
 			return total, fmt.Errorf("sqlite source: delete sent rows: %w", err)
 		}
@@ -536,6 +553,9 @@ func (s *Source) Backlog(ctx context.Context) (source.Backlog, error) {
 	var b source.Backlog
 	var oldest sql.NullString
 	if err := s.db.QueryRowContext(ctx, "SELECT count(*), min(created_at) FROM eventsync_outbox WHERE sent_at IS NULL").Scan(&b.Rows, &oldest); err != nil {
+		if strings.Contains(err.Error(), "no such table") {
+			return b, source.ErrNotInstalled
+		}
 		return b, fmt.Errorf("sqlite source: read backlog: %w", err)
 	}
 	if oldest.Valid {
@@ -544,17 +564,22 @@ func (s *Source) Backlog(ctx context.Context) (source.Backlog, error) {
 	return b, nil
 }
 
-// Wait polls for claimable rows every PollInterval, up to max.
+// Wait polls every PollInterval, up to max, for rows newer than the newest
+// one the previous call saw. SQLite serialises writers, so ids become
+// visible in order and a larger max(id) means new rows; unlike "any unsent
+// row exists", this does not spin while a failing relay backs off.
 func (s *Source) Wait(ctx context.Context, max time.Duration) error {
+	s.waitMu.Lock()
+	defer s.waitMu.Unlock()
 	deadline := time.Now().Add(max)
 	for {
-		var ready bool
-		err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM eventsync_outbox
-			WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?))`, ts(time.Now())).Scan(&ready)
+		var newest int64
+		err := s.db.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM eventsync_outbox").Scan(&newest)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err == nil && ready {
+		if err == nil && newest > s.lastSeen {
+			s.lastSeen = newest
 			return nil
 		}
 		left := time.Until(deadline)

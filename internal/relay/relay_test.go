@@ -1,0 +1,300 @@
+package relay_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/internal/relay"
+	"github.com/eventsync/eventsync/source"
+	"github.com/eventsync/eventsync/source/sqlite"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// recorder is a bus.Publisher that keeps what it was given and can be
+// told to fail, standing in for a broker in tests of the relay's own logic.
+type recorder struct {
+	mu      sync.Mutex
+	got     []event.Event
+	streams map[bus.Stream]int
+	failing bool
+	calls   int
+}
+
+func (r *recorder) Publish(ctx context.Context, stream bus.Stream, msgs ...bus.Message) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.failing {
+		return errors.New("broker unreachable")
+	}
+	if r.streams == nil {
+		r.streams = map[bus.Stream]int{}
+	}
+	for _, m := range msgs {
+		ev, err := event.Parse(m.Body, 0)
+		if err != nil {
+			return err
+		}
+		r.got = append(r.got, ev)
+		r.streams[stream]++
+	}
+	return nil
+}
+
+func (r *recorder) setFailing(f bool) {
+	r.mu.Lock()
+	r.failing = f
+	r.mu.Unlock()
+}
+
+func (r *recorder) events() []event.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]event.Event(nil), r.got...)
+}
+
+func newSQLite(t *testing.T) *sqlite.Source {
+	t.Helper()
+	src, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "app.db"), Logger: quiet, PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = src.Close() })
+	ctx := context.Background()
+	if err := src.Install(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.DB().Exec(`CREATE TABLE listings (id INTEGER PRIMARY KEY, name TEXT, secret TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.InstallTrigger(ctx, source.TriggerSpec{Table: "listings", Entity: "listing", KeyColumn: "id", ExcludeColumns: []string{"secret"}}); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+func insert(t *testing.T, src *sqlite.Source, from, to int) {
+	t.Helper()
+	tx, err := src.DB().Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := from; i <= to; i++ {
+		if _, err := tx.Exec(`INSERT INTO listings (id, name, secret) VALUES (?, 'n', 's')`, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// start runs the relay until the test ends and checks Run's result.
+func start(t *testing.T, r *relay.Relay) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("Run did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRelayPublishesEveryRowOnceAndMarksSent(t *testing.T) {
+	t.Parallel()
+	src := newSQLite(t)
+	insert(t, src, 1, 450)
+	pub := &recorder{}
+	reg := prometheus.NewRegistry()
+	r, err := relay.New(src, pub, relay.Config{BatchSize: 100, PollInterval: 50 * time.Millisecond, Registerer: reg, Logger: quiet, BacklogInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, r)
+	waitFor(t, "450 events", func() bool { return len(pub.events()) >= 450 })
+	// Rows written while the relay runs are picked up too.
+	insert(t, src, 2000, 2009)
+	waitFor(t, "460 events", func() bool { return len(pub.events()) >= 460 })
+	waitFor(t, "empty backlog", func() bool { return r.Stats().Backlog == 0 && r.Stats().Lag == 0 })
+	stop()
+
+	seen := map[string]int{}
+	for _, ev := range pub.events() {
+		seen[ev.ID]++
+		if ev.Entity != "listing" || ev.Op != event.OpUpsert || !strings.HasPrefix(ev.ID, "outbox-") {
+			t.Fatalf("unexpected event %+v", ev)
+		}
+		var data map[string]any
+		if err := json.Unmarshal(ev.Data, &data); err != nil || data["secret"] != nil {
+			t.Fatalf("event data %s: excluded column leaked or not JSON (%v)", ev.Data, err)
+		}
+	}
+	if len(seen) != 460 {
+		t.Fatalf("%d distinct events, want 460", len(seen))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s published %d times without any failure", id, n)
+		}
+	}
+	if pub.streams[bus.Live] != 460 {
+		t.Fatalf("published to streams %v, want all 460 on live", pub.streams)
+	}
+	s := r.Stats()
+	if s.Published != 460 || s.Errors != 0 || s.Batches < 5 {
+		t.Fatalf("stats %+v", s)
+	}
+	if got := metricValue(t, reg, "eventsync_relay_published_total"); got != 460 {
+		t.Fatalf("eventsync_relay_published_total = %v, want 460", got)
+	}
+	bl, err := src.Backlog(context.Background())
+	if err != nil || bl.Rows != 0 {
+		t.Fatalf("outbox backlog after relay: %+v %v", bl, err)
+	}
+}
+
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			if m.Gauge != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0
+}
+
+// A broker outage makes rows accumulate and be published once it is back.
+func TestRelayBrokerOutageLosesNothing(t *testing.T) {
+	t.Parallel()
+	src := newSQLite(t)
+	pub := &recorder{failing: true}
+	r, err := relay.New(src, pub, relay.Config{BatchSize: 50, PollInterval: 20 * time.Millisecond, MaxBackoff: 300 * time.Millisecond, Logger: quiet, BacklogInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, r)
+	insert(t, src, 1, 300)
+	waitFor(t, "failed publishes", func() bool { return r.Stats().Errors >= 3 })
+	waitFor(t, "backlog measured", func() bool { return r.Stats().Backlog == 300 && r.Stats().Lag > 0 })
+	if n := len(pub.events()); n != 0 {
+		t.Fatalf("%d events recorded while failing", n)
+	}
+	insert(t, src, 301, 400)
+	pub.setFailing(false)
+	waitFor(t, "400 events after recovery", func() bool { return len(pub.events()) >= 400 })
+	waitFor(t, "backlog drained", func() bool { return r.Stats().Backlog == 0 })
+	keys := map[string]bool{}
+	for _, ev := range pub.events() {
+		keys[ev.Key] = true
+	}
+	if len(keys) != 400 {
+		t.Fatalf("%d distinct keys published, want 400", len(keys))
+	}
+}
+
+// An invalid row written by an application is published anyway (the worker
+// parks it with the reason) and counted, never silently dropped.
+func TestRelayPublishesInvalidRowsAndCountsThem(t *testing.T) {
+	t.Parallel()
+	src := newSQLite(t)
+	if _, err := src.DB().Exec(`INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('Bad Entity', 'k', 0, 'upsert', '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	pub := &parseless{}
+	r, err := relay.New(src, pub, relay.Config{PollInterval: 20 * time.Millisecond, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, r)
+	waitFor(t, "the invalid row published", func() bool { return r.Stats().Published == 1 })
+	stop()
+	if r.Stats().Invalid != 1 || pub.n() != 1 {
+		t.Fatalf("stats %+v, published %d; want 1 invalid row published", r.Stats(), pub.n())
+	}
+}
+
+type parseless struct {
+	mu    sync.Mutex
+	count int
+}
+
+func (p *parseless) Publish(_ context.Context, _ bus.Stream, msgs ...bus.Message) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.count += len(msgs)
+	return nil
+}
+
+func (p *parseless) n() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.count
+}
+
+func TestConfigValidation(t *testing.T) {
+	t.Parallel()
+	src := newSQLite(t)
+	if _, err := relay.New(nil, &recorder{}, relay.Config{}); err == nil {
+		t.Error("New without a source succeeded")
+	}
+	if _, err := relay.New(src, &recorder{}, relay.Config{BatchSize: 1_000_000}); err == nil || !strings.Contains(err.Error(), "--batch-size") {
+		t.Errorf("huge batch size: %v", err)
+	}
+	if _, err := relay.New(src, &recorder{}, relay.Config{PollInterval: time.Microsecond}); err == nil {
+		t.Error("tiny poll interval accepted")
+	}
+	reg := prometheus.NewRegistry()
+	if _, err := relay.New(src, &recorder{}, relay.Config{Registerer: reg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relay.New(src, &recorder{}, relay.Config{Registerer: reg}); err == nil {
+		t.Error("registering the relay's metrics twice on one registry succeeded")
+	}
+}
