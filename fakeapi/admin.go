@@ -53,7 +53,9 @@ func (s *Server) putFaults(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "read faults document: "+err.Error())
 		return
 	}
-	f, err := ParseFaults(body, s.faults.Load().f)
+	// Merge into the faults as given, so a default (burst from rate_limit)
+	// keeps following its source instead of being frozen by the first PUT.
+	f, err := ParseFaults(body, s.faults.Load().given)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return

@@ -531,6 +531,11 @@ func TestFaultsAdminAPI(t *testing.T) {
 	if f.ErrorRate != 0.25 {
 		t.Fatalf("a rejected PUT changed the faults: %+v", f)
 	}
+	// The defaulted burst follows a new rate limit.
+	a.expect("PUT", "/_admin/faults", `{"rate_limit":10}`, 200).json(t, &f)
+	if f.Burst != 10 {
+		t.Fatalf("burst after rate_limit 100 → 10 = %d, want the new default 10", f.Burst)
+	}
 	a.expect("DELETE", "/_admin/faults", "", 200).json(t, &f)
 	if f.Latency != 0 || f.ErrorRate != 0 || f.RateLimit != 0 {
 		t.Fatalf("faults after DELETE = %+v", f)

@@ -81,7 +81,8 @@ func parseBody(data []byte, id, versionField string) (*record, error) {
 // buildRecord turns decoded fields into a stored record with the given id.
 // When the client sent no "id", the stored body is its own bytes, compacted,
 // with the id spliced in first: cheaper than re-encoding the map, and the
-// client's field order is kept. raw may be nil (then fields are encoded).
+// client's field order is kept. A body whose "id" already is this id is
+// stored compacted as is. raw may be nil (then fields are encoded).
 func buildRecord(fields map[string]json.RawMessage, raw []byte, id, versionField string) (*record, error) {
 	rec := &record{id: id}
 	if v, ok := fields[ExternalIDField]; ok && !isNull(v) {
@@ -96,7 +97,17 @@ func buildRecord(fields map[string]json.RawMessage, raw []byte, id, versionField
 	if err != nil {
 		return nil, fmt.Errorf("encode record id: %w", err)
 	}
-	if _, hasID := fields["id"]; !hasID && raw != nil {
+	sentID, hasID := fields["id"]
+	if hasID && raw != nil && bytes.Equal(sentID, quoted) && bytes.Count(raw, []byte(`"id"`)) == 1 { // one "id" key: no duplicate to hide
+		// Already carries this id (a state file, or a PUT echoing the id).
+		var b bytes.Buffer
+		if err := json.Compact(&b, raw); err != nil {
+			return nil, fmt.Errorf("%w: %v", errBadBody, err)
+		}
+		rec.body = b.Bytes()
+		return rec, nil
+	}
+	if !hasID && raw != nil {
 		var b bytes.Buffer
 		b.Grow(len(raw) + len(quoted) + 8)
 		b.WriteString(`{"id":`)

@@ -115,7 +115,8 @@ type Server struct {
 
 // faultState is swapped atomically so the hot path reads it without a lock.
 type faultState struct {
-	f       Faults // defaults applied, OutageFor nil
+	given   Faults // as set, OutageFor nil: the base a PUT merges into
+	f       Faults // given with defaults applied: what requests see
 	limiter *rate.Limiter
 }
 
@@ -175,11 +176,10 @@ func (s *Server) SetFaults(f Faults) error {
 	if f.OutageFor != nil {
 		s.StartOutage(time.Duration(*f.OutageFor))
 	}
-	f = f.WithDefaults()
 	f.OutageFor = nil
-	st := &faultState{f: f}
-	if f.RateLimit > 0 {
-		st.limiter = rate.NewLimiter(rate.Limit(f.RateLimit), f.Burst)
+	st := &faultState{given: f, f: f.WithDefaults()}
+	if st.f.RateLimit > 0 {
+		st.limiter = rate.NewLimiter(rate.Limit(st.f.RateLimit), st.f.Burst)
 	}
 	s.faults.Store(st)
 	return nil

@@ -27,8 +27,8 @@ type stateHeader struct {
 }
 
 type stateLine struct {
-	Collection string                     `json:"collection"`
-	Record     map[string]json.RawMessage `json:"record"`
+	Collection string          `json:"collection"`
+	Record     json.RawMessage `json:"record"`
 }
 
 // Save writes every record to the configured state file atomically: a
@@ -148,11 +148,15 @@ func (s *Server) readState(r io.Reader) (int, error) {
 		if !validCollection(line.Collection) {
 			return n, fmt.Errorf("record %d: invalid collection name %q", n+1, line.Collection)
 		}
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(line.Record, &fields); err != nil || fields == nil {
+			return n, fmt.Errorf("record %d: want a JSON object, got %s", n+1, truncate(string(line.Record), 40))
+		}
 		var id string
-		if err := json.Unmarshal(line.Record["id"], &id); err != nil || id == "" {
+		if err := json.Unmarshal(fields["id"], &id); err != nil || id == "" {
 			return n, fmt.Errorf("record %d: missing string \"id\"", n+1)
 		}
-		rec, err := buildRecord(line.Record, nil, id, s.cfg.VersionField)
+		rec, err := buildRecord(fields, line.Record, id, s.cfg.VersionField)
 		if err != nil {
 			return n, fmt.Errorf("record %d: %w", n+1, err)
 		}
