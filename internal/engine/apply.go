@@ -221,8 +221,12 @@ func (a *Applier) deleteRemote(ctx context.Context, lease store.Lease, state sto
 			return nil
 		}
 	}
-	if !pendingCreate {
-		return nil // nothing was ever created remotely
+	// A key the store has never seen may still exist remotely (created
+	// before eventsync, or found by verify as extra): look it up. A key we
+	// applied without a remote id and without a pending create has nothing
+	// remote to delete.
+	if !pendingCreate && state.AppliedVersion > 0 {
+		return nil
 	}
 	ids, err := a.sink.Lookup(ctx, lease.Key.Entity, lease.Key.Key)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/eventsync/eventsync/sink/httpsink"
 	"github.com/eventsync/eventsync/store"
 	"github.com/eventsync/eventsync/store/postgres"
+	"github.com/eventsync/eventsync/store/redis"
 )
 
 // harness is an Applier wired to a real store and the fake API through the
@@ -44,6 +45,15 @@ func stores() []storeFactory {
 				_, _ = st.Pool().Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
 				_ = st.Close()
 			})
+			return st
+		}},
+		{"redis", func(t *testing.T) store.Store {
+			url := testenv.Redis(t)
+			st, err := redis.Open(context.Background(), redis.Config{URL: url, Prefix: testenv.UniqueName("engine")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = st.Close() })
 			return st
 		}},
 	}
@@ -157,9 +167,18 @@ func TestApplyVersionsDecide(t *testing.T) {
 		if recs := h.remote(t, "1"); len(recs) != 1 || recs[0]["title"] != "seven" {
 			t.Fatalf("re-create after delete: %v", recs)
 		}
-		// Delete of something never created: no call needed, tombstone kept.
+		// Delete of a key never seen: looked up (it may predate eventsync)
+		// and its tombstone kept.
 		expect(t, h.apply(t, del("2", 1), 1), ResultApplied)
 		expect(t, h.apply(t, upsert("2", 1, "x"), 1), ResultDuplicate)
+		// A record created outside eventsync is removed by a delete.
+		if _, err := h.applier.sink.Create(context.Background(), recordOf(t, upsert("3", 1, "foreign"))); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, h.apply(t, del("3", 1), 1), ResultApplied)
+		if recs := h.remote(t, "3"); len(recs) != 0 {
+			t.Fatalf("foreign record not deleted: %v", recs)
+		}
 		if st := h.api.Stats(); st.DuplicateRecords != 0 || st.StaleWrites != 0 {
 			t.Fatalf("detectors: %+v", st)
 		}
