@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/bus/natsjs"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
 	"github.com/eventsync/eventsync/internal/config"
 	"github.com/eventsync/eventsync/internal/embedded"
@@ -104,6 +105,8 @@ func openBus(ctx context.Context, url, namespace string, log *slog.Logger) (bus.
 	switch {
 	case strings.HasPrefix(url, "amqp://"), strings.HasPrefix(url, "amqps://"):
 		return rabbitmq.Open(ctx, rabbitmq.Config{URL: url, Namespace: namespace, Logger: log})
+	case strings.HasPrefix(url, "nats://"):
+		return natsjs.Open(ctx, natsjs.Config{URL: url, Namespace: namespace, Logger: log})
 	}
 	return nil, fmt.Errorf("bus URL %q: unsupported scheme; use amqp://user:pass@host:5672/ or nats://host:4222 (or leave it empty for the embedded bus)", config.Redact(url))
 }
