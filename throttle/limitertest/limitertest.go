@@ -1,0 +1,203 @@
+// Package limitertest is the conformance suite every throttle.Limiter
+// adapter passes. An adapter's test calls Run with a constructor; every
+// subtest uses its own names, so one limiter may serve them all in parallel.
+// The checks allow a few milliseconds of scheduling and clock slack but
+// would fail for a limiter that lets a burst or a hold through.
+package limitertest
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eventsync/eventsync/internal/testenv"
+	"github.com/eventsync/eventsync/throttle"
+)
+
+// slack absorbs scheduling, round trips and timestamp rounding.
+const slack = 25 * time.Millisecond
+
+// Run runs the suite against the limiter newLimiter returns; it is called
+// once per subtest and may return the same limiter each time.
+func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
+	t.Run("BurstThenRate", func(t *testing.T) {
+		t.Parallel()
+		l, name, ctx := newLimiter(t), testenv.UniqueName("lt"), context.Background()
+		for i := range 3 {
+			if ok, wait, err := l.Take(ctx, name, 10, 3); err != nil || !ok {
+				t.Fatalf("take %d of a burst of 3: ok=%v wait=%v err=%v; want ok", i+1, ok, wait, err)
+			}
+		}
+		ok, wait, err := l.Take(ctx, name, 10, 3)
+		if err != nil || ok {
+			t.Fatalf("4th take right after a burst of 3: ok=%v err=%v; want refused", ok, err)
+		}
+		if wait <= 0 || wait > 100*time.Millisecond+slack {
+			t.Fatalf("retryAfter %v at 10/s; want (0, 100ms]", wait)
+		}
+		time.Sleep(wait + 5*time.Millisecond)
+		if ok, wait, err := l.Take(ctx, name, 10, 3); err != nil || !ok {
+			t.Fatalf("take after waiting retryAfter: ok=%v wait=%v err=%v; want ok", ok, wait, err)
+		}
+		if ok, _, _ := l.Take(ctx, name, 10, 3); ok {
+			t.Fatal("a second take right after the refilled token was granted; want refused")
+		}
+	})
+
+	t.Run("NamesAreIndependent", func(t *testing.T) {
+		t.Parallel()
+		l, ctx := newLimiter(t), context.Background()
+		a, b := testenv.UniqueName("lt"), testenv.UniqueName("lt")
+		if ok, _, err := l.Take(ctx, a, 1, 1); err != nil || !ok {
+			t.Fatalf("first take on %s: ok=%v err=%v", a, ok, err)
+		}
+		if ok, _, err := l.Take(ctx, b, 1, 1); err != nil || !ok {
+			t.Fatalf("first take on %s after %s was drained: ok=%v err=%v; names must not share a budget", b, a, ok, err)
+		}
+		if err := l.Hold(ctx, a, time.Now().Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if until, err := l.HeldUntil(ctx, b); err != nil || !until.IsZero() {
+			t.Fatalf("HeldUntil(%s) = %v, %v after holding %s; want zero", b, until, err, a)
+		}
+	})
+
+	t.Run("HoldStopsTake", func(t *testing.T) {
+		t.Parallel()
+		l, name, ctx := newLimiter(t), testenv.UniqueName("lt"), context.Background()
+		if until, err := l.HeldUntil(ctx, name); err != nil || !until.IsZero() {
+			t.Fatalf("HeldUntil of a fresh name = %v, %v; want zero time", until, err)
+		}
+		until := time.Now().Add(300 * time.Millisecond)
+		if err := l.Hold(ctx, name, until); err != nil {
+			t.Fatal(err)
+		}
+		got, err := l.HeldUntil(ctx, name)
+		if err != nil || got.Sub(until).Abs() > time.Millisecond {
+			t.Fatalf("HeldUntil = %v, %v; want %v", got, err, until)
+		}
+		ok, wait, err := l.Take(ctx, name, 1000, 100)
+		if err != nil || ok {
+			t.Fatalf("take during a hold: ok=%v err=%v; want refused", ok, err)
+		}
+		if left := time.Until(until); wait < left-slack || wait > left+slack {
+			t.Fatalf("retryAfter during a hold = %v; want the hold's remaining %v", wait, left)
+		}
+		time.Sleep(time.Until(until) + slack)
+		if ok, wait, err := l.Take(ctx, name, 1000, 100); err != nil || !ok {
+			t.Fatalf("take after the hold ended: ok=%v wait=%v err=%v; want ok", ok, wait, err)
+		}
+	})
+
+	t.Run("HoldOnlyExtends", func(t *testing.T) {
+		t.Parallel()
+		l, name, ctx := newLimiter(t), testenv.UniqueName("lt"), context.Background()
+		long := time.Now().Add(time.Hour)
+		if err := l.Hold(ctx, name, long); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Hold(ctx, name, time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := l.HeldUntil(ctx, name); err != nil || got.Sub(long).Abs() > time.Millisecond {
+			t.Fatalf("HeldUntil after a shorter second hold = %v, %v; want the longer %v", got, err, long)
+		}
+	})
+
+	t.Run("ProbeLease", func(t *testing.T) {
+		t.Parallel()
+		l, name, ctx := newLimiter(t), testenv.UniqueName("lt"), context.Background()
+		if ok, err := l.TryProbe(ctx, name, "a", 300*time.Millisecond); err != nil || !ok {
+			t.Fatalf("first TryProbe: %v, %v; want true", ok, err)
+		}
+		if ok, err := l.TryProbe(ctx, name, "b", 300*time.Millisecond); err != nil || ok {
+			t.Fatalf("TryProbe by b while a holds the lease: %v, %v; want false", ok, err)
+		}
+		if ok, err := l.TryProbe(ctx, name, "a", 300*time.Millisecond); err != nil || !ok {
+			t.Fatalf("renewal by the holder: %v, %v; want true", ok, err)
+		}
+		time.Sleep(300*time.Millisecond + slack)
+		if ok, err := l.TryProbe(ctx, name, "b", time.Minute); err != nil || !ok {
+			t.Fatalf("TryProbe by b after a's lease expired: %v, %v; want true", ok, err)
+		}
+		if ok, err := l.TryProbe(ctx, name, "a", time.Minute); err != nil || ok {
+			t.Fatalf("TryProbe by a after b took over: %v, %v; want false", ok, err)
+		}
+	})
+
+	t.Run("OneProbeAmongMany", func(t *testing.T) {
+		t.Parallel()
+		l, name, ctx := newLimiter(t), testenv.UniqueName("lt"), context.Background()
+		var winners atomic.Int32
+		var wg sync.WaitGroup
+		for i := range 16 {
+			wg.Go(func() {
+				ok, err := l.TryProbe(ctx, name, string(rune('a'+i)), time.Minute)
+				if err != nil {
+					t.Error(err)
+				}
+				if ok {
+					winners.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if n := winners.Load(); n != 1 {
+			t.Fatalf("%d of 16 concurrent owners got the probe lease; want exactly 1", n)
+		}
+	})
+
+	t.Run("ConcurrentTakesKeepTheRate", func(t *testing.T) {
+		t.Parallel()
+		l, name := newLimiter(t), testenv.UniqueName("lt")
+		const rate, burst, workers = 100.0, 5, 8
+		ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		var granted atomic.Int64
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					ok, wait, err := l.Take(ctx, name, rate, burst)
+					if err != nil {
+						if ctx.Err() == nil {
+							t.Error(err)
+						}
+						return
+					}
+					if ok {
+						granted.Add(1)
+						continue
+					}
+					select {
+					case <-ctx.Done():
+					case <-time.After(max(wait, time.Millisecond)):
+					}
+				}
+			})
+		}
+		wg.Wait()
+		elapsed := time.Since(start).Seconds()
+		most := burst + rate*elapsed + 1
+		least := rate * 0.3 * 0.5 // generous: round trips on a loaded machine
+		if n := float64(granted.Load()); n > most || n < least {
+			t.Fatalf("%d workers at %v/s burst %d for %.2fs were granted %v calls; want between %.0f and %.0f", workers, rate, burst, elapsed, n, least, most)
+		}
+	})
+
+	t.Run("CancelledContext", func(t *testing.T) {
+		t.Parallel()
+		l, name := newLimiter(t), testenv.UniqueName("lt")
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, _, err := l.Take(ctx, name, 10, 1); err == nil {
+			t.Fatal("Take with a cancelled context returned no error")
+		}
+		if err := l.Hold(ctx, name, time.Now().Add(time.Second)); err == nil {
+			t.Fatal("Hold with a cancelled context returned no error")
+		}
+	})
+}

@@ -1,0 +1,223 @@
+// Package pglimit is the throttle.Limiter adapter on PostgreSQL: one row per
+// sink name holds the GCRA theoretical arrival time, the hold and the probe
+// lease, and each operation is one INSERT … ON CONFLICT DO UPDATE …
+// RETURNING statement judged by the database clock (now()), so it is atomic
+// and one round trip. The row lock serialises takes of one name; a few
+// thousand takes per second on one row are well within PostgreSQL's reach.
+package pglimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventsync/eventsync/throttle"
+)
+
+// Config configures Open.
+type Config struct {
+	// DSN is a PostgreSQL URL or keyword/value string.
+	DSN string
+	// Schema holds the throttle table, created when missing; default "eventsync".
+	Schema string
+	// MaxConns caps the pool Open creates; default 8.
+	MaxConns int32
+}
+
+var schemaPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// WithDefaults returns c with unset fields filled in.
+func (c Config) WithDefaults() Config {
+	if c.Schema == "" {
+		c.Schema = "eventsync"
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 8
+	}
+	return c
+}
+
+// Validate reports the first problem with c, naming the fix.
+func (c Config) Validate() error {
+	if c.DSN == "" {
+		return errors.New("postgres limiter: DSN is empty; set --store postgres://user:password@host:5432/db")
+	}
+	if !schemaPattern.MatchString(c.Schema) {
+		return fmt.Errorf("postgres limiter: schema %q is not a plain identifier; use lower-case letters, digits and _ (at most 63)", c.Schema)
+	}
+	if c.MaxConns < 1 {
+		return fmt.Errorf("postgres limiter: MaxConns %d must be at least 1", c.MaxConns)
+	}
+	return nil
+}
+
+// Limiter is a throttle.Limiter on PostgreSQL. It is safe for concurrent use.
+type Limiter struct {
+	pool    *pgxpool.Pool
+	ownPool bool
+	take    string
+	hold    string
+	held    string
+	probe   string
+}
+
+var _ throttle.Limiter = (*Limiter)(nil)
+
+// New uses an existing pool (for example the PostgreSQL state store's) and
+// creates the table in schema when missing. Close does not close the pool.
+func New(ctx context.Context, pool *pgxpool.Pool, schema string) (*Limiter, error) {
+	cfg := Config{DSN: "given", Schema: schema}.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	l := newLimiter(pool, cfg.Schema)
+	if err := l.migrate(ctx, cfg.Schema); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Open connects to cfg.DSN and creates the table when missing.
+func Open(ctx context.Context, cfg Config) (*Limiter, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("postgres limiter: parse DSN: %w; expected postgres://user:password@host:5432/db", err)
+	}
+	pcfg.MaxConns = cfg.MaxConns
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres limiter: create pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to PostgreSQL at %s:%d: %w; is it running and are the credentials right? set --store", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, err)
+	}
+	l := newLimiter(pool, cfg.Schema)
+	l.ownPool = true
+	if err := l.migrate(ctx, cfg.Schema); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Close closes the pool if Open created it.
+func (l *Limiter) Close() error {
+	if l.ownPool {
+		l.pool.Close()
+	}
+	return nil
+}
+
+func newLimiter(pool *pgxpool.Pool, schema string) *Limiter {
+	table := pgx.Identifier{schema, "throttle"}.Sanitize()
+	// $2 is the emission interval in seconds, $3 the burst. A take conforms
+	// when the name is not held and the new arrival time stays within
+	// burst intervals of now.
+	const conforms = `(l.held_until IS NULL OR l.held_until <= now())
+		AND greatest(l.tat, now()) + (1 - $3::int) * $2::float8 * interval '1 second' <= now()`
+	return &Limiter{
+		pool: pool,
+		take: `INSERT INTO ` + table + ` AS l (name, tat, last_ok)
+			VALUES ($1, now() + $2::float8 * interval '1 second', true)
+			ON CONFLICT (name) DO UPDATE SET
+				last_ok = ` + conforms + `,
+				tat = CASE WHEN ` + conforms + ` THEN greatest(l.tat, now()) + $2::float8 * interval '1 second' ELSE l.tat END
+			RETURNING last_ok, CASE
+				WHEN last_ok THEN 0
+				WHEN held_until > now() THEN extract(epoch FROM held_until - now()) * 1e6
+				ELSE extract(epoch FROM greatest(tat, now()) + (1 - $3::int) * $2::float8 * interval '1 second' - now()) * 1e6
+			END::bigint`,
+		hold: `INSERT INTO ` + table + ` AS l (name, held_until) VALUES ($1, $2)
+			ON CONFLICT (name) DO UPDATE SET held_until = greatest(l.held_until, excluded.held_until)`,
+		held: `SELECT held_until FROM ` + table + ` WHERE name = $1`,
+		probe: `INSERT INTO ` + table + ` AS l (name, probe_owner, probe_until)
+			VALUES ($1, $2, now() + $3::float8 * interval '1 second')
+			ON CONFLICT (name) DO UPDATE SET probe_owner = excluded.probe_owner, probe_until = excluded.probe_until
+			WHERE l.probe_owner IS NULL OR l.probe_owner = excluded.probe_owner OR l.probe_until <= now()
+			RETURNING true`,
+	}
+}
+
+// migrate creates the schema and table once; the advisory lock keeps
+// concurrent first starts from racing on the catalog.
+func (l *Limiter) migrate(ctx context.Context, schema string) error {
+	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "eventsync throttle "+schema); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+pgx.Identifier{schema, "throttle"}.Sanitize()+` (
+			name        text PRIMARY KEY,
+			tat         timestamptz,
+			last_ok     boolean NOT NULL DEFAULT false,
+			held_until  timestamptz,
+			probe_owner text,
+			probe_until timestamptz
+		)`)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres limiter: create table %s.throttle: %w; does the user have CREATE on the database?", schema, err)
+	}
+	return nil
+}
+
+// Take implements throttle.Limiter.
+func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst int) (bool, time.Duration, error) {
+	interval := 3600.0
+	if rate > 0 {
+		interval = 1 / rate
+	}
+	var ok bool
+	var waitMicros int64
+	if err := l.pool.QueryRow(ctx, l.take, name, interval, max(burst, 1)).Scan(&ok, &waitMicros); err != nil {
+		return false, 0, fmt.Errorf("postgres limiter: take %q: %w", name, err)
+	}
+	return ok, time.Duration(max(waitMicros, 0)) * time.Microsecond, nil
+}
+
+// Hold implements throttle.Limiter.
+func (l *Limiter) Hold(ctx context.Context, name string, until time.Time) error {
+	if _, err := l.pool.Exec(ctx, l.hold, name, until); err != nil {
+		return fmt.Errorf("postgres limiter: hold %q: %w", name, err)
+	}
+	return nil
+}
+
+// HeldUntil implements throttle.Limiter.
+func (l *Limiter) HeldUntil(ctx context.Context, name string) (time.Time, error) {
+	var until *time.Time
+	err := l.pool.QueryRow(ctx, l.held, name).Scan(&until)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && until == nil) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("postgres limiter: read hold of %q: %w", name, err)
+	}
+	return *until, nil
+}
+
+// TryProbe implements throttle.Limiter.
+func (l *Limiter) TryProbe(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	var ok bool
+	err := l.pool.QueryRow(ctx, l.probe, name, owner, ttl.Seconds()).Scan(&ok)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("postgres limiter: probe lease of %q: %w", name, err)
+	}
+	return ok, nil
+}

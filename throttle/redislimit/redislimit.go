@@ -1,0 +1,203 @@
+// Package redislimit is the throttle.Limiter adapter on Redis: GCRA, hold
+// check and probe lease are each one Lua script, so one atomic round trip
+// judged by Redis's own clock (TIME). Keys expire by themselves once they
+// no longer matter, so idle sinks leave nothing behind.
+//
+// Key layout under the prefix P, the sink name escaped and in a hash tag so
+// all keys of one name live on one cluster slot:
+//
+//	P:throttle:{name}:tat    theoretical arrival time, unix µs
+//	P:throttle:{name}:hold   hold end, unix µs
+//	P:throttle:{name}:probe  probe lease owner, with PX ttl
+//
+// github.com/go-redis/redis_rate implements GCRA too, but not the hold
+// check inside the same script, and it is not a dependency of this module.
+package redislimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/eventsync/eventsync/throttle"
+)
+
+// Config configures Open.
+type Config struct {
+	// URL is a redis:// or rediss:// URL.
+	URL string
+	// Prefix starts every key; default "eventsync".
+	Prefix string
+}
+
+var prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+
+// WithDefaults returns c with unset fields filled in.
+func (c Config) WithDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = "eventsync"
+	}
+	return c
+}
+
+// Validate reports the first problem with c, naming the fix.
+func (c Config) Validate() error {
+	if c.URL == "" {
+		return errors.New("redis limiter: URL is empty; set --store redis://host:6379/0")
+	}
+	if !prefixPattern.MatchString(c.Prefix) {
+		return fmt.Errorf("redis limiter: prefix %q may hold only letters, digits and _ . : - (at most 64)", c.Prefix)
+	}
+	return nil
+}
+
+// Limiter is a throttle.Limiter on Redis. It is safe for concurrent use.
+type Limiter struct {
+	rdb     goredis.UniversalClient
+	prefix  string
+	ownConn bool
+}
+
+var _ throttle.Limiter = (*Limiter)(nil)
+
+// New uses an existing client (for example the Redis state store's); Close
+// does not close it.
+func New(rdb goredis.UniversalClient, prefix string) (*Limiter, error) {
+	cfg := Config{URL: "given", Prefix: prefix}.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Limiter{rdb: rdb, prefix: cfg.Prefix}, nil
+}
+
+// Open connects to cfg.URL. Close the limiter when done.
+func Open(ctx context.Context, cfg Config) (*Limiter, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts, err := goredis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis limiter: parse URL: %w; expected redis://[:password@]host:6379/db", err)
+	}
+	rdb := goredis.NewClient(opts)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("connect to Redis at %s: %w; is it running and is the password right? set --store", opts.Addr, err)
+	}
+	return &Limiter{rdb: rdb, prefix: cfg.Prefix, ownConn: true}, nil
+}
+
+// Close closes the client if Open created it.
+func (l *Limiter) Close() error {
+	if !l.ownConn {
+		return nil
+	}
+	if err := l.rdb.Close(); err != nil && !errors.Is(err, goredis.ErrClosed) {
+		return fmt.Errorf("redis limiter: close: %w", err)
+	}
+	return nil
+}
+
+func (l *Limiter) key(name, kind string) string {
+	return l.prefix + ":throttle:{" + url.PathEscape(name) + "}:" + kind
+}
+
+// takeScript: KEYS tat, hold; ARGV interval µs, burst. Returns {ok, wait µs}.
+// Integers are formatted with %d because Lua's tostring would print large
+// numbers in exponent form and lose microseconds.
+var takeScript = goredis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+if held > now then return {0, held - now} end
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local newtat = tat + interval
+local allow = newtat - burst * interval
+if allow > now then return {0, allow - now} end
+redis.call('SET', KEYS[1], string.format('%d', newtat), 'PX', math.floor((newtat - now) / 1000) + 1000)
+return {1, 0}
+`)
+
+// holdScript: KEYS hold; ARGV until µs. Keeps the later of the two ends.
+var holdScript = goredis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local untilus = tonumber(ARGV[1])
+if untilus > cur and untilus > now then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', math.floor((untilus - now) / 1000) + 60000)
+end
+return 1
+`)
+
+// probeScript: KEYS probe; ARGV owner, ttl ms.
+var probeScript = goredis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`)
+
+// Take implements throttle.Limiter.
+func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst int) (bool, time.Duration, error) {
+	interval := max(1, throttleInterval(rate).Microseconds())
+	res, err := takeScript.Run(ctx, l.rdb, []string{l.key(name, "tat"), l.key(name, "hold")}, interval, max(burst, 1)).Int64Slice()
+	if err != nil {
+		return false, 0, fmt.Errorf("redis limiter: take %q: %w", name, err)
+	}
+	if len(res) != 2 {
+		return false, 0, fmt.Errorf("redis limiter: take %q: script returned %v, want 2 numbers", name, res)
+	}
+	return res[0] == 1, time.Duration(res[1]) * time.Microsecond, nil
+}
+
+func throttleInterval(rate float64) time.Duration {
+	// Same arithmetic as throttle.GCRA, at the Lua side's µs resolution.
+	if rate <= 0 {
+		return time.Hour
+	}
+	return time.Duration(float64(time.Second) / rate)
+}
+
+// Hold implements throttle.Limiter.
+func (l *Limiter) Hold(ctx context.Context, name string, until time.Time) error {
+	if err := holdScript.Run(ctx, l.rdb, []string{l.key(name, "hold")}, until.UnixMicro()).Err(); err != nil {
+		return fmt.Errorf("redis limiter: hold %q: %w", name, err)
+	}
+	return nil
+}
+
+// HeldUntil implements throttle.Limiter.
+func (l *Limiter) HeldUntil(ctx context.Context, name string) (time.Time, error) {
+	v, err := l.rdb.Get(ctx, l.key(name, "hold")).Result()
+	if errors.Is(err, goredis.Nil) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("redis limiter: read hold of %q: %w", name, err)
+	}
+	us, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("redis limiter: hold of %q is %q, not unix microseconds: %w", name, v, err)
+	}
+	return time.UnixMicro(us), nil
+}
+
+// TryProbe implements throttle.Limiter.
+func (l *Limiter) TryProbe(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	n, err := probeScript.Run(ctx, l.rdb, []string{l.key(name, "probe")}, owner, max(1, ttl.Milliseconds())).Int64()
+	if err != nil {
+		return false, fmt.Errorf("redis limiter: probe lease of %q: %w", name, err)
+	}
+	return n == 1, nil
+}

@@ -1,0 +1,200 @@
+// Package throttle drives a third-party API at the highest throughput it
+// sustains and never past it, across every worker process. Sink wraps any
+// sink.Sink and makes each call wait for, in order:
+//
+//  1. the cluster-wide hold: a Retry-After seen by any process, or an outage
+//     detected by any process, stops every process until it ends;
+//  2. a cluster-wide rate token (GCRA through the Limiter port): the
+//     configured rate when the API's limit is known, otherwise a rate learned
+//     from 429s (see rateController);
+//  3. a slot of the per-process adaptive concurrency limit (AIMD on 503s,
+//     timeouts, connection errors and latency blow-ups, see concurrency).
+//
+// Live calls keep a share of the budget while resync calls run: set the
+// priority on the context with WithPriority. During an outage only the
+// holder of a short probe lease sends calls; everyone else waits.
+//
+// The Limiter port has adapters on Redis (throttle/redislimit), PostgreSQL
+// (throttle/pglimit) and NATS JetStream KV (throttle/natslimit); all pass the
+// conformance suite in throttle/limitertest. MemoryLimiter is the
+// single-process adapter.
+package throttle
+
+import (
+	"context"
+	"math"
+	"sync"
+	"time"
+)
+
+// Limiter is the cluster-wide state every process shares, per sink name: a
+// GCRA rate limit, a hold ("nobody calls before this time") and a probe
+// lease. Adapters judge time by their server's clock where it has one, so
+// hold times passed between processes assume clocks in sync (NTP).
+type Limiter interface {
+	// Take asks for one call at rate calls/s with a burst of burst calls
+	// (GCRA: the theoretical arrival time advances by 1/rate per call and
+	// may run ahead of now by at most burst/rate). When the name is held or
+	// no token is free it returns ok=false and how long to wait; nothing is
+	// consumed then. Callers may change rate and burst between calls.
+	Take(ctx context.Context, name string, rate float64, burst int) (ok bool, retryAfter time.Duration, err error)
+	// Hold stops Take for name until until. Holds only extend: a hold
+	// ending earlier than the current one changes nothing.
+	Hold(ctx context.Context, name string, until time.Time) error
+	// HeldUntil returns the end of name's hold; the zero time when there
+	// is none. The time may be in the past.
+	HeldUntil(ctx context.Context, name string) (time.Time, error)
+	// TryProbe takes or renews the probe lease of name for ttl. It reports
+	// true when owner holds it afterwards, false while another owner's
+	// lease is unexpired.
+	TryProbe(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
+}
+
+// Priority orders calls when the budget is short.
+type Priority int
+
+const (
+	// Live is the default: application changes, latency matters.
+	Live Priority = iota
+	// Resync is snapshot traffic: bulk, may wait for live calls.
+	Resync
+)
+
+func (p Priority) String() string {
+	if p == Resync {
+		return "resync"
+	}
+	return "live"
+}
+
+type priorityKey struct{}
+
+// WithPriority returns ctx carrying p; Sink reads it on every call.
+func WithPriority(ctx context.Context, p Priority) context.Context {
+	return context.WithValue(ctx, priorityKey{}, p)
+}
+
+// PriorityFrom returns the priority set by WithPriority, Live by default.
+func PriorityFrom(ctx context.Context) Priority {
+	if p, ok := ctx.Value(priorityKey{}).(Priority); ok && p == Resync {
+		return Resync
+	}
+	return Live
+}
+
+// GCRA is one step of the generic cell rate algorithm, for adapters that
+// compute it in Go: given the stored theoretical arrival time tat (zero when
+// none), it returns the new tat and ok when a call at now conforms to rate
+// and burst, or the wait until it would. Adapters that run it on a server
+// (Lua, SQL) implement the same arithmetic.
+func GCRA(now, tat time.Time, rate float64, burst int) (newTAT time.Time, ok bool, retryAfter time.Duration) {
+	interval := emissionInterval(rate)
+	if tat.Before(now) {
+		tat = now
+	}
+	newTAT = tat.Add(interval)
+	allowAt := newTAT.Add(-time.Duration(max(burst, 1)) * interval)
+	if allowAt.After(now) {
+		return tat, false, allowAt.Sub(now)
+	}
+	return newTAT, true, 0
+}
+
+// emissionInterval is 1/rate as a duration, at least 1ns so a huge rate
+// cannot stall the arithmetic.
+func emissionInterval(rate float64) time.Duration {
+	if rate <= 0 || math.IsNaN(rate) {
+		return time.Hour
+	}
+	return max(time.Nanosecond, time.Duration(float64(time.Second)/rate))
+}
+
+// MemoryLimiter is a Limiter inside one process: correct for a single
+// worker process (or tests), shares nothing with other processes.
+type MemoryLimiter struct {
+	mu    sync.Mutex
+	now   func() time.Time
+	names map[string]*memoryState
+}
+
+type memoryState struct {
+	tat, heldUntil, probeUntil time.Time
+	probeOwner                 string
+}
+
+var _ Limiter = (*MemoryLimiter)(nil)
+
+// NewMemoryLimiter returns an empty in-process limiter; now nil means
+// time.Now.
+func NewMemoryLimiter(now func() time.Time) *MemoryLimiter {
+	if now == nil {
+		now = time.Now
+	}
+	return &MemoryLimiter{now: now, names: make(map[string]*memoryState)}
+}
+
+func (m *MemoryLimiter) state(name string) *memoryState {
+	st := m.names[name]
+	if st == nil {
+		st = &memoryState{}
+		m.names[name] = st
+	}
+	return st
+}
+
+// Take implements Limiter.
+func (m *MemoryLimiter) Take(ctx context.Context, name string, rate float64, burst int) (bool, time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return false, 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now, st := m.now(), m.state(name)
+	if st.heldUntil.After(now) {
+		return false, st.heldUntil.Sub(now), nil
+	}
+	tat, ok, wait := GCRA(now, st.tat, rate, burst)
+	st.tat = tat
+	return ok, wait, nil
+}
+
+// Hold implements Limiter.
+func (m *MemoryLimiter) Hold(ctx context.Context, name string, until time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if st := m.state(name); until.After(st.heldUntil) {
+		st.heldUntil = until
+	}
+	return nil
+}
+
+// HeldUntil implements Limiter.
+func (m *MemoryLimiter) HeldUntil(ctx context.Context, name string) (time.Time, error) {
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if st := m.names[name]; st != nil {
+		return st.heldUntil, nil
+	}
+	return time.Time{}, nil
+}
+
+// TryProbe implements Limiter.
+func (m *MemoryLimiter) TryProbe(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now, st := m.now(), m.state(name)
+	if st.probeOwner != owner && st.probeUntil.After(now) {
+		return false, nil
+	}
+	st.probeOwner, st.probeUntil = owner, now.Add(ttl)
+	return true, nil
+}
