@@ -62,7 +62,7 @@ type Worker struct {
 
 // Admin is the HTTP port for /metrics and /healthz.
 type Admin struct {
-	Listen string `yaml:"listen" doc:"admin HTTP address for /metrics, /healthz, /status (default 127.0.0.1:9090; empty string disables)"`
+	Listen string `yaml:"listen" doc:"admin HTTP address for /metrics, /healthz, /status (default 127.0.0.1:9090; \"off\" disables)"`
 }
 
 // Log configures log/slog.
