@@ -1,6 +1,7 @@
 package fakeapi_test
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -17,17 +18,32 @@ import (
 
 var benchRecord = []byte(`{"external_id":"k1","id":"1","name":"listing 1","price":120.5,"tags":["a","b"],"version":1}`)
 
+// BenchmarkHandlerBaseline is the floor: a handler that reads the body and
+// writes a fixed record, run the same way as the fake's benchmarks.
 func BenchmarkHandlerBaseline(b *testing.B) {
-	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", strconv.Itoa(len(benchRecord)))
 		_, _ = w.Write(benchRecord)
 	})
-	req := httptest.NewRequest("GET", "/v1/listing/1", nil)
-	b.ReportAllocs()
-	for b.Loop() {
-		h.ServeHTTP(httptest.NewRecorder(), req)
-	}
+	b.Run("get", func(b *testing.B) {
+		req := httptest.NewRequest("GET", "/v1/listing/1", nil)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				h.ServeHTTP(httptest.NewRecorder(), req)
+			}
+		})
+	})
+	b.Run("post", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/v1/listing", strings.NewReader(string(benchRecord))))
+			}
+		})
+	})
 }
 
 func BenchmarkHandlerGet(b *testing.B) {

@@ -1,4 +1,5 @@
--- wrk script: POST creates with a distinct external_id per request.
+-- wrk script: POST creates with a distinct external_id per request (a run
+-- prefix keeps repeated runs from creating duplicates of each other).
 -- Usage: wrk -t2 -c64 -d10s -s fakeapi/testdata/post.lua http://127.0.0.1:8081
 local counter = 0
 local thread_id = 0
@@ -11,12 +12,14 @@ function setup(thread)
 end
 
 function init(args)
+  math.randomseed(os.time() + tid)
+  run = math.random(1, 1000000000)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
 end
 
 function request()
   counter = counter + 1
-  local body = string.format('{"external_id":"t%d-%d","version":1,"name":"listing %d","price":120.5,"tags":["a","b"]}', tid, counter, counter)
+  local body = string.format('{"external_id":"r%d-t%d-%d","version":1,"name":"listing %d","price":120.5,"tags":["a","b"]}', run, tid, counter, counter)
   return wrk.format("POST", "/v1/listing", nil, body)
 end
