@@ -34,7 +34,10 @@ type confirmChannel struct {
 func (c *confirmChannel) drainReturns() {
 	for {
 		select {
-		case r := <-c.returns:
+		case r, ok := <-c.returns:
+			if !ok { // closed with the channel
+				return
+			}
 			c.returned[r.MessageId] = r
 		default:
 			return
