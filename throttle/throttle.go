@@ -39,11 +39,14 @@ type Limiter interface {
 	// consumed then. Callers may change rate and burst between calls.
 	Take(ctx context.Context, name string, rate float64, burst int) (ok bool, retryAfter time.Duration, err error)
 	// Hold stops Take for name until until. Holds only extend: a hold
-	// ending earlier than the current one changes nothing.
-	Hold(ctx context.Context, name string, until time.Time) error
-	// HeldUntil returns the end of name's hold; the zero time when there
-	// is none. The time may be in the past.
-	HeldUntil(ctx context.Context, name string) (time.Time, error)
+	// ending earlier than the current one does not shorten it. rate, when
+	// above 0, is the call rate every process resumes at after the hold
+	// (the one learned from the 429 that caused it); while a hold is active
+	// the lowest rate given wins, so two processes cutting at once agree.
+	Hold(ctx context.Context, name string, until time.Time, rate float64) error
+	// HeldUntil returns the end of name's hold (the zero time when there is
+	// none; it may be in the past) and the rate stored with it (0: none).
+	HeldUntil(ctx context.Context, name string) (until time.Time, rate float64, err error)
 	// TryProbe takes or renews the probe lease of name for ttl. It reports
 	// true when owner holds it afterwards, false while another owner's
 	// lease is unexpired.
@@ -119,6 +122,7 @@ type MemoryLimiter struct {
 
 type memoryState struct {
 	tat, heldUntil, probeUntil time.Time
+	holdRate                   float64
 	probeOwner                 string
 }
 
@@ -159,29 +163,48 @@ func (m *MemoryLimiter) Take(ctx context.Context, name string, rate float64, bur
 }
 
 // Hold implements Limiter.
-func (m *MemoryLimiter) Hold(ctx context.Context, name string, until time.Time) error {
+func (m *MemoryLimiter) Hold(ctx context.Context, name string, until time.Time, rate float64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if st := m.state(name); until.After(st.heldUntil) {
+	st := m.state(name)
+	st.holdRate = MergeHoldRate(st.heldUntil.After(m.now()), st.holdRate, rate)
+	if until.After(st.heldUntil) {
 		st.heldUntil = until
 	}
 	return nil
 }
 
+// MergeHoldRate is the rate stored with a hold when a new one arrives:
+// the lower of the two while the current hold is active, else the new one.
+// Adapters that compute in Go use it; the others implement the same rule.
+func MergeHoldRate(active bool, current, given float64) float64 {
+	switch {
+	case given <= 0 || math.IsNaN(given):
+		if active {
+			return current
+		}
+		return 0
+	case active && current > 0:
+		return min(current, given)
+	default:
+		return given
+	}
+}
+
 // HeldUntil implements Limiter.
-func (m *MemoryLimiter) HeldUntil(ctx context.Context, name string) (time.Time, error) {
+func (m *MemoryLimiter) HeldUntil(ctx context.Context, name string) (time.Time, float64, error) {
 	if err := ctx.Err(); err != nil {
-		return time.Time{}, err
+		return time.Time{}, 0, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if st := m.names[name]; st != nil {
-		return st.heldUntil, nil
+		return st.heldUntil, st.holdRate, nil
 	}
-	return time.Time{}, nil
+	return time.Time{}, 0, nil
 }
 
 // TryProbe implements Limiter.

@@ -56,10 +56,10 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 		if ok, _, err := l.Take(ctx, b, 1, 1); err != nil || !ok {
 			t.Fatalf("first take on %s after %s was drained: ok=%v err=%v; names must not share a budget", b, a, ok, err)
 		}
-		if err := l.Hold(ctx, a, time.Now().Add(time.Minute)); err != nil {
+		if err := l.Hold(ctx, a, time.Now().Add(time.Minute), 0); err != nil {
 			t.Fatal(err)
 		}
-		if until, err := l.HeldUntil(ctx, b); err != nil || !until.IsZero() {
+		if until, _, err := l.HeldUntil(ctx, b); err != nil || !until.IsZero() {
 			t.Fatalf("HeldUntil(%s) = %v, %v after holding %s; want zero", b, until, err, a)
 		}
 	})
@@ -67,14 +67,14 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 	t.Run("HoldStopsTake", func(t *testing.T) {
 		t.Parallel()
 		l, name, ctx := newLimiter(t), testenv.UniqueName("lt"), context.Background()
-		if until, err := l.HeldUntil(ctx, name); err != nil || !until.IsZero() {
+		if until, _, err := l.HeldUntil(ctx, name); err != nil || !until.IsZero() {
 			t.Fatalf("HeldUntil of a fresh name = %v, %v; want zero time", until, err)
 		}
 		until := time.Now().Add(300 * time.Millisecond)
-		if err := l.Hold(ctx, name, until); err != nil {
+		if err := l.Hold(ctx, name, until, 0); err != nil {
 			t.Fatal(err)
 		}
-		got, err := l.HeldUntil(ctx, name)
+		got, _, err := l.HeldUntil(ctx, name)
 		if err != nil || got.Sub(until).Abs() > time.Millisecond {
 			t.Fatalf("HeldUntil = %v, %v; want %v", got, err, until)
 		}
@@ -95,14 +95,35 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 		t.Parallel()
 		l, name, ctx := newLimiter(t), testenv.UniqueName("lt"), context.Background()
 		long := time.Now().Add(time.Hour)
-		if err := l.Hold(ctx, name, long); err != nil {
+		if err := l.Hold(ctx, name, long, 0); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.Hold(ctx, name, time.Now().Add(time.Second)); err != nil {
+		if err := l.Hold(ctx, name, time.Now().Add(time.Second), 0); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := l.HeldUntil(ctx, name); err != nil || got.Sub(long).Abs() > time.Millisecond {
+		if got, _, err := l.HeldUntil(ctx, name); err != nil || got.Sub(long).Abs() > time.Millisecond {
 			t.Fatalf("HeldUntil after a shorter second hold = %v, %v; want the longer %v", got, err, long)
+		}
+	})
+
+	t.Run("HoldCarriesTheLowestRate", func(t *testing.T) {
+		t.Parallel()
+		l, name, ctx := newLimiter(t), testenv.UniqueName("lt"), context.Background()
+		until := time.Now().Add(200 * time.Millisecond)
+		for _, step := range []struct{ give, want float64 }{{400, 400}, {300, 300}, {500, 300}, {0, 300}} {
+			if err := l.Hold(ctx, name, until, step.give); err != nil {
+				t.Fatal(err)
+			}
+			if _, rate, err := l.HeldUntil(ctx, name); err != nil || rate != step.want {
+				t.Fatalf("after Hold with rate %v: rate %v, %v; want %v (the lowest while the hold lasts)", step.give, rate, err, step.want)
+			}
+		}
+		time.Sleep(time.Until(until) + slack)
+		if err := l.Hold(ctx, name, time.Now().Add(time.Second), 650.5); err != nil {
+			t.Fatal(err)
+		}
+		if _, rate, err := l.HeldUntil(ctx, name); err != nil || rate != 650.5 {
+			t.Fatalf("new hold after the old one ended: rate %v, %v; want 650.5", rate, err)
 		}
 	})
 
@@ -196,7 +217,7 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 		if _, _, err := l.Take(ctx, name, 10, 1); err == nil {
 			t.Fatal("Take with a cancelled context returned no error")
 		}
-		if err := l.Hold(ctx, name, time.Now().Add(time.Second)); err == nil {
+		if err := l.Hold(ctx, name, time.Now().Add(time.Second), 0); err == nil {
 			t.Fatal("Hold with a cancelled context returned no error")
 		}
 	})

@@ -129,10 +129,11 @@ func (l *Limiter) Close() error {
 
 // record is the value stored per name; times are unix nanoseconds.
 type record struct {
-	TAT        int64  `json:"tat,omitempty"`
-	HeldUntil  int64  `json:"held_until,omitempty"`
-	ProbeOwner string `json:"probe_owner,omitempty"`
-	ProbeUntil int64  `json:"probe_until,omitempty"`
+	TAT        int64   `json:"tat,omitempty"`
+	HeldUntil  int64   `json:"held_until,omitempty"`
+	HoldRate   float64 `json:"hold_rate,omitempty"`
+	ProbeOwner string  `json:"probe_owner,omitempty"`
+	ProbeUntil int64   `json:"probe_until,omitempty"`
 }
 
 // decodeRecord parses a stored value; it never panics on foreign data.
@@ -218,12 +219,14 @@ func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst int
 }
 
 // Hold implements throttle.Limiter.
-func (l *Limiter) Hold(ctx context.Context, name string, until time.Time) error {
-	err := l.update(ctx, name, func(_ time.Time, r *record) bool {
-		if until.UnixNano() <= r.HeldUntil {
+func (l *Limiter) Hold(ctx context.Context, name string, until time.Time, rate float64) error {
+	err := l.update(ctx, name, func(now time.Time, r *record) bool {
+		newRate := throttle.MergeHoldRate(r.HeldUntil > now.UnixNano(), r.HoldRate, rate)
+		newUntil := max(r.HeldUntil, until.UnixNano())
+		if newUntil == r.HeldUntil && newRate == r.HoldRate {
 			return false
 		}
-		r.HeldUntil = until.UnixNano()
+		r.HeldUntil, r.HoldRate = newUntil, newRate
 		return true
 	})
 	if err != nil {
@@ -233,19 +236,19 @@ func (l *Limiter) Hold(ctx context.Context, name string, until time.Time) error 
 }
 
 // HeldUntil implements throttle.Limiter.
-func (l *Limiter) HeldUntil(ctx context.Context, name string) (time.Time, error) {
+func (l *Limiter) HeldUntil(ctx context.Context, name string) (time.Time, float64, error) {
 	entry, err := l.kv.Get(ctx, key(name))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return time.Time{}, nil
+		return time.Time{}, 0, nil
 	}
 	if err != nil {
-		return time.Time{}, fmt.Errorf("nats limiter: read hold of %q: %w", name, err)
+		return time.Time{}, 0, fmt.Errorf("nats limiter: read hold of %q: %w", name, err)
 	}
 	r, err := decodeRecord(entry.Value())
 	if err != nil || r.HeldUntil == 0 {
-		return time.Time{}, err
+		return time.Time{}, 0, err
 	}
-	return time.Unix(0, r.HeldUntil), nil
+	return time.Unix(0, r.HeldUntil), r.HoldRate, nil
 }
 
 // TryProbe implements throttle.Limiter.

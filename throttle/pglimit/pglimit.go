@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"time"
 
@@ -137,9 +138,16 @@ func newLimiter(pool *pgxpool.Pool, schema string) *Limiter {
 				WHEN held_until > now() THEN extract(epoch FROM held_until - now()) * 1e6
 				ELSE extract(epoch FROM greatest(tat, now()) + (1 - $3::int) * $2::float8 * interval '1 second' - now()) * 1e6
 			END::bigint`,
-		hold: `INSERT INTO ` + table + ` AS l (name, held_until) VALUES ($1, $2)
-			ON CONFLICT (name) DO UPDATE SET held_until = greatest(l.held_until, excluded.held_until)`,
-		held: `SELECT held_until FROM ` + table + ` WHERE name = $1`,
+		// The rate rule is throttle.MergeHoldRate's.
+		hold: `INSERT INTO ` + table + ` AS l (name, held_until, hold_rate)
+			VALUES ($1, $2, CASE WHEN $3::float8 > 0 THEN $3::float8 END)
+			ON CONFLICT (name) DO UPDATE SET
+				hold_rate = CASE
+					WHEN $3::float8 <= 0 THEN CASE WHEN l.held_until > now() THEN l.hold_rate END
+					WHEN l.held_until > now() AND l.hold_rate > 0 THEN least(l.hold_rate, $3::float8)
+					ELSE $3::float8 END,
+				held_until = greatest(l.held_until, excluded.held_until)`,
+		held: `SELECT held_until, coalesce(hold_rate, 0) FROM ` + table + ` WHERE name = $1`,
 		probe: `INSERT INTO ` + table + ` AS l (name, probe_owner, probe_until)
 			VALUES ($1, $2, now() + $3::float8 * interval '1 second')
 			ON CONFLICT (name) DO UPDATE SET probe_owner = excluded.probe_owner, probe_until = excluded.probe_until
@@ -163,6 +171,7 @@ func (l *Limiter) migrate(ctx context.Context, schema string) error {
 			tat         timestamptz,
 			last_ok     boolean NOT NULL DEFAULT false,
 			held_until  timestamptz,
+			hold_rate   float8,
 			probe_owner text,
 			probe_until timestamptz
 		)`)
@@ -189,24 +198,28 @@ func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst int
 }
 
 // Hold implements throttle.Limiter.
-func (l *Limiter) Hold(ctx context.Context, name string, until time.Time) error {
-	if _, err := l.pool.Exec(ctx, l.hold, name, until); err != nil {
+func (l *Limiter) Hold(ctx context.Context, name string, until time.Time, rate float64) error {
+	if math.IsNaN(rate) || math.IsInf(rate, 0) {
+		rate = 0
+	}
+	if _, err := l.pool.Exec(ctx, l.hold, name, until, rate); err != nil {
 		return fmt.Errorf("postgres limiter: hold %q: %w", name, err)
 	}
 	return nil
 }
 
 // HeldUntil implements throttle.Limiter.
-func (l *Limiter) HeldUntil(ctx context.Context, name string) (time.Time, error) {
+func (l *Limiter) HeldUntil(ctx context.Context, name string) (time.Time, float64, error) {
 	var until *time.Time
-	err := l.pool.QueryRow(ctx, l.held, name).Scan(&until)
+	var rate float64
+	err := l.pool.QueryRow(ctx, l.held, name).Scan(&until, &rate)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && until == nil) {
-		return time.Time{}, nil
+		return time.Time{}, 0, nil
 	}
 	if err != nil {
-		return time.Time{}, fmt.Errorf("postgres limiter: read hold of %q: %w", name, err)
+		return time.Time{}, 0, fmt.Errorf("postgres limiter: read hold of %q: %w", name, err)
 	}
-	return *until, nil
+	return *until, rate, nil
 }
 
 // TryProbe implements throttle.Limiter.

@@ -7,7 +7,7 @@
 // all keys of one name live on one cluster slot:
 //
 //	P:throttle:{name}:tat    theoretical arrival time, unix µs
-//	P:throttle:{name}:hold   hold end, unix µs
+//	P:throttle:{name}:hold   hash: u = hold end (unix µs), r = rate to resume at
 //	P:throttle:{name}:probe  probe lease owner, with PX ttl
 //
 // github.com/go-redis/redis_rate implements GCRA too, but not the hold
@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -115,7 +116,7 @@ func (l *Limiter) key(name, kind string) string {
 var takeScript = goredis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+local held = tonumber(redis.call('HGET', KEYS[2], 'u') or '0')
 if held > now then return {0, held - now} end
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -128,14 +129,27 @@ redis.call('SET', KEYS[1], string.format('%d', newtat), 'PX', math.floor((newtat
 return {1, 0}
 `)
 
-// holdScript: KEYS hold; ARGV until µs. Keeps the later of the two ends.
+// holdScript: KEYS hold; ARGV until µs, rate. Keeps the later of the two
+// ends and the rate as throttle.MergeHoldRate does.
 var holdScript = goredis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local cur = tonumber(redis.call('HGET', KEYS[1], 'u') or '0')
+local currate = tonumber(redis.call('HGET', KEYS[1], 'r') or '0')
 local untilus = tonumber(ARGV[1])
-if untilus > cur and untilus > now then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', math.floor((untilus - now) / 1000) + 60000)
+local rate = tonumber(ARGV[2])
+local active = cur > now
+local newrate = rate
+if rate <= 0 then
+  if active then newrate = currate else newrate = 0 end
+elseif active and currate > 0 then
+  newrate = math.min(currate, rate)
+end
+local newu = cur
+if untilus > cur then newu = untilus end
+if newu > now then
+  redis.call('HSET', KEYS[1], 'u', string.format('%d', newu), 'r', tostring(newrate))
+  redis.call('PEXPIRE', KEYS[1], math.floor((newu - now) / 1000) + 60000)
 end
 return 1
 `)
@@ -170,27 +184,41 @@ func throttleInterval(rate float64) time.Duration {
 }
 
 // Hold implements throttle.Limiter.
-func (l *Limiter) Hold(ctx context.Context, name string, until time.Time) error {
-	if err := holdScript.Run(ctx, l.rdb, []string{l.key(name, "hold")}, until.UnixMicro()).Err(); err != nil {
+func (l *Limiter) Hold(ctx context.Context, name string, until time.Time, rate float64) error {
+	if math.IsNaN(rate) || math.IsInf(rate, 0) {
+		rate = 0
+	}
+	if err := holdScript.Run(ctx, l.rdb, []string{l.key(name, "hold")}, until.UnixMicro(), strconv.FormatFloat(rate, 'g', -1, 64)).Err(); err != nil {
 		return fmt.Errorf("redis limiter: hold %q: %w", name, err)
 	}
 	return nil
 }
 
 // HeldUntil implements throttle.Limiter.
-func (l *Limiter) HeldUntil(ctx context.Context, name string) (time.Time, error) {
-	v, err := l.rdb.Get(ctx, l.key(name, "hold")).Result()
-	if errors.Is(err, goredis.Nil) {
-		return time.Time{}, nil
-	}
+func (l *Limiter) HeldUntil(ctx context.Context, name string) (time.Time, float64, error) {
+	v, err := l.rdb.HMGet(ctx, l.key(name, "hold"), "u", "r").Result()
 	if err != nil {
-		return time.Time{}, fmt.Errorf("redis limiter: read hold of %q: %w", name, err)
+		return time.Time{}, 0, fmt.Errorf("redis limiter: read hold of %q: %w", name, err)
 	}
-	us, err := strconv.ParseInt(v, 10, 64)
+	return parseHold(name, v)
+}
+
+// parseHold decodes HMGET u r; a missing hold is the zero time.
+func parseHold(name string, v []any) (time.Time, float64, error) {
+	if len(v) != 2 || v[0] == nil {
+		return time.Time{}, 0, nil
+	}
+	us, err := strconv.ParseInt(fmt.Sprint(v[0]), 10, 64)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("redis limiter: hold of %q is %q, not unix microseconds: %w", name, v, err)
+		return time.Time{}, 0, fmt.Errorf("redis limiter: hold of %q is %q, not unix microseconds: %w", name, v[0], err)
 	}
-	return time.UnixMicro(us), nil
+	var rate float64
+	if v[1] != nil {
+		if rate, err = strconv.ParseFloat(fmt.Sprint(v[1]), 64); err != nil || rate < 0 || math.IsNaN(rate) {
+			return time.Time{}, 0, fmt.Errorf("redis limiter: hold rate of %q is %q, not a rate", name, v[1])
+		}
+	}
+	return time.UnixMicro(us), rate, nil
 }
 
 // TryProbe implements throttle.Limiter.

@@ -1,0 +1,141 @@
+package throttle
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Config tunes the throttle of one sink. The zero value (after
+// WithDefaults) learns the API's limits by itself; set Rate when the API
+// documents its limit. The lead embeds it in the config file as `throttle:`.
+type Config struct {
+	// Rate is the API's request limit per second for the whole cluster. 0
+	// means unknown: the rate is learned from 429 responses.
+	Rate float64 `yaml:"rate" doc:"API request limit per second for all processes together; 0 = unknown, learned from 429s (default 0)"`
+	// Burst is how many calls may start at once above the rate; 0 means 50 ms
+	// worth of the rate (at least 1).
+	Burst int `yaml:"burst" doc:"calls that may start at once above the rate; 0 = 50ms worth of the rate"`
+	// MaxInFlight caps this process's concurrent calls; the adaptive limit
+	// moves between 1 and this.
+	MaxInFlight int `yaml:"max_in_flight" doc:"most concurrent API calls of one process; the adaptive limit stays below (default 256)"`
+	// InitialLimit is where the adaptive concurrency limit starts.
+	InitialLimit int `yaml:"initial_limit" doc:"starting concurrency limit per process (default 8)"`
+	// InitialRate is where learning starts when Rate is 0; it doubles every
+	// second while it is the bottleneck until the first 429.
+	InitialRate float64 `yaml:"initial_rate" doc:"starting rate when rate is unknown; doubles each second until the first 429 (default 50)"`
+	// LiveShare is the part of the concurrency limit resync calls leave free
+	// while live calls are active, and the extra burst live calls may use
+	// above resync ones.
+	LiveShare float64 `yaml:"live_share" doc:"share of the budget kept for live events while a resync runs, 0..0.9 (default 0.3)"`
+	// LatencyTolerance: a short-term average latency above this multiple of
+	// the long-term average counts as overload and cuts the limit.
+	LatencyTolerance float64 `yaml:"latency_tolerance" doc:"latency blow-up factor that cuts the concurrency limit (default 2)"`
+	// Backoff multiplies the concurrency limit on overload (503, timeouts,
+	// connection errors, latency blow-ups).
+	Backoff float64 `yaml:"backoff" doc:"factor applied to the concurrency limit on overload, 0.5..0.99 (default 0.9)"`
+	// OutageFailures consecutive 5xx, timeouts or connection errors mean an
+	// outage: every process holds for ProbeInterval and only probes go out.
+	OutageFailures int `yaml:"outage_failures" doc:"consecutive 5xx/timeouts/connection errors that hold every process for an outage (default 10)"`
+	// ProbeInterval is how long an outage hold lasts before the next probe.
+	ProbeInterval time.Duration `yaml:"probe_interval" doc:"time between probes during an outage (default 5s)"`
+	// MaxHold caps a server's Retry-After, so a bogus header cannot stop
+	// the cluster for a day.
+	MaxHold time.Duration `yaml:"max_hold" doc:"longest hold a Retry-After may cause (default 5m)"`
+	// HoldPoll is how often a process reads the cluster hold.
+	HoldPoll time.Duration `yaml:"hold_poll" doc:"how often each process reads the cluster-wide hold (default 100ms)"`
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 256
+	}
+	if c.InitialLimit == 0 {
+		c.InitialLimit = min(8, c.MaxInFlight)
+	}
+	if c.InitialRate == 0 {
+		c.InitialRate = 50
+	}
+	if c.LiveShare == 0 {
+		c.LiveShare = 0.3
+	}
+	if c.LatencyTolerance == 0 {
+		c.LatencyTolerance = 2
+	}
+	if c.Backoff == 0 {
+		c.Backoff = 0.9
+	}
+	if c.OutageFailures == 0 {
+		c.OutageFailures = 10
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = 5 * time.Second
+	}
+	if c.MaxHold == 0 {
+		c.MaxHold = 5 * time.Minute
+	}
+	if c.HoldPoll == 0 {
+		c.HoldPoll = 100 * time.Millisecond
+	}
+	return c
+}
+
+// Validate reports every invalid setting, each naming its key and the fix.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("throttle.%s: "+format, append([]any{key}, args...)...))
+	}
+	if math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) || c.Rate < 0 {
+		bad("rate", "%v must be requests per second >= 0 (0 = learn it)", c.Rate)
+	}
+	if c.Burst < 0 {
+		bad("burst", "%d must be >= 0 (0 = 50ms worth of the rate)", c.Burst)
+	}
+	if c.MaxInFlight < 1 {
+		bad("max_in_flight", "%d must be at least 1", c.MaxInFlight)
+	}
+	if c.InitialLimit < 1 || c.InitialLimit > c.MaxInFlight {
+		bad("initial_limit", "%d must be between 1 and max_in_flight (%d)", c.InitialLimit, c.MaxInFlight)
+	}
+	if math.IsNaN(c.InitialRate) || math.IsInf(c.InitialRate, 0) || c.InitialRate <= 0 {
+		bad("initial_rate", "%v must be a positive number of requests per second", c.InitialRate)
+	}
+	if math.IsNaN(c.LiveShare) || c.LiveShare < 0 || c.LiveShare > 0.9 {
+		bad("live_share", "%v must be a fraction between 0 and 0.9", c.LiveShare)
+	}
+	if math.IsNaN(c.LatencyTolerance) || c.LatencyTolerance < 1.1 {
+		bad("latency_tolerance", "%v must be at least 1.1 (a multiple of the usual latency)", c.LatencyTolerance)
+	}
+	if math.IsNaN(c.Backoff) || c.Backoff < 0.5 || c.Backoff > 0.99 {
+		bad("backoff", "%v must be between 0.5 and 0.99", c.Backoff)
+	}
+	if c.OutageFailures < 1 {
+		bad("outage_failures", "%d must be at least 1", c.OutageFailures)
+	}
+	if c.ProbeInterval < 10*time.Millisecond {
+		bad("probe_interval", "%v must be at least 10ms", c.ProbeInterval)
+	}
+	if c.MaxHold < time.Second {
+		bad("max_hold", "%v must be at least 1s, since Retry-After counts whole seconds", c.MaxHold)
+	}
+	if c.HoldPoll < time.Millisecond || c.HoldPoll > 10*time.Second {
+		bad("hold_poll", "%v must be between 1ms and 10s", c.HoldPoll)
+	}
+	return errors.Join(errs...)
+}
+
+// burstFor is the GCRA burst at rate for resync calls; live calls get
+// LiveShare of a second's worth more, so they pass while resync saturates.
+func (c Config) burstFor(rate float64, p Priority) int {
+	b := c.Burst
+	if b == 0 {
+		b = max(1, int(math.Ceil(rate*0.05)))
+	}
+	if p == Live {
+		b += max(1, int(math.Ceil(rate*c.LiveShare)))
+	}
+	return b
+}

@@ -1,0 +1,160 @@
+package throttle
+
+import (
+	"math"
+	"sync"
+	"time"
+)
+
+// Tuning of the rate learner. A 429 is a rate signal, not a concurrency
+// signal: calls that are refused by a token bucket come back fast, so
+// cutting concurrency on them (as Vector's limiter does) oscillates far
+// below the limit. Instead every process keeps a rate for the whole cluster
+// and passes it to the shared GCRA:
+//
+//   - Slow start: the rate doubles every second while it is the bottleneck,
+//     until the first congestion; then it halves.
+//   - Congestion is a 429 seen by this process, or a new hold another
+//     process set after its 429. Holds are cluster-wide, so every process
+//     cuts at the same moment, and additive-increase/multiplicative-decrease
+//     makes their rates converge (the classic AIMD fairness argument).
+//   - A cut aims just below the rate the API actually granted since the
+//     previous congestion: calls granted divided by the time, including the
+//     hold. Between two 429s a token bucket accepts exactly its rate, so this
+//     estimate is the API's limit; the learner does not need to know the
+//     bucket's size.
+//   - Probing up is slow right after a cut (1%/s) and doubles its pace every
+//     two seconds without congestion, so a limit that doubled is found within
+//     about ten seconds, while a steady limit costs one short hold every few
+//     seconds.
+const (
+	probeBase        = 0.015 // growth per second right after a cut
+	probeDoubling    = 2.0   // seconds for the growth pace to double
+	estimateMargin   = 0.95  // target below the estimated limit
+	cutCeiling       = 0.9   // a cut lowers the rate by at least this factor
+	blindCut         = 0.7   // cut when the cycle was too short to estimate
+	minEstimateSpan  = 1500 * time.Millisecond
+	rateStep         = 50 * time.Millisecond
+	congestionMargin = 200 * time.Millisecond
+	minRate          = 0.1
+)
+
+// rateController learns (or, with a configured rate, enforces and lowers
+// after 429s) the cluster-wide call rate. All methods take the time so tests
+// can drive it with a fake clock.
+type rateController struct {
+	ceiling float64 // configured rate, or +Inf when learning
+
+	mu          sync.Mutex
+	rate        float64
+	slowStart   bool
+	lastStep    time.Time
+	binding     bool      // the GCRA refused a take since lastStep
+	cycleStart  time.Time // end of the last congestion's hold
+	granted     float64   // calls the rate allowed while binding this cycle
+	bindingTime time.Duration
+	ignoreUntil time.Time
+	cuts        int
+}
+
+func newRateController(cfg Config, now time.Time) *rateController {
+	r := &rateController{ceiling: math.Inf(1), rate: cfg.InitialRate, slowStart: true, lastStep: now, cycleStart: now}
+	if cfg.Rate > 0 {
+		r.ceiling, r.rate, r.slowStart = cfg.Rate, cfg.Rate, false
+	}
+	return r
+}
+
+// Rate returns the rate to pass to the limiter now.
+func (r *rateController) Rate(now time.Time) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.advance(now)
+	return r.rate
+}
+
+// Refused records that the shared GCRA refused a take: the rate is what
+// limits throughput right now, so it may grow.
+func (r *rateController) Refused(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.advance(now)
+	r.binding = true
+}
+
+// advance integrates the granted calls and grows the rate while it binds.
+func (r *rateController) advance(now time.Time) {
+	dt := now.Sub(r.lastStep)
+	if dt < rateStep {
+		return
+	}
+	r.lastStep = now
+	if !r.binding || now.Before(r.cycleStart) {
+		return
+	}
+	r.binding = false
+	r.bindingTime += dt
+	r.granted += r.rate * dt.Seconds()
+	var growth float64
+	if r.slowStart {
+		growth = math.Ln2 * dt.Seconds()
+	} else {
+		since := now.Sub(r.cycleStart).Seconds()
+		growth = probeBase * math.Exp2(since/probeDoubling) * dt.Seconds()
+	}
+	r.rate = min(r.ceiling, r.rate*math.Exp(growth))
+}
+
+// Congested records a 429 seen by this process, whose hold ends at
+// holdEnd, and returns the rate to publish with the hold. One congestion
+// episode cuts once.
+func (r *rateController) Congested(now, holdEnd time.Time) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.advance(now)
+	if now.Before(r.ignoreUntil) {
+		return r.rate
+	}
+	if holdEnd.Before(now) {
+		holdEnd = now
+	}
+	span := r.bindingTime + holdEnd.Sub(now)
+	switch {
+	case r.slowStart:
+		r.rate /= 2
+		r.slowStart = false
+	case r.bindingTime >= minEstimateSpan:
+		estimate := r.granted / span.Seconds()
+		r.rate = min(estimateMargin*estimate, cutCeiling*r.rate)
+	default:
+		r.rate *= blindCut
+	}
+	r.rate = max(minRate, min(r.ceiling, r.rate))
+	r.cuts++
+	r.cycleStart, r.lastStep = holdEnd, holdEnd
+	r.granted, r.bindingTime, r.binding = 0, 0, false
+	r.ignoreUntil = holdEnd.Add(congestionMargin)
+	return r.rate
+}
+
+// Adopt takes over the rate another process published with its hold, so
+// every process resumes at the same rate and grows in step; without one
+// (rate 0) it cuts as if it had seen the 429 itself.
+func (r *rateController) Adopt(now, holdEnd time.Time, rate float64) {
+	if rate <= 0 {
+		r.Congested(now, holdEnd)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.advance(now)
+	if now.Before(r.ignoreUntil) && rate >= r.rate {
+		return
+	}
+	r.rate = max(minRate, min(r.ceiling, rate))
+	r.slowStart = false
+	r.cuts++
+	r.cycleStart, r.lastStep = holdEnd, holdEnd
+	r.granted, r.bindingTime, r.binding = 0, 0, false
+	r.ignoreUntil = holdEnd.Add(congestionMargin)
+}

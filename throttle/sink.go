@@ -1,0 +1,552 @@
+package throttle
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventsync/eventsync/sink"
+)
+
+// outageSuffix names the hold that marks an outage (next to the sink's own
+// hold, which every Take checks), so other processes know to wait for a
+// probe instead of rushing in when it ends.
+const outageSuffix = "/outage"
+
+// defaultRateLimitHold is the hold after a 429 without Retry-After.
+const defaultRateLimitHold = time.Second
+
+// Options are a Sink's collaborators.
+type Options struct {
+	// Name is the sink's name: the key of the cluster-wide budget, hold and
+	// probe lease, and the metrics label. Required.
+	Name string
+	// Limiter is the cluster-wide state; nil means a MemoryLimiter, which
+	// shares nothing with other processes.
+	Limiter Limiter
+	// Metrics receive the throttle's numbers; nil means unregistered ones.
+	Metrics *Metrics
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Owner identifies this process in probe leases; default host-pid-random.
+	Owner string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Sink is a sink.Sink (and sink.Lister, when the wrapped sink is one) that
+// throttles every call; see the package documentation. Safe for concurrent
+// use; it starts no goroutines, so it needs no Close.
+type Sink struct {
+	next  sink.Sink
+	cfg   Config
+	name  string
+	lim   Limiter
+	log   *slog.Logger
+	now   func() time.Time
+	owner string
+
+	conc *concurrency
+	rate *rateController
+	gate [2]chan struct{} // one rate-token taker per priority at a time
+
+	holdMu      sync.Mutex
+	holdFetched time.Time
+	heldUntil   time.Time // last known end of the cluster hold
+	outageUntil time.Time
+	warnedAt    time.Time
+
+	outMu       sync.Mutex
+	consecutive int  // outage-class failures in a row
+	suspect     bool // an outage was seen: only probes go out
+	probing     bool // a probe of this process is in flight
+
+	limit    prometheus.Gauge
+	rateG    prometheus.Gauge
+	inFlight [2]prometheus.Gauge
+	calls    *prometheus.CounterVec
+	wait     [2]prometheus.Observer
+	holds    *prometheus.CounterVec
+}
+
+var (
+	_ sink.Sink   = (*Sink)(nil)
+	_ sink.Lister = (*Sink)(nil)
+)
+
+// New wraps next. cfg is defaulted and validated here.
+func New(next sink.Sink, cfg Config, opts Options) (*Sink, error) {
+	if next == nil {
+		return nil, errors.New("throttle: no sink to wrap")
+	}
+	if opts.Name == "" {
+		return nil, errors.New("throttle: sink name is empty; name it so processes share one budget per API")
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Limiter == nil {
+		opts.Limiter = NewMemoryLimiter(opts.Now)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Owner == "" {
+		opts.Owner = defaultOwner()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	m, n := opts.Metrics, opts.Name
+	s := &Sink{
+		next: next, cfg: cfg, name: n, lim: opts.Limiter, log: opts.Logger, now: opts.Now, owner: opts.Owner,
+		conc:  newConcurrency(cfg),
+		rate:  newRateController(cfg, opts.Now()),
+		gate:  [2]chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)},
+		limit: m.limit.WithLabelValues(n), rateG: m.rate.WithLabelValues(n),
+		inFlight: [2]prometheus.Gauge{m.inFlight.WithLabelValues(n, Live.String()), m.inFlight.WithLabelValues(n, Resync.String())},
+		calls:    m.calls.MustCurryWith(prometheus.Labels{"sink": n}),
+		wait:     [2]prometheus.Observer{m.wait.WithLabelValues(n, Live.String()), m.wait.WithLabelValues(n, Resync.String())},
+		holds:    m.holds.MustCurryWith(prometheus.Labels{"sink": n}),
+	}
+	s.limit.Set(float64(cfg.InitialLimit))
+	return s, nil
+}
+
+func defaultOwner() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// Stats is a snapshot for status pages and benchmarks.
+type Stats struct {
+	Limit    int     // current concurrency limit of this process
+	Rate     float64 // cluster-wide rate this process allows, calls/s
+	RateCuts int     // congestion episodes that cut the rate
+	InFlight [2]int  // by Priority
+}
+
+// Stats returns the throttle's current state.
+func (s *Sink) Stats() Stats {
+	s.rate.mu.Lock()
+	rate, cuts := s.rate.rate, s.rate.cuts
+	s.rate.mu.Unlock()
+	return Stats{Limit: s.conc.Limit(), Rate: rate, RateCuts: cuts, InFlight: s.conc.InFlight()}
+}
+
+// Create implements sink.Sink.
+func (s *Sink) Create(ctx context.Context, r sink.Record) (remoteID string, err error) {
+	err = s.do(ctx, func(ctx context.Context) error {
+		var e error
+		remoteID, e = s.next.Create(ctx, r)
+		return e
+	})
+	return remoteID, err
+}
+
+// Update implements sink.Sink.
+func (s *Sink) Update(ctx context.Context, remoteID string, r sink.Record) error {
+	return s.do(ctx, func(ctx context.Context) error { return s.next.Update(ctx, remoteID, r) })
+}
+
+// Delete implements sink.Sink.
+func (s *Sink) Delete(ctx context.Context, entity, remoteID string) error {
+	return s.do(ctx, func(ctx context.Context) error { return s.next.Delete(ctx, entity, remoteID) })
+}
+
+// Lookup implements sink.Sink.
+func (s *Sink) Lookup(ctx context.Context, entity, key string) (ids []string, err error) {
+	err = s.do(ctx, func(ctx context.Context) error {
+		var e error
+		ids, e = s.next.Lookup(ctx, entity, key)
+		return e
+	})
+	return ids, err
+}
+
+// ErrListUnsupported is returned by List when the wrapped sink cannot list.
+var ErrListUnsupported = errors.New("throttle: the wrapped sink does not implement sink.Lister")
+
+// List implements sink.Lister when the wrapped sink does; a whole listing
+// counts as one call (it pages sequentially).
+func (s *Sink) List(ctx context.Context, entity string, fn func(sink.RemoteRecord) error) error {
+	l, ok := s.next.(sink.Lister)
+	if !ok {
+		return fmt.Errorf("list %s: %w; use a sink that can list (the HTTP sink with a list section)", entity, ErrListUnsupported)
+	}
+	return s.do(ctx, func(ctx context.Context) error { return l.List(ctx, entity, fn) })
+}
+
+// result classifies a finished call.
+type result string
+
+const (
+	resOK          result = "ok"
+	resClientError result = "client_error"
+	resRateLimited result = "rate_limited"
+	resOverloaded  result = "overloaded"
+	resServerError result = "server_error"
+	resTimeout     result = "timeout"
+	resTransport   result = "transport"
+	resCanceled    result = "canceled"
+)
+
+func classify(ctx context.Context, err error) (result, time.Duration) {
+	if err == nil {
+		return resOK, 0
+	}
+	if errors.Is(err, sink.ErrNotFound) {
+		return resClientError, 0
+	}
+	var se *sink.Error
+	if errors.As(err, &se) {
+		switch {
+		case se.Status == http.StatusTooManyRequests:
+			return resRateLimited, se.RetryAfter
+		case se.Status == http.StatusBadGateway || se.Status == http.StatusServiceUnavailable || se.Status == http.StatusGatewayTimeout:
+			return resOverloaded, se.RetryAfter
+		case se.Status == http.StatusRequestTimeout:
+			return resTimeout, se.RetryAfter
+		case se.Status >= 500:
+			return resServerError, se.RetryAfter
+		case se.Status >= 400 || !se.Retryable:
+			return resClientError, 0
+		}
+	}
+	var netErr net.Error
+	switch {
+	case ctx.Err() != nil:
+		return resCanceled, 0
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()):
+		return resTimeout, 0
+	}
+	return resTransport, 0
+}
+
+func (r result) signal() signal {
+	switch r {
+	case resOK, resClientError:
+		return signalOK
+	case resOverloaded, resTimeout, resTransport:
+		return signalOverload
+	}
+	return signalNeutral
+}
+
+func (r result) outage() bool {
+	return r == resOverloaded || r == resServerError || r == resTimeout || r == resTransport
+}
+
+func (s *Sink) do(ctx context.Context, call func(context.Context) error) error {
+	p := PriorityFrom(ctx)
+	start := s.now()
+	probe, err := s.admit(ctx, p)
+	s.wait[p].Observe(s.now().Sub(start).Seconds())
+	if err != nil {
+		return err
+	}
+	s.inFlight[p].Inc()
+	began := s.now()
+	err = call(ctx)
+	end := s.now()
+	s.inFlight[p].Dec()
+	res, retryAfter := classify(ctx, err)
+	s.conc.release(p, end, end.Sub(began), res.signal())
+	s.calls.WithLabelValues(p.String(), string(res)).Inc()
+	s.after(ctx, res, retryAfter, probe)
+	s.limit.Set(float64(s.conc.Limit()))
+	s.rateG.Set(s.rate.Rate(end))
+	return err
+}
+
+// admit waits for the hold, the outage probe, a rate token and a slot.
+func (s *Sink) admit(ctx context.Context, p Priority) (probe bool, err error) {
+	for {
+		if err := s.waitHold(ctx); err != nil {
+			return false, err
+		}
+		probe, retry, err := s.claimProbe(ctx)
+		if err != nil {
+			return false, err
+		}
+		if retry {
+			continue
+		}
+		if !probe {
+			held, err := s.takeToken(ctx, p)
+			if err != nil {
+				return false, err
+			}
+			if held {
+				continue
+			}
+		}
+		if err := s.conc.acquire(ctx, p, s.now()); err != nil {
+			if probe {
+				s.endProbe(ctx, false)
+			}
+			return false, err
+		}
+		return probe, nil
+	}
+}
+
+// waitHold sleeps until the cluster-wide hold has ended.
+func (s *Sink) waitHold(ctx context.Context) error {
+	for {
+		until := s.holdEnd(ctx, false)
+		now := s.now()
+		if !until.After(now) {
+			return nil
+		}
+		if err := sleep(ctx, until.Sub(now)); err != nil {
+			return err
+		}
+	}
+}
+
+// holdEnd returns the cluster hold's end, reading it from the limiter at
+// most every HoldPoll unless force. A hold another process set after its
+// 429 is a congestion signal here too; one set for an outage makes this
+// process wait for a probe.
+func (s *Sink) holdEnd(ctx context.Context, force bool) time.Time {
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	now := s.now()
+	if !force && now.Sub(s.holdFetched) < s.cfg.HoldPoll {
+		return s.heldUntil
+	}
+	s.holdFetched = now
+	outage, _, err := s.lim.HeldUntil(ctx, s.name+outageSuffix)
+	var until time.Time
+	var rate float64
+	if err == nil {
+		until, rate, err = s.lim.HeldUntil(ctx, s.name)
+	}
+	if err != nil {
+		if ctx.Err() == nil && now.Sub(s.warnedAt) > 10*time.Second {
+			s.warnedAt = now
+			s.log.Warn("throttle: cannot read the cluster-wide hold; going on with the last known one", "sink", s.name, "err", err)
+		}
+		return s.heldUntil
+	}
+	if outage.After(now) && outage.After(s.outageUntil) {
+		s.outMu.Lock()
+		s.suspect = true
+		s.outMu.Unlock()
+	}
+	if until.After(now) && until.After(s.heldUntil) && outage.Before(until) { // a 429's hold, not an outage's
+		s.rate.Adopt(now, until, rate)
+	}
+	s.outageUntil = outage
+	if until.After(s.heldUntil) {
+		s.heldUntil = until
+	}
+	return s.heldUntil
+}
+
+// noteHold records a hold this process set.
+func (s *Sink) noteHold(until, outage time.Time) {
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	if until.After(s.heldUntil) {
+		s.heldUntil = until
+	}
+	if outage.After(s.outageUntil) {
+		s.outageUntil = outage
+	}
+}
+
+// takeToken waits for a cluster-wide rate token. held reports that a hold
+// started meanwhile; the caller waits for it and tries again.
+func (s *Sink) takeToken(ctx context.Context, p Priority) (held bool, err error) {
+	select {
+	case s.gate[p] <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-s.gate[p] }()
+	for {
+		now := s.now()
+		rate := s.rate.Rate(now)
+		ok, wait, err := s.lim.Take(ctx, s.name, rate, s.cfg.burstFor(rate, p))
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			return false, &sink.Error{Op: "throttle", Retryable: true, Err: fmt.Errorf("take a rate token for sink %q: %w; is the state store reachable?", s.name, err)}
+		}
+		if ok {
+			return false, nil
+		}
+		if wait > 50*time.Millisecond && wait > 20*emissionInterval(rate) {
+			if s.holdEnd(ctx, true).After(now) {
+				return true, nil
+			}
+		}
+		s.rate.Refused(now)
+		if err := sleep(ctx, wait); err != nil {
+			return false, err
+		}
+	}
+}
+
+// claimProbe gates calls while an outage is suspected: only the holder of
+// the cluster probe lease, one call at a time, goes out. retry asks the
+// caller to start over (after a short wait).
+func (s *Sink) claimProbe(ctx context.Context) (probe, retry bool, err error) {
+	s.outMu.Lock()
+	suspect, probing := s.suspect, s.probing
+	s.outMu.Unlock()
+	if !suspect {
+		return false, false, nil
+	}
+	poll := min(s.cfg.ProbeInterval/4, 250*time.Millisecond)
+	if !probing {
+		ok, err := s.lim.TryProbe(ctx, s.name+outageSuffix, s.owner, s.cfg.ProbeInterval)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, false, ctx.Err()
+			}
+			return false, false, &sink.Error{Op: "throttle", Retryable: true, Err: fmt.Errorf("take the probe lease of sink %q: %w; is the state store reachable?", s.name, err)}
+		}
+		if ok {
+			s.outMu.Lock()
+			defer s.outMu.Unlock()
+			if !s.suspect {
+				return false, false, nil
+			}
+			if !s.probing {
+				s.probing = true
+				return true, false, nil
+			}
+		}
+	}
+	return false, true, sleep(ctx, poll)
+}
+
+// endProbe ends this process's probe. On success the outage is over for
+// this process and the lease is given up at once, so every other process
+// confirms with one probe of its own instead of waiting for the lease.
+func (s *Sink) endProbe(ctx context.Context, recovered bool) {
+	s.outMu.Lock()
+	s.probing = false
+	if recovered {
+		s.suspect = false
+		s.consecutive = 0
+	}
+	s.outMu.Unlock()
+	if recovered {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if _, err := s.lim.TryProbe(ctx, s.name+outageSuffix, s.owner, time.Millisecond); err != nil {
+			s.log.Warn("throttle: cannot give up the probe lease; others probe when it expires", "sink", s.name, "err", err)
+		}
+		s.log.Info("throttle: API answered the probe; resuming", "sink", s.name)
+	}
+}
+
+// after reacts to a call's result: a 429 holds the cluster for its
+// Retry-After and cuts the rate; an outage holds it for ProbeInterval.
+func (s *Sink) after(ctx context.Context, res result, retryAfter time.Duration, probe bool) {
+	now := s.now()
+	switch {
+	case res == resRateLimited:
+		if retryAfter <= 0 {
+			retryAfter = defaultRateLimitHold
+		}
+		until := now.Add(min(retryAfter, s.cfg.MaxHold))
+		rate := s.rate.Congested(now, until)
+		s.hold(ctx, until, rate, false)
+		s.holds.WithLabelValues("retry_after").Inc()
+		s.outMu.Lock()
+		s.consecutive = 0
+		s.outMu.Unlock()
+		if probe {
+			s.endProbe(ctx, true)
+		}
+	case res.outage():
+		s.outMu.Lock()
+		s.consecutive++
+		trip := probe || (!s.suspect && s.consecutive >= s.cfg.OutageFailures)
+		if trip {
+			s.suspect = true
+		}
+		s.outMu.Unlock()
+		if trip {
+			until := now.Add(max(s.cfg.ProbeInterval, min(retryAfter, s.cfg.MaxHold)))
+			s.hold(ctx, until, 0, true)
+			s.holds.WithLabelValues("outage").Inc()
+			if !probe {
+				s.log.Warn("throttle: API looks down; holding every process and probing", "sink", s.name, "until", until, "result", string(res))
+			}
+		}
+		if probe {
+			s.endProbe(ctx, false)
+		}
+	case res == resCanceled:
+		if probe {
+			s.endProbe(ctx, false)
+		}
+	default:
+		s.outMu.Lock()
+		s.consecutive = 0
+		s.outMu.Unlock()
+		if probe {
+			s.endProbe(ctx, true)
+		}
+	}
+}
+
+// hold sets the cluster-wide hold (and the outage mark first, so a process
+// that sees the hold also sees why). It outlives the caller's context: a
+// cancelled event must not leave other processes uninformed.
+func (s *Sink) hold(ctx context.Context, until time.Time, rate float64, outage bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	var err error
+	if outage {
+		err = s.lim.Hold(ctx, s.name+outageSuffix, until, 0)
+	}
+	if err == nil {
+		err = s.lim.Hold(ctx, s.name, until, rate)
+	}
+	if err != nil {
+		s.log.Warn("throttle: cannot set the cluster-wide hold; only this process waits", "sink", s.name, "err", err)
+	}
+	var o time.Time
+	if outage {
+		o = until
+	}
+	s.noteHold(until, o)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
