@@ -118,6 +118,7 @@ func (r *Result) Repair(ctx context.Context, opts RepairOptions) (RepairSummary,
 func (r *Result) repairUpserts(ctx context.Context, p *publisher) error {
 	pending := int64(0)
 	for _, e := range r.entries {
+		e.flags &^= flagRepaired // from an earlier Repair (a dry run)
 		if r.needsUpsert(e) {
 			pending++
 		}
