@@ -93,10 +93,10 @@ func TestCanonicalHash(t *testing.T) {
 		}
 	}
 	for _, other := range []string{
-		`{"a":{"x":1,"y":[1,2,null,true]},"b":12.5}`,     // "2" vs 2
-		`{"a":{"x":1,"y":[1,"2",true,null]},"b":12.5}`,   // order in arrays matters
-		`{"a":{"x":1,"y":[1,"2",null,true]}}`,            // b absent
-		`{"a":{"x":1,"y":[1,"2",null,true]},"b":null}`,   // b null
+		`{"a":{"x":1,"y":[1,2,null,true]},"b":12.5}`,   // "2" vs 2
+		`{"a":{"x":1,"y":[1,"2",true,null]},"b":12.5}`, // order in arrays matters
+		`{"a":{"x":1,"y":[1,"2",null,true]}}`,          // b absent
+		`{"a":{"x":1,"y":[1,"2",null,true]},"b":null}`, // b null
 		`{"a":{"x":1,"y":[1,"2",null,true],"z":0},"b":12.5}`,
 		`{"a":{"x":1,"y":[1,"2",null,true]},"b":"12.5"}`, // string vs number
 	} {
