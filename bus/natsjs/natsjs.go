@@ -361,6 +361,26 @@ func (b *Bus) Stats(ctx context.Context, stream bus.Stream) (bus.StreamStats, er
 	}, nil
 }
 
+// Unsettled counts the stream's messages that are not yet acknowledged:
+// ready, in flight, and waiting for a delayed retry. Streams use work-queue
+// retention, so an acked (or parked) message leaves the stream and this is
+// the stream's message count. Zero means every event published so far was
+// applied, superseded or parked; Stats' Ready alone misses delayed retries.
+func (b *Bus) Unsettled(ctx context.Context, stream bus.Stream) (int64, error) {
+	if _, err := bus.ParseStream(string(stream)); err != nil {
+		return 0, fmt.Errorf("natsjs: unsettled: %w", err)
+	}
+	st, err := b.js.Stream(ctx, b.streamName(stream))
+	if err != nil {
+		return 0, fmt.Errorf("natsjs: unsettled in %s: %w", b.streamName(stream), err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("natsjs: unsettled in %s: %w", b.streamName(stream), err)
+	}
+	return int64(info.State.Msgs), nil
+}
+
 // Close stops every subscription and closes the connection if the bus
 // opened it. Deliveries already handed out can no longer be settled.
 func (b *Bus) Close() error {

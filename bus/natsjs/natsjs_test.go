@@ -250,3 +250,57 @@ func BenchmarkConsumeAck(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "msgs/s")
 }
+
+// TestUnsettledCountsDelayedRetries proves Unsettled sees what Stats' Ready
+// does not: a message waiting for a delayed retry is neither ready nor in a
+// consumer's hands, yet not applied either.
+func TestUnsettledCountsDelayedRetries(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b := embeddedBus(t)
+	unsettled := func() int64 {
+		t.Helper()
+		n, err := b.Unsettled(ctx, bus.Live)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if err := b.Publish(ctx, bus.Live, bus.Message{Body: []byte(`{"n":1}`)}, bus.Message{Body: []byte(`{"n":2}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := unsettled(); n != 2 {
+		t.Fatalf("Unsettled after publishing 2 = %d", n)
+	}
+	sub, err := b.Subscribe(ctx, bus.Live, bus.SubscribeOptions{Prefetch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Close() }()
+	for i := 0; i < 2; i++ {
+		d := <-sub.Deliveries()
+		if i == 0 {
+			if err := d.Ack(ctx); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := d.Retry(ctx, time.Minute, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := b.Stats(ctx, bus.Live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Ready != 0 {
+		t.Fatalf("Ready = %d with the only unacked message delayed", st.Ready)
+	}
+	if n := unsettled(); n != 1 {
+		t.Fatalf("Unsettled = %d with one message waiting for a delayed retry, want 1", n)
+	}
+	if _, err := b.Unsettled(ctx, "nope"); err == nil {
+		t.Fatal("Unsettled of an unknown stream succeeded")
+	}
+}
