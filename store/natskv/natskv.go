@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -105,6 +106,9 @@ type Store struct {
 	serverTTL bool // the control bucket accepts per-message TTLs
 	log       *slog.Logger
 	now       func() time.Time
+
+	heldM sync.Mutex
+	held  map[store.Key]held // see held
 }
 
 var _ store.Store = (*Store)(nil)
@@ -307,52 +311,98 @@ func (s *Store) load(ctx context.Context, k store.Key) (record, uint64, error) {
 // errConflict means another write to the key won the CAS; read again.
 var errConflict = errors.New("natskv: revision conflict")
 
-// save writes rec expecting revision rev (0: the key must be absent).
-func (s *Store) save(ctx context.Context, k store.Key, rec record, rev uint64) error {
+// save writes rec expecting revision rev (0: the key must be absent) and
+// returns the revision written.
+func (s *Store) save(ctx context.Context, k store.Key, rec record, rev uint64) (uint64, error) {
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return fmt.Errorf("natskv: encode %s: %w", k, err)
+		return 0, fmt.Errorf("natskv: encode %s: %w", k, err)
 	}
+	var written uint64
 	if rev == 0 {
-		_, err = s.state.Create(ctx, stateKey(k), b)
+		written, err = s.state.Create(ctx, stateKey(k), b)
 	} else {
-		_, err = s.state.Update(ctx, stateKey(k), b, rev)
+		written, err = s.state.Update(ctx, stateKey(k), b, rev)
 	}
 	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return errConflict
+		return 0, errConflict
 	}
 	if err != nil {
-		return fmt.Errorf("natskv: write %s: %w", k, err)
+		return 0, fmt.Errorf("natskv: write %s: %w", k, err)
 	}
-	return nil
+	return written, nil
 }
 
-// update runs read-modify-CAS until it wins or mutate/ctx fails.
-func (s *Store) update(ctx context.Context, k store.Key, mutate func(rec *record, rev uint64) error) error {
+// update runs read-modify-CAS until it wins or mutate/ctx fails, and
+// returns the record and revision it wrote.
+func (s *Store) update(ctx context.Context, k store.Key, mutate func(rec *record, rev uint64) error) (record, uint64, error) {
 	for {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("natskv: %s: %w", k, err)
+			return record{}, 0, fmt.Errorf("natskv: %s: %w", k, err)
 		}
 		rec, rev, err := s.load(ctx, k)
 		if err != nil {
-			return err
+			return record{}, 0, err
 		}
 		if err := mutate(&rec, rev); err != nil {
-			return err
+			return record{}, 0, err
 		}
-		err = s.save(ctx, k, rec, rev)
+		written, err := s.save(ctx, k, rec, rev)
 		if errors.Is(err, errConflict) {
 			continue
 		}
-		return err
+		return rec, written, err
 	}
+}
+
+// held is what this store last wrote for a lease it handed out: the record
+// and its revision. A fenced operation first tries a CAS at that revision
+// with that record, skipping the read. Success proves nobody wrote the key
+// since, so the record is current and the lease token in it is ours: the
+// fencing check holds on the server. Any conflict falls back to the
+// read-check-write loop, so a cache entry can cost a round trip but never
+// correctness.
+type held struct {
+	token int64
+	rev   uint64
+	rec   record
+}
+
+// maxHeld bounds the cache. Entries leave on Commit and Release; ones left
+// behind by callers that let leases expire are dropped when it fills up.
+const maxHeld = 1 << 16
+
+func (s *Store) remember(k store.Key, token int64, rev uint64, rec record) {
+	s.heldM.Lock()
+	defer s.heldM.Unlock()
+	if s.held == nil || len(s.held) >= maxHeld {
+		s.held = make(map[store.Key]held)
+	}
+	s.held[k] = held{token: token, rev: rev, rec: rec}
+}
+
+// forget drops the entry of lease token only, so a holder that lost the
+// key does not drop the entry of the one that took it over.
+func (s *Store) forget(k store.Key, token int64) {
+	s.heldM.Lock()
+	if h, ok := s.held[k]; ok && h.token == token {
+		delete(s.held, k)
+	}
+	s.heldM.Unlock()
+}
+
+func (s *Store) recall(k store.Key, token int64) (held, bool) {
+	s.heldM.Lock()
+	defer s.heldM.Unlock()
+	h, ok := s.held[k]
+	return h, ok && h.token == token
 }
 
 // Acquire leases k; see the package comment for the token.
 func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time.Duration) (store.Lease, store.State, error) {
 	var lease store.Lease
 	var st store.State
-	err := s.update(ctx, k, func(rec *record, rev uint64) error {
+	rec, rev, err := s.update(ctx, k, func(rec *record, rev uint64) error {
 		now := s.now()
 		if rec.LeaseOwner != "" && rec.LeaseOwner != owner && now.Before(rec.LeaseExpires) {
 			return &store.LockedError{Key: k, RetryAfter: rec.LeaseExpires.Sub(now)}
@@ -367,22 +417,55 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 	if err != nil {
 		return store.Lease{}, store.State{}, err
 	}
+	s.remember(k, lease.Token, rev, rec)
 	return lease, st, nil
 }
 
 // fenced applies mutate only while l is still the key's current lease.
-func (s *Store) fenced(ctx context.Context, l store.Lease, mutate func(rec *record) error) error {
-	return s.update(ctx, l.Key, func(rec *record, rev uint64) error {
+// done says whether the operation ends the lease (Commit, Release), so the
+// cached write is dropped instead of updated.
+func (s *Store) fenced(ctx context.Context, l store.Lease, done bool, mutate func(rec *record) error) error {
+	if h, ok := s.recall(l.Key, l.Token); ok {
+		rec := h.rec
+		// An error from mutate is decided on the fresh record below, never
+		// on the cached one.
+		if mutate(&rec) == nil {
+			rev, err := s.save(ctx, l.Key, rec, h.rev)
+			if err == nil {
+				s.settle(l, done, rev, rec)
+				return nil
+			}
+			if !errors.Is(err, errConflict) {
+				s.forget(l.Key, l.Token)
+				return err
+			}
+		}
+	}
+	rec, rev, err := s.update(ctx, l.Key, func(rec *record, rev uint64) error {
 		if rev == 0 || rec.LeaseOwner == "" || rec.LeaseToken != l.Token {
 			return store.ErrFenced
 		}
 		return mutate(rec)
 	})
+	if err != nil {
+		s.forget(l.Key, l.Token)
+		return err
+	}
+	s.settle(l, done, rev, rec)
+	return nil
+}
+
+func (s *Store) settle(l store.Lease, done bool, rev uint64, rec record) {
+	if done {
+		s.forget(l.Key, l.Token)
+		return
+	}
+	s.remember(l.Key, l.Token, rev, rec)
 }
 
 // Extend prolongs a held lease.
 func (s *Store) Extend(ctx context.Context, l store.Lease, ttl time.Duration) (store.Lease, error) {
-	err := s.fenced(ctx, l, func(rec *record) error {
+	err := s.fenced(ctx, l, false, func(rec *record) error {
 		rec.LeaseExpires = s.now().Add(ttl)
 		l.Expires = rec.LeaseExpires
 		return nil
@@ -395,7 +478,7 @@ func (s *Store) Extend(ctx context.Context, l store.Lease, ttl time.Duration) (s
 
 // SaveIntent records a pending sink call, fenced by l's token.
 func (s *Store) SaveIntent(ctx context.Context, l store.Lease, in store.Intent) error {
-	return s.fenced(ctx, l, func(rec *record) error {
+	return s.fenced(ctx, l, false, func(rec *record) error {
 		rec.Intent = &in
 		return nil
 	})
@@ -403,7 +486,7 @@ func (s *Store) SaveIntent(ctx context.Context, l store.Lease, in store.Intent) 
 
 // Commit stores the result of a sink call and releases the lease.
 func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error {
-	return s.fenced(ctx, l, func(rec *record) error {
+	return s.fenced(ctx, l, true, func(rec *record) error {
 		if c.Version < rec.AppliedVersion {
 			return fmt.Errorf("%w: %s commit of version %d, applied is %d", store.ErrStaleCommit, l.Key, c.Version, rec.AppliedVersion)
 		}
@@ -421,7 +504,7 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 
 // Release drops a held lease; a lost lease is a no-op.
 func (s *Store) Release(ctx context.Context, l store.Lease) error {
-	err := s.fenced(ctx, l, func(rec *record) error {
+	err := s.fenced(ctx, l, true, func(rec *record) error {
 		rec.LeaseOwner = ""
 		rec.LeaseExpires = time.Time{}
 		return nil
@@ -434,10 +517,11 @@ func (s *Store) Release(ctx context.Context, l store.Lease) error {
 
 // MarkRepair flags k for repair, unfenced.
 func (s *Store) MarkRepair(ctx context.Context, k store.Key) error {
-	return s.update(ctx, k, func(rec *record, _ uint64) error {
+	_, _, err := s.update(ctx, k, func(rec *record, _ uint64) error {
 		rec.RepairNeeded = true
 		return nil
 	})
+	return err
 }
 
 // Scan calls fn for every key of entity, streaming the key list so memory
