@@ -93,6 +93,9 @@ func (r *rateController) advance(now time.Time) {
 		return
 	}
 	r.binding = false
+	// A refusal vouches for the rate binding a short while only, not
+	// for a quiet gap after it.
+	dt = min(dt, 4*rateStep)
 	r.bindingTime += dt
 	r.granted += r.rate * dt.Seconds()
 	var growth float64

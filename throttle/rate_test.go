@@ -1,0 +1,115 @@
+package throttle
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+// drive advances the controller by d in steps of 100 ms, binding throughout.
+func drive(r *rateController, now time.Time, d time.Duration) time.Time {
+	for end := now.Add(d); now.Before(end); {
+		now = now.Add(100 * time.Millisecond)
+		r.Refused(now)
+	}
+	return now
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 0.02*b }
+
+func TestRateSlowStartDoublesPerSecondWhileBinding(t *testing.T) {
+	now := time.Unix(0, 0)
+	r := newRateController(Config{}.WithDefaults(), now)
+	now = drive(r, now, 2*time.Second)
+	// The first step only notices binding: 1.9 s of doubling.
+	if got := r.Rate(now); !near(got, 50*math.Pow(2, 1.9)) {
+		t.Fatalf("rate after 2s of slow start from 50 = %v, want about 186", got)
+	}
+	now = now.Add(5 * time.Second) // demand fell: at most 200 ms more growth
+	if got := r.Rate(now); got > 50*math.Pow(2, 2.1)+0.01 {
+		t.Fatalf("rate after 5 idle seconds = %v, want it unchanged", got)
+	}
+}
+
+func TestRateFirstCongestionHalves(t *testing.T) {
+	now := time.Unix(0, 0)
+	r := newRateController(Config{}.WithDefaults(), now)
+	now = drive(r, now, 3*time.Second)
+	before := r.Rate(now)
+	if got := r.Congested(now, now.Add(time.Second)); !near(got, before/2) {
+		t.Fatalf("rate after the first 429 = %v, want half of %v", got, before)
+	}
+}
+
+func TestRateCutAimsBelowTheEstimatedLimit(t *testing.T) {
+	now := time.Unix(0, 0)
+	r := newRateController(Config{InitialRate: 600}.WithDefaults(), now)
+	r.slowStart = false
+	r.mu.Lock()
+	r.rate = 600
+	r.mu.Unlock()
+	// Hold growth still: a fresh cycle grows slowly; measure what we set.
+	now = drive(r, now, 3*time.Second)
+	granted, binding := r.granted, r.bindingTime
+	got := r.Congested(now, now.Add(time.Second))
+	want := 0.95 * granted / (binding + time.Second).Seconds()
+	if !near(got, want) {
+		t.Fatalf("rate after a 429 = %v, want 0.95 × granted/(binding+hold) = %v", got, want)
+	}
+	// More 429s of the same episode (until the hold ends) cut nothing.
+	if again := r.Congested(now.Add(500*time.Millisecond), now.Add(1500*time.Millisecond)); again != got {
+		t.Fatalf("second 429 of one episode changed the rate to %v", again)
+	}
+}
+
+func TestRateShortCycleCutsBlind(t *testing.T) {
+	now := time.Unix(0, 0)
+	r := newRateController(Config{Rate: 1000}.WithDefaults(), now)
+	now = drive(r, now, 500*time.Millisecond)
+	before := r.Rate(now)
+	if got := r.Congested(now, now.Add(time.Second)); !near(got, before*blindCut) {
+		t.Fatalf("rate after a 429 half a second into the cycle = %v, want %v × %v", got, before, blindCut)
+	}
+}
+
+func TestRateConfiguredIsACeiling(t *testing.T) {
+	now := time.Unix(0, 0)
+	r := newRateController(Config{Rate: 500}.WithDefaults(), now)
+	now = drive(r, now, 20*time.Second)
+	if got := r.Rate(now); got != 500 {
+		t.Fatalf("configured rate after 20 binding seconds = %v, want exactly 500", got)
+	}
+	r.Congested(now, now.Add(time.Second))
+	now = now.Add(time.Second)
+	low := r.Rate(now)
+	if low >= 500 {
+		t.Fatalf("a 429 at the configured rate did not lower it: %v", low)
+	}
+	now = drive(r, now, 30*time.Second)
+	if got := r.Rate(now); got != 500 {
+		t.Fatalf("rate 30s after the 429 = %v, want back at the ceiling 500", got)
+	}
+}
+
+func TestRateProbingFindsADoubledLimitWithinTenSeconds(t *testing.T) {
+	now := time.Unix(0, 0)
+	r := newRateController(Config{Rate: 0}.WithDefaults(), now)
+	r.Adopt(now, now, 240) // just cut below a 250/s limit
+	now = drive(r, now, 10*time.Second)
+	if got := r.Rate(now); got < 450 {
+		t.Fatalf("rate 10s after a cut to 240 = %v, want ≥ 450 so a doubled limit is found", got)
+	}
+}
+
+func TestRateAdoptsPublishedRate(t *testing.T) {
+	now := time.Unix(0, 0)
+	r := newRateController(Config{}.WithDefaults(), now)
+	now = drive(r, now, 4*time.Second)
+	r.Adopt(now, now.Add(time.Second), 321)
+	if got := r.Rate(now); got != 321 {
+		t.Fatalf("rate after adopting 321 = %v", got)
+	}
+	if r.slowStart {
+		t.Fatal("still in slow start after adopting a learned rate")
+	}
+}

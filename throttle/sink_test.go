@@ -1,0 +1,311 @@
+package throttle_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventsync/eventsync/fakeapi"
+	"github.com/eventsync/eventsync/internal/testenv"
+	"github.com/eventsync/eventsync/sink"
+	"github.com/eventsync/eventsync/throttle"
+	"github.com/eventsync/eventsync/throttle/redislimit"
+)
+
+// scriptedSink answers every call with fail(n) for the n-th call (from 1)
+// and records when calls arrived.
+type scriptedSink struct {
+	mu    sync.Mutex
+	calls []time.Time
+	fail  func(n int) error
+}
+
+func (s *scriptedSink) call() error {
+	s.mu.Lock()
+	s.calls = append(s.calls, time.Now())
+	n := len(s.calls)
+	s.mu.Unlock()
+	if s.fail == nil {
+		return nil
+	}
+	return s.fail(n)
+}
+
+func (s *scriptedSink) arrivals() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.calls...)
+}
+
+func (s *scriptedSink) Create(context.Context, sink.Record) (string, error) { return "id", s.call() }
+func (s *scriptedSink) Update(context.Context, string, sink.Record) error  { return s.call() }
+func (s *scriptedSink) Delete(context.Context, string, string) error       { return s.call() }
+func (s *scriptedSink) Lookup(context.Context, string, string) ([]string, error) {
+	return nil, s.call()
+}
+
+var quiet = slog.New(slog.DiscardHandler)
+
+func record(i int) sink.Record {
+	return sink.Record{Entity: "listing", Key: strconv.Itoa(i), Version: 1, Data: json.RawMessage(`{}`)}
+}
+
+// One process's 429 with Retry-After stops the other process too: both
+// share one real Redis limiter, each through its own connection.
+func TestRetryAfterHoldsEveryProcess(t *testing.T) {
+	t.Parallel()
+	url := testenv.Redis(t)
+	prefix, name := testenv.UniqueName("tsk"), testenv.UniqueName("api")
+	newProcess := func(next sink.Sink) *throttle.Sink {
+		lim, err := redislimit.Open(context.Background(), redislimit.Config{URL: url, Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = lim.Close() })
+		s, err := throttle.New(next, throttle.Config{Rate: 1000}, throttle.Options{Name: name, Limiter: lim, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	apiA := &scriptedSink{fail: func(int) error {
+		return &sink.Error{Op: "create", Status: http.StatusTooManyRequests, Retryable: true, RetryAfter: time.Second}
+	}}
+	apiB := &scriptedSink{}
+	a, b := newProcess(apiA), newProcess(apiB)
+	ctx := context.Background()
+
+	if _, err := a.Create(ctx, record(1)); err == nil {
+		t.Fatal("the 429 was swallowed")
+	}
+	rejectedAt := apiA.arrivals()[0]
+	if _, err := b.Create(ctx, record(2)); err != nil {
+		t.Fatal(err)
+	}
+	if got := apiB.arrivals()[0]; got.Before(rejectedAt.Add(time.Second - 20*time.Millisecond)) {
+		t.Fatalf("process B called the API %v after A's 429 with Retry-After 1s; want it held until the second passed", got.Sub(rejectedAt))
+	}
+}
+
+func TestCancelledWaitReturnsContextError(t *testing.T) {
+	t.Parallel()
+	lim := throttle.NewMemoryLimiter(nil)
+	api := &scriptedSink{}
+	s, err := throttle.New(api, throttle.Config{}, throttle.Options{Name: "api", Limiter: lim, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lim.Hold(context.Background(), "api", time.Now().Add(time.Hour), 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.Update(ctx, "r1", record(1)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call during an hour-long hold with a 50ms deadline = %v; want context.DeadlineExceeded", err)
+	}
+	if n := len(api.arrivals()); n != 0 {
+		t.Fatalf("%d calls reached the API during the hold", n)
+	}
+}
+
+// During an outage only probes reach the API: two processes with 16 busy
+// callers each send about one probe per probe interval, not hundreds of
+// calls; when the API is back everyone resumes.
+func TestOutageSendsOnlyProbes(t *testing.T) {
+	t.Parallel()
+	var down atomic.Bool
+	down.Store(true)
+	api := &scriptedSink{fail: func(int) error {
+		if down.Load() {
+			return &sink.Error{Op: "update", Status: http.StatusServiceUnavailable, Retryable: true}
+		}
+		return nil
+	}}
+	lim := throttle.NewMemoryLimiter(nil)
+	cfg := throttle.Config{OutageFailures: 5, ProbeInterval: 100 * time.Millisecond, Rate: 10000}
+	reg := prometheus.NewRegistry()
+	metrics := throttle.NewMetrics(reg)
+	var procs []*throttle.Sink
+	for i := range 2 {
+		s, err := throttle.New(api, cfg, throttle.Options{Name: "api", Limiter: lim, Logger: quiet, Owner: strconv.Itoa(i), Metrics: metrics})
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, s)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var okCalls atomic.Int64
+	for _, s := range procs {
+		for range 16 {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					if s.Update(ctx, "r", record(0)) == nil {
+						okCalls.Add(1)
+					}
+				}
+			})
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // trip, then probe for a while
+	tripped := len(api.arrivals())
+	const outage = 1000 * time.Millisecond
+	time.Sleep(outage)
+	during := len(api.arrivals()) - tripped
+	down.Store(false)
+	waitFor(t, func() bool { return okCalls.Load() > 100 })
+	cancel()
+	wg.Wait()
+	// 2 processes, one probe each per 100 ms interval at most, plus the
+	// calls that were in flight when the outage was declared.
+	if most := 2*int(outage/cfg.ProbeInterval) + 32; during > most {
+		t.Fatalf("%d calls reached the API in %v of outage after it tripped; want only probes (≤ %d)", during, outage, most)
+	}
+	if during == 0 {
+		t.Fatal("no probe at all during the outage")
+	}
+	if n := outageHolds(t, reg); n < 1 {
+		t.Fatalf("outage holds counted = %v, want ≥ 1", n)
+	}
+}
+
+func outageHolds(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "eventsync_throttle_holds_total" {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "reason" && l.GetValue() == "outage" {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+	}
+	t.Fatal("eventsync_throttle_holds_total{reason=\"outage\"} not exported")
+	return 0
+}
+
+// A resync that saturates the rate leaves headroom for live calls: the
+// live GCRA burst is larger, so a live token is free while resync waits.
+func TestLiveHasRateHeadroomOverResync(t *testing.T) {
+	t.Parallel()
+	lim := throttle.NewMemoryLimiter(nil)
+	api := &scriptedSink{}
+	s, err := throttle.New(api, throttle.Config{Rate: 10, Burst: 2}, throttle.Options{Name: "api", Limiter: lim, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resync := throttle.WithPriority(context.Background(), throttle.Resync)
+	for i := range 2 {
+		if err := s.Update(resync, "r", record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, cancel := context.WithTimeout(resync, 20*time.Millisecond)
+	defer cancel()
+	if err := s.Update(short, "r", record(3)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("third resync call within 20ms at 10/s burst 2 = %v; want it to wait", err)
+	}
+	live, cancelLive := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancelLive()
+	if err := s.Update(live, "r", record(4)); err != nil {
+		t.Fatalf("live call while resync used the burst = %v; want it through at once", err)
+	}
+}
+
+// Against the fake API with the issue's limits (unknown to the throttle),
+// one process with 64 callers learns to stay under them: almost no 429s,
+// never a 503 from the concurrency ceiling.
+func TestLearnsUnknownLimitsOfFakeAPI(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	api, err := fakeapi.Start(ctx, fakeapi.Config{Faults: scenarioAPI, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	s, err := throttle.New(newScenarioSink(t, api.URL), throttle.Config{}, throttle.Options{Name: "api", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok, limited, overloaded atomic.Int64
+	runCtx, stop := context.WithTimeout(ctx, 8*time.Second)
+	defer stop()
+	var wg sync.WaitGroup
+	for w := range 64 {
+		wg.Go(func() {
+			for i := 0; runCtx.Err() == nil; i++ {
+				_, err := s.Create(runCtx, record(w*1_000_000+i))
+				var se *sink.Error
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.As(err, &se) && se.Status == http.StatusTooManyRequests:
+					limited.Add(1)
+				case errors.As(err, &se) && se.Status == http.StatusServiceUnavailable:
+					overloaded.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := s.Stats()
+	t.Logf("ok %d, 429 %d, 503 %d; learned rate %.0f/s, limit %d", ok.Load(), limited.Load(), overloaded.Load(), st.Rate, st.Limit)
+	if st.RateCuts == 0 {
+		t.Fatal("the rate was never cut: the learner never met the API's limit")
+	}
+	if calls := ok.Load() + limited.Load() + overloaded.Load(); limited.Load()*50 > calls {
+		t.Fatalf("%d of %d calls got 429; want under 2%%", limited.Load(), calls)
+	}
+	if overloaded.Load() > 0 || api.Stats().MaxInFlight > 150 {
+		t.Fatalf("%d calls hit the concurrency ceiling (peak in flight %d)", overloaded.Load(), api.Stats().MaxInFlight)
+	}
+}
+
+func TestNewRejectsBadInput(t *testing.T) {
+	if _, err := throttle.New(nil, throttle.Config{}, throttle.Options{Name: "x"}); err == nil {
+		t.Error("nil sink accepted")
+	}
+	if _, err := throttle.New(&scriptedSink{}, throttle.Config{}, throttle.Options{}); err == nil {
+		t.Error("empty name accepted")
+	}
+	if _, err := throttle.New(&scriptedSink{}, throttle.Config{LiveShare: 2}, throttle.Options{Name: "x"}); err == nil {
+		t.Error("live_share 2 accepted")
+	}
+}
+
+func TestListNeedsALister(t *testing.T) {
+	s, err := throttle.New(&scriptedSink{}, throttle.Config{}, throttle.Options{Name: "x", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.List(context.Background(), "listing", func(sink.RemoteRecord) error { return nil }); !errors.Is(err, throttle.ErrListUnsupported) {
+		t.Fatalf("List over a non-lister = %v, want ErrListUnsupported", err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
