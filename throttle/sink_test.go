@@ -47,8 +47,8 @@ func (s *scriptedSink) arrivals() []time.Time {
 }
 
 func (s *scriptedSink) Create(context.Context, sink.Record) (string, error) { return "id", s.call() }
-func (s *scriptedSink) Update(context.Context, string, sink.Record) error  { return s.call() }
-func (s *scriptedSink) Delete(context.Context, string, string) error       { return s.call() }
+func (s *scriptedSink) Update(context.Context, string, sink.Record) error   { return s.call() }
+func (s *scriptedSink) Delete(context.Context, string, string) error        { return s.call() }
 func (s *scriptedSink) Lookup(context.Context, string, string) ([]string, error) {
 	return nil, s.call()
 }
