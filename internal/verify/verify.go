@@ -46,7 +46,8 @@ type Config struct {
 	// IgnoreFields are left out of the comparison; nil means
 	// DefaultIgnoreFields, an empty non-nil slice compares every field.
 	IgnoreFields []string
-	// Samples is how many keys each report category lists; default 10.
+	// Samples is how many keys each report category lists; 0 means
+	// DefaultSamples, a negative number lists none.
 	Samples int
 	// Logger receives progress; nil discards.
 	Logger *slog.Logger
@@ -85,9 +86,6 @@ func (c Config) Validate() error {
 	}
 	if c.Remote == nil {
 		errs = append(errs, errors.New("no remote side; set --fakeapi URL or --config FILE with a sink list endpoint"))
-	}
-	if c.Samples < 0 {
-		errs = append(errs, fmt.Errorf("samples: %d must not be negative", c.Samples))
 	}
 	return errors.Join(errs...)
 }
@@ -275,7 +273,7 @@ func (r *Result) streamRemote(ctx context.Context, diffHeap *sampleHeap) error {
 		}
 		if rec.Key == "" {
 			r.Report.Counts.Unkeyed++
-			if len(r.unkeyed) < r.cfg.Samples {
+			if len(r.unkeyed) < max(r.cfg.Samples, 0) {
 				r.unkeyed = append(r.unkeyed, rec.RemoteID)
 			}
 			return nil
