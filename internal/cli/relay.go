@@ -18,7 +18,7 @@ func runRelay(ctx context.Context, env Env, args []string) error {
 	fs.IntVar(&rc.BatchSize, "batch-size", 500, "outbox rows per claim and per confirmed publish")
 	fs.DurationVar(&rc.PollInterval, "poll-interval", time.Second, "longest wait for new rows when no notification arrives (SQLite polls at least every 100ms)")
 	fs.DurationVar(&rc.Retention, "retention", 24*time.Hour, "how long sent rows stay in the outbox before cleanup deletes them")
-	fs.IntVar(&rc.Concurrency, "concurrency", 2, "claim-publish loops running at once (claims never overlap)")
+	fs.IntVar(&rc.Concurrency, "concurrency", 4, "claim-publish loops running at once (claims never overlap; 1 on SQLite unless set)")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9091", "address for /metrics and /healthz; empty disables")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err

@@ -454,14 +454,14 @@ func TestRelayProcessSIGKILL(t *testing.T) {
 	pg := newPG(t)
 	b := rabbitmqtest.Open(t, rabbitmq.Config{Logger: quiet})
 	col := collect(t, b)
-	const total = 6000
+	const total = 4000
 	if _, err := pg.db.Exec(`INSERT INTO listings (id, name, price) SELECT i, 'listing ' || i, i FROM generate_series(1, $1) i`, total); err != nil {
 		t.Fatal(err)
 	}
 	busURL := testenv.RabbitMQ(t)
 
 	first := startRelayProcess(t, pg.dsn, busURL, b.Namespace())
-	waitFor(t, "the first relay to publish", func() bool { s, _ := sentCount(t, pg.db); return s >= 600 })
+	waitFor(t, "the first relay to publish", func() bool { s, _ := sentCount(t, pg.db); return s >= 400 })
 	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -144,7 +144,7 @@ func TestRelayPublishesEveryRowOnceAndMarksSent(t *testing.T) {
 	insert(t, src, 1, 450)
 	pub := &recorder{}
 	reg := prometheus.NewRegistry()
-	r, err := relay.New(src, pub, relay.Config{BatchSize: 100, PollInterval: 50 * time.Millisecond, Registerer: reg, Logger: quiet, BacklogInterval: 20 * time.Millisecond})
+	r, err := relay.New(src, pub, relay.Config{BatchSize: 100, Concurrency: 2, PollInterval: 50 * time.Millisecond, Registerer: reg, Logger: quiet, BacklogInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestRelayBrokerOutageLosesNothing(t *testing.T) {
 	t.Parallel()
 	src := newSQLite(t)
 	pub := &recorder{failing: true}
-	r, err := relay.New(src, pub, relay.Config{BatchSize: 50, PollInterval: 20 * time.Millisecond, MaxBackoff: 300 * time.Millisecond, Logger: quiet, BacklogInterval: 20 * time.Millisecond})
+	r, err := relay.New(src, pub, relay.Config{BatchSize: 50, Concurrency: 1, PollInterval: 20 * time.Millisecond, MaxBackoff: 300 * time.Millisecond, Logger: quiet, BacklogInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
