@@ -12,11 +12,32 @@ import (
 	"strings"
 	"testing"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/internal/testenv"
 	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/source/sqlite"
 )
+
+// deleteRedisPrefix removes the keys the store left (fencing counters).
+func deleteRedisPrefix(t *testing.T, url, prefix string) {
+	opts, err := goredis.ParseURL(url)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	c := goredis.NewClient(opts)
+	defer func() { _ = c.Close() }()
+	ctx := context.Background()
+	iter := c.Scan(ctx, 0, prefix+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		c.Del(ctx, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Errorf("cleanup %s*: %v", prefix, err)
+	}
+}
 
 func startFakeAPI(t *testing.T) *fakeapi.Running {
 	t.Helper()
@@ -179,8 +200,10 @@ func TestVerifyCommandSQLiteAndRepairPlan(t *testing.T) {
 	postRecord(t, api, `{"external_id":"a","title":"T-a"}`)
 	postRecord(t, api, `{"external_id":"ghost","title":"boo"}`)
 
+	namespace := testenv.UniqueName("verifycli")
+	t.Cleanup(func() { deleteRedisPrefix(t, redisURL, namespace) })
 	args := []string{"verify", "--entity", "listing", "--source", "sqlite://" + dbPath, "--table", "listings", "--key", "id",
-		"--exclude-columns", "secret", "--fakeapi", api.URL, "--store", redisURL, "--namespace", testenv.UniqueName("verifycli")}
+		"--exclude-columns", "secret", "--fakeapi", api.URL, "--store", redisURL, "--namespace", namespace}
 	code, out, errOut := runCLI(t, append(args, "--repair", "--dry-run")...)
 	for _, want := range []string{
 		row("missing", 1),
