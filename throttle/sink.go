@@ -23,6 +23,12 @@ import (
 // probe instead of rushing in when it ends.
 const outageSuffix = "/outage"
 
+// takers is how many callers of one process and priority ask the limiter
+// for a token at once: enough round trips in parallel that a slow store
+// (or a busy machine) does not cap the rate, few enough that refused takes
+// do not flood the store.
+const takers = 4
+
 // defaultRateLimitHold is the hold after a 429 without Retry-After.
 const defaultRateLimitHold = time.Second
 
@@ -58,7 +64,7 @@ type Sink struct {
 
 	conc *concurrency
 	rate *rateController
-	gate [2]chan struct{} // one rate-token taker per priority at a time
+	gate [2]chan struct{} // a few rate-token takers per priority at a time
 
 	holdMu      sync.Mutex
 	holdFetched time.Time
@@ -116,7 +122,7 @@ func New(next sink.Sink, cfg Config, opts Options) (*Sink, error) {
 		next: next, cfg: cfg, name: n, lim: opts.Limiter, log: opts.Logger, now: opts.Now, owner: opts.Owner,
 		conc:  newConcurrency(cfg),
 		rate:  newRateController(cfg, opts.Now()),
-		gate:  [2]chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)},
+		gate:  [2]chan struct{}{make(chan struct{}, takers), make(chan struct{}, takers)},
 		limit: m.limit.WithLabelValues(n), rateG: m.rate.WithLabelValues(n),
 		inFlight: [2]prometheus.Gauge{m.inFlight.WithLabelValues(n, Live.String()), m.inFlight.WithLabelValues(n, Resync.String())},
 		calls:    m.calls.MustCurryWith(prometheus.Labels{"sink": n}),

@@ -227,14 +227,18 @@ func TestLiveHasRateHeadroomOverResync(t *testing.T) {
 	}
 }
 
-// Against the fake API with the limits (unknown to the throttle),
-// one process with 64 callers learns to stay under them: almost no 429s,
-// never a 503 from the concurrency ceiling.
+// Against the fake API with a rate limit unknown to the throttle, a
+// concurrency ceiling and 20–50 ms latency, one process with 64 callers
+// learns to stay under them: it meets the limit, gets almost no 429s and
+// never a 503 from the ceiling. The limit is 150/s rather than the
+// scenario's 500/s so that a busy CI machine surely reaches it.
 func TestLearnsUnknownLimitsOfFakeAPI(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	api, err := fakeapi.Start(ctx, fakeapi.Config{Faults: scenarioAPI, Logger: quiet})
+	faults := scenarioAPI
+	faults.RateLimit = 150
+	api, err := fakeapi.Start(ctx, fakeapi.Config{Faults: faults, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
