@@ -27,7 +27,7 @@ type Config struct {
 	// initial sync. The resync starts half way through it. Default 20s.
 	Duration time.Duration
 	// Rate is the workload's transactions per second (each inserts, updates
-	// or deletes one to five rows). Default 150.
+	// or deletes one to five rows). Default 100.
 	Rate int
 	// Workers is the number of in-process workers, each with its own bus,
 	// store and HTTP connections as if it were its own process. Default 4.
@@ -72,7 +72,7 @@ func (c Config) WithDefaults() Config {
 		c.Duration = 20 * time.Second
 	}
 	if c.Rate == 0 {
-		c.Rate = 150
+		c.Rate = 100
 	}
 	if c.Workers == 0 {
 		c.Workers = 4

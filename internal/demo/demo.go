@@ -383,7 +383,12 @@ func (d *demo) run(ctx context.Context) (*Report, error) {
 
 	// Live: the application writes; outages and, half way, the resync.
 	d.setPhase(PhaseLive)
-	d.workload = newWorkload(d.app, d.cfg.Entities, d.cfg.Seed, d.log)
+	wl, err := newWorkload(ctx, d.app, d.cfg.Entities, d.cfg.Seed, d.log)
+	if err != nil {
+		return nil, err
+	}
+	defer wl.close()
+	d.workload = wl
 	workCtx, stopWork := context.WithTimeout(ctx, d.cfg.Duration)
 	defer stopWork()
 	var background sync.WaitGroup
@@ -431,7 +436,7 @@ func (d *demo) run(ctx context.Context) (*Report, error) {
 
 	d.setPhase(PhaseVerifying)
 	d.fill(ctx, r)
-	verdict, err := verifyRecords(ctx, d.src, d.spec, secretColumns, d.api.Records(Collection))
+	verdict, err := d.verifyAPI(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -593,7 +598,7 @@ func (d *demo) quiet(ctx context.Context, streams []bus.Stream) error {
 // the error is cond's last.
 func (d *demo) waitFor(ctx context.Context, timeout time.Duration, cond func() error) error {
 	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(100 * time.Millisecond)
+	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		err := cond()

@@ -203,7 +203,7 @@ func (r *Report) Write(w io.Writer) {
 	}
 	v := r.Verdict
 	line("verify", "%s rows vs %s remote records: missing %d · extra %d · differing %d · duplicated %d · secrets leaked %d",
-		num(int64(v.SourceRows)), num(int64(v.RemoteRecords)), v.Missing, v.Extra, v.Differing, v.Duplicated, v.SecretsLeaked)
+		num(v.SourceRows), num(v.RemoteRecords), v.Missing, v.Extra, v.Differing, v.Duplicated, v.SecretsLeaked)
 	for _, e := range v.Examples {
 		line("", "e.g. %s", e)
 	}

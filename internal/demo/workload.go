@@ -116,13 +116,39 @@ type workload struct {
 	rng    *rand.Rand // used only by run
 	nextID int64
 	log    *slog.Logger
+	// Statements prepared once: SQLite parsing every statement again costs
+	// more CPU than running it.
+	insert, update, remove *sql.Stmt
 
 	transactions, committed, rolledBack atomic.Int64
 	inserts, updates, deletes, errors   atomic.Int64
 }
 
-func newWorkload(db *sql.DB, entities int, seed uint64, log *slog.Logger) *workload {
-	return &workload{db: db, rng: rand.New(rand.NewPCG(seed, 2)), nextID: int64(entities) + 1, log: log}
+func newWorkload(ctx context.Context, db *sql.DB, entities int, seed uint64, log *slog.Logger) (*workload, error) {
+	w := &workload{db: db, rng: rand.New(rand.NewPCG(seed, 2)), nextID: int64(entities) + 1, log: log}
+	var err error
+	for _, p := range []struct {
+		dst **sql.Stmt
+		sql string
+	}{
+		{&w.insert, `INSERT INTO listings (id, title, price, city, owner_email) VALUES (?, ?, ?, ?, ?)`},
+		{&w.update, `UPDATE listings SET title = ?, price = ? WHERE id = ?`},
+		{&w.remove, `DELETE FROM listings WHERE id = ?`},
+	} {
+		if *p.dst, err = db.PrepareContext(ctx, p.sql); err != nil {
+			w.close()
+			return nil, fmt.Errorf("prepare the workload's statements: %w", err)
+		}
+	}
+	return w, nil
+}
+
+func (w *workload) close() {
+	for _, st := range []*sql.Stmt{w.insert, w.update, w.remove} {
+		if st != nil {
+			_ = st.Close()
+		}
+	}
 }
 
 func (w *workload) counts() WorkloadCounts {
@@ -166,15 +192,15 @@ func (w *workload) transaction(ctx context.Context) error {
 		case p < 0.25:
 			id := w.nextID
 			w.nextID++
-			res, err = tx.ExecContext(ctx, `INSERT INTO listings (id, title, price, city, owner_email) VALUES (?, ?, ?, ?, ?)`, id, title, price, city, ownerEmail(id))
+			res, err = tx.StmtContext(ctx, w.insert).ExecContext(ctx, id, title, price, city, ownerEmail(id))
 			ins++
 		case p < 0.85:
-			res, err = tx.ExecContext(ctx, `UPDATE listings SET title = ?, price = ? WHERE id = ?`, title, price, 1+w.rng.Int64N(w.nextID-1))
+			res, err = tx.StmtContext(ctx, w.update).ExecContext(ctx, title, price, 1+w.rng.Int64N(w.nextID-1))
 			if err == nil {
 				upd += affected(res)
 			}
 		default:
-			res, err = tx.ExecContext(ctx, `DELETE FROM listings WHERE id = ?`, 1+w.rng.Int64N(w.nextID-1))
+			res, err = tx.StmtContext(ctx, w.remove).ExecContext(ctx, 1+w.rng.Int64N(w.nextID-1))
 			if err == nil {
 				del += affected(res)
 			}
