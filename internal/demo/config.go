@@ -178,7 +178,8 @@ func Plan(level string) (FaultPlan, error) {
 				ErrorRate:   0.10,
 				TimeoutRate: 0.05,
 				TimeoutHold: fakeapi.Duration(1500 * time.Millisecond),
-				RateLimit:   1500,
+				// Tight enough that 429s with Retry-After show up.
+				RateLimit: 400,
 				// The ceiling seen in production: more concurrent calls fail.
 				MaxConcurrency: 150,
 			},

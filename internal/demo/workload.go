@@ -132,7 +132,7 @@ func newWorkload(ctx context.Context, db *sql.DB, entities int, seed uint64, log
 		sql string
 	}{
 		{&w.insert, `INSERT INTO listings (id, title, price, city, owner_email) VALUES (?, ?, ?, ?, ?)`},
-		{&w.update, `UPDATE listings SET title = ?, price = ? WHERE id = ?`},
+		{&w.update, `UPDATE listings SET title = ?, price = ?, city = ? WHERE id = ?`},
 		{&w.remove, `DELETE FROM listings WHERE id = ?`},
 	} {
 		if *p.dst, err = db.PrepareContext(ctx, p.sql); err != nil {
@@ -195,7 +195,7 @@ func (w *workload) transaction(ctx context.Context) error {
 			res, err = tx.StmtContext(ctx, w.insert).ExecContext(ctx, id, title, price, city, ownerEmail(id))
 			ins++
 		case p < 0.85:
-			res, err = tx.StmtContext(ctx, w.update).ExecContext(ctx, title, price, 1+w.rng.Int64N(w.nextID-1))
+			res, err = tx.StmtContext(ctx, w.update).ExecContext(ctx, title, price, city, 1+w.rng.Int64N(w.nextID-1))
 			if err == nil {
 				upd += affected(res)
 			}
