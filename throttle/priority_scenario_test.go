@@ -2,7 +2,6 @@ package throttle_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -83,5 +82,4 @@ func TestPriorityScenario(t *testing.T) {
 	t.Logf("live latency idle: p50 %v p99 %v (n=%d); during resync: p50 %v p99 %v (n=%d); ratio p50 %.2f p99 %.2f",
 		q(idle, 0.5), q(idle, 0.99), len(idle), q(busy, 0.5), q(busy, 0.99), len(busy),
 		float64(q(busy, 0.5))/float64(q(idle, 0.5)), float64(q(busy, 0.99))/float64(q(idle, 0.99)))
-	fmt.Fprint(os.Stderr)
 }
