@@ -192,3 +192,18 @@ const (
 	HeaderParkedAt    = "x-eventsync-parked-at"
 	HeaderRetryReason = "x-eventsync-retry-reason"
 )
+
+type streamKey struct{}
+
+// WithStream returns ctx marked with the stream a delivery came from, so
+// components further down (a throttled sink giving live events priority
+// over a resync) can tell without depending on the engine.
+func WithStream(ctx context.Context, s Stream) context.Context {
+	return context.WithValue(ctx, streamKey{}, s)
+}
+
+// StreamFrom returns the stream set by WithStream.
+func StreamFrom(ctx context.Context) (Stream, bool) {
+	s, ok := ctx.Value(streamKey{}).(Stream)
+	return s, ok
+}

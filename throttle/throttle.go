@@ -25,6 +25,8 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"github.com/eventsync/eventsync/bus"
 )
 
 // Limiter is the cluster-wide state every process shares, per sink name: a
@@ -77,9 +79,17 @@ func WithPriority(ctx context.Context, p Priority) context.Context {
 	return context.WithValue(ctx, priorityKey{}, p)
 }
 
-// PriorityFrom returns the priority set by WithPriority, Live by default.
+// PriorityFrom returns the priority set by WithPriority; without one, a
+// delivery of the resync stream (bus.WithStream, set by the worker engine)
+// is Resync, anything else Live.
 func PriorityFrom(ctx context.Context) Priority {
-	if p, ok := ctx.Value(priorityKey{}).(Priority); ok && p == Resync {
+	if p, ok := ctx.Value(priorityKey{}).(Priority); ok {
+		if p == Resync {
+			return Resync
+		}
+		return Live
+	}
+	if s, ok := bus.StreamFrom(ctx); ok && s == bus.Resync {
 		return Resync
 	}
 	return Live

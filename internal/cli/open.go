@@ -17,6 +17,10 @@ import (
 	"github.com/eventsync/eventsync/store/natskv"
 	"github.com/eventsync/eventsync/store/postgres"
 	"github.com/eventsync/eventsync/store/redis"
+	"github.com/eventsync/eventsync/throttle"
+	"github.com/eventsync/eventsync/throttle/natslimit"
+	"github.com/eventsync/eventsync/throttle/pglimit"
+	"github.com/eventsync/eventsync/throttle/redislimit"
 )
 
 type need int
@@ -34,6 +38,7 @@ type resources struct {
 	StoreName string
 	Embedded  *embedded.Server
 	closers   []func()
+	storeURL  string // the URL the store was opened with (embedded: its client URL)
 }
 
 // Close releases everything in reverse order of opening.
@@ -95,7 +100,7 @@ func openResources(ctx context.Context, cfg *config.Config, log *slog.Logger, wh
 		if err != nil {
 			return nil, err
 		}
-		res.Store = st
+		res.Store, res.storeURL = st, url
 		res.closers = append(res.closers, func() { _ = st.Close() })
 	}
 	return res, nil
@@ -121,4 +126,25 @@ func openStore(ctx context.Context, url, namespace string, log *slog.Logger) (st
 		return natskv.Open(ctx, natskv.Config{URL: url, Bucket: namespace, Logger: log})
 	}
 	return nil, errors.New("store URL " + config.Redact(url) + ": unsupported scheme; use postgres://…, redis://… or nats://… (or leave it empty for the embedded store)")
+}
+
+// openLimiter returns the cluster-wide throttle state kept in the same
+// service as the state store, sharing its connection where it can, so every
+// worker process that shares a store shares one rate budget.
+func openLimiter(ctx context.Context, res *resources, namespace string) (throttle.Limiter, func(), error) {
+	switch st := res.Store.(type) {
+	case *redis.Store:
+		l, err := redislimit.New(st.Client(), namespace)
+		return l, func() {}, err
+	case *postgres.Store:
+		l, err := pglimit.New(ctx, st.Pool(), namespace)
+		return l, func() {}, err
+	case *natskv.Store:
+		l, err := natslimit.Open(ctx, natslimit.Config{URL: res.storeURL, Bucket: namespace})
+		if err != nil {
+			return nil, nil, err
+		}
+		return l, func() { _ = l.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("no cluster-wide throttle for store %T", res.Store)
 }

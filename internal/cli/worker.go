@@ -10,7 +10,9 @@ import (
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/engine"
+	"github.com/eventsync/eventsync/sink"
 	"github.com/eventsync/eventsync/sink/httpsink"
+	"github.com/eventsync/eventsync/throttle"
 )
 
 func runWorker(ctx context.Context, env Env, args []string) error {
@@ -82,7 +84,21 @@ func runWorker(ctx context.Context, env Env, args []string) error {
 	}
 	defer res.Close()
 
-	w, err := engine.NewWorker(res.Bus, res.Store, sk, wcfg, metrics)
+	var target sink.Sink = sk
+	if cfg.Throttle.On() {
+		lim, closeLimiter, err := openLimiter(ctx, res, cfg.Namespace)
+		if err != nil {
+			return fmt.Errorf("throttle: %w (or set throttle.enabled: false)", err)
+		}
+		defer closeLimiter()
+		ts, err := throttle.New(sk, cfg.Throttle.Config, throttle.Options{Name: cfg.Namespace + "/sink", Limiter: lim, Metrics: throttle.NewMetrics(reg), Logger: log})
+		if err != nil {
+			return fmt.Errorf("config key throttle: %w", err)
+		}
+		target = ts
+	}
+
+	w, err := engine.NewWorker(res.Bus, res.Store, target, wcfg, metrics)
 	if err != nil {
 		return err
 	}

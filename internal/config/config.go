@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/eventsync/eventsync/sink/httpsink"
+	"github.com/eventsync/eventsync/throttle"
 )
 
 // Config is the whole file. See docs/configuration.md for every key.
@@ -36,9 +37,10 @@ type Config struct {
 	// DataDir holds embedded-mode data (NATS JetStream files).
 	DataDir string `yaml:"data_dir" doc:"directory for embedded-mode data (default ./eventsync-data)"`
 
-	Worker Worker `yaml:"worker"`
-	Admin  Admin  `yaml:"admin"`
-	Log    Log    `yaml:"log"`
+	Worker   Worker   `yaml:"worker"`
+	Throttle Throttle `yaml:"throttle"`
+	Admin    Admin    `yaml:"admin"`
+	Log      Log      `yaml:"log"`
 
 	// Sink is the declarative HTTP sink (package httpsink). Decoding it
 	// here, strictly, keeps error line numbers true to the user's file.
@@ -59,6 +61,18 @@ type Worker struct {
 	BreakerFails   int           `yaml:"breaker_failures" doc:"consecutive API failures that stop pulling (default 10)"`
 	BreakerOpenFor time.Duration `yaml:"breaker_open_for" doc:"first pause after the breaker opens; doubles up to 30s (default 1s)"`
 }
+
+// Throttle is the throughput control in front of the sink: a cluster-wide
+// rate shared through the state store, adaptive concurrency per process,
+// Retry-After and outages honoured by every process, live before resync.
+type Throttle struct {
+	// Enabled defaults to true; false calls the API with no throttle.
+	Enabled         *bool `yaml:"enabled" doc:"throughput control in front of the sink (default true)"`
+	throttle.Config `yaml:",inline"`
+}
+
+// On reports whether the throttle is enabled (the default).
+func (t Throttle) On() bool { return t.Enabled == nil || *t.Enabled }
 
 // Admin is the HTTP port for /metrics and /healthz.
 type Admin struct {
@@ -154,7 +168,12 @@ func walk(v reflect.Value, prefix string, fn func(key string, f reflect.StructFi
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		name := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		tag := f.Tag.Get("yaml")
+		name := strings.Split(tag, ",")[0]
+		if f.Anonymous && strings.Contains(tag, ",inline") && f.Type.Kind() == reflect.Struct {
+			walk(v.Field(i), prefix, fn)
+			continue
+		}
 		if name == "" || name == "-" || f.Tag.Get("doc") == "-" {
 			continue
 		}
@@ -193,6 +212,18 @@ func setScalar(v reflect.Value, raw string) error {
 			return fmt.Errorf("%q is not true or false", raw)
 		}
 		v.SetBool(b)
+	case v.Kind() == reflect.Pointer && v.Type().Elem().Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", raw)
+		}
+		v.Set(reflect.ValueOf(&b))
+	case v.Kind() == reflect.Float64:
+		f, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", raw)
+		}
+		v.SetFloat(f)
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
 		var parts []string
 		for _, p := range strings.Split(raw, ",") {
@@ -228,6 +259,9 @@ func (c *Config) Validate() error {
 		if err := c.Sink.WithDefaults().Validate(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := c.Throttle.Config.WithDefaults().Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Worker.Concurrency < 0 {
 		errs = append(errs, fmt.Errorf("worker.concurrency: %d must be positive", c.Worker.Concurrency))

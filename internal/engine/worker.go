@@ -250,7 +250,7 @@ func (w *Worker) releaseProbe(probe bool) {
 // handle applies one delivery and settles it according to the outcome.
 func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, probe bool) {
 	start := w.cfg.Now()
-	out := w.applier.Apply(ctx, d.Body(), d.Attempt())
+	out := w.applier.Apply(bus.WithStream(ctx, stream), d.Body(), d.Attempt())
 	var err error
 	switch out.Result {
 	case ResultApplied, ResultDuplicate, ResultStale, ResultRepaired:
