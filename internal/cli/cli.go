@@ -35,6 +35,7 @@ func commands() map[string]command {
 		"ctl":     {"operate a running deployment: pause, resume, status, parked events", runCtl},
 		"outbox":  {"install the outbox and table triggers in the source database", runOutbox},
 		"relay":   {"publish outbox rows to the live stream", runRelay},
+		"resync":  {"publish a consistent snapshot of a table to the resync stream, resumable", runResync},
 		"verify":  {"compare the source of truth with the API; report and repair drift", runVerify},
 		"demo":    {"run everything in one process on an embedded bus and prove it converges", runDemo},
 	}

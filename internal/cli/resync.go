@@ -1,0 +1,149 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/eventsync/eventsync/internal/config"
+	"github.com/eventsync/eventsync/internal/resync"
+)
+
+const resyncSynopsis = "--source URL --table T --entity E --key COL [--version-col C] [--where SQL] [--columns a,b | --exclude-columns c,d] [--page-size N] [--run-id ID] [--restart] [--dry-run] [--pause-live] [--delete-missing [--yes]]"
+
+// runResync publishes a consistent snapshot of a table to the resync stream.
+func runResync(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet(env, "resync", resyncSynopsis)
+	cf := addConnFlags(fs, "source", "bus", "store")
+	var spec resync.Spec
+	var cols, exclude string
+	fs.StringVar(&spec.Table, "table", "", "table to snapshot (schema.table allowed on PostgreSQL)")
+	fs.StringVar(&spec.Entity, "entity", "", "entity name of its events, [a-z][a-z0-9_]*")
+	fs.StringVar(&spec.KeyColumn, "key", "", "column whose value is the event key; pages are read in its order")
+	fs.StringVar(&spec.VersionColumn, "version-col", "", "column holding the row's version (default eventsync_version, stamped by \"eventsync outbox install-trigger\")")
+	fs.StringVar(&spec.Where, "where", "", "SQL condition selecting the rows to resync, e.g. \"archived = false\"")
+	fs.StringVar(&cols, "columns", "", "comma-separated columns to put in the event data (default: all; must match the trigger's)")
+	fs.StringVar(&exclude, "exclude-columns", "", "comma-separated columns never to put in the event data (must match the trigger's)")
+	fs.IntVar(&spec.PageSize, "page-size", resync.DefaultPageSize, "rows per page, per confirmed publish and per checkpoint")
+	fs.StringVar(&spec.RunID, "run-id", "", "name of the run and its checkpoint (default: entity plus a hash of table, key, where and columns)")
+	fs.BoolVar(&spec.Restart, "restart", false, "ignore the run's checkpoint and start from the first row")
+	fs.BoolVar(&spec.DryRun, "dry-run", false, "count the rows and say what would happen; publish nothing")
+	fs.BoolVar(&spec.PauseLive, "pause-live", false, "pause the live stream for every worker, resume it once the resync stream is applied")
+	fs.BoolVar(&spec.DeleteMissing, "delete-missing", false, "after a complete run, find entities the state store knows but the table no longer has (report only without --yes)")
+	fs.BoolVar(&spec.ApplyDeletes, "yes", false, "with --delete-missing: publish a delete for each missing entity")
+	drainStable := fs.Duration("drain-stable", 3*time.Second, "with --pause-live: how long the resync stream must stay drained before live resumes")
+	jsonOut := fs.Bool("json", false, "print the result as JSON")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	spec.Columns, spec.ExcludeColumns = splitList(cols), splitList(exclude)
+	var missing []string
+	for _, f := range []struct{ flag, val string }{{"--table", spec.Table}, {"--entity", spec.Entity}, {"--key", spec.KeyColumn}} {
+		if f.val == "" {
+			missing = append(missing, f.flag)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s; run \"eventsync resync -h\"", strings.Join(missing, ", "))
+	}
+	if spec.ApplyDeletes && !spec.DeleteMissing {
+		return errors.New("--yes only confirms --delete-missing; add --delete-missing or drop --yes")
+	}
+	if spec.DryRun && spec.PauseLive {
+		return errors.New("--dry-run does not pause anything; drop --pause-live or --dry-run")
+	}
+	if err := spec.WithDefaults().Validate(); err != nil {
+		return err
+	}
+	cfg, err := cf.load(env)
+	if err != nil {
+		return err
+	}
+	log := newLogger(env.Stderr, cfg.Log)
+
+	what := needStore
+	if !spec.DryRun {
+		what |= needBus
+	}
+	res, err := openResources(ctx, cfg, log, what)
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	src, err := openSource(ctx, cfg.Source, log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = src.Close() }()
+
+	printer := resync.NewPrinter(env.Stderr, isTerminal(env.Stderr), log)
+	opts := []resync.Option{resync.WithLogger(log), resync.WithProgress(printer.Update), resync.WithStore(res.Store)}
+	if spec.PauseLive {
+		opts = append(opts, resync.WithDrain(res.Bus, 0, *drainStable))
+	}
+	if !spec.DryRun {
+		log.Info("resync starting", "table", spec.Table, "entity", spec.Entity, "source", config.Redact(cfg.Source), "bus", res.BusName, "store", res.StoreName)
+	}
+	result, err := resync.Run(ctx, src, res.Bus, res.Store, spec, opts...)
+	printer.Finish()
+	if *jsonOut {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(result)
+	} else {
+		printResyncResult(env, spec, result)
+	}
+	return err
+}
+
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func printResyncResult(env Env, spec resync.Spec, r resync.Result) {
+	out := env.Stdout
+	switch {
+	case r.DryRun:
+		from := "from the first row"
+		if r.Resumed {
+			from = fmt.Sprintf("after key %q (checkpoint: %d of %d rows done)", r.ResumedAfter, r.Rows, r.Total)
+		} else if r.PreviousDone {
+			from = "from the first row (the previous run with this id completed)"
+		}
+		pages := (r.Remaining + int64(spec.WithDefaults().PageSize) - 1) / int64(spec.WithDefaults().PageSize)
+		fmt.Fprintf(out, "dry run %s: would publish %d upsert events (%d pages) to the resync stream %s; nothing published\n", r.RunID, r.Remaining, pages, from)
+	case r.Done:
+		fmt.Fprintf(out, "resync %s: published %d events (%d pages) in %s; run total %d rows", r.RunID, r.SegmentRows, r.Pages, r.Elapsed.Round(time.Millisecond), r.Rows)
+		if r.Resumed {
+			fmt.Fprintf(out, ", resumed after key %q", r.ResumedAfter)
+		}
+		fmt.Fprintln(out)
+		if r.LivePaused {
+			fmt.Fprintf(out, "live was paused during the run and resumed after the resync stream drained (waited %s)\n", r.DrainWait.Round(time.Millisecond))
+		}
+	default:
+		fmt.Fprintf(out, "resync %s interrupted after %d of %d rows; run the same command again to continue from the checkpoint\n", r.RunID, r.Rows, r.Total)
+	}
+	if m := r.Missing; m != nil {
+		switch {
+		case m.Applied:
+			fmt.Fprintf(out, "delete-missing: %d entities known to the store are not in %s; published %d delete events", m.Missing, spec.Table, m.Published)
+		default:
+			fmt.Fprintf(out, "delete-missing (dry run): %d entities known to the store are not in %s; add --yes to delete them remotely", m.Missing, spec.Table)
+		}
+		if m.Changed > 0 || m.Ambiguous > 0 {
+			fmt.Fprintf(out, " (%d changed meanwhile and %d with ambiguous hashes left alone)", m.Changed, m.Ambiguous)
+		}
+		fmt.Fprintln(out)
+		if len(m.Sample) > 0 {
+			fmt.Fprintf(out, "  e.g. %s\n", strings.Join(m.Sample, ", "))
+		}
+	}
+}
