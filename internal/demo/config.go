@@ -137,7 +137,9 @@ type FaultPlan struct {
 	// ReorderMax bounds that delay.
 	ReorderMax time.Duration
 	// SinkTimeout is the HTTP client's deadline per call; writes the API
-	// holds longer time out although they landed.
+	// holds longer (API.TimeoutHold) time out although they landed. 2s, not
+	// less: on a loaded machine ordinary calls can take over a second, and
+	// spurious timeouts only add retries.
 	SinkTimeout time.Duration
 }
 
@@ -159,7 +161,7 @@ func Plan(level string) (FaultPlan, error) {
 				Jitter:      fakeapi.Duration(10 * time.Millisecond),
 				ErrorRate:   0.02,
 				TimeoutRate: 0.01,
-				TimeoutHold: fakeapi.Duration(1500 * time.Millisecond),
+				TimeoutHold: fakeapi.Duration(3 * time.Second),
 				// Well above what the demo needs: rate limiting is shown by
 				// heavy, here it only guards against runaway retries.
 				RateLimit: 3000,
@@ -168,7 +170,7 @@ func Plan(level string) (FaultPlan, error) {
 			DuplicateRate: 0.02,
 			ReorderRate:   0.03,
 			ReorderMax:    300 * time.Millisecond,
-			SinkTimeout:   time.Second,
+			SinkTimeout:   2 * time.Second,
 		}, nil
 	case FaultsHeavy:
 		return FaultPlan{
@@ -177,7 +179,7 @@ func Plan(level string) (FaultPlan, error) {
 				Jitter:      fakeapi.Duration(20 * time.Millisecond),
 				ErrorRate:   0.10,
 				TimeoutRate: 0.05,
-				TimeoutHold: fakeapi.Duration(1500 * time.Millisecond),
+				TimeoutHold: fakeapi.Duration(3 * time.Second),
 				// Tight enough that 429s with Retry-After show up.
 				RateLimit: 400,
 				// The ceiling seen in production: more concurrent calls fail.
@@ -187,7 +189,7 @@ func Plan(level string) (FaultPlan, error) {
 			DuplicateRate: 0.05,
 			ReorderRate:   0.10,
 			ReorderMax:    time.Second,
-			SinkTimeout:   time.Second,
+			SinkTimeout:   2 * time.Second,
 		}, nil
 	}
 	return FaultPlan{}, fmt.Errorf("--faults %q: use none, realistic or heavy", level)

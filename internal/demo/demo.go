@@ -313,7 +313,7 @@ func (d *demo) setup(ctx context.Context) error {
 			Streams:     []bus.Stream{bus.Live, bus.Resync},
 			Concurrency: d.cfg.Concurrency,
 			// Three sink calls of at most SinkTimeout each, with room.
-			LeaseTTL: 10 * time.Second,
+			LeaseTTL: max(10*time.Second, 4*d.plan.SinkTimeout),
 			// Short backoffs and breaker pauses: the demo's faults are brief
 			// and its audience is waiting. Production keeps the defaults.
 			BackoffBase:      200 * time.Millisecond,

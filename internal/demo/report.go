@@ -273,13 +273,15 @@ func num(n int64) string {
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) }
 
-// NextSteps are commands that work on what a run left in dataDir, once the
-// demo has exited (the embedded server can only be opened by one process).
+// NextSteps are commands that work on what a run left in dataDir once the
+// demo has exited (only one process at a time can open the embedded NATS
+// data). verify needs the fake API of the third step running.
 func NextSteps(dataDir string) []string {
 	return []string{
-		fmt.Sprintf("eventsync ctl status --data-dir %s           # streams, pause flags (embedded NATS reopened from the data dir)", dataDir),
-		fmt.Sprintf("eventsync ctl parked list --data-dir %s      # parked events with their reasons", dataDir),
-		fmt.Sprintf("eventsync fakeapi --state-file %s/fakeapi.json   # serve the synced records on http://127.0.0.1:8081/v1/listings", dataDir),
-		fmt.Sprintf("sqlite3 %s/app.db 'SELECT * FROM listings LIMIT 5'   # the application table (owner_email never left it)", dataDir),
+		"eventsync ctl status --data-dir " + dataDir + "          # streams, pause flags, workers",
+		"eventsync ctl parked list --data-dir " + dataDir + "     # parked events with their reasons",
+		"eventsync fakeapi --state-file " + dataDir + "/fakeapi.json   # serve the synced records on http://127.0.0.1:8081 (keep it running)",
+		"eventsync verify --entity listing --source sqlite://" + dataDir + "/app.db --table listings --key id \\\n" +
+			"      --exclude-columns id,owner_email --fakeapi http://127.0.0.1:8081   # check again, from another terminal",
 	}
 }
