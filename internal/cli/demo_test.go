@@ -19,7 +19,7 @@ func TestDemoCommandConverges(t *testing.T) {
 	defer cancel()
 	dir := filepath.Join(t.TempDir(), "demo")
 	var stdout, stderr bytes.Buffer
-	code := Run(ctx, []string{"demo", "--entities", "200", "--duration", "3s", "--rate", "40", "--workers", "2", "--concurrency", "16", "--seed", "3", "--data-dir", dir},
+	code := Run(ctx, []string{"demo", "--entities", "150", "--duration", "2s", "--rate", "40", "--workers", "2", "--concurrency", "16", "--seed", "3", "--data-dir", dir},
 		strings.NewReader(""), &stdout, &stderr)
 	out := stdout.String()
 	if code != 0 {

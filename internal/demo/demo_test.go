@@ -25,7 +25,7 @@ func TestDemoConverges(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "demo")
 	r, err := Run(ctx, Config{
 		Entities:      300,
-		Duration:      4 * time.Second,
+		Duration:      3 * time.Second,
 		Rate:          60,
 		Workers:       3,
 		Concurrency:   16,
