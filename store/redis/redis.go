@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -201,7 +202,14 @@ func (s *Store) tokenKey(k store.Key) string {
 	return s.prefix + ":t:{" + escaper.Replace(k.Entity) + "/" + escaper.Replace(k.Key) + "}"
 }
 
-func (s *Store) controlKey(name string) string { return s.prefix + ":c:" + name }
+// Control records and their index share one hash tag, so the index and the
+// records stay in one slot on a cluster and can change in one transaction.
+func (s *Store) controlKey(name string) string { return s.prefix + ":c:{ctl}:" + name }
+
+// controlIndex is a sorted set of control names scored by expiry (unix ms,
+// +inf for none): ListControl reads it instead of scanning the keyspace,
+// which holds one hash per entity and may be millions of keys.
+func (s *Store) controlIndex() string { return s.prefix + ":c:{ctl}" }
 
 // Hash fields. Intent time is RFC 3339 with nanoseconds; lease expiry is in
 // milliseconds of Redis's clock (Lua numbers print exactly only up to 14
@@ -478,8 +486,17 @@ func (s *Store) SetControl(ctx context.Context, name string, value []byte, ttl t
 	if ttl < 0 {
 		return fmt.Errorf("redis store: set control %q: negative ttl %s", name, ttl)
 	}
-	// ttl 0 is KEEPTTL-free SET without expiry, which also clears an old one.
-	if err := s.rdb.Set(ctx, s.controlKey(name), value, ttl).Err(); err != nil {
+	score := math.Inf(1)
+	if ttl > 0 {
+		score = float64(time.Now().Add(ttl).UnixMilli())
+	}
+	// ttl 0 is a SET without expiry, which also clears an old one.
+	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.Set(ctx, s.controlKey(name), value, ttl)
+		p.ZAdd(ctx, s.controlIndex(), goredis.Z{Score: score, Member: name})
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("redis store: set control %q: %w", name, err)
 	}
 	return nil
@@ -497,49 +514,57 @@ func (s *Store) GetControl(ctx context.Context, name string) ([]byte, bool, erro
 	return v, true, nil
 }
 
-// ListControl implements store.Control.
+// ListControl implements store.Control. It reads the control index, not
+// the keyspace, and prunes index entries whose records expired (the index
+// scores are this process's clock; Redis's own TTL decides what exists).
 func (s *Store) ListControl(ctx context.Context, prefix string) (map[string][]byte, error) {
-	head := s.controlKey("")
-	match := globEscaper.Replace(head+prefix) + "*"
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	if err := s.rdb.ZRemRangeByScore(ctx, s.controlIndex(), "-inf", "("+now).Err(); err != nil {
+		return nil, fmt.Errorf("redis store: list control %q: prune index: %w", prefix, err)
+	}
+	all, err := s.rdb.ZRange(ctx, s.controlIndex(), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis store: list control %q: %w", prefix, err)
+	}
+	var names []string
+	for _, n := range all {
+		if strings.HasPrefix(n, prefix) {
+			names = append(names, n)
+		}
+	}
 	out := map[string][]byte{}
-	var cursor uint64
-	for {
-		names, next, err := s.rdb.ScanType(ctx, cursor, match, scanCount, "string").Result()
+	if len(names) == 0 {
+		return out, nil
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*goredis.StringCmd, len(names))
+	for i, name := range names {
+		cmds[i] = pipe.Get(ctx, s.controlKey(name))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, fmt.Errorf("redis store: list control %q: %w", prefix, err)
+	}
+	for i, name := range names {
+		v, err := cmds[i].Bytes()
+		if errors.Is(err, goredis.Nil) {
+			continue // expired: Redis's TTL is the truth
+		}
 		if err != nil {
 			return nil, fmt.Errorf("redis store: list control %q: %w", prefix, err)
 		}
-		if len(names) > 0 {
-			// One GET per name in a pipeline rather than MGET, which a
-			// cluster refuses across slots.
-			pipe := s.rdb.Pipeline()
-			cmds := make([]*goredis.StringCmd, len(names))
-			for i, name := range names {
-				cmds[i] = pipe.Get(ctx, name)
-			}
-			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
-				return nil, fmt.Errorf("redis store: list control %q: %w", prefix, err)
-			}
-			for i, name := range names {
-				v, err := cmds[i].Bytes()
-				if errors.Is(err, goredis.Nil) {
-					continue // expired between SCAN and GET
-				}
-				if err != nil {
-					return nil, fmt.Errorf("redis store: list control %q: %w", prefix, err)
-				}
-				out[strings.TrimPrefix(name, head)] = v
-			}
-		}
-		if next == 0 {
-			return out, nil
-		}
-		cursor = next
+		out[name] = v
 	}
+	return out, nil
 }
 
 // DeleteControl implements store.Control.
 func (s *Store) DeleteControl(ctx context.Context, name string) error {
-	if err := s.rdb.Del(ctx, s.controlKey(name)).Err(); err != nil {
+	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.Del(ctx, s.controlKey(name))
+		p.ZRem(ctx, s.controlIndex(), name)
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("redis store: delete control %q: %w", name, err)
 	}
 	return nil

@@ -29,7 +29,7 @@ func deleteKeysOnCleanup(t testing.TB, url, prefix string) {
 		}
 		rdb := goredis.NewClient(opts)
 		defer rdb.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
 		var names []string
