@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
@@ -80,8 +82,10 @@ func testWorkersConverge(t *testing.T, storeKind string) {
 	switch storeKind {
 	case "postgres":
 		storeURL = withParam(testenv.Postgres(t), "pool_max_conns=6")
+		t.Cleanup(func() { dropStoreSchema(t, testenv.Postgres(t), ns) })
 	case "redis":
 		storeURL = testenv.Redis(t)
+		t.Cleanup(func() { deleteRedisPrefix(t, storeURL, ns) })
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -292,4 +296,46 @@ func withParam(url, param string) string {
 		return url + "&" + param
 	}
 	return url + "?" + param
+}
+
+// dropStoreSchema removes the state store's schema of a test namespace.
+func dropStoreSchema(t *testing.T, dsn, schema string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Logf("cleanup: %v", err)
+		return
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+		t.Logf("cleanup: %v", err)
+	}
+}
+
+// deleteRedisPrefix removes every key of a test namespace from Redis.
+func deleteRedisPrefix(t *testing.T, url, prefix string) {
+	opts, err := goredis.ParseURL(url)
+	if err != nil {
+		t.Logf("cleanup: %v", err)
+		return
+	}
+	rdb := goredis.NewClient(opts)
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+	var batch []string
+	for iter.Next(ctx) {
+		if batch = append(batch, iter.Val()); len(batch) == 500 {
+			_ = rdb.Unlink(ctx, batch...).Err()
+			batch = batch[:0]
+		}
+	}
+	if len(batch) > 0 {
+		_ = rdb.Unlink(ctx, batch...).Err()
+	}
+	if err := iter.Err(); err != nil {
+		t.Logf("cleanup: %v", err)
+	}
 }
