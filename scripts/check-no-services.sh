@@ -71,7 +71,7 @@ export EVENTSYNC_TEST_NATS=nats://127.0.0.1:1
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/eventsync-no-services.XXXXXX")
 cleanup() {
-	if [[ $keep == 1 ]]; then say "kept $work"; else rm -rf "$work"; fi
+	if [[ $keep == 1 ]]; then say "kept $work"; else rm -rf "$work" && say "removed $work (run with --keep to look around the demo's data dir)"; fi
 }
 trap cleanup EXIT
 
