@@ -110,14 +110,14 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// startAdmin listens on addr ("" disables it) and serves until Stop.
+// startAdmin listens on addr ("" means none) and serves until Stop.
 func startAdmin(addr string, reg *prometheus.Registry, extra map[string]http.Handler, log *slog.Logger) (*adminServer, error) {
 	if addr == "" {
 		return nil, nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("admin listener on %s: %w (choose another port with --admin or admin.listen, or \"\" to disable)", addr, err)
+		return nil, fmt.Errorf("admin listener on %s: %w (choose another port with --admin or admin.listen, or \"off\" to disable)", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

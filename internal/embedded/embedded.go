@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -61,6 +62,7 @@ func (c Config) Validate() error {
 type Server struct {
 	ns       *server.Server
 	log      *slog.Logger
+	lock     *os.File // flock on the data dir, held until Shutdown
 	shutdown sync.Once
 }
 
@@ -78,6 +80,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("embedded NATS: create data dir %q: %w; choose a writable directory", dir, err)
 	}
+	// Two servers on one data dir would corrupt each other's JetStream
+	// files; nats-server does not prevent it, so hold an exclusive lock.
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	port := cfg.Port
 	if port == 0 {
 		port = server.RANDOM_PORT
@@ -94,6 +102,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
+		_ = lock.Close()
 		return nil, fmt.Errorf("embedded NATS: configure server: %w", err)
 	}
 	logger := &slogAdapter{log: cfg.Logger.With("component", "nats-server")}
@@ -101,7 +110,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	// Start blocks only briefly; readiness is polled below so that ctx can
 	// cancel a slow start.
 	ns.Start()
-	s := &Server{ns: ns, log: cfg.Logger}
+	s := &Server{ns: ns, log: cfg.Logger, lock: lock}
 	deadline := time.Now().Add(cfg.ReadyTimeout)
 	for !ns.ReadyForConnections(100 * time.Millisecond) {
 		if err := ctx.Err(); err != nil {
@@ -144,7 +153,22 @@ func (s *Server) Shutdown() {
 	s.shutdown.Do(func() {
 		s.ns.Shutdown()
 		s.ns.WaitForShutdown()
+		_ = s.lock.Close() // closing the descriptor releases the flock
 	})
+}
+
+// lockDir takes an exclusive, non-blocking flock on dir/eventsync.lock.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, "eventsync.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: open lock file %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("embedded NATS: data dir %s is in use by another eventsync process (%v); stop it, use another --data-dir, or connect to its server with --bus/--store nats://127.0.0.1:<its port>", dir, err)
+	}
+	return f, nil
 }
 
 // slogAdapter routes nats-server log lines into slog. The server's notices

@@ -106,3 +106,21 @@ func TestStartOnBusyPortFails(t *testing.T) {
 		t.Fatalf("second server on port %d: got %v, want an error suggesting another port", port, err)
 	}
 }
+
+func TestSecondServerOnSameDataDirIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	first, err := Start(context.Background(), Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Start(context.Background(), Config{DataDir: dir})
+	if err == nil || !strings.Contains(err.Error(), "in use by another eventsync process") {
+		t.Fatalf("second server on the same data dir: %v", err)
+	}
+	first.Shutdown()
+	again, err := Start(context.Background(), Config{DataDir: dir})
+	if err != nil {
+		t.Fatalf("after shutdown the data dir must be free: %v", err)
+	}
+	again.Shutdown()
+}
