@@ -12,7 +12,6 @@ package demo
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,12 +26,11 @@ import (
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/bus/natsjs"
-	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/fakeapi"
-	"github.com/eventsync/eventsync/internal/control"
 	"github.com/eventsync/eventsync/internal/embedded"
 	"github.com/eventsync/eventsync/internal/engine"
 	"github.com/eventsync/eventsync/internal/relay"
+	"github.com/eventsync/eventsync/internal/resync"
 	"github.com/eventsync/eventsync/sink/httpsink"
 	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/source/sqlite"
@@ -481,66 +479,45 @@ func (d *demo) runOutages(ctx context.Context) {
 	}
 }
 
-// resync pauses live, publishes a snapshot of the whole table to the resync
-// stream, waits until every resync event was applied (not merely
-// published), and resumes live. Live events pile up meanwhile and are
-// applied afterwards; versions keep old snapshot data from winning.
+// resync runs eventsync's resync (the same code as `eventsync resync
+// --pause-live`): pause live for every worker, publish one consistent
+// snapshot of the whole table to the resync stream with confirms, wait
+// until every resync event was applied (not merely published), resume live.
+// Live events pile up meanwhile and are applied afterwards; versions keep
+// old snapshot data from winning.
 func (d *demo) resync(ctx context.Context) ResyncReport {
 	d.setPhase(PhaseResync)
 	defer d.setPhase(PhaseLive)
 	start := time.Now()
 	rep := ResyncReport{Started: start.Sub(d.started)}
-	if err := control.SetPaused(ctx, d.ctrlStore, bus.Live, true, "demo", "resync"); err != nil {
-		rep.Problem = fmt.Sprintf("pause live: %v", err)
-		return rep
-	}
-	defer func() {
-		if err := control.SetPaused(context.WithoutCancel(ctx), d.ctrlStore, bus.Live, false, "demo", ""); err != nil {
-			rep.Problem = fmt.Sprintf("resume live: %v", err)
-		}
-	}()
-	// Live consumers stop within a control poll; wait so the story is true.
-	_ = d.waitFor(ctx, 10*time.Second, func() error {
-		for _, w := range d.workers {
-			s := w.Status()
-			if s.Consuming[bus.Live] || s.InFlight[bus.Live] > 0 {
-				return fmt.Errorf("%s still consumes live", s.ID)
-			}
-		}
-		return nil
-	})
-	total, err := d.src.Count(ctx, d.spec)
+	res, err := resync.Run(ctx, d.src, d.ctrlBus, d.ctrlStore, resync.Spec{
+		Table: Table, Entity: Entity, KeyColumn: "id", ExcludeColumns: excludedColumns,
+		PageSize:  1000,
+		PauseLive: true,
+	},
+		resync.WithOwner("demo"),
+		resync.WithLogger(d.log),
+		// Drained means: nothing unacknowledged on the stream (delayed
+		// retries included) and every worker's heartbeat, renewed every 2s,
+		// showing nothing in flight and nothing settled since.
+		resync.WithDrain(d.ctrlBus, 250*time.Millisecond, 2*time.Second),
+		resync.WithProgress(func(p resync.Progress) {
+			d.resyncTotal.Store(p.Total)
+			d.resyncPublished.Store(p.Rows)
+		}),
+	)
+	rep.Counted, rep.Published = res.Total, res.Rows
 	if err != nil {
-		rep.Problem = fmt.Sprintf("count rows: %v", err)
+		rep.Problem = err.Error()
 		return rep
 	}
-	d.resyncTotal.Store(total)
-	rep.Rows = total
-	err = d.src.Snapshot(ctx, d.spec, func(page []event.Event, _ string) error {
-		msgs := make([]bus.Message, 0, len(page))
-		for _, ev := range page {
-			body, err := json.Marshal(ev)
-			if err != nil {
-				return err
-			}
-			msgs = append(msgs, bus.Message{Body: body})
-		}
-		if err := d.ctrlBus.Publish(ctx, bus.Resync, msgs...); err != nil {
-			return err
-		}
-		d.resyncPublished.Add(int64(len(page)))
-		return nil
-	})
-	rep.Published = d.resyncPublished.Load()
-	if err != nil {
-		rep.Problem = fmt.Sprintf("snapshot to the resync stream: %v", err)
+	if !res.Done || !res.LivePaused {
+		rep.Problem = fmt.Sprintf("resync ended without finishing (done %v, live paused %v)", res.Done, res.LivePaused)
 		return rep
 	}
-	if err := d.waitQuiet(ctx, d.cfg.DrainTimeout, bus.Resync); err != nil {
-		rep.Problem = fmt.Sprintf("resync stream did not drain: %v", err)
-		return rep
-	}
+	rep.Complete = true
 	rep.Took = time.Since(start)
+	// Live resumed a moment ago; what waits now piled up during the resync.
 	if n, err := d.ctrlBus.Unsettled(ctx, bus.Live); err == nil {
 		rep.LivePiledUp = n
 	}
