@@ -49,17 +49,18 @@ type Config struct {
 
 // Worker tunes `eventsync worker`.
 type Worker struct {
-	Concurrency    int           `yaml:"concurrency" doc:"events in flight at once (default 256)"`
-	Prefetch       int           `yaml:"prefetch" doc:"unsettled deliveries per stream (default = concurrency)"`
-	Streams        []string      `yaml:"streams" doc:"streams to consume, comma-separated in the environment (default live,resync)"`
-	LeaseTTL       time.Duration `yaml:"lease_ttl" doc:"per-entity lease; must exceed three sink timeouts (default 60s)"`
-	MaxAttempts    int           `yaml:"max_attempts" doc:"attempts before a retryable failure is parked (default 25)"`
-	BackoffBase    time.Duration `yaml:"backoff_base" doc:"first retry delay (default 1s)"`
-	BackoffMax     time.Duration `yaml:"backoff_max" doc:"longest retry delay (default 5m)"`
-	MaxEventBytes  int           `yaml:"max_event_bytes" doc:"larger events are parked (default 1048576)"`
-	ShutdownGrace  time.Duration `yaml:"shutdown_grace" doc:"time in-flight events get to finish on SIGTERM (default 30s)"`
-	BreakerFails   int           `yaml:"breaker_failures" doc:"consecutive API failures that stop pulling (default 10)"`
-	BreakerOpenFor time.Duration `yaml:"breaker_open_for" doc:"first pause after the breaker opens; doubles up to 30s (default 1s)"`
+	Concurrency        int           `yaml:"concurrency" doc:"events in flight at once (default 256)"`
+	Prefetch           int           `yaml:"prefetch" doc:"unsettled deliveries per stream (default = concurrency)"`
+	Streams            []string      `yaml:"streams" doc:"streams to consume, comma-separated in the environment (default live,resync)"`
+	LeaseTTL           time.Duration `yaml:"lease_ttl" doc:"per-entity lease; must exceed three sink timeouts (default 60s)"`
+	MaxAttempts        int           `yaml:"max_attempts" doc:"attempts before a retryable failure is parked (default 25)"`
+	BackoffBase        time.Duration `yaml:"backoff_base" doc:"first retry delay (default 1s)"`
+	BackoffMax         time.Duration `yaml:"backoff_max" doc:"longest retry delay (default 5m)"`
+	MaxEventBytes      int           `yaml:"max_event_bytes" doc:"larger events are parked (default 1048576)"`
+	ShutdownGrace      time.Duration `yaml:"shutdown_grace" doc:"time in-flight events get to finish on SIGTERM (default 30s)"`
+	LookupBeforeCreate bool          `yaml:"lookup_before_create" doc:"look every create up by external id first (one more call per create); for a first sync into an API that already holds records (default false)"`
+	BreakerFails       int           `yaml:"breaker_failures" doc:"consecutive API failures that stop pulling (default 10)"`
+	BreakerOpenFor     time.Duration `yaml:"breaker_open_for" doc:"first pause after the breaker opens; doubles up to 30s (default 1s)"`
 }
 
 // Throttle is the throughput control in front of the sink: a cluster-wide

@@ -179,7 +179,7 @@ func (a *Applier) upsertRemote(ctx context.Context, lease store.Lease, state sto
 	// A pending intent means an earlier attempt may have created the
 	// record before crashing or timing out: reconcile before creating.
 	reconcile := state.Intent != nil && state.Intent.Action == store.ActionCreate
-	return a.createOrAdopt(ctx, lease, rec, reconcile, "")
+	return a.createOrAdopt(ctx, lease, rec, reconcile || a.cfg.LookupBeforeCreate, "")
 }
 
 // createOrAdopt finds an existing remote record by external id (when lookup

@@ -354,3 +354,18 @@ func recordOf(t *testing.T, body []byte) sink.Record {
 	}
 	return sink.Record{Entity: ev.Entity, Key: ev.Key, Version: ev.Version, Data: ev.Data}
 }
+
+func TestApplyLookupBeforeCreateAdoptsExistingRecords(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarness(t, sf, func(c *Config) { c.LookupBeforeCreate = true })
+		// The API already holds this entity (synced before eventsync ran).
+		if _, err := h.applier.sink.Create(context.Background(), recordOf(t, upsert("old", 1, "from before"))); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, h.apply(t, upsert("old", 3, "now"), 1), ResultApplied)
+		recs := h.remote(t, "old")
+		if len(recs) != 1 || recs[0]["title"] != "now" {
+			t.Fatalf("want the existing record adopted and updated, got %v", recs)
+		}
+	})
+}

@@ -42,6 +42,11 @@ type Config struct {
 	LockedRetryDelay time.Duration
 	// MaxEventBytes larger payloads are parked. Default event.DefaultMaxSize.
 	MaxEventBytes int
+	// LookupBeforeCreate looks every create up by external id first, at the
+	// cost of one more call per create. Turn it on for a first sync into an
+	// API that already holds records (created before eventsync, or after a
+	// switch to an empty state store), so they are adopted, not duplicated.
+	LookupBeforeCreate bool
 	// Entities the sink handles; events of other types are parked. Empty
 	// means every entity is accepted.
 	Entities []string
