@@ -58,16 +58,28 @@ func URL(t testing.TB, name string) string {
 }
 
 // Postgres returns a DSN of the test PostgreSQL.
-func Postgres(t testing.TB) string { return URL(t, "postgres") }
+func Postgres(t testing.TB) string {
+	t.Helper()
+	return URL(t, "postgres")
+}
 
 // Redis returns the URL of the test Redis.
-func Redis(t testing.TB) string { return URL(t, "redis") }
+func Redis(t testing.TB) string {
+	t.Helper()
+	return URL(t, "redis")
+}
 
 // RabbitMQ returns the AMQP URL of the test RabbitMQ.
-func RabbitMQ(t testing.TB) string { return URL(t, "rabbitmq") }
+func RabbitMQ(t testing.TB) string {
+	t.Helper()
+	return URL(t, "rabbitmq")
+}
 
 // NATS returns the URL of the test NATS server with JetStream.
-func NATS(t testing.TB) string { return URL(t, "nats") }
+func NATS(t testing.TB) string {
+	t.Helper()
+	return URL(t, "nats")
+}
 
 // UniqueName returns prefix plus a random suffix safe for queue, schema and
 // key names, so parallel tests never share state on a shared service.
