@@ -166,11 +166,12 @@ func batchKeys(prefix string, n int) []string {
 // drain runs one Worker until it has settled n deliveries, fails the
 // benchmark unless every one was applied, and returns the rate over the
 // middle 80% of them (steady state, without start-up and the last wave).
-func drain(b *testing.B, bs bus.Bus, st store.Store, sk sink.Sink, concurrency, n int) (steady float64) {
+func drain(b *testing.B, bs bus.Bus, st store.Store, sk sink.Sink, concurrency, prefetch, n int) (steady float64) {
 	cfg := Config{
 		WorkerID:    testenv.UniqueName("benchworker"),
 		Streams:     []bus.Stream{bus.Live},
 		Concurrency: concurrency,
+		Prefetch:    prefetch, // 0: the default, Concurrency
 		Logger:      slog.New(slog.DiscardHandler),
 	}
 	w, err := NewWorker(bs, st, sk, cfg, nil)
@@ -225,7 +226,7 @@ func drain(b *testing.B, bs bus.Bus, st store.Store, sk sink.Sink, concurrency, 
 // benchWorker measures one Worker draining n pre-published creates (new
 // keys each op: lease, intent, create, commit) or updates (keys seeded
 // once: lease, update, commit) per op.
-func benchWorker(b *testing.B, st store.Store, sk sink.Sink, concurrency, n int, updates bool) {
+func benchWorker(b *testing.B, st store.Store, sk sink.Sink, concurrency, prefetch, n int, updates bool) {
 	bs, _ := benchBus(b)
 	var keys []string
 	if updates {
@@ -244,7 +245,7 @@ func benchWorker(b *testing.B, st store.Store, sk sink.Sink, concurrency, n int,
 		}
 		publishBatch(b, bs, keys, version)
 		b.StartTimer()
-		steady = append(steady, drain(b, bs, st, sk, concurrency, n))
+		steady = append(steady, drain(b, bs, st, sk, concurrency, prefetch, n))
 	}
 	reportRates(b, b.N*n, steady)
 }
@@ -340,7 +341,7 @@ func BenchmarkWorkerZeroLatency(b *testing.B) {
 		for _, op := range []string{"create", "update"} {
 			b.Run(kind+"/"+op, func(b *testing.B) {
 				st := openBenchStore(b, kind)
-				benchWorker(b, st, &latencySink{}, concurrency, zeroLatencyBatch, op == "update")
+				benchWorker(b, st, &latencySink{}, concurrency, 0, zeroLatencyBatch, op == "update")
 			})
 		}
 	}
@@ -361,11 +362,17 @@ func openBenchStore(b *testing.B, kind string) store.Store {
 func BenchmarkWorker50msSink(b *testing.B) {
 	const latency = 50 * time.Millisecond
 	const waves = 40
+	// Prefetch twice the concurrency keeps deliveries waiting in the
+	// worker, so a freed slot does not wait for the broker's round trip.
+	b.Run("redis/c=64/prefetch=128", func(b *testing.B) {
+		benchWorker(b, benchRedis(b), &latencySink{latency: latency}, 64, 128, 64*waves, false)
+		b.ReportMetric(100*float64(b.N*64*waves)/b.Elapsed().Seconds()/(64/latency.Seconds()), "%ideal")
+	})
 	b.Run("raw-prefetch1000", func(b *testing.B) { benchRaw(b, 1000, 1000*waves) })
 	for _, c := range []int{64, 256, 1000} {
 		b.Run(fmt.Sprintf("redis/c=%d", c), func(b *testing.B) {
 			st := benchRedis(b)
-			benchWorker(b, st, &latencySink{latency: latency}, c, c*waves, false)
+			benchWorker(b, st, &latencySink{latency: latency}, c, 0, c*waves, false)
 			ideal := float64(c) / latency.Seconds()
 			b.ReportMetric(100*float64(b.N*c*waves)/b.Elapsed().Seconds()/ideal, "%ideal")
 		})
