@@ -103,7 +103,7 @@ func (r *runner) waitDrained(ctx context.Context) (time.Duration, error) {
 	begin := time.Now()
 	var base *observation
 	var baseAt time.Time
-	lastLog := time.Now()
+	var lastLog time.Time
 	tick := time.NewTicker(r.drainPoll)
 	defer tick.Stop()
 	r.log.Info("waiting until workers have applied the resync stream", "run", r.spec.RunID)
@@ -113,14 +113,12 @@ func (r *runner) waitDrained(ctx context.Context) (time.Duration, error) {
 			return time.Since(begin), err
 		}
 		r.report(PhaseDrain, o.status)
-		if time.Since(lastLog) >= 10*time.Second {
+		// Regular progress goes to the progress callback; warn when the
+		// wait cannot end by itself.
+		if o.status.Consumers == 0 && o.status.Workers == 0 && !o.idle() && time.Since(lastLog) >= 10*time.Second {
 			lastLog = time.Now()
-			args := []any{"ready", o.status.Ready, "delayed", o.status.Delayed, "in_flight", o.status.InFlight, "consumers", o.status.Consumers}
-			if o.status.Consumers == 0 && o.status.Workers == 0 {
-				r.log.Warn("no worker consumes the resync stream; start workers with --streams resync or live,resync", args...)
-			} else {
-				r.log.Info("waiting for the resync stream to drain", args...)
-			}
+			r.log.Warn("no worker consumes the resync stream; start workers with --streams resync or live,resync",
+				"ready", o.status.Ready, "delayed", o.status.Delayed)
 		}
 		switch {
 		case !o.idle():

@@ -532,7 +532,8 @@ func (r *runner) pauseLive(ctx context.Context) (func(), error) {
 		return nil, nil
 	}
 	reason := "resync " + r.spec.RunID
-	if err := control.SetPaused(ctx, r.ctl, bus.Live, true, r.owner, reason); err != nil {
+	by := reason + " (" + r.owner + ")" // what "ctl status" shows
+	if err := control.SetPaused(ctx, r.ctl, bus.Live, true, by, reason); err != nil {
 		return nil, err
 	}
 	r.log.Info("paused the live stream for every worker", "reason", reason)
@@ -541,11 +542,11 @@ func (r *runner) pauseLive(ctx context.Context) (func(), error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		// Only lift our own pause: an operator may have taken over.
-		if p, err := control.Paused(rctx, r.ctl, bus.Live); err == nil && p != nil && (p.By != r.owner || p.Reason != reason) {
+		if p, err := control.Paused(rctx, r.ctl, bus.Live); err == nil && p != nil && (p.By != by || p.Reason != reason) {
 			r.log.Warn("live was re-paused by someone else; leaving it paused", "by", p.By, "reason", p.Reason)
 			return
 		}
-		if err := control.SetPaused(rctx, r.ctl, bus.Live, false, r.owner, ""); err != nil {
+		if err := control.SetPaused(rctx, r.ctl, bus.Live, false, by, ""); err != nil {
 			r.log.Error("could not resume the live stream; run \"eventsync ctl resume --stream live\"", "err", err)
 			return
 		}
