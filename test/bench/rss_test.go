@@ -74,7 +74,9 @@ func TestWorkerRSSMillionQueued(t *testing.T) {
 		t.Fatalf("build eventsync: %v\n%s", err, out)
 	}
 
-	b := rabbitmqtest.Open(t, rabbitmq.Config{URL: amqpURL, Namespace: ns})
+	// The worker declares the default retry tiers; so must this bus, or its
+	// cleanup would miss their queues.
+	b := rabbitmqtest.Open(t, rabbitmq.Config{URL: amqpURL, Namespace: ns, RetryTiers: rabbitmq.DefaultRetryTiers})
 	t.Cleanup(func() { deleteRedisPrefix(t, redisURL, ns) })
 
 	apiAddr := freeAddr(t)
