@@ -24,6 +24,7 @@ import (
 	"github.com/eventsync/eventsync/internal/resync"
 	"github.com/eventsync/eventsync/internal/testenv"
 	"github.com/eventsync/eventsync/source/sourcetest"
+	"github.com/eventsync/eventsync/store"
 	pgstore "github.com/eventsync/eventsync/store/postgres"
 )
 
@@ -575,5 +576,83 @@ func TestPauseLiveAcrossWorkerProcesses(t *testing.T) {
 	}
 	if parked, err := e.bus.ListParked(ctx, bus.ParkedFilter{}); err != nil || len(parked) != 0 {
 		t.Errorf("parked: %d (%v), want none: nothing may be lost", len(parked), err)
+	}
+}
+
+// TestResyncCommandDryRunAndErrors checks what an operator sees from the
+// command itself: flag mistakes named with their fix, a dry run that says
+// what would happen and publishes nothing, a NULL version refused with the
+// fix, and delete-missing reporting before it deletes.
+func TestResyncCommandDryRunAndErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newResyncEnv(t, ctx, 1500, fakeapi.Faults{})
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"resync", "--config", e.cfgPath, "--source", e.sourceDSN, "--table", "listings"}, "missing --entity, --key"},
+		{append(e.resyncArgs(), "--yes"), "--yes only confirms --delete-missing"},
+		{append(e.resyncArgs(), "--dry-run", "--pause-live"), "--dry-run does not pause anything"},
+		{e.resyncArgs("--where", "1=1; DROP TABLE listings"), "without ';'"},
+		{e.resyncArgs("--version-col", "nope"), "nope"},
+	} {
+		out, err := run(t, ctx, c.args...)
+		if err == nil || !strings.Contains(out, c.want) {
+			t.Errorf("eventsync %s: %v, output %q; want a failure mentioning %q", strings.Join(c.args[5:], " "), err, out, c.want)
+		}
+	}
+
+	// A store entry for a key the table never had: delete-missing finds it.
+	commitState(t, ctx, e, "ghost", 3)
+	out, err := run(t, ctx, e.resyncArgs("--dry-run", "--delete-missing")...)
+	if err != nil {
+		t.Fatalf("dry run: %v\n%s", err, out)
+	}
+	for _, want := range []string{"would publish 1500 upsert events (2 pages)", "nothing published", "1 entities known to the store are not in listings", "ghost"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run output lacks %q:\n%s", want, out)
+		}
+	}
+	if st, err := e.bus.Stats(ctx, bus.Resync); err != nil || st.Ready != 0 {
+		t.Errorf("dry run published: %+v %v", st, err)
+	}
+
+	out, err = run(t, ctx, e.resyncArgs("--delete-missing", "--yes", "--json")...)
+	if err != nil {
+		t.Fatalf("resync --delete-missing --yes: %v\n%s", err, out)
+	}
+	var res resync.Result
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, out)
+	}
+	if !res.Done || res.SegmentRows != 1500 || res.Missing == nil || res.Missing.Published != 1 {
+		t.Errorf("result %+v (missing %+v), want 1500 upserts and one delete", res, res.Missing)
+	}
+	if st, err := e.bus.Stats(ctx, bus.Resync); err != nil || st.Ready != 1501 {
+		t.Errorf("resync queue %+v %v, want 1501 events", st, err)
+	}
+
+	if _, err := e.db.Exec(ctx, `ALTER TABLE listings ADD COLUMN rev bigint`); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run(t, ctx, e.resyncArgs("--version-col", "rev")...)
+	if err == nil || !strings.Contains(out, "install-trigger") || !strings.Contains(out, "--version-col") {
+		t.Errorf("NULL versions: %v\n%s", err, out)
+	}
+}
+
+// commitState records an applied upsert for key in the deployment's store,
+// as a worker would have.
+func commitState(t *testing.T, ctx context.Context, e *resyncEnv, key string, version int64) {
+	t.Helper()
+	k := store.Key{Entity: "listing", Key: key}
+	l, _, err := e.store.Acquire(ctx, k, "test", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Commit(ctx, l, store.Commit{Version: version, RemoteID: "r-" + key}); err != nil {
+		t.Fatal(err)
 	}
 }
