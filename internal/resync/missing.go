@@ -19,19 +19,19 @@ const MissingSamples = 10
 type MissingReport struct {
 	// Known is the number of keys the state store holds for the entity
 	// that are not already tombstones.
-	Known int64
+	Known int64 `json:"known"`
 	// Missing keys are known to the store but absent from the table.
-	Missing int64
+	Missing int64 `json:"missing"`
 	// Published delete events (0 unless deletes were confirmed with --yes).
-	Published int64
+	Published int64 `json:"published"`
 	// Changed keys were missing but applied a newer version while the
 	// check ran; they are left to the live stream.
-	Changed int64
+	Changed int64 `json:"changed"`
 	// Ambiguous keys share a 64-bit hash with another known key; they are
 	// skipped rather than risk deleting the wrong one (vanishingly rare).
-	Ambiguous int64
-	Sample    []string
-	Applied   bool
+	Ambiguous int64    `json:"ambiguous"`
+	Sample    []string `json:"sample"`
+	Applied   bool     `json:"applied"`
 }
 
 // candidate is what the missing-key check keeps per known key: 16 bytes of

@@ -154,28 +154,30 @@ type DrainStatus struct {
 
 // Result is what a run did.
 type Result struct {
-	RunID  string
-	DryRun bool
+	RunID  string `json:"run_id"`
+	DryRun bool   `json:"dry_run"`
 	// Resumed is true when the run continued after ResumedAfter.
-	Resumed      bool
-	ResumedAfter string
+	Resumed      bool   `json:"resumed"`
+	ResumedAfter string `json:"resumed_after,omitempty"`
 	// PreviousDone is true when the run id's previous run had completed,
 	// so this one started again from the first key.
-	PreviousDone bool
+	PreviousDone bool `json:"previous_done"`
 	// SegmentRows are rows published by this call; Rows and Total count
 	// the whole run.
-	SegmentRows, Rows, Total int64
+	SegmentRows int64 `json:"segment_rows"`
+	Rows        int64 `json:"rows"`
+	Total       int64 `json:"total"`
 	// Remaining is, for a dry run, how many rows a real run would publish.
-	Remaining int64
-	Pages     int
-	Done      bool
-	Elapsed   time.Duration
+	Remaining int64         `json:"remaining"`
+	Pages     int           `json:"pages"`
+	Done      bool          `json:"done"`
+	Elapsed   time.Duration `json:"elapsed_ns"`
 	// LivePaused is true when this run paused the live stream (and
 	// resumed it on return).
-	LivePaused bool
+	LivePaused bool `json:"live_paused"`
 	// DrainWait is how long the resync stream took to drain.
-	DrainWait time.Duration
-	Missing   *MissingReport
+	DrainWait time.Duration  `json:"drain_wait_ns"`
+	Missing   *MissingReport `json:"delete_missing,omitempty"`
 }
 
 // Option configures Run.
