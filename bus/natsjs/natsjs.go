@@ -36,6 +36,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/internal/natsconn"
 )
 
 // Config configures the bus. Exactly one of URL and Conn is needed.
@@ -165,23 +166,7 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 }
 
 func connect(url string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
-		nats.Name("eventsync-bus"),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS bus disconnected; reconnecting", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS bus reconnected", "url", nc.ConnectedUrlRedacted())
-		}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w; is it running with JetStream (-js)? set --bus", url, err)
-	}
-	return nc, nil
+	return natsconn.Connect(url, "bus", "--bus", log)
 }
 
 func (b *Bus) closeConn() {

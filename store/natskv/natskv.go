@@ -42,6 +42,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eventsync/eventsync/internal/natsconn"
 	"github.com/eventsync/eventsync/store"
 )
 
@@ -187,23 +188,7 @@ func createBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 }
 
 func connect(url string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
-		nats.Name("eventsync-store"),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS store disconnected; reconnecting", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS store reconnected", "url", nc.ConnectedUrlRedacted())
-		}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w; is it running with JetStream (-js)? set --store", url, err)
-	}
-	return nc, nil
+	return natsconn.Connect(url, "store", "--store", log)
 }
 
 func (s *Store) closeConn() {

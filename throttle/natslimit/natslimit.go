@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eventsync/eventsync/internal/natsconn"
 	"github.com/eventsync/eventsync/throttle"
 )
 
@@ -94,9 +95,9 @@ func Open(ctx context.Context, cfg Config) (*Limiter, error) {
 	}
 	l := &Limiter{nc: cfg.Conn, now: cfg.Now}
 	if l.nc == nil {
-		nc, err := nats.Connect(cfg.URL, nats.Name("eventsync-throttle"), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond))
+		nc, err := natsconn.Connect(cfg.URL, "throttle", "--store", nil)
 		if err != nil {
-			return nil, fmt.Errorf("connect to NATS at %s: %w; is it running with JetStream (-js)? set --store", cfg.URL, err)
+			return nil, err
 		}
 		l.nc, l.ownConn = nc, true
 	}

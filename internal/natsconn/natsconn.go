@@ -1,0 +1,39 @@
+// Package natsconn opens the NATS connections eventsync's NATS adapters use
+// (bus, state store, throttle limiter), so they reconnect and log the same
+// way and their errors name the same fix.
+package natsconn
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Connect dials url and keeps reconnecting forever: a broker restart must
+// not stop a worker. role names the user ("bus", "store", "throttle") in
+// the connection name and the logs; flag is the command-line flag that
+// sets url, for the error message.
+func Connect(url, role, flag string, log *slog.Logger) (*nats.Conn, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	nc, err := nats.Connect(url,
+		nats.Name("eventsync-"+role),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS "+role+" disconnected; reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS "+role+" reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w; is it running with JetStream (-js)? set %s", url, err, flag)
+	}
+	return nc, nil
+}
