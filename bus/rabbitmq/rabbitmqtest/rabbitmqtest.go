@@ -35,7 +35,14 @@ func Open(t testing.TB, cfg rabbitmq.Config) *rabbitmq.Bus {
 	}
 	t.Cleanup(func() {
 		_ = b.Close()
-		DeleteTopology(t, cfg.URL, b.Namespace(), b.Queues())
+		queues := b.Queues()
+		// Commands under test may open the same namespace with the default
+		// retry tiers; learn those queue names too so nothing is left behind.
+		if other, err := rabbitmq.Open(context.Background(), rabbitmq.Config{URL: cfg.URL, Namespace: cfg.Namespace}); err == nil {
+			queues = append(queues, other.Queues()...)
+			_ = other.Close()
+		}
+		DeleteTopology(t, cfg.URL, b.Namespace(), queues)
 	})
 	return b
 }
@@ -53,7 +60,12 @@ func DeleteTopology(t testing.TB, url, namespace string, queues []string) {
 		t.Errorf("cleanup: %v", err)
 		return
 	}
+	seen := map[string]bool{}
 	for _, q := range queues {
+		if seen[q] {
+			continue
+		}
+		seen[q] = true
 		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
 			t.Errorf("cleanup: delete queue %s: %v", q, err)
 			return
