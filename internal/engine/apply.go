@@ -100,7 +100,7 @@ func (a *Applier) Apply(ctx context.Context, body []byte, attempt int) Outcome {
 			}
 			return Outcome{Result: ResultLocked, Delay: jitter(delay), Reason: "entity leased by another worker"}
 		}
-		return a.retry(attempt, 0, fmt.Errorf("acquire lease on %s: %w", key, err), false)
+		return a.storeFailure(attempt, fmt.Errorf("acquire lease on %s: %w", key, err))
 	}
 
 	if ev.Version <= state.AppliedVersion {
@@ -149,7 +149,7 @@ func (a *Applier) commit(ctx context.Context, lease store.Lease, c store.Commit)
 		// key: our write may have overwritten newer data. Flag the key so
 		// the next holder re-applies the newest state, and come back.
 		if merr := a.store.MarkRepair(ctx, lease.Key); merr != nil {
-			return a.retry(1, 0, fmt.Errorf("lease lost on %s and marking it for repair failed: %w", lease.Key, merr), false)
+			return a.storeFailure(1, fmt.Errorf("lease lost on %s and marking it for repair failed: %w", lease.Key, merr))
 		}
 		return Outcome{Result: ResultRetried, Delay: jitter(a.cfg.LockedRetryDelay), Reason: "lease lost during the sink call; repair scheduled", Err: err}
 	case errors.Is(err, store.ErrStaleCommit):
@@ -158,7 +158,7 @@ func (a *Applier) commit(ctx context.Context, lease store.Lease, c store.Commit)
 		// The sink call succeeded but we do not know whether the commit
 		// did: retrying is safe because the intent (for creates) and the
 		// version check make the next attempt converge.
-		return a.retry(1, 0, fmt.Errorf("commit %s: %w", lease.Key, err), false)
+		return a.storeFailure(1, fmt.Errorf("commit %s: %w", lease.Key, err))
 	}
 }
 
@@ -297,6 +297,14 @@ func (a *Applier) sinkFailure(attempt int, err error) Outcome {
 		return Outcome{Result: ResultParked, Reason: err.Error(), Err: err}
 	}
 	return a.retry(attempt, after, err, true)
+}
+
+// storeFailure retries an event whose state store call failed. It never
+// parks: the event is valid and the store will come back, so parking would
+// turn a store outage into lost work; the event waits in the retry tiers.
+func (a *Applier) storeFailure(attempt int, err error) Outcome {
+	delay := Backoff(attempt, a.cfg.BackoffBase, a.cfg.BackoffMax)
+	return Outcome{Result: ResultRetried, Delay: delay, Reason: err.Error(), Err: err}
 }
 
 func (a *Applier) retry(attempt int, after time.Duration, err error, sinkFailure bool) Outcome {

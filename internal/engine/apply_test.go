@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/internal/testenv"
@@ -42,18 +45,42 @@ func stores() []storeFactory {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() {
-				_, _ = st.Pool().Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
 				_ = st.Close()
+				// A fresh connection: the test may have closed the store.
+				conn, err := pgx.Connect(context.Background(), dsn)
+				if err != nil {
+					t.Errorf("cleanup: %v", err)
+					return
+				}
+				defer conn.Close(context.Background())
+				if _, err := conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
+					t.Errorf("cleanup: %v", err)
+				}
 			})
 			return st
 		}},
 		{"redis", func(t *testing.T) store.Store {
 			url := testenv.Redis(t)
-			st, err := redis.Open(context.Background(), redis.Config{URL: url, Prefix: testenv.UniqueName("engine")})
+			prefix := testenv.UniqueName("engine")
+			st, err := redis.Open(context.Background(), redis.Config{URL: url, Prefix: prefix})
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = st.Close() })
+			t.Cleanup(func() {
+				_ = st.Close()
+				opts, err := goredis.ParseURL(url)
+				if err != nil {
+					t.Errorf("cleanup: %v", err)
+					return
+				}
+				rdb := goredis.NewClient(opts)
+				defer rdb.Close()
+				ctx := context.Background()
+				iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+				for iter.Next(ctx) {
+					_ = rdb.Unlink(ctx, iter.Val()).Err()
+				}
+			})
 			return st
 		}},
 	}
@@ -366,6 +393,22 @@ func TestApplyLookupBeforeCreateAdoptsExistingRecords(t *testing.T) {
 		recs := h.remote(t, "old")
 		if len(recs) != 1 || recs[0]["title"] != "now" {
 			t.Fatalf("want the existing record adopted and updated, got %v", recs)
+		}
+	})
+}
+
+func TestApplyStoreOutageRetriesAndNeverParks(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarness(t, sf, nil)
+		if err := h.store.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Past max attempts a sink failure would be parked; a store failure
+		// must not be, or a store outage would park every valid event.
+		out := h.apply(t, upsert("s", 1, "x"), 99)
+		expect(t, out, ResultRetried)
+		if out.SinkFailure || out.Delay <= 0 || !strings.Contains(out.Reason, "acquire lease") {
+			t.Fatalf("store outage outcome: %+v", out)
 		}
 	})
 }
