@@ -37,18 +37,20 @@ func runWorker(ctx context.Context, env Env, args []string) error {
 	sinkCfg := cfg.Sink
 
 	wcfg := engine.Config{
-		WorkerID:      *workerID,
-		Concurrency:   cfg.Worker.Concurrency,
-		Prefetch:      cfg.Worker.Prefetch,
-		LeaseTTL:      cfg.Worker.LeaseTTL,
-		MaxAttempts:   cfg.Worker.MaxAttempts,
-		BackoffBase:   cfg.Worker.BackoffBase,
-		BackoffMax:    cfg.Worker.BackoffMax,
-		MaxEventBytes: cfg.Worker.MaxEventBytes,
-		ShutdownGrace: cfg.Worker.ShutdownGrace,
-		Entities:      sinkCfg.Entities(),
-		Logger:        log,
-		Breaker:       engine.BreakerConfig{Failures: cfg.Worker.BreakerFails, OpenFor: cfg.Worker.BreakerOpenFor},
+		WorkerID:           *workerID,
+		Concurrency:        cfg.Worker.Concurrency,
+		Prefetch:           cfg.Worker.Prefetch,
+		ResyncConcurrency:  cfg.Worker.ResyncConcurrency,
+		LeaseTTL:           cfg.Worker.LeaseTTL,
+		MaxAttempts:        cfg.Worker.MaxAttempts,
+		BackoffBase:        cfg.Worker.BackoffBase,
+		BackoffMax:         cfg.Worker.BackoffMax,
+		MaxEventBytes:      cfg.Worker.MaxEventBytes,
+		ShutdownGrace:      cfg.Worker.ShutdownGrace,
+		Entities:           sinkCfg.Entities(),
+		LookupBeforeCreate: cfg.Worker.LookupBeforeCreate,
+		Logger:             log,
+		Breaker:            engine.BreakerConfig{Failures: cfg.Worker.BreakerFails, OpenFor: cfg.Worker.BreakerOpenFor},
 	}
 	if *concurrency != 0 {
 		wcfg.Concurrency = *concurrency

@@ -50,6 +50,7 @@ type Config struct {
 // Worker tunes `eventsync worker`.
 type Worker struct {
 	Concurrency        int           `yaml:"concurrency" doc:"events in flight at once (default 256)"`
+	ResyncConcurrency  int           `yaml:"resync_concurrency" doc:"most of the concurrency resync events may hold, so live events always find a slot (default 3/4 of concurrency)"`
 	Prefetch           int           `yaml:"prefetch" doc:"unsettled deliveries per stream (default = concurrency)"`
 	Streams            []string      `yaml:"streams" doc:"streams to consume, comma-separated in the environment (default live,resync)"`
 	LeaseTTL           time.Duration `yaml:"lease_ttl" doc:"per-entity lease; must exceed three sink timeouts (default 60s)"`

@@ -27,6 +27,11 @@ type Config struct {
 	// Concurrency is the number of events in flight at once (API calls are
 	// the bottleneck, so this is high). Default 256.
 	Concurrency int
+	// ResyncConcurrency caps the resync stream's share of Concurrency, so a
+	// resync that keeps every slot waiting on the API's budget cannot make
+	// live events queue for a slot. 0 means three quarters of Concurrency
+	// (at least 1); see resyncSlots.
+	ResyncConcurrency int
 	// Prefetch per stream; default Concurrency.
 	Prefetch int
 	// LeaseTTL bounds how long one event may hold its entity. It must cover
@@ -131,11 +136,22 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// resyncSlots is the resync stream's cap on in-flight events.
+func (c Config) resyncSlots() int {
+	if c.ResyncConcurrency > 0 {
+		return c.ResyncConcurrency
+	}
+	return max(1, c.Concurrency*3/4)
+}
+
 // Validate reports the first invalid setting, named as in the config file.
 func (c Config) Validate() error {
 	var errs []error
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("worker.concurrency: %d must be at least 1", c.Concurrency))
+	}
+	if c.ResyncConcurrency < 0 || c.ResyncConcurrency > c.Concurrency {
+		errs = append(errs, fmt.Errorf("worker.resync_concurrency: %d must be between 1 and worker.concurrency (%d), or 0 for three quarters of it", c.ResyncConcurrency, c.Concurrency))
 	}
 	if c.Prefetch < 1 {
 		errs = append(errs, fmt.Errorf("worker.prefetch: %d must be at least 1", c.Prefetch))

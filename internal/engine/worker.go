@@ -28,6 +28,10 @@ type Worker struct {
 	started time.Time
 
 	slots    chan struct{}
+	// streamSlots caps one stream's share of slots (resync only); taken
+	// before a shared slot, so a capped stream never holds a shared slot
+	// while it waits.
+	streamSlots map[bus.Stream]chan struct{}
 	inFlight map[bus.Stream]*atomic.Int64
 	done     map[bus.Stream]*atomic.Int64
 	resultsM sync.Mutex
@@ -62,6 +66,7 @@ func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, m *Metrics) 
 		metrics:      m,
 		breaker:      newBreaker(cfg.Breaker, cfg.Now),
 		slots:        make(chan struct{}, cfg.Concurrency),
+		streamSlots:  map[bus.Stream]chan struct{}{bus.Resync: make(chan struct{}, cfg.resyncSlots())},
 		inFlight:     map[bus.Stream]*atomic.Int64{},
 		done:         map[bus.Stream]*atomic.Int64{},
 		consuming:    map[bus.Stream]*atomic.Bool{},
@@ -198,30 +203,28 @@ func (w *Worker) pump(ctx, handlerCtx context.Context, stream bus.Stream, sub bu
 			return nil
 		}
 		w.metrics.breakerOpen.Set(0)
-		select {
-		case <-ctx.Done():
+		if !w.acquireSlot(ctx, stream, changed) {
 			w.releaseProbe(probe)
-			return nil
-		case <-changed:
-			w.releaseProbe(probe)
+			if ctx.Err() != nil {
+				return nil
+			}
 			continue
-		case w.slots <- struct{}{}:
 		}
 		var d bus.Delivery
 		var ok bool
 		select {
 		case <-ctx.Done():
-			<-w.slots
+			w.releaseSlot(stream)
 			w.releaseProbe(probe)
 			return nil
 		case <-changed:
-			<-w.slots
+			w.releaseSlot(stream)
 			w.releaseProbe(probe)
 			continue
 		case d, ok = <-deliveries:
 		}
 		if !ok {
-			<-w.slots
+			w.releaseSlot(stream)
 			w.releaseProbe(probe)
 			if ctx.Err() != nil {
 				return nil
@@ -233,11 +236,43 @@ func (w *Worker) pump(ctx, handlerCtx context.Context, stream bus.Stream, sub bu
 		w.metrics.inFlight.WithLabelValues(string(stream)).Inc()
 		go func() {
 			defer handlers.Done()
-			defer func() { <-w.slots }()
+			defer w.releaseSlot(stream)
 			w.handle(handlerCtx, stream, d, probe)
 			w.inFlight[stream].Add(-1)
 			w.metrics.inFlight.WithLabelValues(string(stream)).Dec()
 		}()
+	}
+}
+
+// acquireSlot takes the stream's own slot (when it is capped) and then a
+// shared one; false when ctx ends or the pause flags change first.
+func (w *Worker) acquireSlot(ctx context.Context, stream bus.Stream, changed <-chan struct{}) bool {
+	own := w.streamSlots[stream]
+	if own != nil {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-changed:
+			return false
+		case own <- struct{}{}:
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case <-changed:
+	case w.slots <- struct{}{}:
+		return true
+	}
+	if own != nil {
+		<-own
+	}
+	return false
+}
+
+func (w *Worker) releaseSlot(stream bus.Stream) {
+	<-w.slots
+	if own := w.streamSlots[stream]; own != nil {
+		<-own
 	}
 }
 

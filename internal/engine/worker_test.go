@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/eventsync/eventsync/bus/rabbitmq/rabbitmqtest"
 	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/internal/control"
+	"github.com/eventsync/eventsync/sink"
 )
 
 // runWorker starts a Worker on a real RabbitMQ bus and returns a stop
@@ -161,5 +163,47 @@ func TestWorkerGracefulShutdownLosesNothing(t *testing.T) {
 	waitUntil(t, 20*time.Second, "the rest applied", func() bool { return len(h.api.Records("listings")) == 100 })
 	if d := h.api.Stats().DuplicateRecords; d != 0 {
 		t.Fatalf("%d duplicates", d)
+	}
+}
+
+// gatedSink holds every resync call until release is closed.
+type gatedSink struct {
+	sink.Sink
+	release chan struct{}
+	waiting atomic.Int64
+}
+
+func (g *gatedSink) Create(ctx context.Context, r sink.Record) (string, error) {
+	if s, _ := bus.StreamFrom(ctx); s == bus.Resync {
+		g.waiting.Add(1)
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	return g.Sink.Create(ctx, r)
+}
+
+// A resync whose calls all wait (on the API's budget, say) must leave
+// slots for live events: they are applied while every resync slot is busy.
+func TestWorkerKeepsSlotsForLiveDuringResync(t *testing.T) {
+	sf := stores()[0]
+	h := newHarness(t, sf, nil)
+	gate := &gatedSink{Sink: h.applier.sink, release: make(chan struct{})}
+	h.applier.sink = gate
+	b := rabbitmqtest.Open(t, rabbitmq.Config{})
+	w, _ := runWorker(t, h, b, func(c *Config) { c.Concurrency, c.ResyncConcurrency = 4, 3 })
+	defer close(gate.release)
+	publishN(t, b, bus.Resync, 0, 10)
+	waitUntil(t, 10*time.Second, "three resync events waiting on the API", func() bool { return gate.waiting.Load() == 3 })
+	time.Sleep(300 * time.Millisecond) // room for a fourth, were the cap broken
+	if n := gate.waiting.Load(); n != 3 {
+		t.Fatalf("%d resync events waiting on the API, want the cap of 3", n)
+	}
+	publishN(t, b, bus.Live, 100, 1)
+	waitUntil(t, 10*time.Second, "the live event applied while resync waits", func() bool { return len(h.api.Records("listings")) == 1 })
+	if n := w.Status().InFlight[bus.Resync]; n != 3 {
+		t.Fatalf("%d resync events in flight, want the cap of 3", n)
 	}
 }
