@@ -42,6 +42,9 @@ type Outcome struct {
 	// SinkFailure marks retryable failures of the API itself (not lock
 	// contention), which feed the circuit breaker.
 	SinkFailure bool
+	// OccurredAt is the event's occurred_at (zero when it has none), for
+	// the end-to-end lag metric.
+	OccurredAt time.Time
 }
 
 // Applier runs the apply algorithm of DESIGN.md §4 for one event.
@@ -86,6 +89,14 @@ func (a *Applier) Apply(ctx context.Context, body []byte, attempt int) Outcome {
 	if err != nil {
 		return Outcome{Result: ResultParked, Reason: err.Error(), Err: err}
 	}
+	out := a.apply(ctx, ev, body, attempt)
+	if ev.OccurredAt != nil {
+		out.OccurredAt = *ev.OccurredAt
+	}
+	return out
+}
+
+func (a *Applier) apply(ctx context.Context, ev event.Event, body []byte, attempt int) Outcome {
 	if a.entities != nil && !a.entities[ev.Entity] {
 		return Outcome{Result: ResultParked, Reason: fmt.Sprintf("unknown entity type %q: the sink configures %s", ev.Entity, strings.Join(a.cfg.Entities, ", "))}
 	}

@@ -27,15 +27,15 @@ type Worker struct {
 	breaker *breaker
 	started time.Time
 
-	slots    chan struct{}
+	slots chan struct{}
 	// streamSlots caps one stream's share of slots (resync only); taken
 	// before a shared slot, so a capped stream never holds a shared slot
 	// while it waits.
 	streamSlots map[bus.Stream]chan struct{}
-	inFlight map[bus.Stream]*atomic.Int64
-	done     map[bus.Stream]*atomic.Int64
-	resultsM sync.Mutex
-	results  map[string]int64
+	inFlight    map[bus.Stream]*atomic.Int64
+	done        map[bus.Stream]*atomic.Int64
+	resultsM    sync.Mutex
+	results     map[string]int64
 
 	pausedM sync.Mutex
 	paused  map[bus.Stream]bool
@@ -315,7 +315,11 @@ func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, 
 		w.metrics.breakerOpen.Set(1)
 	}
 	w.metrics.events.WithLabelValues(string(stream), string(out.Result)).Inc()
-	w.metrics.duration.WithLabelValues(string(stream)).Observe(w.cfg.Now().Sub(start).Seconds())
+	end := w.cfg.Now()
+	w.metrics.duration.WithLabelValues(string(stream)).Observe(end.Sub(start).Seconds())
+	if success && !out.OccurredAt.IsZero() {
+		w.metrics.lag.WithLabelValues(string(stream)).Observe(max(0, end.Sub(out.OccurredAt).Seconds()))
+	}
 	w.done[stream].Add(1)
 	w.resultsM.Lock()
 	w.results[string(out.Result)]++

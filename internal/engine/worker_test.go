@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
 	"github.com/eventsync/eventsync/bus/rabbitmq/rabbitmqtest"
@@ -20,6 +22,11 @@ import (
 // function that cancels it and waits for Run to return.
 func runWorker(t *testing.T, h *harness, b bus.Bus, mutate func(*Config)) (*Worker, func()) {
 	t.Helper()
+	return runWorkerMetrics(t, h, b, mutate, nil)
+}
+
+func runWorkerMetrics(t *testing.T, h *harness, b bus.Bus, mutate func(*Config), m *Metrics) (*Worker, func()) {
+	t.Helper()
 	cfg := h.applier.cfg
 	cfg.Concurrency = 16
 	cfg.ControlPoll = 100 * time.Millisecond
@@ -29,7 +36,7 @@ func runWorker(t *testing.T, h *harness, b bus.Bus, mutate func(*Config)) (*Work
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	w, err := NewWorker(b, h.store, h.applier.sink, cfg, nil)
+	w, err := NewWorker(b, h.store, h.applier.sink, cfg, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,4 +213,37 @@ func TestWorkerKeepsSlotsForLiveDuringResync(t *testing.T) {
 	if n := w.Status().InFlight[bus.Resync]; n != 3 {
 		t.Fatalf("%d resync events in flight, want the cap of 3", n)
 	}
+}
+
+// The lag histogram counts applied events that carry occurred_at, from
+// that time to settlement.
+func TestWorkerRecordsEndToEndLag(t *testing.T) {
+	sf := stores()[0]
+	h := newHarness(t, sf, nil)
+	b := rabbitmqtest.Open(t, rabbitmq.Config{})
+	reg := prometheus.NewRegistry()
+	runWorkerMetrics(t, h, b, nil, NewMetrics(reg))
+	occurred := time.Now().Add(-3 * time.Second).UTC().Format(time.RFC3339Nano)
+	body := fmt.Sprintf(`{"id":"lag-1","entity":"listing","key":"lag1","version":1,"op":"upsert","data":{"title":"t"},"occurred_at":%q}`, occurred)
+	if err := b.Publish(context.Background(), bus.Live, bus.Message{Body: []byte(body)}, bus.Message{Body: upsert("nolag", 1, "t")}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "both events applied", func() bool { return len(h.api.Records("listings")) == 2 })
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "eventsync_event_lag_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			hist := m.GetHistogram()
+			if hist.GetSampleCount() != 1 || hist.GetSampleSum() < 3 || hist.GetSampleSum() > 13 {
+				t.Fatalf("lag histogram: %d samples summing to %.2fs, want one of 3–13s", hist.GetSampleCount(), hist.GetSampleSum())
+			}
+			return
+		}
+	}
+	t.Fatal("no eventsync_event_lag_seconds sample")
 }
