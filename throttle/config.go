@@ -35,9 +35,9 @@ type Config struct {
 	// Backoff multiplies the concurrency limit on overload (503, timeouts,
 	// connection errors, latency blow-ups).
 	Backoff float64 `yaml:"backoff" doc:"factor applied to the concurrency limit on overload, 0.5..0.99 (default 0.9)"`
-	// OutageFailures consecutive 5xx, timeouts or connection errors mean an
-	// outage: every process holds for ProbeInterval and only probes go out.
-	OutageFailures int `yaml:"outage_failures" doc:"consecutive 5xx/timeouts/connection errors that hold every process for an outage (default 10)"`
+	// OutageFailures consecutive 5xx, timeouts or connection errors (of
+	// calls sent after the first of them failed) mean an outage: every process holds for ProbeInterval and only probes go out.
+	OutageFailures int `yaml:"outage_failures" doc:"consecutive 5xx/timeouts/connection errors that hold every process for an outage; calls in flight together count once (default 10)"`
 	// ProbeInterval is how long an outage hold lasts before the next probe.
 	ProbeInterval time.Duration `yaml:"probe_interval" doc:"time between probes during an outage (default 5s)"`
 	// MaxHold caps a server's Retry-After, so a bogus header cannot stop

@@ -73,9 +73,10 @@ type Sink struct {
 	warnedAt    time.Time
 
 	outMu       sync.Mutex
-	consecutive int  // outage-class failures in a row
-	suspect     bool // an outage was seen: only probes go out
-	probing     bool // a probe of this process is in flight
+	consecutive int       // outage-class failures in a row
+	streakStart time.Time // when the first of them ended
+	suspect     bool      // an outage was seen: only probes go out
+	probing     bool      // a probe of this process is in flight
 
 	limit    prometheus.Gauge
 	rateG    prometheus.Gauge
@@ -130,6 +131,9 @@ func New(next sink.Sink, cfg Config, opts Options) (*Sink, error) {
 		holds:    m.holds.MustCurryWith(prometheus.Labels{"sink": n}),
 	}
 	s.limit.Set(float64(cfg.InitialLimit))
+	for _, reason := range []string{"retry_after", "outage"} {
+		s.holds.WithLabelValues(reason) // exported at 0, so alerts see the series from the start
+	}
 	return s, nil
 }
 
@@ -275,7 +279,7 @@ func (s *Sink) do(ctx context.Context, call func(context.Context) error) error {
 	res, retryAfter := classify(ctx, err)
 	s.conc.release(p, end, end.Sub(began), res.signal())
 	s.calls.WithLabelValues(p.String(), string(res)).Inc()
-	s.after(ctx, res, retryAfter, probe)
+	s.after(ctx, res, retryAfter, probe, began)
 	s.limit.Set(float64(s.conc.Limit()))
 	s.rateG.Set(s.rate.Rate(end))
 	return err
@@ -470,7 +474,7 @@ func (s *Sink) endProbe(ctx context.Context, recovered bool) {
 
 // after reacts to a call's result: a 429 holds the cluster for its
 // Retry-After and cuts the rate; an outage holds it for ProbeInterval.
-func (s *Sink) after(ctx context.Context, res result, retryAfter time.Duration, probe bool) {
+func (s *Sink) after(ctx context.Context, res result, retryAfter time.Duration, probe bool, began time.Time) {
 	now := s.now()
 	switch {
 	case res == resRateLimited:
@@ -489,7 +493,16 @@ func (s *Sink) after(ctx context.Context, res result, retryAfter time.Duration, 
 		}
 	case res.outage():
 		s.outMu.Lock()
-		s.consecutive++
+		// A burst of calls refused together (a concurrency ceiling
+		// answering 503 to everything in flight) is one overload, which
+		// the concurrency limit handles: only calls sent after the streak
+		// began count towards an outage.
+		switch {
+		case s.consecutive == 0:
+			s.streakStart, s.consecutive = now, 1
+		case began.After(s.streakStart):
+			s.consecutive++
+		}
 		trip := probe || (!s.suspect && s.consecutive >= s.cfg.OutageFailures)
 		if trip {
 			s.suspect = true

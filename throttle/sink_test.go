@@ -317,3 +317,41 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A concurrency ceiling answers 503 to every call in flight at once: that
+// is one overload, not an outage, and must not stop the cluster.
+func TestBurstOfRefusalsInFlightTogetherIsNotAnOutage(t *testing.T) {
+	t.Parallel()
+	const burst = 24
+	release := make(chan struct{})
+	var arrived atomic.Int64
+	api := &scriptedSink{fail: func(n int) error {
+		if n > burst {
+			return nil
+		}
+		if arrived.Add(1) == burst {
+			close(release)
+		}
+		<-release
+		return &sink.Error{Op: "update", Status: http.StatusServiceUnavailable, Retryable: true, RetryAfter: time.Second}
+	}}
+	reg := prometheus.NewRegistry()
+	s, err := throttle.New(api, throttle.Config{OutageFailures: 10, Rate: 10000, InitialLimit: burst, MaxInFlight: 64},
+		throttle.Options{Name: "api", Logger: quiet, Metrics: throttle.NewMetrics(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range burst {
+		wg.Go(func() { _ = s.Update(context.Background(), "r", record(0)) })
+	}
+	wg.Wait()
+	if n := outageHolds(t, reg); n != 0 {
+		t.Fatalf("%v outage holds after one burst of %d refusals in flight together, want 0", n, burst)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := s.Update(ctx, "r", record(0)); err != nil {
+		t.Fatalf("the next call waited or failed after a burst of refusals: %v", err)
+	}
+}
