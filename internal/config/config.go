@@ -68,15 +68,15 @@ type Worker struct {
 // rate shared through the state store, adaptive concurrency per process,
 // Retry-After and outages honoured by every process, live before resync.
 type Throttle struct {
-	// Enabled turns the throttle on. It is off by default until its
-	// scenario meets its targets with real worker processes: with its
-	// defaults it can slow a fleet that the API would let run faster.
-	Enabled         *bool `yaml:"enabled" doc:"throughput control in front of the sink; experimental, see docs/benchmarks.md (default false)"`
+	// Enabled turns the throttle off when false. It is on by default: the
+	// fleet then learns the API's limit and shares one budget and every
+	// Retry-After; off, each process only honours what it sees itself.
+	Enabled         *bool `yaml:"enabled" doc:"throughput control in front of the sink: learned or configured rate shared by every process, adaptive concurrency, cluster-wide Retry-After and outage probes, live before resync (default true)"`
 	throttle.Config `yaml:",inline"`
 }
 
-// On reports whether the throttle is enabled (off by default).
-func (t Throttle) On() bool { return t.Enabled != nil && *t.Enabled }
+// On reports whether the throttle is enabled (on by default).
+func (t Throttle) On() bool { return t.Enabled == nil || *t.Enabled }
 
 // Admin is the HTTP port for /metrics and /healthz.
 type Admin struct {

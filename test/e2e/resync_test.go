@@ -120,7 +120,7 @@ sink:
   entities:
     listing:
       collection: listings
-`, e.amqpURL, e.storeURL, e.ns, os.Getenv("EVENTSYNC_E2E_THROTTLE") == "1", e.api.URL)
+`, e.amqpURL, e.storeURL, e.ns, os.Getenv("EVENTSYNC_E2E_THROTTLE") != "0", e.api.URL)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
