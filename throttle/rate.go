@@ -27,6 +27,11 @@ import (
 //     two seconds without congestion, so a limit that doubled is found within
 //     about ten seconds, while a steady limit costs one short hold every few
 //     seconds.
+//   - Except while live and resync calls share the budget: every probe that
+//     finds the limit ends in a 429 whose Retry-After holds live calls too,
+//     so once the rate is back at the estimate it creeps up by 0.05%/s
+//     (a probe every minute or two instead of every few seconds). Live
+//     latency is worth more than finding a raised limit within seconds.
 const (
 	probeBase        = 0.015 // growth per second right after a cut
 	probeDoubling    = 2.0   // seconds for the growth pace to double
@@ -37,6 +42,8 @@ const (
 	rateStep         = 50 * time.Millisecond
 	congestionMargin = 200 * time.Millisecond
 	minRate          = 0.1
+	gentleProbe      = 0.0005          // growth per second above the estimate while live and resync mix
+	mixedWindow      = 2 * time.Second // a priority counts as active this long after its last call
 )
 
 // rateController learns (or, with a configured rate, enforces and lowers
@@ -55,6 +62,9 @@ type rateController struct {
 	bindingTime time.Duration
 	ignoreUntil time.Time
 	cuts        int
+	probeTime   time.Duration // binding time spent probing at the normal pace this cycle
+	gentleFrom  float64       // the estimate of the last cut: above it, probe gently while traffic is mixed
+	lastCall    [2]time.Time
 }
 
 func newRateController(cfg Config, now time.Time) *rateController {
@@ -71,6 +81,14 @@ func (r *rateController) Rate(now time.Time) float64 {
 	defer r.mu.Unlock()
 	r.advance(now)
 	return r.rate
+}
+
+// Called records a call of priority p, so the controller knows whether
+// live and resync calls share the budget.
+func (r *rateController) Called(p Priority, now time.Time) {
+	r.mu.Lock()
+	r.lastCall[p] = now
+	r.mu.Unlock()
 }
 
 // Refused records that the shared GCRA refused a take: the rate is what
@@ -98,12 +116,20 @@ func (r *rateController) advance(now time.Time) {
 	dt = min(dt, 4*rateStep)
 	r.bindingTime += dt
 	r.granted += r.rate * dt.Seconds()
+	mixed := now.Sub(r.lastCall[Live]) < mixedWindow && now.Sub(r.lastCall[Resync]) < mixedWindow
 	var growth float64
-	if r.slowStart {
+	switch {
+	case r.slowStart:
 		growth = math.Ln2 * dt.Seconds()
-	} else {
-		since := now.Sub(r.cycleStart).Seconds()
-		growth = probeBase * math.Exp2(since/probeDoubling) * dt.Seconds()
+	case mixed && r.gentleFrom > 0 && r.rate >= r.gentleFrom:
+		growth = gentleProbe * dt.Seconds()
+	default:
+		// The pace doubles with the time spent probing this cycle, not
+		// with wall time: after a quiet minute it must not leap. It never
+		// outpaces slow start.
+		r.probeTime += dt
+		pace := min(math.Ln2, probeBase*math.Exp2(r.probeTime.Seconds()/probeDoubling))
+		growth = pace * dt.Seconds()
 	}
 	r.rate = min(r.ceiling, r.rate*math.Exp(growth))
 }
@@ -133,9 +159,10 @@ func (r *rateController) Congested(now, holdEnd time.Time) float64 {
 		r.rate *= blindCut
 	}
 	r.rate = max(minRate, min(r.ceiling, r.rate))
+	r.gentleFrom = r.rate / estimateMargin
 	r.cuts++
 	r.cycleStart, r.lastStep = holdEnd, holdEnd
-	r.granted, r.bindingTime, r.binding = 0, 0, false
+	r.granted, r.bindingTime, r.binding, r.probeTime = 0, 0, false, 0
 	r.ignoreUntil = holdEnd.Add(congestionMargin)
 	return r.rate
 }
@@ -155,9 +182,10 @@ func (r *rateController) Adopt(now, holdEnd time.Time, rate float64) {
 		return
 	}
 	r.rate = max(minRate, min(r.ceiling, rate))
+	r.gentleFrom = r.rate / estimateMargin
 	r.slowStart = false
 	r.cuts++
 	r.cycleStart, r.lastStep = holdEnd, holdEnd
-	r.granted, r.bindingTime, r.binding = 0, 0, false
+	r.granted, r.bindingTime, r.binding, r.probeTime = 0, 0, false, 0
 	r.ignoreUntil = holdEnd.Add(congestionMargin)
 }

@@ -113,3 +113,64 @@ func TestRateAdoptsPublishedRate(t *testing.T) {
 		t.Fatal("still in slow start after adopting a learned rate")
 	}
 }
+
+// cutAt500 returns a controller past slow start whose last cut aimed at an
+// estimated limit of 500/s, and the time the hold ended.
+func cutAt500(t *testing.T) (*rateController, time.Time) {
+	t.Helper()
+	now := time.Unix(0, 0)
+	r := newRateController(Config{}.WithDefaults(), now)
+	hold := now.Add(time.Second)
+	r.Adopt(now, hold, 475)
+	return r, hold
+}
+
+// driveMixed binds for d with calls of the given priorities every step.
+func driveMixed(r *rateController, now time.Time, d time.Duration, ps ...Priority) time.Time {
+	for end := now.Add(d); now.Before(end); {
+		now = now.Add(100 * time.Millisecond)
+		for _, p := range ps {
+			r.Called(p, now)
+		}
+		r.Refused(now)
+	}
+	return now
+}
+
+// While live and resync calls share the budget, the rate gets back to the
+// estimate as usual and then probes above it by 0.05%/s only, so probes
+// (and the Retry-After holds they end in) come minutes apart.
+func TestRateProbesGentlyAboveTheEstimateWhileLiveAndResyncMix(t *testing.T) {
+	r, now := cutAt500(t)
+	now = driveMixed(r, now, 30*time.Second, Live, Resync)
+	got := r.Rate(now)
+	if got < 500 || got > 500*math.Exp(30*gentleProbe)+1 {
+		t.Fatalf("rate after 30 s of mixed traffic = %.1f, want back at the 500 estimate and at most %.1f", got, 500*math.Exp(30*gentleProbe))
+	}
+	// Resync alone (live quiet) probes at the normal, fast pace again.
+	now = driveMixed(r, now, 10*time.Second, Resync)
+	if got := r.Rate(now); got < 1000 {
+		t.Fatalf("rate after 10 s of resync alone = %.1f, want a doubled limit found (≥ 1000)", got)
+	}
+}
+
+func TestRateProbesAtTheNormalPaceWithOneKindOfTraffic(t *testing.T) {
+	r, now := cutAt500(t)
+	now = driveMixed(r, now, 10*time.Second, Live)
+	if got := r.Rate(now); got < 1000 {
+		t.Fatalf("rate after 10 s of live traffic alone = %.1f, want ≥ 1000 (a doubled limit found within 10 s)", got)
+	}
+}
+
+// The probing pace grows with the time spent probing, not with wall time:
+// binding again after a quiet minute does not leap.
+func TestRateDoesNotLeapAfterAQuietSpell(t *testing.T) {
+	r, now := cutAt500(t)
+	now = driveMixed(r, now, time.Second, Live)
+	before := r.Rate(now)
+	now = now.Add(time.Minute)
+	now = driveMixed(r, now, time.Second, Live)
+	if got := r.Rate(now); got > before*1.1 {
+		t.Fatalf("rate jumped from %.1f to %.1f in one second of binding after a quiet minute", before, got)
+	}
+}

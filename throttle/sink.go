@@ -266,6 +266,7 @@ func (r result) outage() bool {
 func (s *Sink) do(ctx context.Context, call func(context.Context) error) error {
 	p := PriorityFrom(ctx)
 	start := s.now()
+	s.rate.Called(p, start)
 	probe, err := s.admit(ctx, p)
 	s.wait[p].Observe(s.now().Sub(start).Seconds())
 	if err != nil {

@@ -336,9 +336,9 @@ func scrape(admin string) (map[string]*dto.MetricFamily, error) {
 
 // TestLiveLatencyDuringResyncProcesses measures live events' end-to-end
 // lag (eventsync_event_lag_seconds, occurred_at to applied) with four real
-// worker processes, the throttle learning the issue-7 API's limit: first
-// with only live traffic (20 events/s), then with the same live traffic
-// while a resync drains at the API's limit.
+// worker processes against the issue-7 API, once with its rate configured
+// and once learning it: first with only live traffic (20 events/s), then
+// with the same live traffic while a resync drains at the API's limit.
 //
 //	EVENTSYNC_THROTTLE_SCENARIO=1 go test -run TestLiveLatencyDuringResyncProcesses -v -timeout 30m ./test/bench
 func TestLiveLatencyDuringResyncProcesses(t *testing.T) {
@@ -346,6 +346,21 @@ func TestLiveLatencyDuringResyncProcesses(t *testing.T) {
 		t.Skip("set EVENTSYNC_THROTTLE_SCENARIO=1 to run (takes minutes)")
 	}
 	env := newScenarioEnv(t)
+	var rows []string
+	for _, v := range []struct{ name, throttle string }{
+		{"known: rate 500 configured", "throttle:\n  rate: 500\n"},
+		{"learned: limit unknown", "throttle:\n  enabled: true\n"},
+	} {
+		t.Run(strings.SplitN(v.name, ":", 2)[0], func(t *testing.T) {
+			rows = append(rows, fmt.Sprintf("| %s | %s |", v.name, env.liveLag(t, v.throttle)))
+		})
+	}
+	t.Logf("RESULT\n| throttle | live lag |\n|---|---|\n%s", strings.Join(rows, "\n"))
+}
+
+// liveLag runs the fleet with the given throttle section and returns the
+// live lag idle and during a resync.
+func (env *scenarioEnv) liveLag(t *testing.T, throttle string) string {
 	const (
 		liveEvery = 50 * time.Millisecond // 20 live events/s
 		idleFor   = 30 * time.Second
@@ -353,7 +368,7 @@ func TestLiveLatencyDuringResyncProcesses(t *testing.T) {
 		busyFor   = 45 * time.Second
 	)
 	resyncEvents := scenarioRate * int((settleFor+busyFor+60*time.Second)/time.Second)
-	f := env.startFleet(t, "throttle:\n  enabled: true\n", make([]int, scenarioWorkers), "live,resync", nil)
+	f := env.startFleet(t, throttle, make([]int, scenarioWorkers), "live,resync", nil)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -413,7 +428,7 @@ func TestLiveLatencyDuringResyncProcesses(t *testing.T) {
 		t.Errorf("the resync backlog drained during the measurement; publish more resync events")
 	}
 	q := func(h histogram, p float64) float64 { return 1000 * h.quantile(p) }
-	t.Logf("RESULT live lag idle: %d events, p50 %.0f ms, p99 %.0f ms; during resync (API at %.0f creates/s, %d 429, %d resync events still queued): %d events, p50 %.0f ms (%.2f×), p99 %.0f ms (%.2f×)",
+	return fmt.Sprintf("idle: %d events, p50 %.0f ms, p99 %.0f ms; during resync (API at %.0f creates/s, %d 429, %d resync events still queued): %d events, p50 %.0f ms (%.2f×), p99 %.0f ms (%.2f×)",
 		idle.count(), q(idle, 0.5), q(idle, 0.99), float64(c1.created-c0.created)/busyFor.Seconds(), c1.tooMany-c0.tooMany, st.Ready,
 		busy.count(), q(busy, 0.5), q(busy, 0.5)/q(idle, 0.5), q(busy, 0.99), q(busy, 0.99)/q(idle, 0.99))
 }
