@@ -365,7 +365,7 @@ func (env *scenarioEnv) liveLag(t *testing.T, throttle string) string {
 		liveEvery = 50 * time.Millisecond // 20 live events/s
 		idleFor   = 30 * time.Second
 		settleFor = 15 * time.Second
-		busyFor   = 45 * time.Second
+		busyFor   = 120 * time.Second
 	)
 	resyncEvents := scenarioRate * int((settleFor+busyFor+60*time.Second)/time.Second)
 	f := env.startFleet(t, throttle, make([]int, scenarioWorkers), "live,resync", nil)
