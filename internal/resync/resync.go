@@ -529,16 +529,23 @@ func (r *runner) pauseLive(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if existing != nil {
-		r.log.Warn("live is already paused; leaving it paused after the resync (resume it with \"eventsync ctl resume --stream live\")", "by", existing.By, "reason", existing.Reason)
-		return nil, nil
-	}
 	reason := "resync " + r.spec.RunID
 	by := reason + " (" + r.owner + ")" // what "ctl status" shows
-	if err := control.SetPaused(ctx, r.ctl, bus.Live, true, by, reason); err != nil {
-		return nil, err
+	switch {
+	case existing != nil && existing.Reason == reason:
+		// This run paused live and its process died before resuming it:
+		// the run that picks up its checkpoint finishes the job.
+		by = existing.By
+		r.log.Info("live is still paused by an earlier process of this run; resuming it when this one ends", "by", existing.By)
+	case existing != nil:
+		r.log.Warn("live is already paused; leaving it paused after the resync (resume it with \"eventsync ctl resume --stream live\")", "by", existing.By, "reason", existing.Reason)
+		return nil, nil
+	default:
+		if err := control.SetPaused(ctx, r.ctl, bus.Live, true, by, reason); err != nil {
+			return nil, err
+		}
+		r.log.Info("paused the live stream for every worker", "reason", reason)
 	}
-	r.log.Info("paused the live stream for every worker", "reason", reason)
 	return func() {
 		// Always resume, also after an error or an interrupt.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

@@ -639,3 +639,33 @@ func TestSpecValidation(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// A resync killed during --pause-live leaves its pause behind; the run that
+// picks up its checkpoint (same run id) lifts it when it ends.
+func TestPauseLiveLeftByAKilledRunIsLiftedByItsRerun(t *testing.T) {
+	t.Parallel()
+	src, _ := pgTable(t, 50)
+	b := rabbitmqtest.Open(t, rabbitmq.Config{})
+	st := stateStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, consumerDone := ackAll(ctx, b, 0)
+	defer func() { cancel(); <-consumerDone }()
+
+	sp := spec()
+	sp.PauseLive = true
+	reason := "resync " + sp.WithDefaults().RunID
+	if err := control.SetPaused(ctx, st, bus.Live, true, reason+" (killed-host-1)", reason); err != nil {
+		t.Fatal(err)
+	}
+	res, err := resync.Run(ctx, src, b, st, sp, resync.WithDrain(b, 100*time.Millisecond, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.LivePaused {
+		t.Error("the rerun did not take over its run's pause")
+	}
+	if p, _ := control.Paused(ctx, st, bus.Live); p != nil {
+		t.Errorf("live still paused after the rerun: %+v", p)
+	}
+}
