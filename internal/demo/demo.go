@@ -35,6 +35,7 @@ import (
 	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/source/sqlite"
 	"github.com/eventsync/eventsync/store/natskv"
+	"github.com/eventsync/eventsync/throttle"
 )
 
 // Names the demo uses; Namespace is eventsync's default, so the other
@@ -288,6 +289,9 @@ func (d *demo) setup(ctx context.Context) error {
 	}
 
 	d.chaos = &chaos{plan: d.plan, seed: d.cfg.Seed}
+	// The demo's workers share one process, so one in-memory limiter is
+	// their cluster-wide budget, as the state store's is for a fleet.
+	budget := throttle.NewMemoryLimiter(nil)
 	for i := range d.cfg.Workers {
 		id := fmt.Sprintf("demo-worker-%d", i+1)
 		b, err := openBus(id + "-bus")
@@ -306,7 +310,14 @@ func (d *demo) setup(ctx context.Context) error {
 			return fmt.Errorf("configure the HTTP sink: %w", err)
 		}
 		d.onClose(sk.Close)
-		w, err := engine.NewWorker(d.chaos.wrap(b), st, sk, engine.Config{
+		// Short probe interval: the demo's outages last seconds.
+		throttled, err := throttle.New(sk, throttle.Config{ProbeInterval: time.Second}, throttle.Options{
+			Name: "demo/sink", Limiter: budget, Logger: d.log.With("worker", id), Owner: id,
+		})
+		if err != nil {
+			return fmt.Errorf("configure the throttle: %w", err)
+		}
+		w, err := engine.NewWorker(d.chaos.wrap(b), st, throttled, engine.Config{
 			WorkerID:    id,
 			Streams:     []bus.Stream{bus.Live, bus.Resync},
 			Concurrency: d.cfg.Concurrency,
