@@ -63,7 +63,7 @@ type rateController struct {
 	ignoreUntil time.Time
 	cuts        int
 	probeTime   time.Duration // binding time spent probing at the normal pace this cycle
-	gentleFrom  float64       // the estimate of the last cut: above it, probe gently while traffic is mixed
+	gentleFrom  float64       // the last cut's estimate of the limit (0: none); above it, probe gently while traffic is mixed
 	lastCall    [2]time.Time
 }
 
@@ -148,6 +148,9 @@ func (r *rateController) Congested(now, holdEnd time.Time) float64 {
 		holdEnd = now
 	}
 	span := r.bindingTime + holdEnd.Sub(now)
+	// Gentle probing needs an estimate to stand on: after a halving or a
+	// blind cut the rate may sit far below the limit.
+	r.gentleFrom = 0
 	switch {
 	case r.slowStart:
 		r.rate /= 2
@@ -155,11 +158,11 @@ func (r *rateController) Congested(now, holdEnd time.Time) float64 {
 	case r.bindingTime >= minEstimateSpan:
 		estimate := r.granted / span.Seconds()
 		r.rate = min(estimateMargin*estimate, cutCeiling*r.rate)
+		r.gentleFrom = min(r.ceiling, estimate)
 	default:
 		r.rate *= blindCut
 	}
 	r.rate = max(minRate, min(r.ceiling, r.rate))
-	r.gentleFrom = r.rate / estimateMargin
 	r.cuts++
 	r.cycleStart, r.lastStep = holdEnd, holdEnd
 	r.granted, r.bindingTime, r.binding, r.probeTime = 0, 0, false, 0
@@ -182,7 +185,10 @@ func (r *rateController) Adopt(now, holdEnd time.Time, rate float64) {
 		return
 	}
 	r.rate = max(minRate, min(r.ceiling, rate))
-	r.gentleFrom = r.rate / estimateMargin
+	r.gentleFrom = 0
+	if !r.slowStart { // the publisher was past slow start too, so its cut was most likely an estimate
+		r.gentleFrom = r.rate / estimateMargin
+	}
 	r.slowStart = false
 	r.cuts++
 	r.cycleStart, r.lastStep = holdEnd, holdEnd

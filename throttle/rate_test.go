@@ -120,6 +120,7 @@ func cutAt500(t *testing.T) (*rateController, time.Time) {
 	t.Helper()
 	now := time.Unix(0, 0)
 	r := newRateController(Config{}.WithDefaults(), now)
+	r.slowStart = false // past slow start, like the process that cut
 	hold := now.Add(time.Second)
 	r.Adopt(now, hold, 475)
 	return r, hold
@@ -172,5 +173,18 @@ func TestRateDoesNotLeapAfterAQuietSpell(t *testing.T) {
 	now = driveMixed(r, now, time.Second, Live)
 	if got := r.Rate(now); got > before*1.1 {
 		t.Fatalf("rate jumped from %.1f to %.1f in one second of binding after a quiet minute", before, got)
+	}
+}
+
+// A slow-start halving may land far below the limit: no gentle probing
+// until a cut has estimated the limit.
+func TestRateProbesAtTheNormalPaceAfterTheSlowStartHalving(t *testing.T) {
+	now := time.Unix(0, 0)
+	r := newRateController(Config{}.WithDefaults(), now)
+	now = driveMixed(r, now, 3*time.Second, Live, Resync)
+	halved := r.Congested(now, now.Add(time.Second))
+	now = driveMixed(r, now.Add(time.Second), 10*time.Second, Live, Resync)
+	if got := r.Rate(now); got < 1.5*halved {
+		t.Fatalf("rate 10 s after the slow-start halving to %.1f = %.1f, want the normal probing pace (≥ %.1f)", halved, got, 1.5*halved)
 	}
 }
