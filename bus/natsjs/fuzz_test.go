@@ -39,3 +39,18 @@ func FuzzParkedFromRaw(f *testing.F) {
 		_ = parkedFromRaw(&jetstream.RawStreamMsg{Sequence: 1, Data: body})
 	})
 }
+
+// FuzzMaxDeliveriesAdvisory: anyone may publish on an advisory subject; the
+// decoder never panics and accepts only advisories naming a message.
+func FuzzMaxDeliveriesAdvisory(f *testing.F) {
+	f.Add([]byte(`{"type":"io.nats.jetstream.advisory.v1.max_deliver","stream":"ES_LIVE","consumer":"eventsync-workers","stream_seq":42,"deliveries":30}`))
+	f.Add([]byte(`{"stream":"","stream_seq":0}`))
+	f.Add([]byte(`{"stream_seq":-1}`))
+	f.Add([]byte(`nope`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, err := parseMaxDeliveriesAdvisory(data)
+		if err == nil && (a.Stream == "" || a.StreamSeq == 0) {
+			t.Fatalf("accepted %+v", a)
+		}
+	})
+}

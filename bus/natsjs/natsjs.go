@@ -56,9 +56,11 @@ type Config struct {
 	// including its retries inside one attempt. Default 60s.
 	AckWait time.Duration
 	// MaxDeliver makes the server stop delivering a message after this many
-	// attempts. 0 (the default) means unlimited, which is what eventsync
-	// wants: the engine parks a message with a reason after its own attempt
-	// limit, while a server-side limit would leave it stranded unacked.
+	// deliveries; the bus then moves it to the parked stream with reason
+	// "delivery_limit" (see maxdeliver.go). The engine parks with a reason
+	// after its own attempt limit (25 by default), so this only catches
+	// messages no worker ever settles: those that crash the worker process.
+	// Default 30; -1 means unlimited.
 	MaxDeliver int
 	// PublishBatch bounds how many asynchronous publishes wait for their
 	// acks at once inside one Publish call. Default 1000.
@@ -79,6 +81,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.AckWait == 0 {
 		c.AckWait = 60 * time.Second
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = DefaultMaxDeliver
 	}
 	if c.PublishBatch == 0 {
 		c.PublishBatch = 1000
@@ -103,8 +108,8 @@ func (c Config) Validate() error {
 	if c.AckWait < time.Second {
 		return fmt.Errorf("natsjs: ack wait %s is too short; use at least 1s, above the slowest API call", c.AckWait)
 	}
-	if c.MaxDeliver < 0 {
-		return fmt.Errorf("natsjs: max deliver %d is negative; use 0 for unlimited", c.MaxDeliver)
+	if c.MaxDeliver < -1 {
+		return fmt.Errorf("natsjs: max deliver %d is invalid; use a positive number of deliveries, or -1 for unlimited", c.MaxDeliver)
 	}
 	if c.PublishBatch < 1 {
 		return fmt.Errorf("natsjs: publish batch %d must be at least 1", c.PublishBatch)
@@ -133,6 +138,8 @@ type Bus struct {
 	mu     sync.Mutex
 	subs   map[*subscription]struct{}
 	closed bool
+
+	parkers []*nats.Subscription // max-deliveries advisories, see maxdeliver.go
 }
 
 var _ bus.Bus = (*Bus)(nil)
@@ -159,6 +166,10 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	b.js = js
 	if err := b.declare(ctx); err != nil {
+		b.closeConn()
+		return nil, err
+	}
+	if err := b.watchMaxDeliveries(); err != nil {
 		b.closeConn()
 		return nil, err
 	}
@@ -190,9 +201,6 @@ func (b *Bus) presencePrefix(s bus.Stream) string {
 
 func (b *Bus) declare(ctx context.Context) error {
 	maxDeliver := b.cfg.MaxDeliver
-	if maxDeliver == 0 {
-		maxDeliver = -1
-	}
 	for _, s := range bus.Streams {
 		_, err := createStream(ctx, b.js, jetstream.StreamConfig{
 			Name:        b.streamName(s),
@@ -380,6 +388,9 @@ func (b *Bus) Close() error {
 		subs = append(subs, s)
 	}
 	b.mu.Unlock()
+	for _, p := range b.parkers {
+		_ = p.Unsubscribe()
+	}
 	for _, s := range subs {
 		_ = s.Close()
 	}

@@ -310,3 +310,72 @@ func TestUnsettledCountsDelayedRetries(t *testing.T) {
 		t.Fatal("Unsettled of an unknown stream succeeded")
 	}
 }
+
+// A message no worker settles (here: released every time, as a worker that
+// crashes on it would leave it) stops at MaxDeliver and is moved to the
+// parked stream with reason "delivery_limit", out of the work stream.
+func TestMaxDeliveriesParksTheMessage(t *testing.T) {
+	nc, err := shared.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	b := openIsolated(t, Config{Conn: nc, MaxDeliver: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.Publish(ctx, bus.Live, bus.Message{Body: []byte(`{"poison":true}`)}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe(ctx, bus.Live, bus.SubscribeOptions{Prefetch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	for i := range 3 {
+		select {
+		case d := <-sub.Deliveries():
+			if err := d.Release(ctx); err != nil {
+				t.Fatalf("release %d: %v", i+1, err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("delivery %d never came", i+1)
+		}
+	}
+	for {
+		parked, err := b.ListParked(ctx, bus.ParkedFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(parked) == 1 {
+			if p := parked[0]; p.Reason != "delivery_limit" || p.Attempts != 3 || string(p.Body) != `{"poison":true}` || p.Stream != bus.Live {
+				t.Fatalf("parked %+v, want the message with reason delivery_limit after 3 deliveries", p)
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the message was not parked after reaching the delivery limit")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	// Parked first, deleted from the work stream right after.
+	for {
+		n, err := b.Unsettled(ctx, bus.Live)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("live stream still holds %d messages, want the parked one gone", n)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	select {
+	case d := <-sub.Deliveries():
+		t.Fatalf("delivered again after the limit: %s", d.Body())
+	case <-time.After(300 * time.Millisecond):
+	}
+}
