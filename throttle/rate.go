@@ -91,6 +91,17 @@ func (r *rateController) Called(p Priority, now time.Time) {
 	r.mu.Unlock()
 }
 
+// Mixed reports whether live and resync calls both went out lately.
+func (r *rateController) Mixed(now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mixed(now)
+}
+
+func (r *rateController) mixed(now time.Time) bool {
+	return now.Sub(r.lastCall[Live]) < mixedWindow && now.Sub(r.lastCall[Resync]) < mixedWindow
+}
+
 // Refused records that the shared GCRA refused a take: the rate is what
 // limits throughput right now, so it may grow.
 func (r *rateController) Refused(now time.Time) {
@@ -116,7 +127,7 @@ func (r *rateController) advance(now time.Time) {
 	dt = min(dt, 4*rateStep)
 	r.bindingTime += dt
 	r.granted += r.rate * dt.Seconds()
-	mixed := now.Sub(r.lastCall[Live]) < mixedWindow && now.Sub(r.lastCall[Resync]) < mixedWindow
+	mixed := r.mixed(now)
 	var growth float64
 	switch {
 	case r.slowStart:

@@ -396,7 +396,13 @@ func (s *Sink) takeToken(ctx context.Context, p Priority) (held bool, err error)
 	for {
 		now := s.now()
 		rate := s.rate.Rate(now)
-		ok, wait, err := s.lim.Take(ctx, s.name, rate, s.cfg.burstFor(rate, p))
+		// Live's extra burst lets it pass a saturating resync; with no
+		// resync it would only make the calls bunch up.
+		bp := p
+		if !s.rate.Mixed(now) {
+			bp = Resync
+		}
+		ok, wait, err := s.lim.Take(ctx, s.name, rate, s.cfg.burstFor(rate, bp))
 		if err != nil {
 			if ctx.Err() != nil {
 				return false, ctx.Err()
