@@ -23,8 +23,8 @@ import (
 //     hold. Between two 429s a token bucket accepts exactly its rate, so this
 //     estimate is the API's limit; the learner does not need to know the
 //     bucket's size.
-//   - Probing up is slow right after a cut (1%/s) and doubles its pace every
-//     two seconds without congestion, so a limit that doubled is found within
+//   - Probing up is slow right after a cut (1.5%/s) and doubles its pace every
+//     1.5 seconds without congestion, so a limit that doubled is found within
 //     about ten seconds, while a steady limit costs one short hold every few
 //     seconds.
 //   - Except while live and resync calls share the budget: every probe that
@@ -34,7 +34,7 @@ import (
 //     latency is worth more than finding a raised limit within seconds.
 const (
 	probeBase        = 0.015 // growth per second right after a cut
-	probeDoubling    = 2.0   // seconds for the growth pace to double
+	probeDoubling    = 1.5   // seconds for the growth pace to double
 	estimateMargin   = 0.95  // target below the estimated limit
 	cutCeiling       = 0.9   // a cut lowers the rate by at least this factor
 	blindCut         = 0.7   // cut when the cycle was too short to estimate
@@ -142,7 +142,11 @@ func (r *rateController) advance(now time.Time) {
 		pace := min(math.Ln2, probeBase*math.Exp2(r.probeTime.Seconds()/probeDoubling))
 		growth = pace * dt.Seconds()
 	}
-	r.rate = min(r.ceiling, r.rate*math.Exp(growth))
+	next := r.rate * math.Exp(growth)
+	if mixed && r.gentleFrom > 0 && r.rate < r.gentleFrom {
+		next = min(next, r.gentleFrom) // from there on, gently
+	}
+	r.rate = min(r.ceiling, next)
 }
 
 // Congested records a 429 seen by this process, whose hold ends at
