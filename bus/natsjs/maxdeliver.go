@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -98,14 +97,7 @@ func (b *Bus) moveToParked(ctx context.Context, stream bus.Stream, a maxDeliveri
 	if err != nil {
 		return fmt.Errorf("read message %d: %w", a.StreamSeq, err)
 	}
-	h := nats.Header{}
-	for k, v := range raw.Header {
-		h[k] = append([]string(nil), v...)
-	}
-	h.Set(bus.HeaderReason, "delivery_limit")
-	h.Set(bus.HeaderAttempt, strconv.Itoa(a.Deliveries))
-	h.Set(bus.HeaderStream, string(stream))
-	h.Set(bus.HeaderParkedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	h := parkHeaders(raw.Header, "delivery_limit", a.Deliveries, stream)
 	// The same advisory seen twice (a reconnect) parks one copy.
 	h.Set(nats.MsgIdHdr, fmt.Sprintf("%s-%d-delivery-limit", a.Stream, a.StreamSeq))
 	pm := &nats.Msg{Subject: b.parkedSubject(), Data: raw.Data, Header: h}

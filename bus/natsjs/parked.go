@@ -13,6 +13,20 @@ import (
 	"github.com/eventsync/eventsync/bus"
 )
 
+// parkHeaders copies a message's headers and adds the diagnosis every
+// parked message carries: reason, attempts, source stream, time.
+func parkHeaders(src nats.Header, reason string, attempt int, stream bus.Stream) nats.Header {
+	h := nats.Header{}
+	for k, v := range src {
+		h[k] = append([]string(nil), v...)
+	}
+	h.Set(bus.HeaderReason, reason)
+	h.Set(bus.HeaderAttempt, strconv.Itoa(attempt))
+	h.Set(bus.HeaderStream, string(stream))
+	h.Set(bus.HeaderParkedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	return h
+}
+
 // parkedEntry is one parked message with its stream sequence and headers.
 type parkedEntry struct {
 	msg    bus.ParkedMessage

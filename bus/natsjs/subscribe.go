@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -296,14 +295,7 @@ func (d *delivery) Release(_ context.Context) error {
 func (d *delivery) Park(ctx context.Context, reason string) error {
 	return d.settle(func() error {
 		b := d.sub.b
-		h := nats.Header{}
-		for k, v := range d.msg.Headers() {
-			h[k] = append([]string(nil), v...)
-		}
-		h.Set(bus.HeaderReason, reason)
-		h.Set(bus.HeaderAttempt, strconv.Itoa(d.attempt))
-		h.Set(bus.HeaderStream, string(d.sub.stream))
-		h.Set(bus.HeaderParkedAt, time.Now().UTC().Format(time.RFC3339Nano))
+		h := parkHeaders(d.msg.Headers(), reason, d.attempt, d.sub.stream)
 		pm := &nats.Msg{Subject: b.parkedSubject(), Data: d.msg.Data(), Header: h}
 		if _, err := b.js.PublishMsg(ctx, pm, jetstream.WithExpectStream(b.parkedStream())); err != nil {
 			// Not parked: come back later rather than lose the message.
