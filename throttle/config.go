@@ -27,7 +27,7 @@ type Config struct {
 	InitialRate float64 `yaml:"initial_rate" doc:"starting rate when rate is unknown; doubles each second until the first 429 (default 50)"`
 	// LiveShare is the part of the concurrency limit resync calls leave free
 	// while live calls are active, and the extra burst live calls may use
-	// above resync ones.
+	// above resync ones while resync calls share the budget.
 	LiveShare float64 `yaml:"live_share" doc:"share of the budget kept for live events while a resync runs, 0..0.9 (default 0.3)"`
 	// LatencyTolerance: a short-term average latency above this multiple of
 	// the long-term average counts as overload and cuts the limit.

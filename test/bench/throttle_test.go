@@ -412,11 +412,17 @@ func (env *scenarioEnv) liveLag(t *testing.T, throttle string) string {
 	}
 	t.Logf("published %d resync events in %s", resyncEvents, time.Since(start).Round(time.Second))
 	time.Sleep(settleFor)
-	c0, _ := readAPI(f.apiURL)
+	c0, err := readAPI(f.apiURL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	before = f.lag(t)
 	time.Sleep(busyFor)
 	busy := f.lag(t).minus(before)
-	c1, _ := readAPI(f.apiURL)
+	c1, err := readAPI(f.apiURL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	st, err := f.bus.Stats(ctx, bus.Resync)
 	if err != nil {
 		t.Fatal(err)
