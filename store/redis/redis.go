@@ -1,6 +1,8 @@
 // Package redis is the fast state-store adapter on Redis. Each lease
 // operation (Acquire, Extend, SaveIntent, Commit, Release) is one Lua script,
-// so one round trip, atomic on the server. Lease expiry is judged by Redis's
+// atomic on the server; the scripts of concurrent calls share pipelines
+// (go-redis's autopipeliner), so hundreds of in-flight events cost Redis and
+// the worker a few round trips instead of one each. Lease expiry is judged by Redis's
 // own clock (TIME) stored in the key's hash, never by key TTLs, because the
 // hash also holds durable state; a per-key token counter that is never
 // deleted keeps fencing tokens increasing after releases.
@@ -26,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -48,6 +51,10 @@ type Config struct {
 	Prefix string
 	// PoolSize caps connections; 0 means the URL's pool_size or DefaultPoolSize.
 	PoolSize int
+	// NoAutoPipeline sends every lease script on its own instead of sharing
+	// pipelines with concurrent calls (go-redis marks its autopipeliner
+	// experimental; this is the way back if it misbehaves).
+	NoAutoPipeline bool
 	// Logger receives the persistence warning; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -82,6 +89,7 @@ func (c Config) Validate() error {
 // Store is a store.Store on Redis. It is safe for concurrent use.
 type Store struct {
 	rdb    *goredis.Client
+	pipe   *goredis.AutoPipeliner // the lease scripts; nil runs them on rdb
 	log    *slog.Logger
 	prefix string
 }
@@ -95,7 +103,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	opts, err := goredis.ParseURL(cfg.URL)
+	rawURL, noAutoPipeline, err := takeAutoPipelineParam(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	cfg.NoAutoPipeline = cfg.NoAutoPipeline || noAutoPipeline
+	opts, err := goredis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis store: parse URL: %w; expected redis://[:password@]host:6379/db, set --store", err)
 	}
@@ -111,6 +124,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("connect to Redis at %s: %w; is it running and is the password right? set --store", opts.Addr, err)
 	}
 	s := &Store{rdb: rdb, log: cfg.Logger, prefix: cfg.Prefix}
+	if !cfg.NoAutoPipeline {
+		if s.pipe, err = rdb.AsyncAutoPipeline(); err != nil {
+			_ = rdb.Close()
+			return nil, fmt.Errorf("redis store: start the autopipeliner: %w", err)
+		}
+	}
 	p, err := CheckPersistence(ctx, rdb)
 	if err != nil {
 		_ = rdb.Close()
@@ -120,6 +139,23 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.log.Warn(warning)
 	}
 	return s, nil
+}
+
+// takeAutoPipelineParam removes eventsync's own autopipeline=true|false
+// query parameter, which go-redis would reject, from a store URL.
+func takeAutoPipelineParam(rawURL string) (rest string, off bool, err error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || !u.Query().Has("autopipeline") {
+		return rawURL, false, nil // go-redis reports a malformed URL
+	}
+	q := u.Query()
+	on, err := strconv.ParseBool(q.Get("autopipeline"))
+	if err != nil {
+		return "", false, fmt.Errorf("redis store: autopipeline=%q in the URL: want true or false", q.Get("autopipeline"))
+	}
+	q.Del("autopipeline")
+	u.RawQuery = q.Encode()
+	return u.String(), !on, nil
 }
 
 // Close closes the client. It is safe to call more than once.
@@ -281,6 +317,45 @@ return 1
 `)
 )
 
+// run executes one lease script. Through the autopipeliner the call joins
+// the next pipeline; ctx bounds the wait, but a call already queued still
+// runs on Redis after ctx ends, as a call whose reply is lost would: the
+// fencing tokens and versions make both harmless.
+func (s *Store) run(ctx context.Context, script *goredis.Script, keys []string, args ...any) *goredis.Cmd {
+	if err := ctx.Err(); err != nil {
+		return failedCmd(ctx, err)
+	}
+	if s.pipe == nil {
+		return script.Run(ctx, s.rdb, keys, args...)
+	}
+	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
+	cmdArgs = append(cmdArgs, "evalsha", script.Hash(), len(keys))
+	for _, k := range keys {
+		cmdArgs = append(cmdArgs, k)
+	}
+	cmdArgs = append(cmdArgs, args...)
+	cmd := goredis.NewCmd(ctx, cmdArgs...)
+	cmd.SetFirstKeyPos(3)
+	err := s.pipe.Submit(ctx, cmd).WaitContext(ctx)
+	switch {
+	case err == nil:
+		return cmd
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		// The command's result may still be written: hand back a copy.
+		return failedCmd(ctx, err)
+	case goredis.HasErrorPrefix(err, "NOSCRIPT"):
+		// Redis restarted or its script cache was flushed: EVAL loads it.
+		return script.Eval(ctx, s.rdb, keys, args...)
+	}
+	return cmd
+}
+
+func failedCmd(ctx context.Context, err error) *goredis.Cmd {
+	cmd := goredis.NewCmd(ctx)
+	cmd.SetErr(err)
+	return cmd
+}
+
 // ttlMillis rounds ttl up to whole milliseconds, at least one.
 func ttlMillis(ttl time.Duration) int64 {
 	return int64(max((ttl+time.Millisecond-1)/time.Millisecond, 1))
@@ -291,7 +366,7 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 	if ttl <= 0 {
 		return store.Lease{}, store.State{}, fmt.Errorf("redis store: acquire %s: ttl %s must be positive", k, ttl)
 	}
-	res, err := acquireScript.Run(ctx, s.rdb, []string{s.stateKey(k), s.tokenKey(k)}, owner, ttlMillis(ttl)).Slice()
+	res, err := s.run(ctx, acquireScript, []string{s.stateKey(k), s.tokenKey(k)}, owner, ttlMillis(ttl)).Slice()
 	if err != nil {
 		return store.Lease{}, store.State{}, fmt.Errorf("redis store: acquire %s: %w", k, err)
 	}
@@ -363,7 +438,7 @@ func (s *Store) Extend(ctx context.Context, l store.Lease, ttl time.Duration) (s
 	if ttl <= 0 {
 		return store.Lease{}, fmt.Errorf("redis store: extend %s: ttl %s must be positive", l.Key, ttl)
 	}
-	expires, err := extendScript.Run(ctx, s.rdb, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l), ttlMillis(ttl)).Int64()
+	expires, err := s.run(ctx, extendScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l), ttlMillis(ttl)).Int64()
 	if err != nil {
 		return store.Lease{}, fmt.Errorf("redis store: extend %s: %w", l.Key, err)
 	}
@@ -376,7 +451,7 @@ func (s *Store) Extend(ctx context.Context, l store.Lease, ttl time.Duration) (s
 
 // SaveIntent implements store.Store.
 func (s *Store) SaveIntent(ctx context.Context, l store.Lease, in store.Intent) error {
-	ok, err := saveIntentScript.Run(ctx, s.rdb, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l),
+	ok, err := s.run(ctx, saveIntentScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l),
 		in.Version, string(in.Action), in.Token, in.At.Format(time.RFC3339Nano)).Int64()
 	if err != nil {
 		return fmt.Errorf("redis store: save intent for %s: %w", l.Key, err)
@@ -393,7 +468,7 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 	if c.Deleted {
 		deleted = "1"
 	}
-	res, err := commitScript.Run(ctx, s.rdb, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l),
+	res, err := s.run(ctx, commitScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l),
 		c.Version, c.RemoteID, deleted, c.Event).Result()
 	if err != nil {
 		return fmt.Errorf("redis store: commit %s version %d: %w", l.Key, c.Version, err)
@@ -413,7 +488,7 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 
 // Release implements store.Store.
 func (s *Store) Release(ctx context.Context, l store.Lease) error {
-	if err := releaseScript.Run(ctx, s.rdb, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l)).Err(); err != nil {
+	if err := s.run(ctx, releaseScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l)).Err(); err != nil {
 		return fmt.Errorf("redis store: release %s: %w", l.Key, err)
 	}
 	return nil

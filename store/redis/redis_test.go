@@ -69,11 +69,24 @@ func openIsolated(t testing.TB) *redis.Store {
 
 // openWithPrefix opens a store under a prefix of its own and returns both.
 func openWithPrefix(t testing.TB) (*redis.Store, string) {
+	return openWithConfig(t, "")
+}
+
+// openWithConfig opens a store under a prefix of its own, with the query
+// parameter param (if any) added to the test Redis URL.
+func openWithConfig(t testing.TB, param string) (*redis.Store, string) {
 	t.Helper()
 	url := testenv.Redis(t)
+	query := ""
+	if param != "" {
+		query = "?" + param
+		if strings.Contains(url, "?") {
+			query = "&" + param
+		}
+	}
 	prefix := testenv.UniqueName("storetest")
 	deleteKeysOnCleanup(t, url, prefix)
-	s, err := redis.Open(context.Background(), redis.Config{URL: url, Prefix: prefix, PoolSize: 16,
+	s, err := redis.Open(context.Background(), redis.Config{URL: url + query, Prefix: prefix, PoolSize: 16,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -85,6 +98,45 @@ func openWithPrefix(t testing.TB) (*redis.Store, string) {
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T) store.Store { return openIsolated(t) })
+}
+
+// Without the autopipeliner every script is its own round trip; both paths
+// keep the same contract.
+func TestConformanceWithoutAutoPipeline(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, _ := openWithConfig(t, "autopipeline=false")
+		return s
+	})
+}
+
+// Redis forgets its scripts on a restart (or SCRIPT FLUSH); a pipelined
+// EVALSHA then fails with NOSCRIPT and the store must load the script again
+// rather than fail the call.
+func TestLeaseScriptsSurviveAScriptCacheFlush(t *testing.T) {
+	s := openIsolated(t)
+	ctx := context.Background()
+	k := store.Key{Entity: "listing", Key: "flushed"}
+	l, _, err := s.Acquire(ctx, k, "w1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Client().ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, l, store.Commit{Version: 3, RemoteID: "r-1"}); err != nil {
+		t.Fatalf("commit after SCRIPT FLUSH: %v", err)
+	}
+	if err := s.Release(ctx, l); err != nil {
+		t.Fatalf("release after SCRIPT FLUSH: %v", err)
+	}
+	_, st, err := s.Acquire(ctx, k, "w2", time.Minute)
+	if err != nil {
+		t.Fatalf("acquire after SCRIPT FLUSH: %v", err)
+	}
+	if st.AppliedVersion != 3 || st.RemoteID != "r-1" {
+		t.Fatalf("state after SCRIPT FLUSH = %+v, want version 3 with remote id r-1", st)
+	}
 }
 
 // The test Redis runs without persistence, as a default install does: Open
@@ -156,6 +208,7 @@ func TestOpenErrors(t *testing.T) {
 		{"bad prefix", redis.Config{URL: "redis://127.0.0.1:6379", Prefix: "a{b}"}, []string{`prefix "a{b}"`, "letters, digits"}},
 		{"wrong scheme", redis.Config{URL: "postgres://127.0.0.1:6379"}, []string{"parse URL", "redis://[:password@]host:6379/db"}},
 		{"nothing listening", redis.Config{URL: "redis://127.0.0.1:1/0?dial_timeout=2s"}, []string{"connect to Redis at 127.0.0.1:1", "is it running", "--store"}},
+		{"bad autopipeline", redis.Config{URL: "redis://127.0.0.1:6379/0?autopipeline=maybe"}, []string{`autopipeline="maybe"`, "want true or false"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
