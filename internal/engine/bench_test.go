@@ -71,10 +71,11 @@ func (s *latencySink) Lookup(ctx context.Context, _, _ string) ([]string, error)
 
 // benchRedis opens a Redis store under a fresh prefix whose keys are
 // deleted when the benchmark ends.
-func benchRedis(b *testing.B) store.Store {
+func benchRedis(b *testing.B, noAutoPipeline bool) store.Store {
 	url := testenv.Redis(b)
 	prefix := testenv.UniqueName("bench")
-	st, err := redis.Open(context.Background(), redis.Config{URL: url, Prefix: prefix, Logger: slog.New(slog.DiscardHandler)})
+	st, err := redis.Open(context.Background(), redis.Config{URL: url, Prefix: prefix, NoAutoPipeline: noAutoPipeline,
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -334,7 +335,7 @@ const zeroLatencyBatch = 5000
 func BenchmarkWorkerZeroLatency(b *testing.B) {
 	const concurrency = 256
 	b.Run("raw", func(b *testing.B) { benchRaw(b, concurrency, zeroLatencyBatch) })
-	for _, kind := range []string{"redis", "postgres"} {
+	for _, kind := range []string{"redis", "redis-unpipelined", "postgres"} {
 		b.Run("applier-only/"+kind+"/create", func(b *testing.B) {
 			benchApplier(b, openBenchStore(b, kind), concurrency, zeroLatencyBatch)
 		})
@@ -347,11 +348,13 @@ func BenchmarkWorkerZeroLatency(b *testing.B) {
 	}
 }
 
+// openBenchStore opens kind: postgres, redis, or redis-unpipelined (every
+// lease script its own round trip, as before the autopipeliner).
 func openBenchStore(b *testing.B, kind string) store.Store {
 	if kind == "postgres" {
 		return benchPostgres(b)
 	}
-	return benchRedis(b)
+	return benchRedis(b, kind == "redis-unpipelined")
 }
 
 // BenchmarkWorker50msSink: one Worker with the Redis store against a sink
@@ -365,18 +368,24 @@ func BenchmarkWorker50msSink(b *testing.B) {
 	// Prefetch twice the concurrency keeps deliveries waiting in the
 	// worker, so a freed slot does not wait for the broker's round trip.
 	b.Run("redis/c=64/prefetch=128", func(b *testing.B) {
-		benchWorker(b, benchRedis(b), &latencySink{latency: latency}, 64, 128, 64*waves, false)
+		benchWorker(b, benchRedis(b, false), &latencySink{latency: latency}, 64, 128, 64*waves, false)
 		b.ReportMetric(100*float64(b.N*64*waves)/b.Elapsed().Seconds()/(64/latency.Seconds()), "%ideal")
 	})
 	b.Run("raw-prefetch1000", func(b *testing.B) { benchRaw(b, 1000, 1000*waves) })
-	for _, c := range []int{64, 256, 1000} {
-		b.Run(fmt.Sprintf("redis/c=%d", c), func(b *testing.B) {
-			st := benchRedis(b)
+	run := func(kind string, c int) {
+		b.Run(fmt.Sprintf("%s/c=%d", kind, c), func(b *testing.B) {
+			st := openBenchStore(b, kind)
 			benchWorker(b, st, &latencySink{latency: latency}, c, 0, c*waves, false)
 			ideal := float64(c) / latency.Seconds()
 			b.ReportMetric(100*float64(b.N*c*waves)/b.Elapsed().Seconds()/ideal, "%ideal")
 		})
 	}
+	for _, c := range []int{64, 256, 1000} {
+		run("redis", c)
+	}
+	// The store's round trips, not the sink, bound c=1000: the same run
+	// without shared pipelines shows by how much.
+	run("redis-unpipelined", 1000)
 }
 
 // benchApplier is the worker without the bus: 256 goroutines call
