@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -113,10 +114,11 @@ func deleteRedisPrefix(b *testing.B, rdb *goredis.Client, prefix string) {
 
 // benchPostgres opens a PostgreSQL store in a fresh schema (default pool
 // size, as the worker uses it) that is dropped when the benchmark ends.
-func benchPostgres(b *testing.B) store.Store {
+func benchPostgres(b *testing.B, noBatch bool) store.Store {
 	dsn := testenv.Postgres(b)
 	schema := testenv.UniqueName("bench")
-	st, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn, Schema: schema, Logger: slog.New(slog.DiscardHandler)})
+	st, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn, Schema: schema, NoBatch: noBatch,
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -335,7 +337,7 @@ const zeroLatencyBatch = 5000
 func BenchmarkWorkerZeroLatency(b *testing.B) {
 	const concurrency = 256
 	b.Run("raw", func(b *testing.B) { benchRaw(b, concurrency, zeroLatencyBatch) })
-	for _, kind := range []string{"redis", "redis-unpipelined", "postgres"} {
+	for _, kind := range []string{"redis", "redis-unpipelined", "postgres", "postgres-unbatched"} {
 		b.Run("applier-only/"+kind+"/create", func(b *testing.B) {
 			benchApplier(b, openBenchStore(b, kind), concurrency, zeroLatencyBatch)
 		})
@@ -348,11 +350,11 @@ func BenchmarkWorkerZeroLatency(b *testing.B) {
 	}
 }
 
-// openBenchStore opens kind: postgres, redis, or redis-unpipelined (every
-// lease script its own round trip, as before the autopipeliner).
+// openBenchStore opens kind: redis or postgres, or redis-unpipelined /
+// postgres-unbatched (every lease call its own round trip, as before).
 func openBenchStore(b *testing.B, kind string) store.Store {
-	if kind == "postgres" {
-		return benchPostgres(b)
+	if strings.HasPrefix(kind, "postgres") {
+		return benchPostgres(b, kind == "postgres-unbatched")
 	}
 	return benchRedis(b, kind == "redis-unpipelined")
 }

@@ -3,7 +3,9 @@
 // that Open creates and migrates itself, safely when many processes start at
 // once. Every lease operation is one SQL statement on the happy path, lease
 // expiry is judged by the database clock so worker clocks never matter, and
-// fencing is a token comparison in the UPDATE's WHERE clause.
+// fencing is a token comparison in the UPDATE's WHERE clause. The lease
+// statements of concurrent calls travel together, one round trip and one
+// commit per batch (see batcher).
 package postgres
 
 import (
@@ -12,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +23,9 @@ import (
 
 	"github.com/eventsync/eventsync/store"
 )
+
+// batchParam in the DSN (…?eventsync_batch=false) turns batching off.
+const batchParam = "eventsync_batch"
 
 // DefaultMaxConns sizes the pool for hundreds of in-flight events: each store
 // call holds a connection for one short statement only.
@@ -35,6 +41,10 @@ type Config struct {
 	// MaxConns caps the connection pool. Default: the DSN's pool_max_conns
 	// parameter if given, else DefaultMaxConns.
 	MaxConns int32
+	// NoBatch sends every lease statement on its own instead of batching
+	// the statements of concurrent calls into one round trip and commit;
+	// eventsync_batch=false in the DSN does the same.
+	NoBatch bool
 	// Logger receives migration and connection messages; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -72,6 +82,7 @@ func (c Config) Validate() error {
 // Store is a store.Store on PostgreSQL. It is safe for concurrent use.
 type Store struct {
 	pool   *pgxpool.Pool
+	batch  *batcher // nil sends every lease statement on its own
 	log    *slog.Logger
 	schema string
 	q      queries
@@ -90,6 +101,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres store: parse DSN: %w; expected postgres://user:password@host:5432/db, set --store", err)
 	}
+	// pgx hands unknown DSN parameters to the server as settings; this one
+	// is ours.
+	if v, ok := pcfg.ConnConfig.RuntimeParams[batchParam]; ok {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("postgres store: %s=%q in the DSN: want true or false", batchParam, v)
+		}
+		delete(pcfg.ConnConfig.RuntimeParams, batchParam)
+		cfg.NoBatch = cfg.NoBatch || !on
+	}
 	if cfg.MaxConns > 0 { // else the DSN's pool_max_conns stands
 		pcfg.MaxConns = cfg.MaxConns
 	}
@@ -107,13 +128,29 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres store at %s: %w", where, err)
 	}
+	if !cfg.NoBatch {
+		s.batch = newBatcher(pool)
+	}
 	return s, nil
 }
 
-// Close closes the connection pool. It is safe to call more than once.
+// Close stops the batcher and closes the connection pool. It is safe to
+// call more than once.
 func (s *Store) Close() error {
+	if s.batch != nil {
+		s.batch.close()
+	}
 	s.pool.Close()
 	return nil
+}
+
+// lease runs one lease statement, batched with concurrent ones unless
+// batching is off.
+func (s *Store) lease(ctx context.Context, c *call) error {
+	if s.batch != nil {
+		return s.batch.do(ctx, c)
+	}
+	return sendBatch(ctx, s.pool, []*call{c})
 }
 
 // Pool exposes the connection pool for health checks and metrics.
@@ -305,13 +342,21 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 		l   = store.Lease{Key: k, Owner: owner}
 		row stateRow
 	)
-	err := s.pool.QueryRow(ctx, s.q.acquire, k.Entity, k.Key, owner, ttl.Microseconds()).
-		Scan(append([]any{&l.Token, &l.Expires}, row.dest()...)...)
-	if err == nil {
-		return l, row.state(), nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
+	var acquired bool
+	err := s.lease(ctx, &call{key: k, sql: s.q.acquire, args: []any{k.Entity, k.Key, owner, ttl.Microseconds()},
+		read: func(br pgx.BatchResults) error {
+			err := br.QueryRow().Scan(append([]any{&l.Token, &l.Expires}, row.dest()...)...)
+			acquired = err == nil
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			return err
+		}})
+	if err != nil {
 		return store.Lease{}, store.State{}, fmt.Errorf("postgres store: acquire %s: %w", k, err)
+	}
+	if acquired {
+		return l, row.state(), nil
 	}
 	// Held by another owner: report how long it has left.
 	var remainingMicros int64
@@ -329,24 +374,33 @@ func (s *Store) Extend(ctx context.Context, l store.Lease, ttl time.Duration) (s
 	if ttl <= 0 {
 		return store.Lease{}, fmt.Errorf("postgres store: extend %s: ttl %s must be positive", l.Key, ttl)
 	}
-	err := s.pool.QueryRow(ctx, s.q.extend, l.Key.Entity, l.Key.Key, l.Token, ttl.Microseconds()).Scan(&l.Expires)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Lease{}, fmt.Errorf("postgres store: extend %s token %d: %w", l.Key, l.Token, store.ErrFenced)
-	}
+	var extended bool
+	err := s.lease(ctx, &call{key: l.Key, sql: s.q.extend, args: []any{l.Key.Entity, l.Key.Key, l.Token, ttl.Microseconds()},
+		read: func(br pgx.BatchResults) error {
+			err := br.QueryRow().Scan(&l.Expires)
+			extended = err == nil
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			return err
+		}})
 	if err != nil {
 		return store.Lease{}, fmt.Errorf("postgres store: extend %s: %w", l.Key, err)
+	}
+	if !extended {
+		return store.Lease{}, fmt.Errorf("postgres store: extend %s token %d: %w", l.Key, l.Token, store.ErrFenced)
 	}
 	return l, nil
 }
 
 // SaveIntent implements store.Store.
 func (s *Store) SaveIntent(ctx context.Context, l store.Lease, in store.Intent) error {
-	tag, err := s.pool.Exec(ctx, s.q.saveIntent, l.Key.Entity, l.Key.Key, l.Token,
+	affected, err := s.execLease(ctx, l.Key, s.q.saveIntent, l.Key.Entity, l.Key.Key, l.Token,
 		in.Version, string(in.Action), in.Token, in.At)
 	if err != nil {
 		return fmt.Errorf("postgres store: save intent for %s: %w", l.Key, err)
 	}
-	if tag.RowsAffected() == 0 {
+	if affected == 0 {
 		return fmt.Errorf("postgres store: save intent for %s token %d: %w", l.Key, l.Token, store.ErrFenced)
 	}
 	return nil
@@ -354,12 +408,12 @@ func (s *Store) SaveIntent(ctx context.Context, l store.Lease, in store.Intent) 
 
 // Commit implements store.Store.
 func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error {
-	tag, err := s.pool.Exec(ctx, s.q.commit, l.Key.Entity, l.Key.Key, l.Token,
+	affected, err := s.execLease(ctx, l.Key, s.q.commit, l.Key.Entity, l.Key.Key, l.Token,
 		c.Version, c.RemoteID, c.Deleted, c.Event)
 	if err != nil {
 		return fmt.Errorf("postgres store: commit %s version %d: %w", l.Key, c.Version, err)
 	}
-	if tag.RowsAffected() == 1 {
+	if affected == 1 {
 		return nil
 	}
 	// Rare path: find out whether the token or the version was the problem.
@@ -381,10 +435,22 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 
 // Release implements store.Store.
 func (s *Store) Release(ctx context.Context, l store.Lease) error {
-	if _, err := s.pool.Exec(ctx, s.q.release, l.Key.Entity, l.Key.Key, l.Token); err != nil {
+	if _, err := s.execLease(ctx, l.Key, s.q.release, l.Key.Entity, l.Key.Key, l.Token); err != nil {
 		return fmt.Errorf("postgres store: release %s: %w", l.Key, err)
 	}
 	return nil
+}
+
+// execLease runs a lease statement that returns no rows and reports how
+// many rows it changed.
+func (s *Store) execLease(ctx context.Context, k store.Key, sql string, args ...any) (int64, error) {
+	var affected int64
+	err := s.lease(ctx, &call{key: k, sql: sql, args: args, read: func(br pgx.BatchResults) error {
+		tag, err := br.Exec()
+		affected = tag.RowsAffected()
+		return err
+	}})
+	return affected, err
 }
 
 // MarkRepair implements store.Store.

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -40,20 +41,121 @@ func dropSchemaOnCleanup(t testing.TB, dsn, schema string) {
 // openIsolated opens a store in a schema of its own.
 func openIsolated(t testing.TB, maxConns int32) *postgres.Store {
 	t.Helper()
+	s, _ := openInSchema(t, maxConns, "", testenv.UniqueName("storetest"))
+	return s
+}
+
+// openInSchema opens a store in schema (dropped when the test ends), with
+// param (if any) added to the test DSN, and returns it with the DSN.
+func openInSchema(t testing.TB, maxConns int32, param, schema string) (*postgres.Store, string) {
+	t.Helper()
 	dsn := testenv.Postgres(t)
-	schema := testenv.UniqueName("storetest")
 	dropSchemaOnCleanup(t, dsn, schema)
+	if param != "" {
+		if strings.Contains(dsn, "?") {
+			dsn += "&" + param
+		} else {
+			dsn += "?" + param
+		}
+	}
 	s, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn, Schema: schema, MaxConns: maxConns})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return s
+	return s, dsn
 }
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T) store.Store { return openIsolated(t, 5) })
+}
+
+// Without batching every lease statement is its own transaction; both paths
+// keep the same contract.
+func TestConformanceUnbatched(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, _ := openInSchema(t, 5, "eventsync_batch=false", testenv.UniqueName("storetest"))
+		return s
+	})
+}
+
+// A statement PostgreSQL refuses (a key holding a NUL byte, which text
+// cannot store) rolls back the batch it travels in; only its own call may
+// fail, never the calls batched with it.
+func TestABadStatementFailsOnlyItsOwnCall(t *testing.T) {
+	t.Parallel()
+	s := openIsolated(t, 8)
+	ctx := context.Background()
+	const n = 200
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			k := store.Key{Entity: "listing", Key: fmt.Sprintf("k%03d", i)}
+			if i%50 == 7 {
+				k.Key = "bad\x00key"
+			}
+			_, _, errs[i] = s.Acquire(ctx, k, "w1", time.Minute)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		switch {
+		case i%50 == 7 && err == nil:
+			t.Errorf("call %d with a NUL byte in its key succeeded", i)
+		case i%50 != 7 && err != nil:
+			t.Errorf("call %d failed with the bad one: %v", i, err)
+		}
+	}
+}
+
+// Two processes whose batches lock the same rows must not deadlock: each
+// batch runs in key order. Two stores on one schema stand for two worker
+// processes, taking the same keys in opposite orders.
+func TestBatchesOfTwoProcessesDoNotDeadlock(t *testing.T) {
+	t.Parallel()
+	schema := testenv.UniqueName("storetest")
+	a, _ := openInSchema(t, 8, "", schema)
+	b, _ := openInSchema(t, 8, "", schema)
+	ctx := context.Background()
+	keys := make([]store.Key, 40)
+	for i := range keys {
+		keys[i] = store.Key{Entity: "listing", Key: fmt.Sprintf("hot%02d", i)}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []error
+	for p, st := range []*postgres.Store{a, b} {
+		for g := range 20 {
+			wg.Go(func() {
+				for round := range 30 {
+					i := (g + round) % len(keys)
+					if p == 1 {
+						i = len(keys) - 1 - i
+					}
+					owner := fmt.Sprintf("p%d-g%d", p, g)
+					l, st0, err := st.Acquire(ctx, keys[i], owner, time.Minute)
+					if errors.Is(err, store.ErrLocked) {
+						continue
+					}
+					if err == nil {
+						err = st.Commit(ctx, l, store.Commit{Version: st0.AppliedVersion + 1})
+					}
+					if err != nil {
+						mu.Lock()
+						failures = append(failures, err)
+						mu.Unlock()
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for _, err := range failures {
+		t.Error(err)
+	}
 }
 
 // Several processes starting at once must all end up with one migrated
@@ -156,6 +258,7 @@ func TestOpenErrors(t *testing.T) {
 		{"bad schema", postgres.Config{DSN: "postgres://x@127.0.0.1/db", Schema: "Bad-Schema"}, []string{`schema "Bad-Schema"`, "lower-case"}},
 		{"unparsable DSN", postgres.Config{DSN: "postgres://x@127.0.0.1:notaport/db"}, []string{"parse DSN", "postgres://user:password@host:5432/db"}},
 		{"nothing listening", postgres.Config{DSN: "postgres://x@127.0.0.1:1/db?connect_timeout=2"}, []string{"connect to PostgreSQL at 127.0.0.1:1/db", "is it running", "--store"}},
+		{"bad batch option", postgres.Config{DSN: "postgres://x@127.0.0.1:1/db?eventsync_batch=maybe"}, []string{`eventsync_batch="maybe"`, "want true or false"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
