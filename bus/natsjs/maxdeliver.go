@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,34 +18,104 @@ import (
 // attempt limit (25), so only messages no worker settles reach it.
 const DefaultMaxDeliver = 30
 
-// parkerQueue is the queue group of every bus's advisory subscription, so
-// one process moves each stranded message.
-const parkerQueue = "eventsync-parker"
+// parkerConsumer is the durable consumer of the advisory stream that every
+// bus process of a namespace shares, so one of them moves each stranded
+// message.
+const parkerConsumer = "eventsync-parker"
 
 // A message that reached the consumer's MaxDeliver is no longer delivered
 // but stays in the work-queue stream. The server announces it on the
-// max-deliveries advisory subject; the bus moves it to the parked stream
-// with reason "delivery_limit", as the RabbitMQ broker does with its
-// delivery limit. Advisories are not persisted: a message stranded while no
-// eventsync process is connected stays in its stream (Stats counts it) until
-// it is moved by hand.
-func (b *Bus) watchMaxDeliveries() error {
-	if b.cfg.MaxDeliver < 0 {
-		return nil
-	}
+// max-deliveries advisory subject, and the namespace's advisory stream
+// keeps that announcement until a bus process has moved the message to the
+// parked stream with reason "delivery_limit", as the RabbitMQ broker does
+// with its delivery limit. Kept, because advisories are fire-and-forget: a
+// message stranded while no eventsync process was connected, or by a
+// process that died half-way through moving it, is moved by the next one.
+func (b *Bus) advisoryStream() string {
+	return strings.ToUpper(b.cfg.Namespace) + "_ADVISORIES"
+}
+
+func (b *Bus) maxDeliveriesSubject(s bus.Stream) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + b.streamName(s) + "." + consumerName
+}
+
+// declareAdvisories creates the advisory stream and its shared consumer.
+func (b *Bus) declareAdvisories(ctx context.Context) error {
+	subjects := make([]string, 0, len(bus.Streams))
 	for _, s := range bus.Streams {
-		stream := s
-		subject := "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + b.streamName(stream) + "." + consumerName
-		sub, err := b.nc.QueueSubscribe(subject, parkerQueue, func(m *nats.Msg) { b.parkStranded(stream, m.Data) })
-		if err != nil {
-			for _, p := range b.parkers {
-				_ = p.Unsubscribe()
-			}
-			return fmt.Errorf("natsjs: subscribe to %s: %w", subject, err)
-		}
-		b.parkers = append(b.parkers, sub)
+		subjects = append(subjects, b.maxDeliveriesSubject(s))
+	}
+	if _, err := createStream(ctx, b.js, jetstream.StreamConfig{
+		Name:        b.advisoryStream(),
+		Description: "eventsync: max-deliveries advisories, kept until the message they name is parked",
+		Subjects:    subjects,
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+	}); err != nil {
+		return fmt.Errorf("natsjs: create stream %s: %w", b.advisoryStream(), err)
+	}
+	if _, err := b.js.CreateOrUpdateConsumer(ctx, b.advisoryStream(), jetstream.ConsumerConfig{
+		Durable:     parkerConsumer,
+		Description: "every eventsync bus process shares this consumer",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     time.Minute,
+		Replicas:    b.cfg.Replicas,
+	}); err != nil {
+		return fmt.Errorf("natsjs: create consumer on %s: %w", b.advisoryStream(), err)
 	}
 	return nil
+}
+
+// watchMaxDeliveries starts moving the messages the stored advisories name.
+func (b *Bus) watchMaxDeliveries(ctx context.Context) error {
+	if b.cfg.MaxDeliver < 0 || b.cfg.withoutParker {
+		return nil
+	}
+	cons, err := b.js.Consumer(ctx, b.advisoryStream(), parkerConsumer)
+	if err != nil {
+		return fmt.Errorf("natsjs: open consumer %s on %s: %w", parkerConsumer, b.advisoryStream(), err)
+	}
+	b.parker, err = cons.Consume(b.handleAdvisory,
+		jetstream.PullMaxMessages(16), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(2*time.Second),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			b.log.Debug("natsjs: advisory consumer", "err", err)
+		}))
+	if err != nil {
+		return fmt.Errorf("natsjs: consume %s: %w", b.advisoryStream(), err)
+	}
+	return nil
+}
+
+// handleAdvisory parks the message an advisory names and then acks the
+// advisory; a failure leaves the advisory for a later try.
+func (b *Bus) handleAdvisory(m jetstream.Msg) {
+	a, err := parseMaxDeliveriesAdvisory(m.Data())
+	stream, known := b.streamOfAdvisory(m.Subject())
+	if err != nil || !known || a.Stream != b.streamName(stream) {
+		b.log.Warn("natsjs: dropping an unreadable max-deliveries advisory", "subject", m.Subject(), "err", err)
+		_ = m.Term()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.moveToParked(ctx, stream, a); err != nil {
+		b.log.Error("natsjs: a message reached the delivery limit but could not be parked yet; retrying in 10s", "stream", string(stream), "seq", a.StreamSeq, "err", err)
+		_ = m.NakWithDelay(10 * time.Second)
+		return
+	}
+	if err := m.Ack(); err != nil {
+		b.log.Debug("natsjs: ack of a handled advisory failed; it comes back and finds the message parked", "err", err)
+	}
+}
+
+func (b *Bus) streamOfAdvisory(subject string) (bus.Stream, bool) {
+	for _, s := range bus.Streams {
+		if subject == b.maxDeliveriesSubject(s) {
+			return s, true
+		}
+	}
+	return "", false
 }
 
 // maxDeliveriesAdvisory is the part of io.nats.jetstream.advisory.v1.max_deliver we use.
@@ -66,25 +137,6 @@ func parseMaxDeliveriesAdvisory(data []byte) (maxDeliveriesAdvisory, error) {
 	return a, nil
 }
 
-// parkStranded moves the message an advisory names to the parked stream and
-// deletes it from its work stream. It runs on the connection's dispatch
-// goroutine, so it bounds its own time.
-func (b *Bus) parkStranded(stream bus.Stream, data []byte) {
-	a, err := parseMaxDeliveriesAdvisory(data)
-	if err != nil {
-		b.log.Warn("natsjs: ignoring an unreadable max-deliveries advisory", "err", err)
-		return
-	}
-	if a.Stream != b.streamName(stream) {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := b.moveToParked(ctx, stream, a); err != nil {
-		b.log.Error("natsjs: a message reached the delivery limit but could not be parked; it stays in its stream, undelivered", "stream", string(stream), "seq", a.StreamSeq, "err", err)
-	}
-}
-
 func (b *Bus) moveToParked(ctx context.Context, stream bus.Stream, a maxDeliveriesAdvisory) error {
 	st, err := b.js.Stream(ctx, a.Stream)
 	if err != nil {
@@ -98,7 +150,8 @@ func (b *Bus) moveToParked(ctx context.Context, stream bus.Stream, a maxDeliveri
 		return fmt.Errorf("read message %d: %w", a.StreamSeq, err)
 	}
 	h := parkHeaders(raw.Header, "delivery_limit", a.Deliveries, stream)
-	// The same advisory seen twice (a reconnect) parks one copy.
+	// The same advisory handled twice (its ack was lost) parks one copy
+	// within the parked stream's duplicate window.
 	h.Set(nats.MsgIdHdr, fmt.Sprintf("%s-%d-delivery-limit", a.Stream, a.StreamSeq))
 	pm := &nats.Msg{Subject: b.parkedSubject(), Data: raw.Data, Header: h}
 	if _, err := b.js.PublishMsg(ctx, pm, jetstream.WithExpectStream(b.parkedStream())); err != nil {

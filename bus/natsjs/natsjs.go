@@ -67,6 +67,10 @@ type Config struct {
 	PublishBatch int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+
+	// withoutParker leaves stored advisories alone (tests: a process that
+	// is not there).
+	withoutParker bool
 }
 
 var namespacePattern = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
@@ -139,7 +143,7 @@ type Bus struct {
 	subs   map[*subscription]struct{}
 	closed bool
 
-	parkers []*nats.Subscription // max-deliveries advisories, see maxdeliver.go
+	parker jetstream.ConsumeContext // max-deliveries advisories, see maxdeliver.go
 }
 
 var _ bus.Bus = (*Bus)(nil)
@@ -169,7 +173,7 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 		b.closeConn()
 		return nil, err
 	}
-	if err := b.watchMaxDeliveries(); err != nil {
+	if err := b.watchMaxDeliveries(ctx); err != nil {
 		b.closeConn()
 		return nil, err
 	}
@@ -227,6 +231,11 @@ func (b *Bus) declare(ctx context.Context) error {
 		})
 		if err != nil {
 			return fmt.Errorf("natsjs: create consumer on %s: %w", b.streamName(s), err)
+		}
+	}
+	if maxDeliver >= 0 {
+		if err := b.declareAdvisories(ctx); err != nil {
+			return err
 		}
 	}
 	var err error
@@ -388,8 +397,9 @@ func (b *Bus) Close() error {
 		subs = append(subs, s)
 	}
 	b.mu.Unlock()
-	for _, p := range b.parkers {
-		_ = p.Unsubscribe()
+	if b.parker != nil {
+		b.parker.Stop()
+		<-b.parker.Closed()
 	}
 	for _, s := range subs {
 		_ = s.Close()
@@ -402,7 +412,7 @@ func (b *Bus) Close() error {
 // Meant for tests and "start over" tooling; the bus is unusable afterwards.
 func (b *Bus) DeleteStreams(ctx context.Context) error {
 	var errs []error
-	names := []string{b.parkedStream(), b.presenceStream()}
+	names := []string{b.parkedStream(), b.presenceStream(), b.advisoryStream()}
 	for _, s := range bus.Streams {
 		names = append(names, b.streamName(s))
 	}

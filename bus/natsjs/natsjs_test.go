@@ -379,3 +379,90 @@ func TestMaxDeliveriesParksTheMessage(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// A message can reach the delivery limit while no bus process is ready to
+// park it (the one whose pull found it over the limit was killed, or the
+// parker was busy elsewhere): the stored advisory lets the next process
+// park it.
+func TestAStrandedMessageIsParkedByTheNextProcess(t *testing.T) {
+	nc, err := shared.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ns := testenv.UniqueName("es")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first, err := Open(ctx, Config{Conn: nc, Namespace: ns, MaxDeliver: 2, Logger: quiet(), withoutParker: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := first.DeleteStreams(ctx); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	if err := first.Publish(ctx, bus.Live, bus.Message{Body: []byte(`{"poison":true}`)}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := first.Subscribe(ctx, bus.Live, bus.SubscribeOptions{Prefetch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		select {
+		case d := <-sub.Deliveries():
+			if err := d.Release(ctx); err != nil {
+				t.Fatalf("release %d: %v", i+1, err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("delivery %d never came", i+1)
+		}
+	}
+	// The server announces the limit on the pull after the last release.
+	for {
+		st, err := first.js.Stream(ctx, first.advisoryStream())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.CachedInfo().State.Msgs == 1 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("no max-deliveries advisory was stored")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	_ = sub.Close()
+	_ = first.Close()
+
+	second, err := Open(ctx, Config{Conn: nc, Namespace: ns, MaxDeliver: 2, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	for {
+		parked, err := second.ListParked(ctx, bus.ParkedFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := second.Unsettled(ctx, bus.Live)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(parked) == 1 && n == 0 {
+			if p := parked[0]; p.Reason != "delivery_limit" || p.Attempts != 2 || string(p.Body) != `{"poison":true}` {
+				t.Fatalf("parked %+v, want the message with reason delivery_limit after 2 deliveries", p)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("parked %d, live stream holds %d: the stranded message was not moved by the next process", len(parked), n)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
