@@ -331,7 +331,19 @@ func TestMaxDeliveriesParksTheMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	for i := range 3 {
+	releaseDeliveries(ctx, t, sub, 3)
+	waitParkedAtLimit(ctx, t, b, 3)
+	select {
+	case d := <-sub.Deliveries():
+		t.Fatalf("delivered again after the limit: %s", d.Body())
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// releaseDeliveries takes n deliveries from sub and releases each.
+func releaseDeliveries(ctx context.Context, t *testing.T, sub bus.Subscription, n int) {
+	t.Helper()
+	for i := range n {
 		select {
 		case d := <-sub.Deliveries():
 			if err := d.Release(ctx); err != nil {
@@ -341,42 +353,33 @@ func TestMaxDeliveriesParksTheMessage(t *testing.T) {
 			t.Fatalf("delivery %d never came", i+1)
 		}
 	}
+}
+
+// waitParkedAtLimit waits until the poison message is parked with reason
+// delivery_limit after attempts deliveries and gone from the live stream
+// (parked first, deleted right after).
+func waitParkedAtLimit(ctx context.Context, t *testing.T, b *Bus, attempts int) {
+	t.Helper()
 	for {
 		parked, err := b.ListParked(ctx, bus.ParkedFilter{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(parked) == 1 {
-			if p := parked[0]; p.Reason != "delivery_limit" || p.Attempts != 3 || string(p.Body) != `{"poison":true}` || p.Stream != bus.Live {
-				t.Fatalf("parked %+v, want the message with reason delivery_limit after 3 deliveries", p)
-			}
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("the message was not parked after reaching the delivery limit")
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	// Parked first, deleted from the work stream right after.
-	for {
 		n, err := b.Unsettled(ctx, bus.Live)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == 0 {
-			break
+		if len(parked) == 1 && n == 0 {
+			if p := parked[0]; p.Reason != "delivery_limit" || p.Attempts != attempts || string(p.Body) != `{"poison":true}` || p.Stream != bus.Live {
+				t.Fatalf("parked %+v, want the message with reason delivery_limit after %d deliveries", p, attempts)
+			}
+			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("live stream still holds %d messages, want the parked one gone", n)
+			t.Fatalf("parked %d, live stream holds %d: want the message parked and gone from its stream", len(parked), n)
 		case <-time.After(50 * time.Millisecond):
 		}
-	}
-	select {
-	case d := <-sub.Deliveries():
-		t.Fatalf("delivered again after the limit: %s", d.Body())
-	case <-time.After(300 * time.Millisecond):
 	}
 }
 
@@ -411,16 +414,7 @@ func TestAStrandedMessageIsParkedByTheNextProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 2 {
-		select {
-		case d := <-sub.Deliveries():
-			if err := d.Release(ctx); err != nil {
-				t.Fatalf("release %d: %v", i+1, err)
-			}
-		case <-ctx.Done():
-			t.Fatalf("delivery %d never came", i+1)
-		}
-	}
+	releaseDeliveries(ctx, t, sub, 2)
 	// The server announces the limit on the pull after the last release.
 	for {
 		st, err := first.js.Stream(ctx, first.advisoryStream())
@@ -444,25 +438,5 @@ func TestAStrandedMessageIsParkedByTheNextProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer second.Close()
-	for {
-		parked, err := second.ListParked(ctx, bus.ParkedFilter{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := second.Unsettled(ctx, bus.Live)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(parked) == 1 && n == 0 {
-			if p := parked[0]; p.Reason != "delivery_limit" || p.Attempts != 2 || string(p.Body) != `{"poison":true}` {
-				t.Fatalf("parked %+v, want the message with reason delivery_limit after 2 deliveries", p)
-			}
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("parked %d, live stream holds %d: the stranded message was not moved by the next process", len(parked), n)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	waitParkedAtLimit(ctx, t, second, 2)
 }
