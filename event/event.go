@@ -204,15 +204,51 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// Validate checks an Event built in Go (for example by a producer) against
-// the same rules Parse applies to JSON.
+// Validate checks an Event built in Go (for example by a producer or the
+// relay) against the rules Parse applies to its JSON encoding, field by
+// field: it accepts exactly the events whose encoding Parse accepts
+// (FuzzValidateAgreesWithParse), at a fraction of an encode and a parse.
 func (e Event) Validate() error {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
+	if e.ID == "" {
+		return invalid("id", "must not be empty")
 	}
-	_, err = Parse(b, len(b)+1)
-	return err
+	if e.Entity == "" {
+		return invalid("entity", "must not be empty")
+	}
+	if !entityPattern.MatchString(e.Entity) {
+		return invalid("entity", "%q does not match [a-z][a-z0-9_]*", e.Entity)
+	}
+	if e.Key == "" {
+		return invalid("key", "must not be empty")
+	}
+	if e.Version < 1 {
+		return invalid("version", "%d is below the minimum of 1", e.Version)
+	}
+	if len(e.Data) > 0 && !json.Valid(e.Data) {
+		return invalid("data", "not valid JSON")
+	}
+	data := bytes.TrimSpace(e.Data)
+	switch e.Op {
+	case OpUpsert:
+		if isNull(data) {
+			return invalid("data", "required for op \"upsert\"")
+		}
+		if data[0] != '{' {
+			return invalid("data", "must be a JSON object")
+		}
+	case OpDelete:
+		if !isNull(data) && data[0] != '{' {
+			return invalid("data", "must be a JSON object when present")
+		}
+	default:
+		return invalid("op", "%q is not one of \"upsert\", \"delete\"", e.Op)
+	}
+	if e.OccurredAt != nil {
+		if _, err := e.OccurredAt.MarshalJSON(); err != nil {
+			return invalid("occurred_at", "cannot be written as RFC 3339: %v", err)
+		}
+	}
+	return nil
 }
 
 // Marshal encodes the event after validating it.

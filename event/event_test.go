@@ -1,9 +1,11 @@
 package event
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseValid(t *testing.T) {
@@ -96,6 +98,38 @@ func FuzzParse(f *testing.F) {
 		}
 		if ev.Op == OpUpsert && len(ev.Data) == 0 {
 			t.Fatalf("upsert without data accepted")
+		}
+	})
+}
+
+// Validate checks fields instead of encoding and parsing; it must accept
+// exactly the events whose encoding Parse accepts.
+func FuzzValidateAgreesWithParse(f *testing.F) {
+	f.Add("e1", "listing", "42", int64(3), "upsert", []byte(`{"title":"Loft"}`), true, int64(1767366245))
+	f.Add("e2", "listing", "42", int64(4), "delete", []byte(nil), false, int64(0))
+	f.Add("e3", "Listing", "", int64(0), "upsert", []byte(`[1]`), false, int64(0))
+	f.Add("e4", "user", "7", int64(1), "delete", []byte(` null `), true, int64(-70000000000))
+	f.Add("e5", "user", "7", int64(1), "upsert", []byte(` {"a":`), true, int64(300000000000))
+	f.Fuzz(func(t *testing.T, id, entity, key string, version int64, op string, data []byte, withTime bool, unix int64) {
+		e := Event{ID: id, Entity: entity, Key: key, Version: version, Op: Op(op), Data: data}
+		if withTime {
+			at := time.Unix(unix, 0).UTC()
+			e.OccurredAt = &at
+		}
+		verr := e.Validate()
+		if verr != nil && !errors.Is(verr, ErrInvalid) {
+			t.Fatalf("Validate error not ErrInvalid: %v", verr)
+		}
+		body, merr := json.Marshal(e)
+		if merr != nil {
+			if verr == nil {
+				t.Fatalf("Validate accepted %+v, which cannot be encoded: %v", e, merr)
+			}
+			return
+		}
+		_, perr := Parse(body, len(body)+1)
+		if (verr == nil) != (perr == nil) {
+			t.Fatalf("Validate says %v, Parse of %s says %v", verr, body, perr)
 		}
 	})
 }
