@@ -36,8 +36,8 @@ var errClosed = errors.New("postgres store: closed")
 // instead of one each. A batch is one implicit transaction, so its
 // statements run in key order: two batches (in this process or another)
 // then take their row locks in the same order and never deadlock. If any
-// statement of a batch fails, PostgreSQL rolls the whole batch back and
-// every call in it gets the error.
+// statement of a batch fails, PostgreSQL rolls the whole batch back (see
+// flush for what happens then).
 type batcher struct {
 	pool   *pgxpool.Pool
 	calls  chan *call

@@ -341,7 +341,8 @@ func (s *Store) run(ctx context.Context, script *goredis.Script, keys []string, 
 	case err == nil:
 		return cmd
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
-		// The command's result may still be written: hand back a copy.
+		// The pipeliner may still write the command's result later: the
+		// caller gets a command of its own that holds the ctx error.
 		return failedCmd(ctx, err)
 	case goredis.HasErrorPrefix(err, "NOSCRIPT"):
 		// Redis restarted or its script cache was flushed: EVAL loads it.
