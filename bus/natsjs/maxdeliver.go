@@ -23,14 +23,6 @@ const DefaultMaxDeliver = 30
 // message.
 const parkerConsumer = "eventsync-parker"
 
-// A message that reached the consumer's MaxDeliver is no longer delivered
-// but stays in the work-queue stream. The server announces it on the
-// max-deliveries advisory subject, and the namespace's advisory stream
-// keeps that announcement until a bus process has moved the message to the
-// parked stream with reason "delivery_limit", as the RabbitMQ broker does
-// with its delivery limit. Kept, because advisories are fire-and-forget: a
-// message stranded while no eventsync process was connected, or by a
-// process that died half-way through moving it, is moved by the next one.
 func (b *Bus) advisoryStream() string {
 	return strings.ToUpper(b.cfg.Namespace) + "_ADVISORIES"
 }
@@ -40,6 +32,15 @@ func (b *Bus) maxDeliveriesSubject(s bus.Stream) string {
 }
 
 // declareAdvisories creates the advisory stream and its shared consumer.
+//
+// A message that reached the consumer's MaxDeliver is no longer delivered
+// but stays in the work-queue stream. When a pull finds it over the limit,
+// the server announces it on the max-deliveries advisory subject; the
+// namespace's advisory stream keeps that announcement until a bus process
+// has moved the message to the parked stream with reason "delivery_limit",
+// as the RabbitMQ broker does with its delivery limit. Kept, because
+// advisories are fire-and-forget: one that came while the pulling process
+// died, or a move cut short by a crash, is finished by the next process.
 func (b *Bus) declareAdvisories(ctx context.Context) error {
 	subjects := make([]string, 0, len(bus.Streams))
 	for _, s := range bus.Streams {

@@ -76,7 +76,8 @@ func (b *batcher) close() {
 
 // do runs one statement in the next batch and waits for its outcome. When
 // ctx ends first the statement may still run, as one whose reply was lost
-// would: fencing tokens and versions make that harmless.
+// would: fencing tokens and versions keep that safe, and at worst a lease
+// nobody uses blocks its key until its TTL.
 func (b *batcher) do(ctx context.Context, c *call) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -2,10 +2,10 @@
 // operation (Acquire, Extend, SaveIntent, Commit, Release) is one Lua script,
 // atomic on the server; the scripts of concurrent calls share pipelines
 // (go-redis's autopipeliner), so hundreds of in-flight events cost Redis and
-// the worker a few round trips instead of one each. Lease expiry is judged by Redis's
-// own clock (TIME) stored in the key's hash, never by key TTLs, because the
-// hash also holds durable state; a per-key token counter that is never
-// deleted keeps fencing tokens increasing after releases.
+// the worker a few round trips instead of one each. Lease expiry is judged
+// by Redis's own clock (TIME) stored in the key's hash, never by key TTLs,
+// because the hash also holds durable state; a per-key token counter that
+// is never deleted keeps fencing tokens increasing after releases.
 //
 // Redis forgets everything written since the last save when it restarts
 // unless AOF (appendonly yes) or RDB snapshots are on; a forgotten applied
@@ -319,8 +319,10 @@ return 1
 
 // run executes one lease script. Through the autopipeliner the call joins
 // the next pipeline; ctx bounds the wait, but a call already queued still
-// runs on Redis after ctx ends, as a call whose reply is lost would: the
-// fencing tokens and versions make both harmless.
+// runs on Redis after ctx ends, as a call whose reply is lost would: fencing
+// tokens and versions keep that safe, and at worst a lease nobody uses
+// blocks its key until its TTL. The EVALSHA is built here rather than by
+// script.EvalSha because only Submit returns a future whose wait honours ctx.
 func (s *Store) run(ctx context.Context, script *goredis.Script, keys []string, args ...any) *goredis.Cmd {
 	if err := ctx.Err(); err != nil {
 		return failedCmd(ctx, err)
