@@ -299,8 +299,13 @@ func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, 
 		err = d.Release(context.WithoutCancel(ctx))
 	}
 	if err != nil {
-		// The broker redelivers an unsettled message; versions absorb the
-		// repeat. Nothing is lost.
+		// A Retry or Park whose publish failed leaves the delivery
+		// unsettled, and RabbitMQ redelivers it only when its channel
+		// closes, which a subscription waits on: hand it back now. Versions
+		// absorb the repeat. Nothing is lost.
+		if rerr := d.Release(context.WithoutCancel(ctx)); rerr != nil && !errors.Is(rerr, bus.ErrSettled) {
+			err = errors.Join(err, rerr)
+		}
 		w.cfg.Logger.Warn("settling delivery failed; the broker will redeliver it", "stream", string(stream), "result", string(out.Result), "err", err)
 	}
 	if out.SinkFailure {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -256,4 +257,87 @@ func lagSamples(t *testing.T, reg *prometheus.Registry) (count uint64, sum float
 		}
 	}
 	return count, sum
+}
+
+// flakySettleBus wraps a real bus: the first Retry of any delivery fails
+// without settling it, as a retry whose publish to the retry queue failed.
+type flakySettleBus struct {
+	bus.Bus
+	failed atomic.Bool
+}
+
+func (b *flakySettleBus) Subscribe(ctx context.Context, s bus.Stream, o bus.SubscribeOptions) (bus.Subscription, error) {
+	sub, err := b.Bus.Subscribe(ctx, s, o)
+	if err != nil {
+		return nil, err
+	}
+	w := &flakySettleSub{Subscription: sub, out: make(chan bus.Delivery), done: make(chan struct{})}
+	go func() { // owned by the subscription: ends when sub's channel closes
+		defer close(w.done)
+		defer close(w.out)
+		for d := range sub.Deliveries() {
+			w.out <- &flakySettleDelivery{Delivery: d, bus: b}
+		}
+	}()
+	return w, nil
+}
+
+type flakySettleSub struct {
+	bus.Subscription
+	out  chan bus.Delivery
+	done chan struct{}
+}
+
+func (s *flakySettleSub) Deliveries() <-chan bus.Delivery { return s.out }
+
+func (s *flakySettleSub) Close() error {
+	err := s.Subscription.Close()
+	go func() { // drain what the forwarder still holds, then wait for it
+		for d := range s.out {
+			_ = d.Release(context.Background())
+		}
+	}()
+	<-s.done
+	return err
+}
+
+type flakySettleDelivery struct {
+	bus.Delivery
+	bus *flakySettleBus
+}
+
+func (d *flakySettleDelivery) Retry(ctx context.Context, delay time.Duration, reason string) error {
+	if d.bus.failed.CompareAndSwap(false, true) {
+		return fmt.Errorf("publish to the retry queue: %w", errors.New("injected failure"))
+	}
+	return d.Delivery.Retry(ctx, delay, reason)
+}
+
+// failOnceSink answers the first create with a retryable 503.
+type failOnceSink struct {
+	sink.Sink
+	failed atomic.Bool
+}
+
+func (s *failOnceSink) Create(ctx context.Context, r sink.Record) (string, error) {
+	if s.failed.CompareAndSwap(false, true) {
+		return "", &sink.Error{Op: "create", Status: 503, Retryable: true}
+	}
+	return s.Sink.Create(ctx, r)
+}
+
+// A retry that could not be scheduled must not leave its delivery unsettled:
+// RabbitMQ would hand it out again only when the channel closes, which the
+// running worker's subscription never does.
+func TestWorkerHandsBackADeliveryWhoseRetryFailed(t *testing.T) {
+	sf := stores()[0]
+	h := newHarness(t, sf, nil)
+	h.applier.sink = &failOnceSink{Sink: h.applier.sink}
+	b := &flakySettleBus{Bus: rabbitmqtest.Open(t, rabbitmq.Config{})}
+	runWorker(t, h, b, func(c *Config) { c.Streams = []bus.Stream{bus.Live} })
+	publishN(t, b, bus.Live, 0, 1)
+	waitUntil(t, 10*time.Second, "the event applied after its failed retry", func() bool { return len(h.api.Records("listings")) == 1 })
+	if !b.failed.Load() {
+		t.Fatal("the retry never failed: the test did not test anything")
+	}
 }
