@@ -208,7 +208,7 @@ func (e *resyncEnv) verifyConverged(t *testing.T, ctx context.Context, within ti
 		}
 		if !rep.Converged || err != nil {
 			time.Sleep(2 * time.Second)
-			return fmt.Errorf("not converged (%v): %+v", err, rep.Counts)
+			return fmt.Errorf("not converged (%v): %+v; samples %s", err, rep.Counts, rep.Samples)
 		}
 		return nil
 	})
@@ -226,6 +226,8 @@ type verifyReport struct {
 		Differing  int64 `json:"differing"`
 		Duplicated int64 `json:"duplicated"`
 	} `json:"counts"`
+	// Samples stays raw: it is only printed, to say which keys are wrong.
+	Samples json.RawMessage `json:"samples"`
 }
 
 // TestResyncConvergesWithLiveChanges is the issue's main Done-when: a
