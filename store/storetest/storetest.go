@@ -81,6 +81,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ControlList", testControlList},
 		{"ControlExpiry", testControlExpiry},
 		{"ConcurrentHolders", testConcurrentHolders},
+		{"ConcurrentKeysStayApart", testConcurrentKeysStayApart},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -915,6 +916,97 @@ func holdOnce(ctx context.Context, s store.Store, k store.Key, owner string, inL
 		commits.Add(1)
 		if err := s.Commit(ctx, l, store.Commit{Version: next, RemoteID: "r", Event: eventBytes(k, next)}); err != nil {
 			return fmt.Errorf("Commit version %d: %w", next, err)
+		}
+		return nil
+	}
+}
+
+// testConcurrentKeysStayApart races many goroutines over a few keys with
+// every lease call a worker makes (acquire, intent, commit, release), as a
+// busy worker does. Stores that batch or pipeline calls must hand every
+// caller its own key's result: each key's state must only ever hold what
+// was committed for that key, and count every commit made to it.
+func testConcurrentKeysStayApart(t *testing.T, s store.Store) {
+	const goroutines, keys, iterations = 24, 12, 40
+	var commits [keys]atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	ctx := ctxFor(t)
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range iterations {
+				n := (g*7 + i*5) % keys
+				if err := touchKey(ctx, s, n, fmt.Sprintf("g%d-%d", g, i), i%4, &commits[n]); err != nil {
+					errs <- fmt.Errorf("goroutine %d iteration %d: %w", g, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	for n := range keys {
+		k := store.Key{Entity: "listing", Key: fmt.Sprintf("apart-%d", n)}
+		_, st := mustAcquire(t, s, k, "checker", longTTL)
+		if st.AppliedVersion != commits[n].Load() {
+			t.Errorf("%s: applied version %d after %d commits", k, st.AppliedVersion, commits[n].Load())
+		}
+	}
+}
+
+// touchKey takes key n's lease and, by mode, commits the next version
+// (with or without an intent first), deletes it, or only releases it; it
+// fails when the state it sees belongs to another key.
+func touchKey(ctx context.Context, s store.Store, n int, owner string, mode int, commits *atomic.Int64) error {
+	k := store.Key{Entity: "listing", Key: fmt.Sprintf("apart-%d", n)}
+	for {
+		l, st, err := s.Acquire(ctx, k, owner, longTTL)
+		var locked *store.LockedError
+		if errors.As(err, &locked) {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("Acquire %s: %w", k, err)
+		}
+		if l.Key != k {
+			return fmt.Errorf("Acquire %s returned a lease on %s", k, l.Key)
+		}
+		if st.AppliedVersion != commits.Load() {
+			return fmt.Errorf("%s: holder sees applied version %d after %d commits", k, st.AppliedVersion, commits.Load())
+		}
+		if st.AppliedVersion > 0 && (st.RemoteID != "r-"+k.Key || !bytes.Equal(st.LastEvent, eventBytes(k, st.AppliedVersion))) {
+			return fmt.Errorf("%s: state of another key or version: remote id %q, last event %s", k, st.RemoteID, st.LastEvent)
+		}
+		if st.Intent != nil && st.Intent.Version != st.AppliedVersion+1 {
+			return fmt.Errorf("%s: intent for version %d left at applied version %d", k, st.Intent.Version, st.AppliedVersion)
+		}
+		next := st.AppliedVersion + 1
+		switch mode {
+		case 0: // acquire and change nothing
+			return s.Release(ctx, l)
+		case 1: // an intent, then give up as a failed create would
+			if err := s.SaveIntent(ctx, l, store.Intent{Version: next, Action: store.ActionCreate, Token: l.Token, At: time.Now()}); err != nil {
+				return fmt.Errorf("SaveIntent %s: %w", k, err)
+			}
+			return s.Release(ctx, l)
+		case 2:
+			if err := s.SaveIntent(ctx, l, store.Intent{Version: next, Action: store.ActionCreate, Token: l.Token, At: time.Now()}); err != nil {
+				return fmt.Errorf("SaveIntent %s: %w", k, err)
+			}
+		}
+		commits.Add(1)
+		c := store.Commit{Version: next, RemoteID: "r-" + k.Key, Deleted: mode == 3 && next%2 == 0, Event: eventBytes(k, next)}
+		if err := s.Commit(ctx, l, c); err != nil {
+			return fmt.Errorf("Commit %s version %d: %w", k, next, err)
 		}
 		return nil
 	}
