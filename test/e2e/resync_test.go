@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -112,7 +113,7 @@ worker:
 throttle:
   enabled: %t
 log:
-  level: warn
+  level: info
 sink:
   defaults:
     base_url: %s
@@ -193,9 +194,16 @@ func (e *resyncEnv) churn(ctx context.Context, rows int, seed uint64, stop <-cha
 }
 
 // verifyConverged runs "eventsync verify" until it reports convergence.
+// When it never does, the failure says where the wrong keys' changes
+// stopped: in the outbox, the bus, the state store or the API.
 func (e *resyncEnv) verifyConverged(t *testing.T, ctx context.Context, within time.Duration) verifyReport {
 	t.Helper()
 	var rep verifyReport
+	defer func() {
+		if t.Failed() {
+			e.diagnose(t, rep)
+		}
+	}()
 	waitFor(t, within, "eventsync verify to report convergence", func() error {
 		out, err := run(t, ctx, "verify", "--source", e.sourceDSN, "--table", "listings", "--entity", "listing", "--key", "id", "--fakeapi", e.api.URL, "--json")
 		start := strings.Index(out, "{")
@@ -208,11 +216,74 @@ func (e *resyncEnv) verifyConverged(t *testing.T, ctx context.Context, within ti
 		}
 		if !rep.Converged || err != nil {
 			time.Sleep(2 * time.Second)
-			return fmt.Errorf("not converged (%v): %+v; samples %s", err, rep.Counts, rep.Samples)
+			var samples bytes.Buffer
+			_ = json.Compact(&samples, rep.Samples)
+			return fmt.Errorf("not converged (%v): %+v; samples %s", err, rep.Counts, samples.String())
 		}
 		return nil
 	})
 	return rep
+}
+
+// diagnose logs, for the keys verify sampled as wrong, their outbox rows,
+// their state-store rows and the bus's and the API's counters.
+func (e *resyncEnv) diagnose(t *testing.T, rep verifyReport) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var samples struct {
+		Missing, Extra, Differing []struct {
+			Key     string `json:"key"`
+			Version int64  `json:"version"`
+		}
+	}
+	_ = json.Unmarshal(rep.Samples, &samples)
+	var keys []string
+	for _, group := range [][]struct {
+		Key     string `json:"key"`
+		Version int64  `json:"version"`
+	}{samples.Missing, samples.Extra, samples.Differing} {
+		for i, s := range group {
+			if i < 4 {
+				keys = append(keys, s.Key)
+			}
+		}
+	}
+	for _, s := range []bus.Stream{bus.Live, bus.Resync} {
+		st, err := e.bus.Stats(ctx, s)
+		t.Logf("diagnose: bus %s: %+v %v", s, st, err)
+	}
+	parked, err := e.bus.ListParked(ctx, bus.ParkedFilter{})
+	t.Logf("diagnose: %d parked (%v)", len(parked), err)
+	for i, p := range parked {
+		if i < 5 {
+			t.Logf("diagnose: parked %+v", p)
+		}
+	}
+	st := e.api.Stats()
+	t.Logf("diagnose: fake API: records=%v stale_writes=%d duplicates=%d overlapping=%d faults=%v requests=%v", st.Records, st.StaleWrites, st.DuplicateRecords, st.OverlappingWrites, st.FaultsInjected, st.Requests)
+	if hb, err := control.Workers(ctx, e.store); err == nil {
+		for _, h := range hb {
+			t.Logf("diagnose: heartbeat %+v", h)
+		}
+	}
+	query := func(db interface {
+		Query(context.Context, string, ...any) (pgx.Rows, error)
+	}, what, sql string) {
+		rows, err := db.Query(ctx, sql, keys)
+		if err != nil {
+			t.Logf("diagnose: %s: %v", what, err)
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			vals, _ := rows.Values()
+			t.Logf("diagnose: %s %v", what, vals)
+		}
+	}
+	query(e.db, "source row", `SELECT id::text, eventsync_version, title, price FROM listings WHERE id::text = ANY($1) ORDER BY id`)
+	query(e.db, "outbox row", `SELECT key, id, version, op, sent_at IS NOT NULL AS sent, created_at FROM eventsync_outbox WHERE key = ANY($1) ORDER BY key, id`)
+	query(e.store.Pool(), "store row", `SELECT key, applied_version, remote_id, deleted, lease_owner, lease_expires, intent_version, repair_needed FROM `+
+		pgx.Identifier{e.ns, "state"}.Sanitize()+` WHERE entity = 'listing' AND key = ANY($1) ORDER BY key`)
 }
 
 type verifyReport struct {
