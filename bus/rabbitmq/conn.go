@@ -171,13 +171,31 @@ func (m *connManager) watch(conn *amqp.Connection) {
 	defer m.wg.Done()
 	for {
 		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
-		select {
-		case <-m.done:
-			_ = conn.Close()
-			return
-		case err := <-closed:
-			m.setDisconnected()
-			m.log.Warn("rabbitmq connection lost; reconnecting", "broker", hostPort(m.cfg.URL), "error", err)
+		// A broker under a resource alarm stops reading from publishing
+		// connections: publishes, acks and retries all wait, silently but
+		// for this log line.
+		blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	waiting:
+		for {
+			select {
+			case <-m.done:
+				_ = conn.Close()
+				return
+			case b, ok := <-blocked:
+				if !ok {
+					blocked = nil
+					continue
+				}
+				if b.Active {
+					m.log.Warn("rabbitmq blocked this connection (resource alarm); publishing and settling wait until it lifts: free memory or disk on the broker", "broker", hostPort(m.cfg.URL), "reason", b.Reason)
+				} else {
+					m.log.Info("rabbitmq unblocked this connection", "broker", hostPort(m.cfg.URL))
+				}
+			case err := <-closed:
+				m.setDisconnected()
+				m.log.Warn("rabbitmq connection lost; reconnecting", "broker", hostPort(m.cfg.URL), "error", err)
+				break waiting
+			}
 		}
 		next := m.reconnect()
 		if next == nil {
