@@ -179,7 +179,7 @@ func (m *connManager) watch(conn *amqp.Connection) {
 		for {
 			select {
 			case <-m.done:
-				_ = conn.Close()
+				_ = conn.CloseDeadline(time.Now().Add(closeTimeout))
 				return
 			case b, ok := <-blocked:
 				if !ok {
@@ -229,6 +229,11 @@ func (m *connManager) reconnect() *amqp.Connection {
 	}
 }
 
+// closeTimeout bounds the polite part of closing: the close handshakes of
+// channels and the connection, which a broker under a resource alarm never
+// answers.
+const closeTimeout = 5 * time.Second
+
 // close stops the watcher and closes the connection.
 func (m *connManager) close() {
 	m.mu.Lock()
@@ -242,7 +247,9 @@ func (m *connManager) close() {
 	conn := m.conn
 	m.mu.Unlock()
 	if conn != nil {
-		_ = conn.Close()
+		// A broker that blocked the connection does not read the close
+		// either: give it closeTimeout, then drop the socket.
+		_ = conn.CloseDeadline(time.Now().Add(closeTimeout))
 	}
 	m.wg.Wait()
 }

@@ -171,11 +171,24 @@ func (b *Bus) Close() error {
 		subs = append(subs, s)
 	}
 	b.mu.Unlock()
-	for _, s := range subs {
-		_ = s.Close()
+	// Closing channels is a handshake with the broker, which it never
+	// answers while it blocks the connection over a resource alarm; after
+	// closeTimeout the connection is dropped, which ends those waits too.
+	polite := make(chan struct{})
+	go func() {
+		defer close(polite)
+		for _, s := range subs {
+			_ = s.Close()
+		}
+		b.pub.close()
+	}()
+	select {
+	case <-polite:
+	case <-time.After(closeTimeout):
+		b.conn.log.Warn("rabbitmq did not answer while closing (is the connection blocked?); dropping it", "broker", hostPort(b.cfg.URL), "waited", closeTimeout)
 	}
-	b.pub.close()
 	b.conn.close() // ends subscriptions still waiting for unsettled deliveries
+	<-polite
 	b.wg.Wait()
 	return nil
 }
