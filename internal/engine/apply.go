@@ -45,6 +45,8 @@ type Outcome struct {
 	// OccurredAt is the event's occurred_at (zero when it has none), for
 	// the end-to-end lag metric.
 	OccurredAt time.Time
+	// Key is the event's entity and key (zero when the body did not parse).
+	Key store.Key
 }
 
 // Applier runs the apply algorithm of DESIGN.md §4 for one event.
@@ -90,6 +92,7 @@ func (a *Applier) Apply(ctx context.Context, body []byte, attempt int) Outcome {
 		return Outcome{Result: ResultParked, Reason: err.Error(), Err: err}
 	}
 	out := a.apply(ctx, ev, body, attempt)
+	out.Key = store.Key{Entity: ev.Entity, Key: ev.Key}
 	if ev.OccurredAt != nil {
 		out.OccurredAt = *ev.OccurredAt
 	}

@@ -291,6 +291,10 @@ func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, 
 	case ResultApplied, ResultDuplicate, ResultStale, ResultRepaired:
 		err = d.Ack(ctx)
 	case ResultRetried, ResultLocked:
+		if persistent(d.Attempt()) {
+			// Retries are quiet; one that keeps coming back is not.
+			w.cfg.Logger.Warn("event keeps failing; retrying", "stream", string(stream), "key", out.Key.String(), "attempt", d.Attempt(), "result", string(out.Result), "reason", out.Reason, "retry_in", out.Delay)
+		}
 		err = d.Retry(ctx, out.Delay, out.Reason)
 	case ResultParked:
 		w.cfg.Logger.Warn("event parked", "stream", string(stream), "attempt", d.Attempt(), "reason", out.Reason)
@@ -329,6 +333,12 @@ func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, 
 	w.resultsM.Lock()
 	w.results[string(out.Result)]++
 	w.resultsM.Unlock()
+}
+
+// persistent says whether a retry at this attempt is worth a warning: the
+// 10th, then every 50th, so a stuck event shows without flooding the log.
+func persistent(attempt int) bool {
+	return attempt == 10 || attempt%50 == 0
 }
 
 func (w *Worker) isPaused(s bus.Stream) (bool, <-chan struct{}) {

@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/internal/control"
 	"github.com/eventsync/eventsync/sink"
+	"github.com/eventsync/eventsync/store"
 )
 
 // runWorker starts a Worker on a real RabbitMQ bus and returns a stop
@@ -340,4 +344,45 @@ func TestWorkerHandsBackADeliveryWhoseRetryFailed(t *testing.T) {
 	if !b.failed.Load() {
 		t.Fatal("the retry never failed: the test did not test anything")
 	}
+}
+
+// syncBuffer is a log destination the worker's goroutines may share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Retries are not logged one by one, but an event that keeps coming back
+// is: here one whose key another owner holds for the whole test.
+func TestWorkerWarnsAboutAnEventThatKeepsFailing(t *testing.T) {
+	sf := stores()[0]
+	h := newHarness(t, sf, nil)
+	var logs syncBuffer
+	if _, _, err := h.store.Acquire(context.Background(), store.Key{Entity: "listing", Key: "held"}, "someone else", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	b := rabbitmqtest.Open(t, rabbitmq.Config{})
+	runWorker(t, h, b, func(c *Config) {
+		c.Streams = []bus.Stream{bus.Live}
+		c.LockedRetryDelay = 10 * time.Millisecond
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	if err := b.Publish(context.Background(), bus.Live, bus.Message{Body: upsert("held", 1, "t")}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, "a warning about the held key", func() bool {
+		return strings.Contains(logs.String(), `msg="event keeps failing; retrying" stream=live key=listing/held attempt=10 result=locked`)
+	})
 }
