@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -46,17 +47,36 @@ func (b *breaker) State() string {
 	return "closed"
 }
 
-// Wait blocks until an event may be pulled. probe is true when this event
-// is the single half-open probe; the caller must then call Done.
-func (b *breaker) Wait(ctx context.Context) (probe bool, err error) {
+// WaitPull blocks while the breaker is open: an open breaker leaves events
+// in the queue. It claims nothing; Admit decides about the event pulled.
+func (b *breaker) WaitPull(ctx context.Context) error {
 	for {
 		b.mu.Lock()
-		now := b.now()
+		wait := b.openUntil.Sub(b.now())
+		changed := b.changed
+		b.mu.Unlock()
+		if wait <= 0 {
+			return nil
+		}
+		if err := waitFor(ctx, wait, changed, nil); err != nil {
+			return err
+		}
+	}
+}
+
+// Admit blocks until the event in hand may go to the API. probe is true
+// when it is the single half-open probe; the caller must then Record its
+// outcome. The probe is claimed only with an event in hand: a stream with
+// nothing to send must not hold it while another stream's events wait. It
+// returns errStop when stop is closed first (the stream's pause flags
+// changed), and ctx's error when ctx ends.
+func (b *breaker) Admit(ctx context.Context, stop <-chan struct{}) (probe bool, err error) {
+	for {
+		b.mu.Lock()
+		wait := b.openUntil.Sub(b.now())
 		tripped := b.failures >= b.cfg.Failures
-		var wait time.Duration
 		switch {
-		case now.Before(b.openUntil):
-			wait = b.openUntil.Sub(now)
+		case wait > 0:
 		case !tripped:
 			b.mu.Unlock()
 			return false, nil
@@ -67,19 +87,33 @@ func (b *breaker) Wait(ctx context.Context) (probe bool, err error) {
 		}
 		changed := b.changed
 		b.mu.Unlock()
-		var timer <-chan time.Time
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			timer = t.C
-			defer t.Stop()
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-changed:
-		case <-timer:
+		if err := waitFor(ctx, wait, changed, stop); err != nil {
+			return false, err
 		}
 	}
+}
+
+// errStop reports that Admit's stop channel was closed.
+var errStop = errors.New("engine: stream's pause flags changed")
+
+// waitFor returns nil after d (when positive) or when changed is closed,
+// errStop when stop is closed, and ctx's error when ctx ends.
+func waitFor(ctx context.Context, d time.Duration, changed, stop <-chan struct{}) error {
+	var timer <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-stop:
+		return errStop
+	case <-changed:
+	case <-timer:
+	}
+	return nil
 }
 
 // Record feeds one outcome. probe says whether it was the half-open probe.

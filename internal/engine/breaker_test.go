@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -38,22 +39,32 @@ func TestBreakerOpensAfterConsecutiveFailuresAndProbes(t *testing.T) {
 		t.Fatalf("want open, got %s", b.State())
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	if _, err := b.Wait(waitCtx); err == nil {
-		t.Fatal("Wait returned while open")
+	if err := b.WaitPull(waitCtx); err == nil {
+		t.Fatal("WaitPull returned while open")
+	}
+	if _, err := b.Admit(waitCtx, nil); err == nil {
+		t.Fatal("Admit returned while open")
 	}
 	cancel()
 
 	clock.Advance(1100 * time.Millisecond)
-	probe, err := b.Wait(ctx)
+	if err := b.WaitPull(ctx); err != nil {
+		t.Fatalf("WaitPull while half-open: %v", err)
+	}
+	probe, err := b.Admit(ctx, nil)
 	if err != nil || !probe {
 		t.Fatalf("want the probe slot, got probe=%v err=%v", probe, err)
 	}
-	// Only one probe at a time.
-	waitCtx, cancel = context.WithTimeout(ctx, 50*time.Millisecond)
-	if _, err := b.Wait(waitCtx); err == nil {
-		t.Fatal("second probe allowed while the first is out")
+	// Only one probe at a time, but pulling goes on: the next event waits
+	// in Admit, which a pause (stop) ends.
+	if err := b.WaitPull(ctx); err != nil {
+		t.Fatalf("WaitPull with the probe out: %v", err)
 	}
-	cancel()
+	stop := make(chan struct{})
+	close(stop)
+	if _, err := b.Admit(ctx, stop); !errors.Is(err, errStop) {
+		t.Fatalf("second probe while the first is out: %v, want errStop", err)
+	}
 	// Failed probe: open again, for twice as long.
 	b.Record(true, true, false)
 	clock.Advance(1100 * time.Millisecond)
@@ -61,7 +72,7 @@ func TestBreakerOpensAfterConsecutiveFailuresAndProbes(t *testing.T) {
 		t.Fatalf("want open for 2s after a failed probe, got %s", b.State())
 	}
 	clock.Advance(time.Second)
-	probe, err = b.Wait(ctx)
+	probe, err = b.Admit(ctx, nil)
 	if err != nil || !probe {
 		t.Fatalf("want probe, got %v %v", probe, err)
 	}
@@ -69,7 +80,7 @@ func TestBreakerOpensAfterConsecutiveFailuresAndProbes(t *testing.T) {
 	if b.State() != "closed" {
 		t.Fatalf("successful probe should close, got %s", b.State())
 	}
-	if probe, err := b.Wait(ctx); err != nil || probe {
+	if probe, err := b.Admit(ctx, nil); err != nil || probe {
 		t.Fatalf("closed breaker: probe=%v err=%v", probe, err)
 	}
 }
@@ -82,7 +93,7 @@ func TestBreakerHoldHonoursRetryAfter(t *testing.T) {
 		t.Fatalf("hold should stop pulling, got %s", b.State())
 	}
 	clock.Advance(5 * time.Second)
-	if probe, err := b.Wait(context.Background()); err != nil || probe {
+	if probe, err := b.Admit(context.Background(), nil); err != nil || probe {
 		t.Fatalf("after the hold a closed breaker lets everything through: %v %v", probe, err)
 	}
 }

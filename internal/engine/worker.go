@@ -198,13 +198,11 @@ func (w *Worker) pump(ctx, handlerCtx context.Context, stream bus.Stream, sub bu
 			w.cfg.Logger.Info("stream paused; stopped pulling", "stream", string(stream))
 			return nil
 		}
-		probe, err := w.breaker.Wait(ctx)
-		if err != nil {
+		if err := w.breaker.WaitPull(ctx); err != nil {
 			return nil
 		}
 		w.metrics.breakerOpen.Set(0)
 		if !w.acquireSlot(ctx, stream, changed) {
-			w.releaseProbe(probe)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -215,21 +213,31 @@ func (w *Worker) pump(ctx, handlerCtx context.Context, stream bus.Stream, sub bu
 		select {
 		case <-ctx.Done():
 			w.releaseSlot(stream)
-			w.releaseProbe(probe)
 			return nil
 		case <-changed:
 			w.releaseSlot(stream)
-			w.releaseProbe(probe)
 			continue
 		case d, ok = <-deliveries:
 		}
 		if !ok {
 			w.releaseSlot(stream)
-			w.releaseProbe(probe)
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("subscription to %s ended unexpectedly", stream)
+		}
+		// The breaker may have opened since WaitPull, or be half-open with
+		// the probe out: the event waits here, in hand, for its turn.
+		probe, err := w.breaker.Admit(ctx, changed)
+		if err != nil {
+			w.releaseSlot(stream)
+			if rerr := d.Release(context.WithoutCancel(ctx)); rerr != nil {
+				w.cfg.Logger.Warn("handing back a delivery failed; the broker will redeliver it", "stream", string(stream), "err", rerr)
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
 		}
 		handlers.Add(1)
 		w.inFlight[stream].Add(1)
@@ -276,11 +284,6 @@ func (w *Worker) releaseSlot(stream bus.Stream) {
 	}
 }
 
-func (w *Worker) releaseProbe(probe bool) {
-	if probe {
-		w.breaker.Record(true, false, false)
-	}
-}
 
 // handle applies one delivery and settles it according to the outcome.
 func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, probe bool) {

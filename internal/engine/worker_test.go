@@ -386,3 +386,31 @@ func TestWorkerWarnsAboutAnEventThatKeepsFailing(t *testing.T) {
 		return strings.Contains(logs.String(), `msg="event keeps failing; retrying" stream=live key=listing/held attempt=10 result=locked`)
 	})
 }
+
+// After an outage trips the breaker, the half-open probe must go to a
+// stream that has an event to probe with. Here live is paused when the
+// breaker reopens, so only the idle resync stream is pulling; once live
+// resumes, its events must flow again (they used to wait for ever on a
+// probe the resync stream held without an event to send).
+func TestWorkerProbesWithAStreamThatHasEvents(t *testing.T) {
+	sf := stores()[0]
+	h := newHarness(t, sf, nil)
+	b := rabbitmqtest.Open(t, rabbitmq.Config{})
+	ctx := context.Background()
+	w, _ := runWorker(t, h, b, func(c *Config) {
+		c.Breaker = BreakerConfig{Failures: 3, OpenFor: 200 * time.Millisecond, MaxOpenFor: time.Second}
+	})
+	h.api.StartOutage(time.Hour)
+	publishN(t, b, bus.Live, 0, 10)
+	waitUntil(t, 10*time.Second, "the breaker to open", func() bool { return w.Status().Breaker != "closed" })
+	if err := control.SetPaused(ctx, h.store, bus.Live, true, "test", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "live to stop", func() bool { return !w.Status().Consuming[bus.Live] })
+	h.api.StartOutage(0)
+	time.Sleep(time.Second) // the breaker half-opens while only resync pulls
+	if err := control.SetPaused(ctx, h.store, bus.Live, false, "test", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, "the live events applied after the outage", func() bool { return len(h.api.Records("listings")) == 10 })
+}
