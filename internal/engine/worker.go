@@ -284,7 +284,6 @@ func (w *Worker) releaseSlot(stream bus.Stream) {
 	}
 }
 
-
 // handle applies one delivery and settles it according to the outcome.
 func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, probe bool) {
 	start := w.cfg.Now()
