@@ -117,7 +117,8 @@ func waitFor(ctx context.Context, d time.Duration, changed, stop <-chan struct{}
 }
 
 // Record feeds one outcome. probe says whether it was the half-open probe.
-func (b *breaker) Record(probe bool, sinkFailure, success bool) {
+// opened and closed report a trip and a recovery, for the log.
+func (b *breaker) Record(probe bool, sinkFailure, success bool) (opened, closed bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if probe {
@@ -127,6 +128,7 @@ func (b *breaker) Record(probe bool, sinkFailure, success bool) {
 	case sinkFailure:
 		b.failures++
 		if b.failures >= b.cfg.Failures {
+			opened = b.failures == b.cfg.Failures
 			if b.openFor == 0 {
 				b.openFor = b.cfg.OpenFor
 			} else if probe {
@@ -135,10 +137,12 @@ func (b *breaker) Record(probe bool, sinkFailure, success bool) {
 			b.openUntil = b.now().Add(b.openFor)
 		}
 	case success:
+		closed = b.failures >= b.cfg.Failures
 		b.failures = 0
 		b.openFor = 0
 	}
 	b.signal()
+	return opened, closed
 }
 
 // Hold pauses pulling until d has passed, as asked by a Retry-After.

@@ -33,7 +33,12 @@ func TestBreakerOpensAfterConsecutiveFailuresAndProbes(t *testing.T) {
 	}
 	b.Record(false, false, true) // a success resets the count
 	for i := 0; i < 3; i++ {
-		b.Record(false, true, false)
+		if opened, _ := b.Record(false, true, false); opened != (i == 2) {
+			t.Fatalf("failure %d reported opened=%v", i+1, opened)
+		}
+	}
+	if opened, _ := b.Record(false, true, false); opened {
+		t.Fatal("a failure while open reported a second trip")
 	}
 	if b.State() != "open" {
 		t.Fatalf("want open, got %s", b.State())
@@ -76,7 +81,9 @@ func TestBreakerOpensAfterConsecutiveFailuresAndProbes(t *testing.T) {
 	if err != nil || !probe {
 		t.Fatalf("want probe, got %v %v", probe, err)
 	}
-	b.Record(true, false, true)
+	if _, closed := b.Record(true, false, true); !closed {
+		t.Fatal("the successful probe did not report the recovery")
+	}
 	if b.State() != "closed" {
 		t.Fatalf("successful probe should close, got %s", b.State())
 	}

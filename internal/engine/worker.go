@@ -321,7 +321,13 @@ func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, 
 		}
 	}
 	success := out.Result == ResultApplied || out.Result == ResultRepaired
-	w.breaker.Record(probe, out.SinkFailure, success)
+	switch opened, closed := w.breaker.Record(probe, out.SinkFailure, success); {
+	case opened:
+		w.cfg.Logger.Warn("API failing: stopped pulling events; one probe event at a time until it answers",
+			"failures", w.cfg.Breaker.Failures, "last_error", out.Reason)
+	case closed:
+		w.cfg.Logger.Info("API answered the probe; pulling events again")
+	}
 	if w.breaker.State() == "open" {
 		w.metrics.breakerOpen.Set(1)
 	}
