@@ -202,38 +202,37 @@ func (w *Worker) pump(ctx, handlerCtx context.Context, stream bus.Stream, sub bu
 			return nil
 		}
 		w.metrics.breakerOpen.Set(0)
-		if !w.acquireSlot(ctx, stream, changed) {
-			if ctx.Err() != nil {
-				return nil
-			}
-			continue
-		}
 		var d bus.Delivery
 		var ok bool
 		select {
 		case <-ctx.Done():
-			w.releaseSlot(stream)
 			return nil
 		case <-changed:
-			w.releaseSlot(stream)
 			continue
 		case d, ok = <-deliveries:
 		}
 		if !ok {
-			w.releaseSlot(stream)
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("subscription to %s ended unexpectedly", stream)
 		}
-		// The breaker may have opened since WaitPull, or be half-open with
-		// the probe out: the event waits here, in hand, for its turn.
+		// A slot, and the breaker's leave, are taken only with an event in
+		// hand: a stream waiting for its next event must not hold either
+		// while the other stream's events wait (with one slot, or a
+		// half-open breaker, they would wait for ever). The event waits here
+		// for its turn.
+		if !w.acquireSlot(ctx, stream, changed) {
+			w.handBack(ctx, stream, d)
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
+		}
 		probe, err := w.breaker.Admit(ctx, changed)
 		if err != nil {
 			w.releaseSlot(stream)
-			if rerr := d.Release(context.WithoutCancel(ctx)); rerr != nil {
-				w.cfg.Logger.Warn("handing back a delivery failed; the broker will redeliver it", "stream", string(stream), "err", rerr)
-			}
+			w.handBack(ctx, stream, d)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -281,6 +280,14 @@ func (w *Worker) releaseSlot(stream bus.Stream) {
 	<-w.slots
 	if own := w.streamSlots[stream]; own != nil {
 		<-own
+	}
+}
+
+// handBack returns a delivery that was pulled but will not be handled
+// (the stream paused or the worker is stopping).
+func (w *Worker) handBack(ctx context.Context, stream bus.Stream, d bus.Delivery) {
+	if err := d.Release(context.WithoutCancel(ctx)); err != nil {
+		w.cfg.Logger.Warn("handing back a delivery failed; the broker will redeliver it", "stream", string(stream), "err", err)
 	}
 }
 

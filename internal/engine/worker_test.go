@@ -414,3 +414,17 @@ func TestWorkerProbesWithAStreamThatHasEvents(t *testing.T) {
 	}
 	waitUntil(t, 20*time.Second, "the live events applied after the outage", func() bool { return len(h.api.Records("listings")) == 10 })
 }
+
+// A stream waiting for its next event must not hold a slot: with one slot
+// and an idle resync stream, live events used to wait for ever.
+func TestWorkerWithOneSlotServesBothStreams(t *testing.T) {
+	sf := stores()[0]
+	h := newHarness(t, sf, nil)
+	b := rabbitmqtest.Open(t, rabbitmq.Config{})
+	runWorker(t, h, b, func(c *Config) { c.Concurrency, c.Prefetch = 1, 1 })
+	publishN(t, b, bus.Live, 0, 20)
+	waitUntil(t, 20*time.Second, "the live events applied", func() bool { return len(h.api.Records("listings")) == 20 })
+	publishN(t, b, bus.Resync, 100, 5)
+	publishN(t, b, bus.Live, 200, 5)
+	waitUntil(t, 20*time.Second, "both streams applied", func() bool { return len(h.api.Records("listings")) == 30 })
+}
