@@ -1,0 +1,134 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/bus/rabbitmq"
+	"github.com/eventsync/eventsync/bus/rabbitmq/rabbitmqtest"
+	"github.com/eventsync/eventsync/fakeapi"
+	"github.com/eventsync/eventsync/internal/control"
+)
+
+// TestWorkersConvergeThroughPausesAndOutages runs three workers of one
+// process over both streams while a chaos loop pauses and resumes each
+// stream and takes the API down for moments, and events arrive duplicated
+// and out of order on either stream. Whatever the interleaving, every key
+// must end at its newest version: a worker that stops pulling for good (a
+// slot or the breaker's probe held by an idle stream, a delivery never
+// settled) fails it.
+func TestWorkersConvergeThroughPausesAndOutages(t *testing.T) {
+	sf := stores()[0]
+	h := newHarness(t, sf, nil)
+	if err := h.api.SetFaults(fakeapi.Faults{ErrorRate: 0.05, Latency: fakeapi.Duration(time.Millisecond), Jitter: fakeapi.Duration(3 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	b := rabbitmqtest.Open(t, rabbitmq.Config{})
+	ctx := context.Background()
+	for i := range 3 {
+		runWorker(t, h, b, func(c *Config) {
+			c.WorkerID = fmt.Sprintf("chaos-%d", i)
+			c.Concurrency = 1 + i*8 // 1, 9 and 17 slots: one worker is always full
+			c.LockedRetryDelay = 50 * time.Millisecond
+			c.BackoffBase, c.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
+			c.Breaker = BreakerConfig{Failures: 4, OpenFor: 100 * time.Millisecond, MaxOpenFor: 400 * time.Millisecond}
+		})
+	}
+
+	// The first versions go to either stream, the last ones to live only:
+	// by then resync is idle, as it is most of the time in production.
+	const keys, versions, mixed = 100, 6, 4
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	var msgs [2][]bus.Message
+	var tail []bus.Message
+	for k := range keys {
+		for v := 1; v <= versions; v++ {
+			for range 1 + rng.IntN(2) { // some events twice
+				m := bus.Message{Body: upsert(fmt.Sprintf("c%d", k), int64(v), fmt.Sprintf("v%d", v))}
+				if v > mixed {
+					tail = append(tail, m)
+					continue
+				}
+				s := rng.IntN(2)
+				msgs[s] = append(msgs[s], m)
+			}
+		}
+	}
+	for s := range msgs {
+		rng.Shuffle(len(msgs[s]), func(i, j int) { msgs[s][i], msgs[s][j] = msgs[s][j], msgs[s][i] })
+	}
+	rng.Shuffle(len(tail), func(i, j int) { tail[i], tail[j] = tail[j], tail[i] })
+	msgs[0] = append(msgs[0], tail...)
+
+	stop := make(chan struct{})
+	var chaos sync.WaitGroup
+	chaos.Go(func() {
+		streams := []bus.Stream{bus.Live, bus.Resync}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(100+rng.IntN(300)) * time.Millisecond):
+			}
+			switch rng.IntN(3) {
+			case 0:
+				h.api.StartOutage(time.Duration(100+rng.IntN(500)) * time.Millisecond)
+			default:
+				s := streams[rng.IntN(2)]
+				if err := control.SetPaused(ctx, h.store, s, rng.IntN(2) == 0, "chaos", ""); err != nil {
+					t.Errorf("pause %s: %v", s, err)
+				}
+			}
+		}
+	})
+	for i := 0; i < max(len(msgs[0]), len(msgs[1])); i += 20 {
+		for s, stream := range []bus.Stream{bus.Live, bus.Resync} {
+			if i < len(msgs[s]) {
+				if err := b.Publish(ctx, stream, msgs[s][i:min(i+20, len(msgs[s]))]...); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	chaos.Wait()
+	h.api.StartOutage(0)
+	for _, s := range []bus.Stream{bus.Live, bus.Resync} {
+		if err := control.SetPaused(ctx, h.store, s, false, "chaos", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var behind []string
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		got := map[string]string{}
+		for _, r := range h.api.Records("listings") {
+			got[r.ExternalID()], _ = r["title"].(string)
+		}
+		behind = behind[:0]
+		for k := range keys {
+			key := fmt.Sprintf("c%d", k)
+			if got[key] != fmt.Sprintf("v%d", versions) {
+				behind = append(behind, fmt.Sprintf("%s=%q", key, got[key]))
+			}
+		}
+		if len(behind) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			live, _ := b.Stats(ctx, bus.Live)
+			resync, _ := b.Stats(ctx, bus.Resync)
+			t.Fatalf("%d keys not at version %d a minute after the chaos: %v; bus %+v %+v", len(behind), versions, behind, live, resync)
+		}
+	}
+	if d := h.api.Stats().DuplicateRecords; d != 0 {
+		t.Errorf("%d duplicate records", d)
+	}
+}
