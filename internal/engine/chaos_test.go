@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/bus/natsjs"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
 	"github.com/eventsync/eventsync/bus/rabbitmq/rabbitmqtest"
 	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/internal/control"
+	"github.com/eventsync/eventsync/internal/testenv"
 )
 
 // TestWorkersConvergeThroughPausesAndOutages runs three workers of one
@@ -23,12 +25,34 @@ import (
 // slot or the breaker's probe held by an idle stream, a delivery never
 // settled) fails it.
 func TestWorkersConvergeThroughPausesAndOutages(t *testing.T) {
+	t.Run("rabbitmq", func(t *testing.T) {
+		testConvergeThroughChaos(t, rabbitmqtest.Open(t, rabbitmq.Config{}))
+	})
+	t.Run("nats", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		b, err := natsjs.Open(ctx, natsjs.Config{URL: testenv.NATS(t), Namespace: testenv.UniqueName("chaos"), AckWait: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := b.DeleteStreams(ctx); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+			_ = b.Close()
+		})
+		testConvergeThroughChaos(t, b)
+	})
+}
+
+func testConvergeThroughChaos(t *testing.T, b bus.Bus) {
 	sf := stores()[0]
 	h := newHarness(t, sf, nil)
 	if err := h.api.SetFaults(fakeapi.Faults{ErrorRate: 0.05, Latency: fakeapi.Duration(time.Millisecond), Jitter: fakeapi.Duration(3 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
-	b := rabbitmqtest.Open(t, rabbitmq.Config{})
 	ctx := context.Background()
 	for i := range 3 {
 		runWorker(t, h, b, func(c *Config) {
