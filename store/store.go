@@ -110,16 +110,20 @@ type Store interface {
 	// SaveIntent records a pending sink call, fenced by l's token.
 	SaveIntent(ctx context.Context, l Lease, in Intent) error
 	// Commit stores the applied version, remote id, tombstone and event,
-	// clears the intent and the repair flag and releases the lease, all
-	// fenced by l's token (ErrFenced when lost). A version below the applied
-	// one is ErrStaleCommit; an equal version is allowed, because a repair
-	// re-applies the applied version and must clear RepairNeeded.
+	// clears the intent and releases the lease, all fenced by l's token
+	// (ErrFenced when lost). It clears the repair flag only when the flag
+	// was set before l was acquired (the holder saw it and re-applied the
+	// newest state): a flag set during l, by a zombie whose write may have
+	// landed after l's, stays for the next holder. A version below the
+	// applied one is ErrStaleCommit; an equal version is allowed, because a
+	// repair re-applies the applied version and must clear RepairNeeded.
 	Commit(ctx context.Context, l Lease, c Commit) error
 	// Release drops a held lease without changing state. Releasing a lost
 	// lease is a no-op, not an error.
 	Release(ctx context.Context, l Lease) error
-	// MarkRepair flags k for repair. Not fenced: it is called precisely by
-	// a worker that lost its lease.
+	// MarkRepair flags k for repair, remembering the lease token current
+	// at the time (see Commit). Not fenced: it is called precisely by a
+	// worker that lost its lease.
 	MarkRepair(ctx context.Context, k Key) error
 	// Scan calls fn for every key of entity the store knows, in no
 	// particular order; used to find entities deleted at the source.

@@ -178,6 +178,11 @@ func (a *Applier) commit(ctx context.Context, lease store.Lease, c store.Commit)
 
 // upsertRemote makes the remote record equal rec and returns its remote id.
 func (a *Applier) upsertRemote(ctx context.Context, lease store.Lease, state store.State, rec sink.Record) (string, error) {
+	if state.RepairNeeded {
+		// A zombie's create may have left a second record: look up, keep
+		// the one we know, remove the others, write the newer state.
+		return a.createOrAdopt(ctx, lease, rec, true, state.RemoteID)
+	}
 	if state.RemoteID != "" && !state.Deleted {
 		err := a.sink.Update(ctx, state.RemoteID, rec)
 		if err == nil {
@@ -226,7 +231,9 @@ func (a *Applier) createOrAdopt(ctx context.Context, lease store.Lease, rec sink
 // deleteRemote removes the remote record (and any duplicates found while
 // reconciling). A record already gone is success.
 func (a *Applier) deleteRemote(ctx context.Context, lease store.Lease, state store.State, version int64) error {
-	pendingCreate := state.Intent != nil && state.Intent.Action == store.ActionCreate
+	// A zombie's create, like a pending one, may have left records we
+	// know no id of.
+	pendingCreate := (state.Intent != nil && state.Intent.Action == store.ActionCreate) || state.RepairNeeded
 	if state.RemoteID != "" && !state.Deleted {
 		if err := a.sink.Delete(ctx, lease.Key.Entity, state.RemoteID); err != nil && !errors.Is(err, sink.ErrNotFound) {
 			return err

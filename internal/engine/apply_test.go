@@ -373,6 +373,29 @@ func TestApplyLostLeaseSchedulesRepair(t *testing.T) {
 	})
 }
 
+// A zombie's create lands beside the record a later holder created, and
+// its repair flag is still set when a newer event comes: that write must
+// remove the duplicate too, not only update the record it knows.
+func TestApplyNewerEventAfterAZombieCreateRemovesTheDuplicate(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarness(t, sf, nil)
+		ctx := context.Background()
+		expect(t, h.apply(t, upsert("zc", 1, "one"), 1), ResultApplied)
+		// The zombie's create, and the flag its fenced commit set.
+		if _, err := h.applier.sink.Create(ctx, recordOf(t, upsert("zc", 1, "one (zombie)"))); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.store.MarkRepair(ctx, store.Key{Entity: "listing", Key: "zc"}); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, h.apply(t, upsert("zc", 2, "two"), 1), ResultApplied)
+		if recs := h.remote(t, "zc"); len(recs) != 1 || recs[0]["title"] != "two" {
+			t.Fatalf("want one record at v2, got %v", recs)
+		}
+		expect(t, h.apply(t, upsert("zc", 2, "two"), 1), ResultDuplicate) // the flag is cleared
+	})
+}
+
 func recordOf(t *testing.T, body []byte) sink.Record {
 	t.Helper()
 	ev, err := event.Parse(body, 0)

@@ -246,6 +246,9 @@ type record struct {
 	Deleted        bool          `json:"deleted,omitempty"`
 	Intent         *store.Intent `json:"intent,omitempty"`
 	RepairNeeded   bool          `json:"repair_needed,omitempty"`
+	// RepairToken is the lease token current when RepairNeeded was set: a
+	// commit under that lease keeps the flag (see store.Store.Commit).
+	RepairToken int64 `json:"repair_token,omitempty"`
 	LastEvent      []byte        `json:"last_event,omitempty"`
 	// The lease. LeaseToken stays after a release; LeaseOwner is empty when
 	// nobody holds the key.
@@ -480,7 +483,9 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 		rec.Deleted = c.Deleted
 		rec.LastEvent = c.Event
 		rec.Intent = nil
-		rec.RepairNeeded = false
+		if rec.RepairToken < l.Token {
+			rec.RepairNeeded = false
+		}
 		rec.LeaseOwner = ""
 		rec.LeaseExpires = time.Time{}
 		return nil
@@ -504,6 +509,7 @@ func (s *Store) Release(ctx context.Context, l store.Lease) error {
 func (s *Store) MarkRepair(ctx context.Context, k store.Key) error {
 	_, _, err := s.update(ctx, k, func(rec *record, _ uint64) error {
 		rec.RepairNeeded = true
+		rec.RepairToken = rec.LeaseToken
 		return nil
 	})
 	return err

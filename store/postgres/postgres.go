@@ -183,6 +183,9 @@ var migrations = []string{
 		expires_at timestamptz
 	);
 	CREATE INDEX control_expires_at ON %[1]s.control (expires_at) WHERE expires_at IS NOT NULL;`,
+	// 2: the lease token current when the repair flag was set, so a commit
+	// under that very lease keeps the flag (see store.Store.Commit).
+	`ALTER TABLE %[1]s.state ADD COLUMN repair_token bigint NOT NULL DEFAULT 0;`,
 }
 
 // migrate brings the schema to the newest version. A transaction-scoped
@@ -261,13 +264,13 @@ func newQueries(schema string) queries {
 			WHERE entity = $1 AND key = $2 AND lease_token = $3`,
 		commit: `UPDATE ` + st + ` SET applied_version = $4, remote_id = $5, deleted = $6, last_event = $7,
 			    intent_version = NULL, intent_action = NULL, intent_token = NULL, intent_at = NULL,
-			    repair_needed = false, lease_owner = NULL, lease_expires = NULL
+			    repair_needed = repair_needed AND repair_token >= $3, lease_owner = NULL, lease_expires = NULL
 			WHERE entity = $1 AND key = $2 AND lease_token = $3 AND applied_version <= $4`,
 		classify: `SELECT lease_token, applied_version FROM ` + st + ` WHERE entity = $1 AND key = $2`,
 		release: `UPDATE ` + st + ` SET lease_owner = NULL, lease_expires = NULL
 			WHERE entity = $1 AND key = $2 AND lease_token = $3`,
 		markRepair: `INSERT INTO ` + st + ` AS s (entity, key, repair_needed) VALUES ($1, $2, true)
-			ON CONFLICT (entity, key) DO UPDATE SET repair_needed = true`,
+			ON CONFLICT (entity, key) DO UPDATE SET repair_needed = true, repair_token = s.lease_token`,
 		// Keyset pagination: no connection is held while the callback runs.
 		scan: `SELECT key, ` + stateColumns + ` FROM ` + st + `
 			WHERE entity = $1 AND key > $2 ORDER BY key LIMIT $3`,

@@ -17,7 +17,7 @@
 // character leaks through (names are cluster-safe: a key's hash and its
 // token counter share the hash tag):
 //
-//	P:s:{entity/key}  hash: applied version, remote id, intent, repair flag, lease
+//	P:s:{entity/key}  hash: applied version, remote id, intent, repair flag (and the token it was set under), lease
 //	P:t:{entity/key}  string: the fencing-token counter, also the current token
 //	P:c:name          string with PX ttl: a control record
 package redis
@@ -304,8 +304,18 @@ return 1
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local applied = redis.call('HGET', KEYS[1], 'v') or '0'
 if version_less(ARGV[2], applied) then return {-1, applied} end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'e', ARGV[5], 'rp', '0')
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'e', ARGV[5])
+-- A repair flag set under this very lease stays (see store.Store.Commit).
+if (tonumber(redis.call('HGET', KEYS[1], 'rpt')) or 0) < tonumber(ARGV[1]) then
+	redis.call('HSET', KEYS[1], 'rp', '0')
+end
 redis.call('HDEL', KEYS[1], 'iv', 'ia', 'it', 'iat', 'lo', 'lx')
+return 1
+`)
+	// KEYS: state hash, token counter. Flags the key and remembers the
+	// token current now.
+	markRepairScript = goredis.NewScript(`
+redis.call('HSET', KEYS[1], 'rp', '1', 'rpt', redis.call('GET', KEYS[2]) or '0')
 return 1
 `)
 	// KEYS: state hash, token counter. ARGV: token. A lost lease is left alone.
@@ -499,7 +509,7 @@ func (s *Store) Release(ctx context.Context, l store.Lease) error {
 
 // MarkRepair implements store.Store.
 func (s *Store) MarkRepair(ctx context.Context, k store.Key) error {
-	if err := s.rdb.HSet(ctx, s.stateKey(k), "rp", "1").Err(); err != nil {
+	if err := s.run(ctx, markRepairScript, []string{s.stateKey(k), s.tokenKey(k)}).Err(); err != nil {
 		return fmt.Errorf("redis store: mark %s for repair: %w", k, err)
 	}
 	return nil

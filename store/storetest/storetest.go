@@ -72,6 +72,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Release", testRelease},
 		{"ReleaseLostLease", testReleaseLostLease},
 		{"MarkRepair", testMarkRepair},
+		{"MarkRepairDuringALeaseSurvivesItsCommit", testMarkRepairDuringALease},
 		{"Scan", testScan},
 		{"ScanStopsOnError", testScanStopsOnError},
 		{"OddKeys", testOddKeys},
@@ -274,13 +275,14 @@ func testTokensIncreaseForever(t *testing.T, s store.Store) {
 
 func testCommitStoresStateAndReleases(t *testing.T, s store.Store) {
 	k := store.Key{Entity: "listing", Key: "commit"}
+	// A flag set before the lease was taken is the holder's to clear.
+	if err := s.MarkRepair(ctxFor(t), k); err != nil {
+		t.Fatalf("MarkRepair: %v", err)
+	}
 	l, _ := mustAcquire(t, s, k, "w1", longTTL)
 	at := time.Now().Truncate(time.Millisecond)
 	if err := s.SaveIntent(ctxFor(t), l, store.Intent{Version: 7, Action: store.ActionCreate, Token: l.Token, At: at}); err != nil {
 		t.Fatalf("SaveIntent: %v", err)
-	}
-	if err := s.MarkRepair(ctxFor(t), k); err != nil {
-		t.Fatalf("MarkRepair: %v", err)
 	}
 	c := store.Commit{Version: 7, RemoteID: "remote-7", Event: eventBytes(k, 7)}
 	if err := s.Commit(ctxFor(t), l, c); err != nil {
@@ -543,6 +545,33 @@ func testMarkRepair(t *testing.T, s store.Store) {
 	}
 	_, st = mustAcquire(t, s, k, "w4", longTTL)
 	assertState(t, "after repair commit", st, commitState(c2))
+}
+
+// A zombie's write may land after the current holder's: the flag it sets
+// while that holder has the lease must outlive the holder's commit, or the
+// zombie's stale data stays on the API for good. The next holder saw the
+// flag when it acquired, so its commit clears it.
+func testMarkRepairDuringALease(t *testing.T, s store.Store) {
+	k := store.Key{Entity: "listing", Key: "repair-during"}
+	c := commitVersion(t, s, k, 3)
+	l, st := mustAcquire(t, s, k, "holder", longTTL)
+	assertState(t, "before the zombie", st, commitState(c))
+	if err := s.MarkRepair(ctxFor(t), k); err != nil {
+		t.Fatalf("MarkRepair: %v", err)
+	}
+	c4 := store.Commit{Version: 4, RemoteID: c.RemoteID, Event: eventBytes(k, 4)}
+	if err := s.Commit(ctxFor(t), l, c4); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	l, st = mustAcquire(t, s, k, "next", longTTL)
+	want := commitState(c4)
+	want.RepairNeeded = true
+	assertState(t, "after a commit by the holder the zombie raced", st, want)
+	if err := s.Commit(ctxFor(t), l, c4); err != nil {
+		t.Fatalf("repair Commit: %v", err)
+	}
+	_, st = mustAcquire(t, s, k, "last", longTTL)
+	assertState(t, "after the repair commit", st, commitState(c4))
 }
 
 func testScan(t *testing.T, s store.Store) {
