@@ -248,8 +248,8 @@ type record struct {
 	RepairNeeded   bool          `json:"repair_needed,omitempty"`
 	// RepairToken is the lease token current when RepairNeeded was set: a
 	// commit under that lease keeps the flag (see store.Store.Commit).
-	RepairToken int64 `json:"repair_token,omitempty"`
-	LastEvent      []byte        `json:"last_event,omitempty"`
+	RepairToken int64  `json:"repair_token,omitempty"`
+	LastEvent   []byte `json:"last_event,omitempty"`
 	// The lease. LeaseToken stays after a release; LeaseOwner is empty when
 	// nobody holds the key.
 	LeaseOwner   string    `json:"lease_owner,omitempty"`
