@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -126,28 +127,34 @@ func (a *Applier) apply(ctx context.Context, ev event.Event, body []byte, attemp
 			a.release(ctx, lease)
 			return Outcome{Result: result}
 		}
+	}
+	// The API calls may wait long (the throttle's budget, a slow API):
+	// the lease is renewed meanwhile, so it does not expire under a call
+	// that has not even gone out, and held ends if it is lost anyway.
+	held, stop := a.keepLease(ctx, lease)
+	defer stop()
+	if ev.Version <= state.AppliedVersion {
 		// A zombie write may have left older data remotely: re-apply the
 		// newest state we know, then commit it again to clear the flag.
-		return a.repair(ctx, lease, state, attempt)
+		return a.repair(ctx, held, lease, state, attempt)
 	}
-
-	outcome := a.write(ctx, lease, state, ev, body, attempt)
-	return outcome
+	return a.write(ctx, held, lease, state, ev, body, attempt)
 }
 
-// write calls the sink for ev and commits; lease is released on every path.
-func (a *Applier) write(ctx context.Context, lease store.Lease, state store.State, ev event.Event, body []byte, attempt int) Outcome {
+// write calls the sink for ev (under held, which ends when the lease is
+// lost) and commits; lease is released on every path.
+func (a *Applier) write(ctx, held context.Context, lease store.Lease, state store.State, ev event.Event, body []byte, attempt int) Outcome {
 	rec := sink.Record{Entity: ev.Entity, Key: ev.Key, Version: ev.Version, Data: ev.Data}
 	var remoteID string
 	var err error
 	if ev.Op == event.OpDelete {
-		err = a.deleteRemote(ctx, lease, state, ev.Version)
+		err = a.deleteRemote(held, lease, state, ev.Version)
 	} else {
-		remoteID, err = a.upsertRemote(ctx, lease, state, rec)
+		remoteID, err = a.upsertRemote(held, lease, state, rec)
 	}
 	if err != nil {
 		a.release(ctx, lease)
-		return a.sinkFailure(attempt, err)
+		return a.callFailure(ctx, held, lease, attempt, err)
 	}
 	commit := store.Commit{Version: ev.Version, RemoteID: remoteID, Deleted: ev.Op == event.OpDelete, Event: body}
 	return a.commit(ctx, lease, commit)
@@ -271,7 +278,7 @@ func (a *Applier) removeExtras(ctx context.Context, entity string, ids []string,
 
 // repair re-applies the newest applied state (state.LastEvent) after a
 // zombie write, then commits the same version to clear the flag.
-func (a *Applier) repair(ctx context.Context, lease store.Lease, state store.State, attempt int) Outcome {
+func (a *Applier) repair(ctx, held context.Context, lease store.Lease, state store.State, attempt int) Outcome {
 	last, err := event.Parse(state.LastEvent, 0)
 	if err != nil {
 		// Cannot happen for events we committed ourselves; do not loop.
@@ -280,19 +287,19 @@ func (a *Applier) repair(ctx context.Context, lease store.Lease, state store.Sta
 	}
 	var remoteID string
 	if last.Op == event.OpDelete {
-		ids, lerr := a.sink.Lookup(ctx, last.Entity, last.Key)
+		ids, lerr := a.sink.Lookup(held, last.Entity, last.Key)
 		if lerr == nil {
-			lerr = a.removeExtras(ctx, last.Entity, ids, "")
+			lerr = a.removeExtras(held, last.Entity, ids, "")
 		}
 		err = lerr
 	} else {
 		rec := sink.Record{Entity: last.Entity, Key: last.Key, Version: last.Version, Data: last.Data}
 		// Always look up: the zombie may have been a create.
-		remoteID, err = a.createOrAdopt(ctx, lease, rec, true, state.RemoteID)
+		remoteID, err = a.createOrAdopt(held, lease, rec, true, state.RemoteID)
 	}
 	if err != nil {
 		a.release(ctx, lease)
-		return a.sinkFailure(attempt, err)
+		return a.callFailure(ctx, held, lease, attempt, err)
 	}
 	out := a.commit(ctx, lease, store.Commit{Version: last.Version, RemoteID: remoteID, Deleted: last.Op == event.OpDelete, Event: state.LastEvent})
 	if out.Result == ResultApplied {
@@ -306,6 +313,71 @@ func (a *Applier) release(ctx context.Context, lease store.Lease) {
 		// The lease expires on its own; other workers wait at most its TTL.
 		a.cfg.Logger.Warn("release lease failed; it will expire", "key", lease.Key.String(), "err", err)
 	}
+}
+
+// errLeaseLost ends a call's context when its lease could not be renewed.
+var errLeaseLost = errors.New("engine: lease lost")
+
+// keepLease renews lease every third of its TTL until stop is called. The
+// returned context ends (cause errLeaseLost) when a renewal finds the lease
+// taken: the calls under it stop, and callFailure schedules a repair. A
+// timer rather than a goroutine per event: most events finish long before
+// the first renewal.
+func (a *Applier) keepLease(ctx context.Context, lease store.Lease) (held context.Context, stop func()) {
+	held, cancel := context.WithCancelCause(ctx)
+	var (
+		mu      sync.Mutex
+		stopped bool
+		running sync.WaitGroup
+		timer   *time.Timer
+	)
+	every := a.cfg.LeaseTTL / 3
+	mu.Lock() // the callback reads timer
+	defer mu.Unlock()
+	timer = time.AfterFunc(every, func() {
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			return
+		}
+		running.Add(1)
+		mu.Unlock()
+		defer running.Done()
+		_, err := a.store.Extend(held, lease, a.cfg.LeaseTTL)
+		if errors.Is(err, store.ErrFenced) {
+			cancel(errLeaseLost)
+			return
+		}
+		// Another error (the store is unreachable): try again at the next
+		// tick; the lease may expire meanwhile, and fencing still holds.
+		mu.Lock()
+		if !stopped {
+			timer.Reset(every)
+		}
+		mu.Unlock()
+	})
+	return held, func() {
+		mu.Lock()
+		stopped = true
+		timer.Stop()
+		mu.Unlock()
+		running.Wait()
+		cancel(nil)
+	}
+}
+
+// callFailure handles a failed sink call. When the lease was lost under
+// it, the call may still have reached the API after another worker's
+// write: the key is flagged for repair and the event retried, as after a
+// fenced commit.
+func (a *Applier) callFailure(ctx, held context.Context, lease store.Lease, attempt int, err error) Outcome {
+	if !errors.Is(context.Cause(held), errLeaseLost) || ctx.Err() != nil {
+		return a.sinkFailure(attempt, err)
+	}
+	if merr := a.store.MarkRepair(ctx, lease.Key); merr != nil {
+		return a.storeFailure(1, fmt.Errorf("lease on %s lost during the sink call and marking it for repair failed: %w", lease.Key, merr))
+	}
+	return Outcome{Result: ResultRetried, Delay: jitter(a.cfg.LockedRetryDelay), Reason: "lease lost during the sink call; repair scheduled", Err: err}
 }
 
 // sinkFailure turns a sink error into a retry or a park.

@@ -348,11 +348,17 @@ func TestApplyLostLeaseSchedulesRepair(t *testing.T) {
 		h := newHarnessTimeout(t, sf, 5*time.Second, func(c *Config) { c.LeaseTTL = time.Second })
 		ctx := context.Background()
 		expect(t, h.apply(t, upsert("z", 1, "one"), 1), ResultApplied)
-		// A zombie: slow API (1.5s) outlives its 1s lease, while another
-		// worker applies v3 in between; the zombie's v2 lands last.
+		// A zombie: a worker that cannot renew its lease (its store calls
+		// fail, as in a stall or a partition) behind a slow API (1.5s)
+		// outlives its 1s lease, while another worker applies v3 in
+		// between; the zombie's v2 lands last.
+		zombieApplier, err := NewApplier(unrenewable{h.store}, h.applier.sink, h.applier.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
 		_ = h.api.SetFaults(fakeapi.Faults{Latency: fakeapi.Duration(1500 * time.Millisecond)})
 		zombie := make(chan Outcome, 1)
-		go func() { zombie <- h.applier.Apply(ctx, upsert("z", 2, "two (zombie)"), 1) }()
+		go func() { zombie <- zombieApplier.Apply(ctx, upsert("z", 2, "two (zombie)"), 1) }()
 		time.Sleep(1100 * time.Millisecond)
 		_ = h.api.SetFaults(fakeapi.Faults{})
 		expect(t, h.apply(t, upsert("z", 3, "three"), 1), ResultApplied)
@@ -393,6 +399,65 @@ func TestApplyNewerEventAfterAZombieCreateRemovesTheDuplicate(t *testing.T) {
 			t.Fatalf("want one record at v2, got %v", recs)
 		}
 		expect(t, h.apply(t, upsert("zc", 2, "two"), 1), ResultDuplicate) // the flag is cleared
+	})
+}
+
+// unrenewable is a real store whose lease renewals fail, as for a worker
+// cut off from its store or stalled past its lease.
+type unrenewable struct{ store.Store }
+
+func (unrenewable) Extend(context.Context, store.Lease, time.Duration) (store.Lease, error) {
+	return store.Lease{}, errors.New("store unreachable")
+}
+
+// stolen is a real store that finds every lease taken at the first renewal.
+type stolen struct{ store.Store }
+
+func (stolen) Extend(_ context.Context, l store.Lease, _ time.Duration) (store.Lease, error) {
+	return store.Lease{}, fmt.Errorf("extend %s: %w", l.Key, store.ErrFenced)
+}
+
+// A call slower than the lease (the throttle's queue, a slow API) keeps
+// its lease: another worker finds the key locked, and the slow write
+// commits.
+func TestApplyRenewsTheLeaseDuringASlowCall(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarnessTimeout(t, sf, 5*time.Second, func(c *Config) { c.LeaseTTL = time.Second })
+		ctx := context.Background()
+		_ = h.api.SetFaults(fakeapi.Faults{Latency: fakeapi.Duration(1500 * time.Millisecond)})
+		slow := make(chan Outcome, 1)
+		go func() { slow <- h.applier.Apply(ctx, upsert("slow", 1, "one"), 1) }()
+		time.Sleep(1200 * time.Millisecond) // past the lease's first TTL
+		expect(t, h.apply(t, upsert("slow", 2, "two"), 1), ResultLocked)
+		expect(t, <-slow, ResultApplied)
+		_ = h.api.SetFaults(fakeapi.Faults{})
+		expect(t, h.apply(t, upsert("slow", 2, "two"), 1), ResultApplied)
+	})
+}
+
+// A worker whose renewal finds the lease taken stops its call and flags
+// the key: the call may have reached the API after the new holder's.
+func TestApplyStopsACallWhoseLeaseIsLost(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarnessTimeout(t, sf, 5*time.Second, func(c *Config) { c.LeaseTTL = time.Second })
+		ctx := context.Background()
+		expect(t, h.apply(t, upsert("lost", 1, "one"), 1), ResultApplied)
+		a, err := NewApplier(stolen{h.store}, h.applier.sink, h.applier.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = h.api.SetFaults(fakeapi.Faults{Latency: fakeapi.Duration(3 * time.Second)})
+		start := time.Now()
+		out := a.Apply(ctx, upsert("lost", 2, "two"), 1)
+		if out.Result != ResultRetried || !strings.Contains(out.Reason, "lease lost") {
+			t.Fatalf("outcome %s (%s), want a retry for the lost lease", out.Result, out.Reason)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("the call went on for %s after its lease was lost", d)
+		}
+		_ = h.api.SetFaults(fakeapi.Faults{})
+		// The flag makes even an older event re-apply the newest state.
+		expect(t, h.apply(t, upsert("lost", 1, "one"), 2), ResultRepaired)
 	})
 }
 
