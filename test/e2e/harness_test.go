@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,15 +47,7 @@ type proc struct {
 
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	dir := t.TempDir()
-	if keep := os.Getenv("EVENTSYNC_E2E_LOG_DIR"); keep != "" {
-		// Logs outlive the test for a post-mortem.
-		dir = filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_")+time.Now().Format("-150405"))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	logPath := filepath.Join(dir, name+".log")
+	logPath := filepath.Join(logDir(t), name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +70,27 @@ func start(t *testing.T, name string, args ...string) *proc {
 		}
 	})
 	return p
+}
+
+var logDirs sync.Map // *testing.T → its log directory
+
+// logDir is where a test's processes log: a temporary directory, or with
+// EVENTSYNC_E2E_LOG_DIR set one that outlives the test for a post-mortem,
+// named after the test and when it started.
+func logDir(t *testing.T) string {
+	if dir, ok := logDirs.Load(t); ok {
+		return dir.(string)
+	}
+	dir := t.TempDir()
+	if keep := os.Getenv("EVENTSYNC_E2E_LOG_DIR"); keep != "" {
+		dir = filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_")+time.Now().Format("-150405.000"))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logDirs.Store(t, dir)
+	t.Cleanup(func() { logDirs.Delete(t) })
+	return dir
 }
 
 func (p *proc) signal(sig syscall.Signal) {
