@@ -153,8 +153,11 @@ func (a *Applier) write(ctx, held context.Context, lease store.Lease, state stor
 		remoteID, err = a.upsertRemote(held, lease, state, rec)
 	}
 	if err != nil {
+		// Judge the failure before the release, which a renewal would
+		// then take for a lost lease.
+		out := a.callFailure(ctx, held, lease, attempt, err)
 		a.release(ctx, lease)
-		return a.callFailure(ctx, held, lease, attempt, err)
+		return out
 	}
 	commit := store.Commit{Version: ev.Version, RemoteID: remoteID, Deleted: ev.Op == event.OpDelete, Event: body}
 	return a.commit(ctx, lease, commit)
@@ -298,8 +301,11 @@ func (a *Applier) repair(ctx, held context.Context, lease store.Lease, state sto
 		remoteID, err = a.createOrAdopt(held, lease, rec, true, state.RemoteID)
 	}
 	if err != nil {
+		// Judge the failure before the release, which a renewal would
+		// then take for a lost lease.
+		out := a.callFailure(ctx, held, lease, attempt, err)
 		a.release(ctx, lease)
-		return a.callFailure(ctx, held, lease, attempt, err)
+		return out
 	}
 	out := a.commit(ctx, lease, store.Commit{Version: last.Version, RemoteID: remoteID, Deleted: last.Op == event.OpDelete, Event: state.LastEvent})
 	if out.Result == ResultApplied {
