@@ -300,7 +300,7 @@ func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, 
 	case ResultApplied, ResultDuplicate, ResultStale, ResultRepaired:
 		err = d.Ack(ctx)
 	case ResultRetried, ResultLocked:
-		if persistent(d.Attempt()) {
+		if persistent(out.Result, d.Attempt()) {
 			// Retries are quiet; one that keeps coming back is not.
 			w.cfg.Logger.Warn("event keeps failing; retrying", "stream", string(stream), "key", out.Key.String(), "attempt", d.Attempt(), "result", string(out.Result), "reason", out.Reason, "retry_in", out.Delay)
 		}
@@ -352,7 +352,13 @@ func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, 
 
 // persistent says whether a retry at this attempt is worth a warning: the
 // 10th, then every 50th, so a stuck event shows without flooding the log.
-func persistent(attempt int) bool {
+// A locked key waits about a second per attempt, and the keys of a crashed
+// worker stay locked for a lease TTL (60 s by default): those warn only
+// every 100th attempt.
+func persistent(r Result, attempt int) bool {
+	if r == ResultLocked {
+		return attempt%100 == 0
+	}
 	return attempt == 10 || attempt%50 == 0
 }
 

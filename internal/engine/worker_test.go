@@ -20,7 +20,6 @@ import (
 	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/internal/control"
 	"github.com/eventsync/eventsync/sink"
-	"github.com/eventsync/eventsync/store"
 )
 
 // runWorker starts a Worker on a real RabbitMQ bus and returns a stop
@@ -365,26 +364,44 @@ func (s *syncBuffer) String() string {
 }
 
 // Retries are not logged one by one, but an event that keeps coming back
-// is: here one whose key another owner holds for the whole test.
+// is: here one the API refuses for the whole test.
 func TestWorkerWarnsAboutAnEventThatKeepsFailing(t *testing.T) {
 	sf := stores()[0]
 	h := newHarness(t, sf, nil)
 	var logs syncBuffer
-	if _, _, err := h.store.Acquire(context.Background(), store.Key{Entity: "listing", Key: "held"}, "someone else", time.Minute); err != nil {
+	if err := h.api.SetFaults(fakeapi.Faults{ErrorRate: 1}); err != nil { // 5xx without Retry-After
 		t.Fatal(err)
 	}
 	b := rabbitmqtest.Open(t, rabbitmq.Config{})
 	runWorker(t, h, b, func(c *Config) {
 		c.Streams = []bus.Stream{bus.Live}
-		c.LockedRetryDelay = 10 * time.Millisecond
+		c.BackoffBase, c.BackoffMax = 10*time.Millisecond, 10*time.Millisecond
+		c.Breaker = BreakerConfig{Failures: 1000, OpenFor: time.Second, MaxOpenFor: time.Second}
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
-	if err := b.Publish(context.Background(), bus.Live, bus.Message{Body: upsert("held", 1, "t")}); err != nil {
+	if err := b.Publish(context.Background(), bus.Live, bus.Message{Body: upsert("failing", 1, "t")}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 20*time.Second, "a warning about the held key", func() bool {
-		return strings.Contains(logs.String(), `msg="event keeps failing; retrying" stream=live key=listing/held attempt=10 result=locked`)
+	waitUntil(t, 20*time.Second, "a warning about the failing event", func() bool {
+		return strings.Contains(logs.String(), `msg="event keeps failing; retrying" stream=live key=listing/failing attempt=10 result=retried`)
 	})
+}
+
+// A locked key waits about a second per attempt and stays locked for a
+// lease TTL after its holder crashed: it warns far less often.
+func TestPersistentRetriesWarnSparingly(t *testing.T) {
+	for _, c := range []struct {
+		r       Result
+		attempt int
+		want    bool
+	}{
+		{ResultRetried, 9, false}, {ResultRetried, 10, true}, {ResultRetried, 11, false}, {ResultRetried, 50, true},
+		{ResultLocked, 10, false}, {ResultLocked, 50, false}, {ResultLocked, 100, true},
+	} {
+		if got := persistent(c.r, c.attempt); got != c.want {
+			t.Errorf("persistent(%s, %d) = %v, want %v", c.r, c.attempt, got, c.want)
+		}
+	}
 }
 
 // After an outage trips the breaker, the half-open probe must go to a
