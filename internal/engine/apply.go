@@ -377,6 +377,11 @@ func (a *Applier) keepLease(ctx context.Context, lease store.Lease) (held contex
 // write: the key is flagged for repair and the event retried, as after a
 // fenced commit.
 func (a *Applier) callFailure(ctx, held context.Context, lease store.Lease, attempt int, err error) Outcome {
+	if errors.Is(err, store.ErrFenced) {
+		// The create intent found the lease taken: nothing was written,
+		// and it says nothing about the API's health.
+		return Outcome{Result: ResultRetried, Delay: jitter(a.cfg.LockedRetryDelay), Reason: "lease lost before the create; retrying", Err: err}
+	}
 	if !errors.Is(context.Cause(held), errLeaseLost) || ctx.Err() != nil {
 		return a.sinkFailure(attempt, err)
 	}

@@ -461,6 +461,32 @@ func TestApplyStopsACallWhoseLeaseIsLost(t *testing.T) {
 	})
 }
 
+// intentFenced is a real store whose create intents find the lease taken.
+type intentFenced struct{ store.Store }
+
+func (intentFenced) SaveIntent(_ context.Context, l store.Lease, _ store.Intent) error {
+	return fmt.Errorf("save intent for %s: %w", l.Key, store.ErrFenced)
+}
+
+// A create whose intent finds the lease taken sends nothing, and is not
+// an API failure (it must not feed the breaker).
+func TestApplyIntentOnALostLeaseRetriesWithoutBlamingTheAPI(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarness(t, sf, nil)
+		a, err := NewApplier(intentFenced{h.store}, h.applier.sink, h.applier.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := a.Apply(context.Background(), upsert("fenced-intent", 1, "one"), 1)
+		if out.Result != ResultRetried || out.SinkFailure {
+			t.Fatalf("outcome %s, sink failure %v (%s); want a retry that is no sink failure", out.Result, out.SinkFailure, out.Reason)
+		}
+		if n := h.requests(); n != 0 {
+			t.Fatalf("%d API requests for a create whose intent was fenced", n)
+		}
+	})
+}
+
 func recordOf(t *testing.T, body []byte) sink.Record {
 	t.Helper()
 	ev, err := event.Parse(body, 0)
