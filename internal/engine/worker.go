@@ -39,8 +39,8 @@ type Worker struct {
 
 	pausedM sync.Mutex
 	paused  map[bus.Stream]bool
-	// pauseChanged is closed and replaced whenever a pause flag flips.
-	pauseChanged chan struct{}
+	// pauseChanged[s] is closed and replaced whenever s's pause flag flips.
+	pauseChanged map[bus.Stream]chan struct{}
 	consuming    map[bus.Stream]*atomic.Bool
 
 	// rate sampling for heartbeats, touched only by controlLoop
@@ -72,7 +72,7 @@ func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, m *Metrics) 
 		consuming:    map[bus.Stream]*atomic.Bool{},
 		results:      map[string]int64{},
 		paused:       map[bus.Stream]bool{},
-		pauseChanged: make(chan struct{}),
+		pauseChanged: map[bus.Stream]chan struct{}{},
 	}
 	if w.metrics == nil {
 		w.metrics = NewMetrics(nil)
@@ -365,12 +365,16 @@ func persistent(r Result, attempt int) bool {
 func (w *Worker) isPaused(s bus.Stream) (bool, <-chan struct{}) {
 	w.pausedM.Lock()
 	defer w.pausedM.Unlock()
-	return w.paused[s], w.pauseChanged
+	ch, ok := w.pauseChanged[s]
+	if !ok {
+		ch = make(chan struct{})
+		w.pauseChanged[s] = ch
+	}
+	return w.paused[s], ch
 }
 
 // pollControl reads every stream's pause flag once.
 func (w *Worker) pollControl(ctx context.Context) error {
-	changed := false
 	next := map[bus.Stream]bool{}
 	for _, s := range w.cfg.Streams {
 		p, err := control.Paused(ctx, w.store, s)
@@ -382,13 +386,15 @@ func (w *Worker) pollControl(ctx context.Context) error {
 	w.pausedM.Lock()
 	for s, v := range next {
 		if w.paused[s] != v {
-			changed = true
 			w.paused[s] = v
+			// Only this stream's pump wakes: pausing one stream must not
+			// hand back the events the other holds (RabbitMQ counts each
+			// hand-back towards its delivery limit).
+			if ch, ok := w.pauseChanged[s]; ok {
+				close(ch)
+				delete(w.pauseChanged, s)
+			}
 		}
-	}
-	if changed {
-		close(w.pauseChanged)
-		w.pauseChanged = make(chan struct{})
 	}
 	w.pausedM.Unlock()
 	return nil

@@ -264,9 +264,11 @@ func lagSamples(t *testing.T, reg *prometheus.Registry) (count uint64, sum float
 
 // flakySettleBus wraps a real bus: the first Retry of any delivery fails
 // without settling it, as a retry whose publish to the retry queue failed.
+// It also counts hand-backs (Release).
 type flakySettleBus struct {
 	bus.Bus
-	failed atomic.Bool
+	failed   atomic.Bool
+	releases atomic.Int64
 }
 
 func (b *flakySettleBus) Subscribe(ctx context.Context, s bus.Stream, o bus.SubscribeOptions) (bus.Subscription, error) {
@@ -307,6 +309,11 @@ func (s *flakySettleSub) Close() error {
 type flakySettleDelivery struct {
 	bus.Delivery
 	bus *flakySettleBus
+}
+
+func (d *flakySettleDelivery) Release(ctx context.Context) error {
+	d.bus.releases.Add(1)
+	return d.Delivery.Release(ctx)
 }
 
 func (d *flakySettleDelivery) Retry(ctx context.Context, delay time.Duration, reason string) error {
@@ -444,4 +451,50 @@ func TestWorkerWithOneSlotServesBothStreams(t *testing.T) {
 	publishN(t, b, bus.Resync, 100, 5)
 	publishN(t, b, bus.Live, 200, 5)
 	waitUntil(t, 20*time.Second, "both streams applied", func() bool { return len(h.api.Records("listings")) == 30 })
+}
+
+// Pausing one stream wakes only that stream's pump: a live event waiting
+// for a slot is not handed back (RabbitMQ counts each hand-back towards its
+// delivery limit) when resync is paused and resumed.
+func TestWorkerPausingOneStreamLeavesTheOtherAlone(t *testing.T) {
+	sf := stores()[0]
+	h := newHarness(t, sf, nil)
+	gate := &gatedLiveSink{Sink: h.applier.sink, release: make(chan struct{})}
+	h.applier.sink = gate
+	b := &flakySettleBus{Bus: rabbitmqtest.Open(t, rabbitmq.Config{})}
+	ctx := context.Background()
+	runWorker(t, h, b, func(c *Config) { c.Concurrency, c.Prefetch = 1, 2 })
+	publishN(t, b, bus.Live, 0, 2)
+	waitUntil(t, 10*time.Second, "the first live event holding the only slot", func() bool { return gate.waiting.Load() == 1 })
+	time.Sleep(200 * time.Millisecond) // the second is now in hand, waiting for the slot
+	for _, paused := range []bool{true, false} {
+		if err := control.SetPaused(ctx, h.store, bus.Resync, paused, "test", ""); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(400 * time.Millisecond) // the worker polls every 100 ms here
+	}
+	if n := b.releases.Load(); n != 0 {
+		t.Errorf("%d live deliveries handed back while only resync was paused and resumed", n)
+	}
+	close(gate.release)
+	waitUntil(t, 10*time.Second, "both live events applied", func() bool { return len(h.api.Records("listings")) == 2 })
+}
+
+// gatedLiveSink holds every live create until release is closed.
+type gatedLiveSink struct {
+	sink.Sink
+	release chan struct{}
+	waiting atomic.Int64
+}
+
+func (g *gatedLiveSink) Create(ctx context.Context, r sink.Record) (string, error) {
+	if s, _ := bus.StreamFrom(ctx); s == bus.Live {
+		g.waiting.Add(1)
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	return g.Sink.Create(ctx, r)
 }
