@@ -887,28 +887,15 @@ func testConcurrentHolders(t *testing.T, s store.Store) {
 		inLease   atomic.Int32
 		commits   atomic.Int64
 		lastToken atomic.Int64
-		wg        sync.WaitGroup
-		errs      = make(chan error, workers)
 	)
 	ctx := ctxFor(t)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			owner := fmt.Sprintf("worker-%d", w)
-			for range iterations {
-				if err := holdOnce(ctx, s, k, owner, &inLease, &commits, &lastToken); err != nil {
-					errs <- fmt.Errorf("%s: %w", owner, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	race(t, workers, iterations, func(w, _ int) error {
+		owner := fmt.Sprintf("worker-%d", w)
+		if err := holdOnce(ctx, s, k, owner, &inLease, &commits, &lastToken); err != nil {
+			return fmt.Errorf("%s: %w", owner, err)
+		}
+		return nil
+	})
 	if t.Failed() {
 		return
 	}
@@ -919,34 +906,65 @@ func testConcurrentHolders(t *testing.T, s store.Store) {
 }
 
 func holdOnce(ctx context.Context, s store.Store, k store.Key, owner string, inLease *atomic.Int32, commits, lastToken *atomic.Int64) error {
+	l, st, err := acquireWhenFree(ctx, s, k, owner)
+	if err != nil {
+		return err
+	}
+	if n := inLease.Add(1); n != 1 {
+		return fmt.Errorf("%d holders of %s at once", n, k)
+	}
+	if prev := lastToken.Swap(l.Token); l.Token <= prev {
+		return fmt.Errorf("token %d after %d", l.Token, prev)
+	}
+	if st.AppliedVersion != commits.Load() {
+		return fmt.Errorf("holder sees applied version %d after %d commits", st.AppliedVersion, commits.Load())
+	}
+	next := st.AppliedVersion + 1
+	// Leave the lease before Commit releases it, so the next holder never
+	// sees this one still counted.
+	inLease.Add(-1)
+	commits.Add(1)
+	if err := s.Commit(ctx, l, store.Commit{Version: next, RemoteID: "r", Event: eventBytes(k, next)}); err != nil {
+		return fmt.Errorf("Commit version %d: %w", next, err)
+	}
+	return nil
+}
+
+// acquireWhenFree acquires k, trying again while another owner holds it.
+func acquireWhenFree(ctx context.Context, s store.Store, k store.Key, owner string) (store.Lease, store.State, error) {
 	for {
 		l, st, err := s.Acquire(ctx, k, owner, longTTL)
 		var locked *store.LockedError
-		if errors.As(err, &locked) {
-			time.Sleep(time.Millisecond)
-			continue
+		if !errors.As(err, &locked) {
+			if err != nil {
+				return l, st, fmt.Errorf("Acquire %s: %w", k, err)
+			}
+			return l, st, nil
 		}
-		if err != nil {
-			return fmt.Errorf("Acquire: %w", err)
-		}
-		if n := inLease.Add(1); n != 1 {
-			return fmt.Errorf("%d holders of %s at once", n, k)
-		}
-		if prev := lastToken.Swap(l.Token); l.Token <= prev {
-			return fmt.Errorf("token %d after %d", l.Token, prev)
-		}
-		if st.AppliedVersion != commits.Load() {
-			return fmt.Errorf("holder sees applied version %d after %d commits", st.AppliedVersion, commits.Load())
-		}
-		next := st.AppliedVersion + 1
-		// Leave the lease before Commit releases it, so the next holder never
-		// sees this one still counted.
-		inLease.Add(-1)
-		commits.Add(1)
-		if err := s.Commit(ctx, l, store.Commit{Version: next, RemoteID: "r", Event: eventBytes(k, next)}); err != nil {
-			return fmt.Errorf("Commit version %d: %w", next, err)
-		}
-		return nil
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// race runs fn(g, i) for iterations i in each of goroutines g at once; a
+// goroutine stops at its first error, which fails the test.
+func race(t *testing.T, goroutines, iterations int, fn func(g, i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range iterations {
+				if err := fn(g, i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
 
@@ -958,27 +976,14 @@ func holdOnce(ctx context.Context, s store.Store, k store.Key, owner string, inL
 func testConcurrentKeysStayApart(t *testing.T, s store.Store) {
 	const goroutines, keys, iterations = 24, 12, 40
 	var commits [keys]atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, goroutines)
 	ctx := ctxFor(t)
-	for g := range goroutines {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range iterations {
-				n := (g*7 + i*5) % keys
-				if err := touchKey(ctx, s, n, fmt.Sprintf("g%d-%d", g, i), i%4, &commits[n]); err != nil {
-					errs <- fmt.Errorf("goroutine %d iteration %d: %w", g, i, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	race(t, goroutines, iterations, func(g, i int) error {
+		n := (g*7 + i*5) % keys
+		if err := touchKey(ctx, s, n, fmt.Sprintf("g%d-%d", g, i), i%4, &commits[n]); err != nil {
+			return fmt.Errorf("goroutine %d iteration %d: %w", g, i, err)
+		}
+		return nil
+	})
 	if t.Failed() {
 		return
 	}
@@ -996,49 +1001,42 @@ func testConcurrentKeysStayApart(t *testing.T, s store.Store) {
 // fails when the state it sees belongs to another key.
 func touchKey(ctx context.Context, s store.Store, n int, owner string, mode int, commits *atomic.Int64) error {
 	k := store.Key{Entity: "listing", Key: fmt.Sprintf("apart-%d", n)}
-	for {
-		l, st, err := s.Acquire(ctx, k, owner, longTTL)
-		var locked *store.LockedError
-		if errors.As(err, &locked) {
-			time.Sleep(time.Millisecond)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("Acquire %s: %w", k, err)
-		}
-		if l.Key != k {
-			return fmt.Errorf("Acquire %s returned a lease on %s", k, l.Key)
-		}
-		if st.AppliedVersion != commits.Load() {
-			return fmt.Errorf("%s: holder sees applied version %d after %d commits", k, st.AppliedVersion, commits.Load())
-		}
-		if st.AppliedVersion > 0 && (st.RemoteID != "r-"+k.Key || !bytes.Equal(st.LastEvent, eventBytes(k, st.AppliedVersion))) {
-			return fmt.Errorf("%s: state of another key or version: remote id %q, last event %s", k, st.RemoteID, st.LastEvent)
-		}
-		if st.Intent != nil && st.Intent.Version != st.AppliedVersion+1 {
-			return fmt.Errorf("%s: intent for version %d left at applied version %d", k, st.Intent.Version, st.AppliedVersion)
-		}
-		next := st.AppliedVersion + 1
-		switch mode {
-		case 0: // acquire and change nothing
-			return s.Release(ctx, l)
-		case 1: // an intent, then give up as a failed create would
-			if err := s.SaveIntent(ctx, l, store.Intent{Version: next, Action: store.ActionCreate, Token: l.Token, At: time.Now()}); err != nil {
-				return fmt.Errorf("SaveIntent %s: %w", k, err)
-			}
-			return s.Release(ctx, l)
-		case 2:
-			if err := s.SaveIntent(ctx, l, store.Intent{Version: next, Action: store.ActionCreate, Token: l.Token, At: time.Now()}); err != nil {
-				return fmt.Errorf("SaveIntent %s: %w", k, err)
-			}
-		}
-		commits.Add(1)
-		c := store.Commit{Version: next, RemoteID: "r-" + k.Key, Deleted: mode == 3 && next%2 == 0, Event: eventBytes(k, next)}
-		if err := s.Commit(ctx, l, c); err != nil {
-			return fmt.Errorf("Commit %s version %d: %w", k, next, err)
-		}
-		return nil
+	l, st, err := acquireWhenFree(ctx, s, k, owner)
+	if err != nil {
+		return err
 	}
+	if l.Key != k {
+		return fmt.Errorf("Acquire %s returned a lease on %s", k, l.Key)
+	}
+	if st.AppliedVersion != commits.Load() {
+		return fmt.Errorf("%s: holder sees applied version %d after %d commits", k, st.AppliedVersion, commits.Load())
+	}
+	if st.AppliedVersion > 0 && (st.RemoteID != "r-"+k.Key || !bytes.Equal(st.LastEvent, eventBytes(k, st.AppliedVersion))) {
+		return fmt.Errorf("%s: state of another key or version: remote id %q, last event %s", k, st.RemoteID, st.LastEvent)
+	}
+	if st.Intent != nil && st.Intent.Version != st.AppliedVersion+1 {
+		return fmt.Errorf("%s: intent for version %d left at applied version %d", k, st.Intent.Version, st.AppliedVersion)
+	}
+	next := st.AppliedVersion + 1
+	switch mode {
+	case 0: // acquire and change nothing
+		return s.Release(ctx, l)
+	case 1: // an intent, then give up as a failed create would
+		if err := s.SaveIntent(ctx, l, store.Intent{Version: next, Action: store.ActionCreate, Token: l.Token, At: time.Now()}); err != nil {
+			return fmt.Errorf("SaveIntent %s: %w", k, err)
+		}
+		return s.Release(ctx, l)
+	case 2:
+		if err := s.SaveIntent(ctx, l, store.Intent{Version: next, Action: store.ActionCreate, Token: l.Token, At: time.Now()}); err != nil {
+			return fmt.Errorf("SaveIntent %s: %w", k, err)
+		}
+	}
+	commits.Add(1)
+	c := store.Commit{Version: next, RemoteID: "r-" + k.Key, Deleted: mode == 3 && next%2 == 0, Event: eventBytes(k, next)}
+	if err := s.Commit(ctx, l, c); err != nil {
+		return fmt.Errorf("Commit %s version %d: %w", k, next, err)
+	}
+	return nil
 }
 
 var benchRuns atomic.Int64
