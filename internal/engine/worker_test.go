@@ -177,15 +177,16 @@ func TestWorkerGracefulShutdownLosesNothing(t *testing.T) {
 	}
 }
 
-// gatedSink holds every resync call until release is closed.
+// gatedSink holds every create of one stream until release is closed.
 type gatedSink struct {
 	sink.Sink
+	stream  bus.Stream
 	release chan struct{}
 	waiting atomic.Int64
 }
 
 func (g *gatedSink) Create(ctx context.Context, r sink.Record) (string, error) {
-	if s, _ := bus.StreamFrom(ctx); s == bus.Resync {
+	if s, _ := bus.StreamFrom(ctx); s == g.stream {
 		g.waiting.Add(1)
 		select {
 		case <-g.release:
@@ -201,7 +202,7 @@ func (g *gatedSink) Create(ctx context.Context, r sink.Record) (string, error) {
 func TestWorkerKeepsSlotsForLiveDuringResync(t *testing.T) {
 	sf := stores()[0]
 	h := newHarness(t, sf, nil)
-	gate := &gatedSink{Sink: h.applier.sink, release: make(chan struct{})}
+	gate := &gatedSink{Sink: h.applier.sink, stream: bus.Resync, release: make(chan struct{})}
 	h.applier.sink = gate
 	b := rabbitmqtest.Open(t, rabbitmq.Config{})
 	w, _ := runWorker(t, h, b, func(c *Config) { c.Concurrency, c.ResyncConcurrency = 4, 3 })
@@ -459,7 +460,7 @@ func TestWorkerWithOneSlotServesBothStreams(t *testing.T) {
 func TestWorkerPausingOneStreamLeavesTheOtherAlone(t *testing.T) {
 	sf := stores()[0]
 	h := newHarness(t, sf, nil)
-	gate := &gatedLiveSink{Sink: h.applier.sink, release: make(chan struct{})}
+	gate := &gatedSink{Sink: h.applier.sink, stream: bus.Live, release: make(chan struct{})}
 	h.applier.sink = gate
 	b := &flakySettleBus{Bus: rabbitmqtest.Open(t, rabbitmq.Config{})}
 	ctx := context.Background()
@@ -478,23 +479,4 @@ func TestWorkerPausingOneStreamLeavesTheOtherAlone(t *testing.T) {
 	}
 	close(gate.release)
 	waitUntil(t, 10*time.Second, "both live events applied", func() bool { return len(h.api.Records("listings")) == 2 })
-}
-
-// gatedLiveSink holds every live create until release is closed.
-type gatedLiveSink struct {
-	sink.Sink
-	release chan struct{}
-	waiting atomic.Int64
-}
-
-func (g *gatedLiveSink) Create(ctx context.Context, r sink.Record) (string, error) {
-	if s, _ := bus.StreamFrom(ctx); s == bus.Live {
-		g.waiting.Add(1)
-		select {
-		case <-g.release:
-		case <-ctx.Done():
-			return "", ctx.Err()
-		}
-	}
-	return g.Sink.Create(ctx, r)
 }
