@@ -131,6 +131,17 @@ func (h *harness) apply(t *testing.T, body []byte, attempt int) Outcome {
 	return h.applier.Apply(context.Background(), body, attempt)
 }
 
+// applierOn is another worker's Applier, with the harness's sink and
+// config, on st (the harness's store behind a fault).
+func (h *harness) applierOn(t *testing.T, st store.Store) *Applier {
+	t.Helper()
+	a, err := NewApplier(st, h.applier.sink, h.applier.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 func (h *harness) remote(t *testing.T, key string) []fakeapi.Record {
 	t.Helper()
 	var out []fakeapi.Record
@@ -352,10 +363,7 @@ func TestApplyLostLeaseSchedulesRepair(t *testing.T) {
 		// fail, as in a stall or a partition) behind a slow API (1.5s)
 		// outlives its 1s lease, while another worker applies v3 in
 		// between; the zombie's v2 lands last.
-		zombieApplier, err := NewApplier(unrenewable{h.store}, h.applier.sink, h.applier.cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		zombieApplier := h.applierOn(t, unrenewable{h.store})
 		_ = h.api.SetFaults(fakeapi.Faults{Latency: fakeapi.Duration(1500 * time.Millisecond)})
 		zombie := make(chan Outcome, 1)
 		go func() { zombie <- zombieApplier.Apply(ctx, upsert("z", 2, "two (zombie)"), 1) }()
@@ -442,10 +450,7 @@ func TestApplyStopsACallWhoseLeaseIsLost(t *testing.T) {
 		h := newHarnessTimeout(t, sf, 5*time.Second, func(c *Config) { c.LeaseTTL = time.Second })
 		ctx := context.Background()
 		expect(t, h.apply(t, upsert("lost", 1, "one"), 1), ResultApplied)
-		a, err := NewApplier(stolen{h.store}, h.applier.sink, h.applier.cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		a := h.applierOn(t, stolen{h.store})
 		_ = h.api.SetFaults(fakeapi.Faults{Latency: fakeapi.Duration(3 * time.Second)})
 		start := time.Now()
 		out := a.Apply(ctx, upsert("lost", 2, "two"), 1)
@@ -473,10 +478,7 @@ func (intentFenced) SaveIntent(_ context.Context, l store.Lease, _ store.Intent)
 func TestApplyIntentOnALostLeaseRetriesWithoutBlamingTheAPI(t *testing.T) {
 	forEachStore(t, func(t *testing.T, sf storeFactory) {
 		h := newHarness(t, sf, nil)
-		a, err := NewApplier(intentFenced{h.store}, h.applier.sink, h.applier.cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		a := h.applierOn(t, intentFenced{h.store})
 		out := a.Apply(context.Background(), upsert("fenced-intent", 1, "one"), 1)
 		if out.Result != ResultRetried || out.SinkFailure {
 			t.Fatalf("outcome %s, sink failure %v (%s); want a retry that is no sink failure", out.Result, out.SinkFailure, out.Reason)
