@@ -32,23 +32,23 @@ type Lease struct {
 	Expires time.Time
 }
 
-// Action is the kind of sink call an intent announces.
-type Action string
-
-const (
-	ActionCreate Action = "create"
-	ActionUpdate Action = "update"
-	ActionDelete Action = "delete"
-)
-
-// Intent records a sink call before it is made, so that an attempt after a
-// crash knows a create may already have reached the API and reconciles by
-// lookup before creating again.
+// Intent is a write in doubt: the newest version a lease holder set out to
+// write to the API and whose outcome is not known yet. Acquire records it in
+// the same round trip that takes the lease; Commit clears it. While it
+// stands, an older event for the key is skipped as superseded (it must not
+// pass a newer write that may already have landed), and a create is looked
+// up by external id first (an earlier attempt may have created the record
+// before it crashed or timed out). The newer event's own retry lands it.
 type Intent struct {
 	Version int64
-	Action  Action
-	Token   int64
-	At      time.Time
+	// Token is the lease token of the Acquire that recorded it.
+	Token int64
+	// At is when it was recorded (the store's clock, for diagnostics).
+	At time.Time
+	// Failures counts the API failures recorded against this version by
+	// ReleaseFailed: an event's attempt budget counts the API's answers
+	// only, never waiting for a lock, a pause or an unreachable store.
+	Failures int
 }
 
 // State is what the store knows about one Key.
@@ -56,7 +56,9 @@ type State struct {
 	AppliedVersion int64  // 0 when nothing was applied yet
 	RemoteID       string // empty when no remote record is known
 	Deleted        bool   // the applied version is a tombstone
-	Intent         *Intent
+	// Intent is the write in doubt, nil when none. Acquire returns the one
+	// that stood before it recorded its own.
+	Intent *Intent
 	// RepairNeeded is set when a worker wrote to the API after losing its
 	// lease: the remote record may hold stale data until LastEvent is
 	// applied again.
@@ -104,13 +106,22 @@ type Store interface {
 	// together with k's state, in one round trip where the backend allows.
 	// An owner may re-acquire its own unexpired lease (getting a new token).
 	// Returns a *LockedError while another owner's lease is unexpired.
-	Acquire(ctx context.Context, k Key, owner string, ttl time.Duration) (Lease, State, error)
+	//
+	// version is the event version this attempt is about to write. When it
+	// is above both the applied version and the standing intent's version,
+	// it becomes the intent (Token = the new lease's, Failures 0) in the
+	// same round trip, so a write is fenced as in doubt before it can go
+	// out. The returned State is the state before that: its Intent is the
+	// one that stood, so the caller can tell whether a newer write is in
+	// doubt and how often this version failed already. version 0 records
+	// nothing (verify and tests take leases to look).
+	Acquire(ctx context.Context, k Key, owner string, ttl time.Duration, version int64) (Lease, State, error)
 	// Extend prolongs a held lease. ErrFenced if it was lost.
 	Extend(ctx context.Context, l Lease, ttl time.Duration) (Lease, error)
-	// SaveIntent records a pending sink call, fenced by l's token.
-	SaveIntent(ctx context.Context, l Lease, in Intent) error
 	// Commit stores the applied version, remote id, tombstone and event,
-	// clears the intent and releases the lease, all fenced by l's token
+	// clears the intent unless it is above c.Version (a repair re-applying
+	// an older state leaves a newer write in doubt standing) and releases
+	// the lease, all fenced by l's token
 	// (ErrFenced when lost). It clears the repair flag only when the flag
 	// was set before l was acquired (the holder saw it and re-applied the
 	// newest state): a flag set during l, by a zombie whose write may have
@@ -121,6 +132,10 @@ type Store interface {
 	// Release drops a held lease without changing state. Releasing a lost
 	// lease is a no-op, not an error.
 	Release(ctx context.Context, l Lease) error
+	// ReleaseFailed drops a held lease and counts one API failure against
+	// the standing intent (Intent.Failures), in one round trip. Fenced like
+	// Release: for a lost lease it does nothing and returns nil.
+	ReleaseFailed(ctx context.Context, l Lease) error
 	// MarkRepair flags k for repair, remembering the lease token current
 	// at the time (see Commit). Not fenced: it is called precisely by a
 	// worker that lost its lease.
