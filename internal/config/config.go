@@ -53,8 +53,8 @@ type Worker struct {
 	ResyncConcurrency  int           `yaml:"resync_concurrency" doc:"most of the concurrency resync events may hold, so live events always find a slot (default 3/4 of concurrency)"`
 	Prefetch           int           `yaml:"prefetch" doc:"unsettled deliveries per stream (default = concurrency)"`
 	Streams            []string      `yaml:"streams" doc:"streams to consume, comma-separated in the environment (default live,resync)"`
-	LeaseTTL           time.Duration `yaml:"lease_ttl" doc:"per-entity lease; must exceed three sink timeouts (default 60s)"`
-	MaxAttempts        int           `yaml:"max_attempts" doc:"attempts before a retryable failure is parked (default 25)"`
+	LeaseTTL           time.Duration `yaml:"lease_ttl" doc:"per-entity lease, renewed every third of it while calls run; a killed worker's keys are free after it (default 10s)"`
+	MaxAttempts        int           `yaml:"max_attempts" doc:"failed API calls (5xx, timeouts, transport errors, 429s) of one version before it is parked; waiting never counts (default 25)"`
 	BackoffBase        time.Duration `yaml:"backoff_base" doc:"first retry delay (default 1s)"`
 	BackoffMax         time.Duration `yaml:"backoff_max" doc:"longest retry delay (default 5m)"`
 	MaxEventBytes      int           `yaml:"max_event_bytes" doc:"larger events are parked (default 1048576)"`

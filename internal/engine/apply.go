@@ -22,6 +22,10 @@ const (
 	ResultApplied   Result = "applied"   // the sink was called and the state committed
 	ResultDuplicate Result = "duplicate" // version equal to the applied one
 	ResultStale     Result = "stale"     // version below the applied one
+	// ResultSuperseded: a newer write of the key is in doubt (its outcome
+	// is unknown, its event will be retried); this older one must not pass
+	// it.
+	ResultSuperseded Result = "superseded"
 	ResultRepaired  Result = "repaired"  // a stale event triggered a repair of the newest state
 	ResultRetried   Result = "retried"   // scheduled for a delayed retry
 	ResultLocked    Result = "locked"    // entity leased elsewhere, retried later
@@ -40,9 +44,13 @@ type Outcome struct {
 	Reason string
 	// Err is the failure behind a retry or park, if any.
 	Err error
-	// SinkFailure marks retryable failures of the API itself (not lock
-	// contention), which feed the circuit breaker.
+	// SinkFailure marks the API's own failures that say it may be down
+	// (sink.Class.Outage: 5xx, timeouts, transport errors), which feed the
+	// circuit breaker. Never set for waiting (a locked key, an unreachable
+	// store or limiter) or for a 429, which holds instead.
 	SinkFailure bool
+	// RetryAfter is the delay the API asked for with its answer, 0 if none.
+	RetryAfter time.Duration
 	// OccurredAt is the event's occurred_at (zero when it has none), for
 	// the end-to-end lag metric.
 	OccurredAt time.Time
@@ -105,7 +113,9 @@ func (a *Applier) apply(ctx context.Context, ev event.Event, body []byte, attemp
 		return Outcome{Result: ResultParked, Reason: fmt.Sprintf("unknown entity type %q: the sink configures %s", ev.Entity, strings.Join(a.cfg.Entities, ", "))}
 	}
 	key := store.Key{Entity: ev.Entity, Key: ev.Key}
-	lease, state, err := a.store.Acquire(ctx, key, a.owner(), a.cfg.LeaseTTL)
+	// Taking the lease records ev.Version as the write in doubt in the same
+	// round trip; state is what stood before.
+	lease, state, err := a.store.Acquire(ctx, key, a.owner(), a.cfg.LeaseTTL, ev.Version)
 	if err != nil {
 		var locked *store.LockedError
 		if errors.As(err, &locked) {
@@ -118,6 +128,15 @@ func (a *Applier) apply(ctx context.Context, ev event.Event, body []byte, attemp
 		return a.storeFailure(attempt, fmt.Errorf("acquire lease on %s: %w", key, err))
 	}
 
+	if doubt := state.Intent; doubt != nil && doubt.Version > ev.Version && doubt.Version > state.AppliedVersion {
+		// A newer write's outcome is unknown (it timed out, its worker
+		// crashed, its commit failed): it may have landed, so this older
+		// event must not overwrite it. That newer event is still in the
+		// bus (or parked); its retry lands it and repairs what a zombie
+		// left.
+		a.release(ctx, lease)
+		return Outcome{Result: ResultSuperseded}
+	}
 	if ev.Version <= state.AppliedVersion {
 		result := ResultDuplicate
 		if ev.Version < state.AppliedVersion {
@@ -153,11 +172,7 @@ func (a *Applier) write(ctx, held context.Context, lease store.Lease, state stor
 		remoteID, err = a.upsertRemote(held, lease, state, rec)
 	}
 	if err != nil {
-		// Judge the failure before the release, which a renewal would
-		// then take for a lost lease.
-		out := a.callFailure(ctx, held, lease, attempt, err)
-		a.release(ctx, lease)
-		return out
+		return a.callFailure(ctx, held, lease, state, ev.Version, attempt, err)
 	}
 	commit := store.Commit{Version: ev.Version, RemoteID: remoteID, Deleted: ev.Op == event.OpDelete, Event: body}
 	return a.commit(ctx, lease, commit)
@@ -205,15 +220,24 @@ func (a *Applier) upsertRemote(ctx context.Context, lease store.Lease, state sto
 		// it was re-created under another id.
 		return a.createOrAdopt(ctx, lease, rec, true, "")
 	}
-	// A pending intent means an earlier attempt may have created the
-	// record before crashing or timing out: reconcile before creating.
-	reconcile := state.Intent != nil && state.Intent.Action == store.ActionCreate
-	return a.createOrAdopt(ctx, lease, rec, reconcile || a.cfg.LookupBeforeCreate, "")
+	// A write in doubt on a key without a remote id means an earlier
+	// attempt may have created the record before crashing or timing out:
+	// reconcile before creating.
+	return a.createOrAdopt(ctx, lease, rec, createInDoubt(state) || a.cfg.LookupBeforeCreate, "")
+}
+
+// createInDoubt says whether an earlier attempt may have created a remote
+// record we know no id of: a write was in doubt when this lease was taken
+// and no remote record is known.
+func createInDoubt(state store.State) bool {
+	inDoubt := state.Intent != nil && state.Intent.Version > state.AppliedVersion
+	return inDoubt && (state.RemoteID == "" || state.Deleted)
 }
 
 // createOrAdopt finds an existing remote record by external id (when lookup
-// is set), adopting it and removing duplicates, or creates one after
-// recording a create intent.
+// is set), adopting it and removing duplicates, or creates one. The intent
+// Acquire recorded covers the create: should it land unseen, the next
+// attempt finds the write in doubt and looks up first.
 func (a *Applier) createOrAdopt(ctx context.Context, lease store.Lease, rec sink.Record, lookup bool, prefer string) (string, error) {
 	if lookup {
 		ids, err := a.sink.Lookup(ctx, rec.Entity, rec.Key)
@@ -231,10 +255,6 @@ func (a *Applier) createOrAdopt(ctx context.Context, lease store.Lease, rec sink
 			return keep, nil
 		}
 	}
-	intent := store.Intent{Version: rec.Version, Action: store.ActionCreate, Token: lease.Token, At: a.cfg.Now()}
-	if err := a.store.SaveIntent(ctx, lease, intent); err != nil {
-		return "", fmt.Errorf("record create intent for %s: %w", lease.Key, err)
-	}
 	return a.sink.Create(ctx, rec)
 }
 
@@ -243,7 +263,7 @@ func (a *Applier) createOrAdopt(ctx context.Context, lease store.Lease, rec sink
 func (a *Applier) deleteRemote(ctx context.Context, lease store.Lease, state store.State, version int64) error {
 	// A zombie's create, like a pending one, may have left records we
 	// know no id of.
-	pendingCreate := (state.Intent != nil && state.Intent.Action == store.ActionCreate) || state.RepairNeeded
+	pendingCreate := createInDoubt(state) || state.RepairNeeded
 	if state.RemoteID != "" && !state.Deleted {
 		if err := a.sink.Delete(ctx, lease.Key.Entity, state.RemoteID); err != nil && !errors.Is(err, sink.ErrNotFound) {
 			return err
@@ -301,11 +321,9 @@ func (a *Applier) repair(ctx, held context.Context, lease store.Lease, state sto
 		remoteID, err = a.createOrAdopt(held, lease, rec, true, state.RemoteID)
 	}
 	if err != nil {
-		// Judge the failure before the release, which a renewal would
-		// then take for a lost lease.
-		out := a.callFailure(ctx, held, lease, attempt, err)
-		a.release(ctx, lease)
-		return out
+		// A repair writes the applied version, which has no intent: its
+		// failures are not counted against a newer write's budget.
+		return a.callFailure(ctx, held, lease, state, 0, attempt, err)
 	}
 	out := a.commit(ctx, lease, store.Commit{Version: last.Version, RemoteID: remoteID, Deleted: last.Op == event.OpDelete, Event: state.LastEvent})
 	if out.Result == ResultApplied {
@@ -326,7 +344,9 @@ var errLeaseLost = errors.New("engine: lease lost")
 
 // keepLease renews lease every third of its TTL until stop is called. The
 // returned context ends (cause errLeaseLost) when a renewal finds the lease
-// taken: the calls under it stop, and callFailure schedules a repair. A
+// taken, or when two renewals in a row failed (the store is unreachable and
+// the lease may expire before the next): the calls under it stop, and
+// callFailure schedules a repair. A
 // timer rather than a goroutine per event: most events finish long before
 // the first renewal.
 func (a *Applier) keepLease(ctx context.Context, lease store.Lease) (held context.Context, stop func()) {
@@ -336,6 +356,7 @@ func (a *Applier) keepLease(ctx context.Context, lease store.Lease) (held contex
 		stopped bool
 		running sync.WaitGroup
 		timer   *time.Timer
+		failed  int // renewals failed in a row; only the callback touches it
 	)
 	every := a.cfg.LeaseTTL / 3
 	mu.Lock() // the callback reads timer
@@ -354,8 +375,17 @@ func (a *Applier) keepLease(ctx context.Context, lease store.Lease) (held contex
 			cancel(errLeaseLost)
 			return
 		}
-		// Another error (the store is unreachable): try again at the next
-		// tick; the lease may expire meanwhile, and fencing still holds.
+		if err == nil {
+			failed = 0
+		} else if failed++; failed >= 2 {
+			// The store has been unreachable for two renewals: the lease
+			// expires a third of its TTL from now and another worker may
+			// take the key. Abandon the call before that rather than let it
+			// land after the next holder's write.
+			cancel(errLeaseLost)
+			return
+		}
+		// After one failure, try again at the next tick.
 		mu.Lock()
 		if !stopped {
 			timer.Reset(every)
@@ -372,54 +402,74 @@ func (a *Applier) keepLease(ctx context.Context, lease store.Lease) (held contex
 	}
 }
 
-// callFailure handles a failed sink call. When the lease was lost under
-// it, the call may still have reached the API after another worker's
-// write: the key is flagged for repair and the event retried, as after a
-// fenced commit.
-func (a *Applier) callFailure(ctx, held context.Context, lease store.Lease, attempt int, err error) Outcome {
-	if errors.Is(err, store.ErrFenced) {
-		// The create intent found the lease taken: nothing was written,
-		// and it says nothing about the API's health.
-		return Outcome{Result: ResultRetried, Delay: jitter(a.cfg.LockedRetryDelay), Reason: "lease lost before the create; retrying", Err: err}
+// callFailure judges a failed sink call (before the lease is released,
+// which a renewal would then take for a lost lease), releases the lease and
+// returns the event's fate. version is the version the call wrote (0 for a
+// repair): its API failures are counted in the store, so waiting (a locked
+// key, a pause, an outage hold, an unreachable store or limiter) never uses
+// up an event's attempts; only the API's own answers do.
+func (a *Applier) callFailure(ctx, held context.Context, lease store.Lease, state store.State, version int64, attempt int, err error) Outcome {
+	if errors.Is(context.Cause(held), errLeaseLost) && ctx.Err() == nil {
+		// The lease was lost under the call, which may still have reached
+		// the API after another worker's write: flag the key so the next
+		// holder re-applies the newest state, and come back.
+		a.release(ctx, lease)
+		if merr := a.store.MarkRepair(ctx, lease.Key); merr != nil {
+			return a.storeFailure(1, fmt.Errorf("lease on %s lost during the sink call and marking it for repair failed: %w", lease.Key, merr))
+		}
+		return Outcome{Result: ResultRetried, Delay: jitter(a.cfg.LockedRetryDelay), Reason: "lease lost during the sink call; repair scheduled", Err: err}
 	}
-	if !errors.Is(context.Cause(held), errLeaseLost) || ctx.Err() != nil {
-		return a.sinkFailure(attempt, err)
-	}
-	if merr := a.store.MarkRepair(ctx, lease.Key); merr != nil {
-		return a.storeFailure(1, fmt.Errorf("lease on %s lost during the sink call and marking it for repair failed: %w", lease.Key, merr))
-	}
-	return Outcome{Result: ResultRetried, Delay: jitter(a.cfg.LockedRetryDelay), Reason: "lease lost during the sink call; repair scheduled", Err: err}
-}
-
-// sinkFailure turns a sink error into a retry or a park.
-func (a *Applier) sinkFailure(attempt int, err error) Outcome {
-	retryable, after := sink.Retryable(err)
-	if errors.Is(err, context.Canceled) {
+	v := sink.Classify(held, err)
+	switch {
+	case v.Class == sink.ClassCanceled:
+		a.release(ctx, lease)
 		return Outcome{Result: ResultReleased, Err: err}
-	}
-	if !retryable {
+	case v.Class == sink.ClassLocal:
+		// Never sent: nothing to judge the API by. Wait and try again.
+		a.release(ctx, lease)
+		return Outcome{Result: ResultRetried, Delay: a.waitDelay(attempt), Reason: err.Error(), Err: err}
+	case !v.Class.Retryable():
+		a.release(ctx, lease)
 		return Outcome{Result: ResultParked, Reason: err.Error(), Err: err}
 	}
-	return a.retry(attempt, after, err, true)
+	failures := 1
+	if version > 0 {
+		if in := state.Intent; in != nil && in.Version == version {
+			failures += in.Failures
+		}
+		if rerr := a.store.ReleaseFailed(ctx, lease); rerr != nil {
+			// The count is lost for this attempt; the lease expires.
+			a.cfg.Logger.Warn("release lease after an API failure failed; it will expire", "key", lease.Key.String(), "err", rerr)
+		}
+	} else {
+		failures = attempt
+		a.release(ctx, lease)
+	}
+	out := Outcome{Result: ResultRetried, Reason: err.Error(), Err: err, SinkFailure: v.Class.Outage(), RetryAfter: v.RetryAfter}
+	if failures >= a.cfg.MaxAttempts {
+		out.Result = ResultParked
+		out.Reason = fmt.Sprintf("gave up after %d failed API calls: %v", failures, err)
+		return out
+	}
+	out.Delay = max(Backoff(failures, a.cfg.BackoffBase, a.cfg.BackoffMax), v.RetryAfter)
+	return out
 }
 
 // storeFailure retries an event whose state store call failed. It never
 // parks: the event is valid and the store will come back, so parking would
 // turn a store outage into lost work; the event waits in the retry tiers.
 func (a *Applier) storeFailure(attempt int, err error) Outcome {
-	delay := Backoff(attempt, a.cfg.BackoffBase, a.cfg.BackoffMax)
-	return Outcome{Result: ResultRetried, Delay: delay, Reason: err.Error(), Err: err}
+	return Outcome{Result: ResultRetried, Delay: a.waitDelay(attempt), Reason: err.Error(), Err: err}
 }
 
-func (a *Applier) retry(attempt int, after time.Duration, err error, sinkFailure bool) Outcome {
-	if attempt >= a.cfg.MaxAttempts {
-		return Outcome{Result: ResultParked, Reason: fmt.Sprintf("gave up after %d attempts: %v", attempt, err), Err: err}
-	}
-	delay := Backoff(attempt, a.cfg.BackoffBase, a.cfg.BackoffMax)
-	if after > delay {
-		delay = after
-	}
-	return Outcome{Result: ResultRetried, Delay: delay, Reason: err.Error(), Err: err, SinkFailure: sinkFailure}
+// maxWaitDelay caps the retry delay of an event that waits for something
+// other than the API (a store or limiter coming back): it backs off, but
+// never so far that it lags long after the cause went away.
+const maxWaitDelay = 30 * time.Second
+
+// waitDelay is the retry delay of a waiting event at this delivery attempt.
+func (a *Applier) waitDelay(attempt int) time.Duration {
+	return Backoff(attempt, a.cfg.BackoffBase, min(a.cfg.BackoffMax, max(a.cfg.BackoffBase, maxWaitDelay)))
 }
 
 // Backoff is exponential backoff with equal jitter: attempt 1 waits between

@@ -285,11 +285,7 @@ func TestApplyCrashAfterCreateBeforeCommitReconciles(t *testing.T) {
 		// Simulate a worker that recorded its intent, created the record and
 		// died before committing: its lease simply expires.
 		k := store.Key{Entity: "listing", Key: "9"}
-		lease, _, err := h.store.Acquire(ctx, k, "crashed-worker", time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.store.SaveIntent(ctx, lease, store.Intent{Version: 1, Action: store.ActionCreate, Token: lease.Token, At: time.Now()}); err != nil {
+		if _, _, err := h.store.Acquire(ctx, k, "crashed-worker", time.Second, 1); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := h.applier.sink.Create(ctx, recordOf(t, upsert("9", 1, "one"))); err != nil {
@@ -319,10 +315,14 @@ func TestApplyHTTPOutcomeClasses(t *testing.T) {
 		if !out.SinkFailure || out.Delay <= 0 {
 			t.Fatalf("5xx: %+v", out)
 		}
-		// Max attempts reached → parked with the last error.
-		out = h.apply(t, upsert("a", 1, "x"), 5)
+		// The fifth failed API call (MaxAttempts) parks it with the last
+		// error, whatever the bus's attempt count says.
+		for i := 2; i < 5; i++ {
+			expect(t, h.apply(t, upsert("a", 1, "x"), 1), ResultRetried)
+		}
+		out = h.apply(t, upsert("a", 1, "x"), 1)
 		expect(t, out, ResultParked)
-		if !strings.Contains(out.Reason, "gave up after 5 attempts") {
+		if !strings.Contains(out.Reason, "gave up after 5 failed API calls") {
 			t.Fatalf("reason %q", out.Reason)
 		}
 		_ = h.api.SetFaults(fakeapi.Faults{RateLimit: 1, Burst: 1})
@@ -466,25 +466,105 @@ func TestApplyStopsACallWhoseLeaseIsLost(t *testing.T) {
 	})
 }
 
-// intentFenced is a real store whose create intents find the lease taken.
-type intentFenced struct{ store.Store }
+// localFailure is a sink whose calls never go out: its limiter (say) is
+// unreachable.
+type localFailure struct{ sink.Sink }
 
-func (intentFenced) SaveIntent(_ context.Context, l store.Lease, _ store.Intent) error {
-	return fmt.Errorf("save intent for %s: %w", l.Key, store.ErrFenced)
+func (localFailure) Create(context.Context, sink.Record) (string, error) {
+	return "", fmt.Errorf("take a rate token: %w: connection refused", sink.ErrLocal)
 }
 
-// A create whose intent finds the lease taken sends nothing, and is not
-// an API failure (it must not feed the breaker).
-func TestApplyIntentOnALostLeaseRetriesWithoutBlamingTheAPI(t *testing.T) {
+// A call that never went out (a local failure: limiter, encoder) waits:
+// it is no API failure, feeds no breaker and uses up no attempts.
+func TestApplyLocalFailureWaitsWithoutBlamingTheAPI(t *testing.T) {
 	forEachStore(t, func(t *testing.T, sf storeFactory) {
 		h := newHarness(t, sf, nil)
-		a := h.applierOn(t, intentFenced{h.store})
-		out := a.Apply(context.Background(), upsert("fenced-intent", 1, "one"), 1)
-		if out.Result != ResultRetried || out.SinkFailure {
-			t.Fatalf("outcome %s, sink failure %v (%s); want a retry that is no sink failure", out.Result, out.SinkFailure, out.Reason)
+		local, err := NewApplier(h.store, localFailure{h.applier.sink}, h.applier.cfg)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if n := h.requests(); n != 0 {
-			t.Fatalf("%d API requests for a create whose intent was fenced", n)
+		for attempt := 1; attempt <= 3*h.applier.cfg.MaxAttempts; attempt++ {
+			out := local.Apply(context.Background(), upsert("local", 1, "one"), attempt)
+			if out.Result != ResultRetried || out.SinkFailure || out.Delay <= 0 || out.Delay > maxWaitDelay {
+				t.Fatalf("attempt %d: outcome %s, sink failure %v, delay %s (%s); want a bounded wait that is no sink failure", attempt, out.Result, out.SinkFailure, out.Delay, out.Reason)
+			}
+		}
+		// The API's own failures are counted from zero afterwards.
+		_ = h.api.SetFaults(fakeapi.Faults{ErrorRate: 1})
+		expect(t, h.apply(t, upsert("local", 1, "one"), 1), ResultRetried)
+		_ = h.api.SetFaults(fakeapi.Faults{})
+		expect(t, h.apply(t, upsert("local", 1, "one"), 1), ResultApplied)
+	})
+}
+
+// Failure 5 of issue 12: a key locked (by a crashed worker) for longer than
+// MaxAttempts retries, then one API error, must not park the newest event.
+func TestApplyLongLockThenOneAPIErrorDoesNotPark(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarness(t, sf, nil)
+		ctx := context.Background()
+		expect(t, h.apply(t, upsert("hot", 1, "one"), 1), ResultApplied)
+		// Worker A took v2 and died mid-call; its lease stands.
+		if _, _, err := h.store.Acquire(ctx, store.Key{Entity: "listing", Key: "hot"}, "killed-worker", 1500*time.Millisecond, 2); err != nil {
+			t.Fatal(err)
+		}
+		attempt := 1
+		for ; attempt <= 2*h.applier.cfg.MaxAttempts; attempt++ {
+			expect(t, h.apply(t, upsert("hot", 3, "three"), attempt), ResultLocked)
+		}
+		time.Sleep(1600 * time.Millisecond) // A's lease expires
+		_ = h.api.SetFaults(fakeapi.Faults{ErrorRate: 1})
+		out := h.apply(t, upsert("hot", 3, "three"), attempt)
+		if out.Result != ResultRetried || !out.SinkFailure {
+			t.Fatalf("after %d locked attempts one API error gave %s (%s); want a retry", attempt-1, out.Result, out.Reason)
+		}
+		_ = h.api.SetFaults(fakeapi.Faults{})
+		expect(t, h.apply(t, upsert("hot", 3, "three"), attempt+1), ResultApplied)
+		if recs := h.remote(t, "hot"); len(recs) != 1 || recs[0]["title"] != "three" {
+			t.Fatalf("want v3 applied, got %v", recs)
+		}
+	})
+}
+
+// Failure 3 of issue 12: while a newer write's outcome is unknown (it
+// timed out after it landed), an older event must not overwrite it; the
+// newer event's retry lands and nothing stale reaches the API.
+func TestApplyOlderEventNeverPassesAWriteInDoubt(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarnessTimeout(t, sf, 300*time.Millisecond, nil)
+		expect(t, h.apply(t, upsert("doubt", 1, "one"), 1), ResultApplied)
+		// v3's update lands, but its answer never comes back in time.
+		_ = h.api.SetFaults(fakeapi.Faults{TimeoutRate: 1, TimeoutHold: fakeapi.Duration(time.Second)})
+		expect(t, h.apply(t, upsert("doubt", 3, "three"), 1), ResultRetried)
+		_ = h.api.SetFaults(fakeapi.Faults{})
+		// v2, delivered late, finds v3 in doubt: it is superseded.
+		expect(t, h.apply(t, upsert("doubt", 2, "two"), 1), ResultSuperseded)
+		if recs := h.remote(t, "doubt"); len(recs) != 1 || recs[0]["title"] != "three" {
+			t.Fatalf("the API's record after the older event: %v, want v3", recs)
+		}
+		expect(t, h.apply(t, upsert("doubt", 3, "three"), 2), ResultApplied)
+		expect(t, h.apply(t, upsert("doubt", 2, "two"), 2), ResultStale)
+		if n := h.api.Stats().StaleWrites; n != 0 {
+			t.Fatalf("the API saw %d stale writes", n)
+		}
+	})
+}
+
+// A create in doubt (timed out after it landed) is looked up, not
+// repeated, by the next attempt: the intent Acquire recorded covers it
+// without a round trip of its own.
+func TestApplyCreateInDoubtIsLookedUpNotRepeated(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarnessTimeout(t, sf, 300*time.Millisecond, nil)
+		_ = h.api.SetFaults(fakeapi.Faults{TimeoutRate: 1, TimeoutHold: fakeapi.Duration(time.Second)})
+		expect(t, h.apply(t, upsert("new", 1, "one"), 1), ResultRetried)
+		_ = h.api.SetFaults(fakeapi.Faults{})
+		expect(t, h.apply(t, upsert("new", 1, "one"), 2), ResultApplied)
+		if recs := h.remote(t, "new"); len(recs) != 1 {
+			t.Fatalf("want one record, got %v", recs)
+		}
+		if d := h.api.Stats().DuplicateRecords; d != 0 {
+			t.Fatalf("%d duplicate records", d)
 		}
 	})
 }

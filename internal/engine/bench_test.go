@@ -264,7 +264,7 @@ func seedApplied(b *testing.B, st store.Store, keys []string) {
 		g.Go(func() {
 			for k := range work {
 				key := store.Key{Entity: "listing", Key: k}
-				l, _, err := st.Acquire(ctx, key, "seed", time.Minute)
+				l, _, err := st.Acquire(ctx, key, "seed", time.Minute, 0)
 				if err == nil {
 					err = st.Commit(ctx, l, store.Commit{Version: 1, RemoteID: "r-" + k, Event: upsert(k, 1, "seed")})
 				}

@@ -34,10 +34,17 @@ type Config struct {
 	ResyncConcurrency int
 	// Prefetch per stream; default Concurrency.
 	Prefetch int
-	// LeaseTTL bounds how long one event may hold its entity. It must cover
-	// the slowest event: up to three sink calls (lookup, create, update).
+	// LeaseTTL is how long an entity's lease lasts without renewal. Leases
+	// are renewed every third of it while their calls run, so it need not
+	// cover the slowest call; it bounds how long a crashed worker's keys
+	// stay locked. Default 10s: renewals every 3.3s survive a stall of
+	// over 6s, and the keys of a killed worker are free 10s later.
 	LeaseTTL time.Duration
-	// MaxAttempts before a retryable failure is parked. Default 25.
+	// MaxAttempts is how many of the API's failures (5xx, timeouts,
+	// transport errors, 429s) one version of a key may meet before it is
+	// parked. They are counted in the state store across workers and
+	// redeliveries; waiting (a locked key, a pause, an outage hold, an
+	// unreachable store or limiter) never counts. Default 25.
 	MaxAttempts int
 	// BackoffBase and BackoffMax shape exponential backoff with jitter.
 	BackoffBase time.Duration
@@ -95,7 +102,7 @@ func (c Config) WithDefaults() Config {
 		c.Prefetch = c.Concurrency
 	}
 	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 60 * time.Second
+		c.LeaseTTL = 10 * time.Second
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 25
@@ -157,7 +164,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("worker.prefetch: %d must be at least 1", c.Prefetch))
 	}
 	if c.LeaseTTL < time.Second {
-		errs = append(errs, fmt.Errorf("worker.lease_ttl: %s is too short; use at least 1s, and more than three sink timeouts", c.LeaseTTL))
+		errs = append(errs, fmt.Errorf("worker.lease_ttl: %s is too short; use at least 1s (leases are renewed every third of it)", c.LeaseTTL))
 	}
 	if c.MaxAttempts < 1 {
 		errs = append(errs, fmt.Errorf("worker.max_attempts: %d must be at least 1", c.MaxAttempts))

@@ -297,7 +297,7 @@ func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, 
 	out := w.applier.Apply(bus.WithStream(ctx, stream), d.Body(), d.Attempt())
 	var err error
 	switch out.Result {
-	case ResultApplied, ResultDuplicate, ResultStale, ResultRepaired:
+	case ResultApplied, ResultDuplicate, ResultStale, ResultSuperseded, ResultRepaired:
 		err = d.Ack(ctx)
 	case ResultRetried, ResultLocked:
 		if persistent(out.Result, d.Attempt()) {
@@ -321,11 +321,9 @@ func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, 
 		}
 		w.cfg.Logger.Warn("settling delivery failed; the broker will redeliver it", "stream", string(stream), "result", string(out.Result), "err", err)
 	}
-	if out.SinkFailure {
-		var se *sink.Error
-		if errors.As(out.Err, &se) && se.RetryAfter > 0 {
-			w.breaker.Hold(se.RetryAfter)
-		}
+	if out.RetryAfter > 0 {
+		// The API asked every caller to wait (sink.Classify decoded it).
+		w.breaker.Hold(out.RetryAfter)
 	}
 	success := out.Result == ResultApplied || out.Result == ResultRepaired
 	switch opened, closed := w.breaker.Record(probe, out.SinkFailure, success); {
