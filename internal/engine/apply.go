@@ -26,11 +26,11 @@ const (
 	// is unknown, its event will be retried); this older one must not pass
 	// it.
 	ResultSuperseded Result = "superseded"
-	ResultRepaired  Result = "repaired"  // a stale event triggered a repair of the newest state
-	ResultRetried   Result = "retried"   // scheduled for a delayed retry
-	ResultLocked    Result = "locked"    // entity leased elsewhere, retried later
-	ResultParked    Result = "parked"    // moved to the parked queue with a reason
-	ResultReleased  Result = "released"  // handed back on shutdown
+	ResultRepaired   Result = "repaired" // a stale event triggered a repair of the newest state
+	ResultRetried    Result = "retried"  // scheduled for a delayed retry
+	ResultLocked     Result = "locked"   // entity leased elsewhere, retried later
+	ResultParked     Result = "parked"   // moved to the parked queue with a reason
+	ResultReleased   Result = "released" // handed back on shutdown
 )
 
 // Outcome is the fate of one delivery, decided by Applier.Apply and carried
