@@ -58,7 +58,7 @@ func (s sample) line() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%5.1fs %-19s published %s · applied %s · dup %s · stale %s · retried %s · parked %s",
 		s.elapsed.Seconds(), s.phase, num(int64(s.published)), num(r["applied"]+r["repaired"]),
-		num(r["duplicate"]), num(r["stale"]), num(r["retried"]+r["locked"]), num(r["parked"]))
+		num(r["duplicate"]), num(r["stale"]+r["superseded"]), num(r["retried"]+r["locked"]), num(r["parked"]))
 	a := s.api.Statuses
 	fmt.Fprintf(&b, " | API 2xx %s 429 %s 5xx %s timeout %s", num(a["2xx"]), num(a["429"]), num(a["5xx"]), num(a["timeout"]))
 	fmt.Fprintf(&b, " | breakers %s", breakerSummary(s.breakers))

@@ -223,7 +223,7 @@ func (r *Report) Write(w io.Writer) {
 }
 
 func results(m map[string]int64) string {
-	order := []string{"applied", "duplicate", "stale", "repaired", "retried", "locked", "parked", "released"}
+	order := []string{"applied", "duplicate", "stale", "superseded", "repaired", "retried", "locked", "parked", "released"}
 	parts := make([]string, 0, len(order))
 	for _, k := range order {
 		parts = append(parts, k+" "+num(m[k]))
