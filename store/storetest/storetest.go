@@ -8,13 +8,17 @@
 //
 // The suite checks the contracts documented in package store: monotonic
 // fencing tokens, lease expiry and takeover, fenced writes, stale-commit
-// rejection, intents, repair flags, scans and the control space, plus a race
-// of many goroutines over one key that must never let two holders overlap.
+// rejection, the write in doubt (the intent Acquire records, its failure
+// count and when Commit clears it), repair flags, scans and the control
+// space, plus a race of many goroutines over one key that must never let two
+// holders overlap.
 //
 // Two points the port leaves implicit are pinned down here so adapters agree:
 // fencing compares tokens only, so a lease that expired while nobody else
 // acquired the key can still commit; and Scan stops at the first error its
-// callback returns and returns that error.
+// callback returns and returns that error; and a released lease is no longer
+// held, so ReleaseFailed of a lease released already counts nothing (a
+// retried call must not count one failure twice).
 // Subtests run in parallel and wait for leases of a few hundred milliseconds,
 // so one run takes a few seconds.
 package storetest
@@ -65,8 +69,16 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"CommitStale", testCommitStale},
 		{"CommitSameVersion", testCommitSameVersion},
 		{"CommitTombstone", testCommitTombstone},
-		{"SaveIntent", testSaveIntent},
-		{"SaveIntentFenced", testSaveIntentFenced},
+		{"AcquireRecordsIntent", testAcquireRecordsIntent},
+		{"AcquireReturnsPreviousIntent", testAcquireReturnsPreviousIntent},
+		{"AcquireVersionZeroRecordsNothing", testAcquireVersionZeroRecordsNothing},
+		{"AcquireOlderVersionKeepsIntent", testAcquireOlderVersionKeepsIntent},
+		{"AcquireSameVersionKeepsIntent", testAcquireSameVersionKeepsIntent},
+		{"AcquireLockedRecordsNothing", testAcquireLockedRecordsNothing},
+		{"ReleaseFailedCountsFailures", testReleaseFailedCountsFailures},
+		{"ReleaseFailedFenced", testReleaseFailedFenced},
+		{"CommitClearsIntentAtOrBelowItsVersion", testCommitClearsIntentAtOrBelow},
+		{"CommitKeepsNewerIntent", testCommitKeepsNewerIntent},
 		{"Extend", testExtend},
 		{"ExtendFenced", testExtendFenced},
 		{"Release", testRelease},
@@ -98,11 +110,18 @@ func ctxFor(t *testing.T) context.Context {
 	return ctx
 }
 
+// mustAcquire takes a lease to look (version 0: records no intent).
 func mustAcquire(t *testing.T, s store.Store, k store.Key, owner string, ttl time.Duration) (store.Lease, store.State) {
 	t.Helper()
-	l, st, err := s.Acquire(ctxFor(t), k, owner, ttl)
+	return mustAcquireVersion(t, s, k, owner, ttl, 0)
+}
+
+// mustAcquireVersion takes a lease to write version.
+func mustAcquireVersion(t *testing.T, s store.Store, k store.Key, owner string, ttl time.Duration, version int64) (store.Lease, store.State) {
+	t.Helper()
+	l, st, err := s.Acquire(ctxFor(t), k, owner, ttl, version)
 	if err != nil {
-		t.Fatalf("Acquire(%s, %q): %v", k, owner, err)
+		t.Fatalf("Acquire(%s, %q, version %d): %v", k, owner, version, err)
 	}
 	if l.Key != k || l.Owner != owner {
 		t.Fatalf("Acquire(%s, %q) returned lease for %s owned by %q", k, owner, l.Key, l.Owner)
@@ -116,12 +135,20 @@ func mustAcquire(t *testing.T, s store.Store, k store.Key, owner string, ttl tim
 	return l, st
 }
 
-// acquireWhenExpired retries Acquire until the current lease expires.
+// acquireWhenExpired retries Acquire (version 0) until the current lease
+// expires.
 func acquireWhenExpired(t *testing.T, s store.Store, k store.Key, owner string, ttl time.Duration) (store.Lease, store.State) {
+	t.Helper()
+	return acquireVersionWhenExpired(t, s, k, owner, ttl, 0)
+}
+
+// acquireVersionWhenExpired retries Acquire of version until the current
+// lease expires.
+func acquireVersionWhenExpired(t *testing.T, s store.Store, k store.Key, owner string, ttl time.Duration, version int64) (store.Lease, store.State) {
 	t.Helper()
 	deadline := time.Now().Add(expiryDeadline)
 	for {
-		l, st, err := s.Acquire(ctxFor(t), k, owner, ttl)
+		l, st, err := s.Acquire(ctxFor(t), k, owner, ttl, version)
 		if err == nil {
 			return l, st
 		}
@@ -138,7 +165,13 @@ func acquireWhenExpired(t *testing.T, s store.Store, k store.Key, owner string, 
 
 func expectLocked(t *testing.T, s store.Store, k store.Key, owner string) *store.LockedError {
 	t.Helper()
-	_, _, err := s.Acquire(ctxFor(t), k, owner, longTTL)
+	return expectLockedVersion(t, s, k, owner, 0)
+}
+
+// expectLockedVersion expects an Acquire of version to find k locked.
+func expectLockedVersion(t *testing.T, s store.Store, k store.Key, owner string, version int64) *store.LockedError {
+	t.Helper()
+	_, _, err := s.Acquire(ctxFor(t), k, owner, longTTL, version)
 	if !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("Acquire(%s, %q) = %v, want ErrLocked", k, owner, err)
 	}
@@ -167,7 +200,7 @@ func assertState(t *testing.T, what string, got, want store.State) {
 		t.Errorf("%s: intent = %+v, want %+v", what, got.Intent, want.Intent)
 	default:
 		g, w := *got.Intent, *want.Intent
-		if g.Version != w.Version || g.Action != w.Action || g.Token != w.Token || !g.At.Equal(w.At) {
+		if g.Version != w.Version || g.Token != w.Token || g.Failures != w.Failures || !g.At.Equal(w.At) {
 			t.Errorf("%s: intent = %+v, want %+v", what, g, w)
 		}
 	}
@@ -279,11 +312,7 @@ func testCommitStoresStateAndReleases(t *testing.T, s store.Store) {
 	if err := s.MarkRepair(ctxFor(t), k); err != nil {
 		t.Fatalf("MarkRepair: %v", err)
 	}
-	l, _ := mustAcquire(t, s, k, "w1", longTTL)
-	at := time.Now().Truncate(time.Millisecond)
-	if err := s.SaveIntent(ctxFor(t), l, store.Intent{Version: 7, Action: store.ActionCreate, Token: l.Token, At: at}); err != nil {
-		t.Fatalf("SaveIntent: %v", err)
-	}
+	l, _ := mustAcquireVersion(t, s, k, "w1", longTTL, 7)
 	c := store.Commit{Version: 7, RemoteID: "remote-7", Event: eventBytes(k, 7)}
 	if err := s.Commit(ctxFor(t), l, c); err != nil {
 		t.Fatalf("Commit: %v", err)
@@ -391,51 +420,6 @@ func testCommitTombstone(t *testing.T, s store.Store) {
 	}
 	_, st = mustAcquire(t, s, k, "w1", longTTL)
 	assertState(t, "after resurrection", st, commitState(up))
-}
-
-func testSaveIntent(t *testing.T, s store.Store) {
-	k := store.Key{Entity: "listing", Key: "intent"}
-	c := commitVersion(t, s, k, 2)
-	l, _ := mustAcquire(t, s, k, "w1", longTTL)
-	in := store.Intent{Version: 3, Action: store.ActionUpdate, Token: l.Token, At: time.Now().Truncate(time.Millisecond)}
-	if err := s.SaveIntent(ctxFor(t), l, in); err != nil {
-		t.Fatalf("SaveIntent: %v", err)
-	}
-	// Crash: the lease is released without a commit. The next holder sees
-	// the intent and the unchanged applied state.
-	if err := s.Release(ctxFor(t), l); err != nil {
-		t.Fatalf("Release: %v", err)
-	}
-	l2, st := mustAcquire(t, s, k, "w2", longTTL)
-	want := commitState(c)
-	want.Intent = &in
-	assertState(t, "after intent", st, want)
-	// A newer intent replaces the old one.
-	in2 := store.Intent{Version: 4, Action: store.ActionDelete, Token: l2.Token, At: time.Now().Add(time.Second).Truncate(time.Millisecond)}
-	if err := s.SaveIntent(ctxFor(t), l2, in2); err != nil {
-		t.Fatalf("second SaveIntent: %v", err)
-	}
-	if err := s.Release(ctxFor(t), l2); err != nil {
-		t.Fatalf("Release: %v", err)
-	}
-	_, st = mustAcquire(t, s, k, "w3", longTTL)
-	want.Intent = &in2
-	assertState(t, "after second intent", st, want)
-}
-
-func testSaveIntentFenced(t *testing.T, s store.Store) {
-	k := store.Key{Entity: "listing", Key: "intent-fenced"}
-	old, _ := mustAcquire(t, s, k, "w1", shortTTL)
-	cur, _ := acquireWhenExpired(t, s, k, "w2", longTTL)
-	err := s.SaveIntent(ctxFor(t), old, store.Intent{Version: 1, Action: store.ActionCreate, Token: old.Token, At: time.Now()})
-	if !errors.Is(err, store.ErrFenced) {
-		t.Fatalf("SaveIntent with superseded token = %v, want ErrFenced", err)
-	}
-	if err := s.Release(ctxFor(t), cur); err != nil {
-		t.Fatalf("Release: %v", err)
-	}
-	_, st := mustAcquire(t, s, k, "w3", longTTL)
-	assertState(t, "after fenced intent", st, store.State{})
 }
 
 func testExtend(t *testing.T, s store.Store) {
@@ -706,14 +690,16 @@ func testCanceledContext(t *testing.T, s store.Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	k := store.Key{Entity: "listing", Key: "canceled"}
-	if _, _, err := s.Acquire(ctx, k, "w1", longTTL); err == nil || errors.Is(err, store.ErrLocked) {
+	if _, _, err := s.Acquire(ctx, k, "w1", longTTL, 3); err == nil || errors.Is(err, store.ErrLocked) {
 		t.Errorf("Acquire with canceled context = %v, want a context error", err)
 	}
 	if err := s.SetControl(ctx, "x", []byte("y"), 0); err == nil {
 		t.Errorf("SetControl with canceled context succeeded")
 	}
-	// The store still works afterwards.
-	mustAcquire(t, s, k, "w1", longTTL)
+	// The store still works afterwards, and the failed Acquire took no
+	// lease and recorded no intent.
+	_, st := mustAcquire(t, s, k, "w2", longTTL)
+	assertState(t, "after an Acquire with a canceled context", st, store.State{})
 }
 
 func testControlSetGetDelete(t *testing.T, s store.Store) {
@@ -906,7 +892,7 @@ func testConcurrentHolders(t *testing.T, s store.Store) {
 }
 
 func holdOnce(ctx context.Context, s store.Store, k store.Key, owner string, inLease *atomic.Int32, commits, lastToken *atomic.Int64) error {
-	l, st, err := acquireWhenFree(ctx, s, k, owner)
+	l, st, err := acquireWhenFree(ctx, s, k, owner, 0)
 	if err != nil {
 		return err
 	}
@@ -930,10 +916,11 @@ func holdOnce(ctx context.Context, s store.Store, k store.Key, owner string, inL
 	return nil
 }
 
-// acquireWhenFree acquires k, trying again while another owner holds it.
-func acquireWhenFree(ctx context.Context, s store.Store, k store.Key, owner string) (store.Lease, store.State, error) {
+// acquireWhenFree acquires k to write version, trying again while another
+// owner holds it.
+func acquireWhenFree(ctx context.Context, s store.Store, k store.Key, owner string, version int64) (store.Lease, store.State, error) {
 	for {
-		l, st, err := s.Acquire(ctx, k, owner, longTTL)
+		l, st, err := s.Acquire(ctx, k, owner, longTTL, version)
 		var locked *store.LockedError
 		if !errors.As(err, &locked) {
 			if err != nil {
@@ -969,17 +956,18 @@ func race(t *testing.T, goroutines, iterations int, fn func(g, i int) error) {
 }
 
 // testConcurrentKeysStayApart races many goroutines over a few keys with
-// every lease call a worker makes (acquire, intent, commit, release), as a
-// busy worker does. Stores that batch or pipeline calls must hand every
-// caller its own key's result: each key's state must only ever hold what
-// was committed for that key, and count every commit made to it.
+// every lease call a worker makes (acquire with and without an intent,
+// commit, release, release after a failure), as a busy worker does. Stores
+// that batch or pipeline calls must hand every caller its own key's result:
+// each key's state must only ever hold what was done to that key, and count
+// every commit and every failure made to it.
 func testConcurrentKeysStayApart(t *testing.T, s store.Store) {
 	const goroutines, keys, iterations = 24, 12, 40
-	var commits [keys]atomic.Int64
+	var commits, failures [keys]atomic.Int64
 	ctx := ctxFor(t)
 	race(t, goroutines, iterations, func(g, i int) error {
 		n := (g*7 + i*5) % keys
-		if err := touchKey(ctx, s, n, fmt.Sprintf("g%d-%d", g, i), i%4, &commits[n]); err != nil {
+		if err := touchKey(ctx, s, n, fmt.Sprintf("g%d-%d", g, i), i%5, &commits[n], &failures[n]); err != nil {
 			return fmt.Errorf("goroutine %d iteration %d: %w", g, i, err)
 		}
 		return nil
@@ -993,15 +981,35 @@ func testConcurrentKeysStayApart(t *testing.T, s store.Store) {
 		if st.AppliedVersion != commits[n].Load() {
 			t.Errorf("%s: applied version %d after %d commits", k, st.AppliedVersion, commits[n].Load())
 		}
+		if got := intentFailures(st); got != failures[n].Load() {
+			t.Errorf("%s: %d failures counted, want %d", k, got, failures[n].Load())
+		}
 	}
 }
 
-// touchKey takes key n's lease and, by mode, commits the next version
-// (with or without an intent first), deletes it, or only releases it; it
-// fails when the state it sees belongs to another key.
-func touchKey(ctx context.Context, s store.Store, n int, owner string, mode int, commits *atomic.Int64) error {
+func intentFailures(st store.State) int64 {
+	if st.Intent == nil {
+		return 0
+	}
+	return int64(st.Intent.Failures)
+}
+
+// touchKey takes key n's lease and, by mode, only releases it, records an
+// intent and gives up (as a crash would), records an intent and commits,
+// commits (a deletion every other version) without one, or records an
+// intent and releases it as failed. commits counts the key's commits and
+// failures the failures counted since the last one. It fails when the state
+// it sees belongs to another key or is not what the calls before left.
+func touchKey(ctx context.Context, s store.Store, n int, owner string, mode int, commits, failures *atomic.Int64) error {
 	k := store.Key{Entity: "listing", Key: fmt.Sprintf("apart-%d", n)}
-	l, st, err := acquireWhenFree(ctx, s, k, owner)
+	// The version to write, guessed before the lease is held as the
+	// engine's comes with its event: another commit may land first, and
+	// then it is not above the applied version and records nothing.
+	var version int64
+	if mode == 1 || mode == 2 || mode == 4 {
+		version = commits.Load() + 1
+	}
+	l, st, err := acquireWhenFree(ctx, s, k, owner, version)
 	if err != nil {
 		return err
 	}
@@ -1017,21 +1025,22 @@ func touchKey(ctx context.Context, s store.Store, n int, owner string, mode int,
 	if st.Intent != nil && st.Intent.Version != st.AppliedVersion+1 {
 		return fmt.Errorf("%s: intent for version %d left at applied version %d", k, st.Intent.Version, st.AppliedVersion)
 	}
+	if got := intentFailures(st); got != failures.Load() {
+		return fmt.Errorf("%s: holder sees %d failures counted, want %d (intent %+v)", k, got, failures.Load(), st.Intent)
+	}
 	next := st.AppliedVersion + 1
 	switch mode {
-	case 0: // acquire and change nothing
+	case 0, 1: // change nothing, or give up after recording the intent
 		return s.Release(ctx, l)
-	case 1: // an intent, then give up as a failed create would
-		if err := s.SaveIntent(ctx, l, store.Intent{Version: next, Action: store.ActionCreate, Token: l.Token, At: time.Now()}); err != nil {
-			return fmt.Errorf("SaveIntent %s: %w", k, err)
+	case 4:
+		// Count before the release lets the next holder look.
+		if st.Intent != nil || version == next {
+			failures.Add(1)
 		}
-		return s.Release(ctx, l)
-	case 2:
-		if err := s.SaveIntent(ctx, l, store.Intent{Version: next, Action: store.ActionCreate, Token: l.Token, At: time.Now()}); err != nil {
-			return fmt.Errorf("SaveIntent %s: %w", k, err)
-		}
+		return s.ReleaseFailed(ctx, l)
 	}
 	commits.Add(1)
+	failures.Store(0)
 	c := store.Commit{Version: next, RemoteID: "r-" + k.Key, Deleted: mode == 3 && next%2 == 0, Event: eventBytes(k, next)}
 	if err := s.Commit(ctx, l, c); err != nil {
 		return fmt.Errorf("Commit %s version %d: %w", k, next, err)
@@ -1041,8 +1050,9 @@ func touchKey(ctx context.Context, s store.Store, n int, owner string, mode int,
 
 var benchRuns atomic.Int64
 
-// BenchmarkAcquireCommit measures one event's store cost, Acquire followed by
-// Commit of the next version, from b.RunParallel goroutines working on
+// BenchmarkAcquireCommit measures one event's store cost, Acquire of the next
+// version (recording it as the intent, as the engine does) followed by its
+// Commit, from b.RunParallel goroutines working on
 // distinct keys (as workers on a well-spread stream do). Like the engine, it
 // keeps many events in flight: 32 goroutines per GOMAXPROCS, so a backend's
 // group commit is exercised. It reports acquire+commit pairs per second as
@@ -1067,7 +1077,7 @@ func BenchmarkAcquireCommit(b *testing.B, s store.Store) {
 			n := i % keysPerGoroutine
 			i++
 			k := store.Key{Entity: "listing", Key: fmt.Sprintf("%s-%d", owner, n)}
-			l, _, err := s.Acquire(ctx, k, owner, 30*time.Second)
+			l, _, err := s.Acquire(ctx, k, owner, 30*time.Second, versions[n]+1)
 			if err != nil {
 				b.Errorf("Acquire: %v", err)
 				return
