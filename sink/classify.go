@@ -99,3 +99,17 @@ func (c Class) Outage() bool {
 func (c Class) Retryable() bool {
 	return c != ClassOK && c != ClassClientError
 }
+
+// HealthReporter is implemented by a sink that judges the API's health for
+// every process sharing the API (throttle.Sink does, through the state
+// store's service). A worker whose sink implements it follows that one
+// judgement instead of counting failures on its own: while the API is down
+// it stops pulling events and lets one event at a time through, which the
+// reporter uses as its probe; a Retry-After is held by the reporter, for the
+// whole fleet.
+type HealthReporter interface {
+	// APIDown reports whether calls are held because the API is judged
+	// down, and a channel that is closed at the next change of that
+	// judgement.
+	APIDown() (down bool, changed <-chan struct{})
+}

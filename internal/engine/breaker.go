@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/eventsync/eventsync/sink"
 )
 
 // breaker stops a worker from pulling events while the API is down. After
@@ -12,9 +14,16 @@ import (
 // up to MaxOpenFor); then a single probe event is let through: success
 // closes it, failure opens it again. Events stay in the queue meanwhile, so
 // an outage costs no retries and no memory.
+//
+// When the sink judges the API's health itself (sink.HealthReporter: the
+// throttle, for the whole fleet), the breaker only follows that judgement:
+// tripped while the reporter says the API is down, one event at a time
+// let through as the reporter's probe, no counting and no holds of its own.
+// One component decides, so the two can never disagree.
 type breaker struct {
-	cfg BreakerConfig
-	now func() time.Time
+	cfg    BreakerConfig
+	now    func() time.Time
+	health sink.HealthReporter // nil: the breaker counts failures itself
 
 	mu          sync.Mutex
 	failures    int
@@ -25,8 +34,17 @@ type breaker struct {
 	holdReasons string
 }
 
-func newBreaker(cfg BreakerConfig, now func() time.Time) *breaker {
-	return &breaker{cfg: cfg, now: now, changed: make(chan struct{})}
+func newBreaker(cfg BreakerConfig, now func() time.Time, health sink.HealthReporter) *breaker {
+	return &breaker{cfg: cfg, now: now, health: health, changed: make(chan struct{})}
+}
+
+// tripped reports whether only probes may pass, and a channel closed when
+// the reporter's judgement changes (nil without a reporter). b.mu is held.
+func (b *breaker) tripped() (bool, <-chan struct{}) {
+	if b.health != nil {
+		return b.health.APIDown()
+	}
+	return b.failures >= b.cfg.Failures, nil
 }
 
 func (b *breaker) signal() {
@@ -38,10 +56,11 @@ func (b *breaker) signal() {
 func (b *breaker) State() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	tripped, _ := b.tripped()
 	switch {
-	case b.now().Before(b.openUntil):
+	case b.now().Before(b.openUntil) || b.health != nil && tripped:
 		return "open"
-	case b.probing || b.failures >= b.cfg.Failures:
+	case b.probing || tripped:
 		return "half-open"
 	}
 	return "closed"
@@ -58,7 +77,7 @@ func (b *breaker) WaitPull(ctx context.Context) error {
 		if wait <= 0 {
 			return nil
 		}
-		if err := waitFor(ctx, wait, changed, nil); err != nil {
+		if err := waitFor(ctx, wait, changed, nil, nil); err != nil {
 			return err
 		}
 	}
@@ -74,7 +93,7 @@ func (b *breaker) Admit(ctx context.Context, stop <-chan struct{}) (probe bool, 
 	for {
 		b.mu.Lock()
 		wait := b.openUntil.Sub(b.now())
-		tripped := b.failures >= b.cfg.Failures
+		tripped, healthChanged := b.tripped()
 		switch {
 		case wait > 0:
 		case !tripped:
@@ -87,7 +106,7 @@ func (b *breaker) Admit(ctx context.Context, stop <-chan struct{}) (probe bool, 
 		}
 		changed := b.changed
 		b.mu.Unlock()
-		if err := waitFor(ctx, wait, changed, stop); err != nil {
+		if err := waitFor(ctx, wait, changed, stop, healthChanged); err != nil {
 			return false, err
 		}
 	}
@@ -96,9 +115,9 @@ func (b *breaker) Admit(ctx context.Context, stop <-chan struct{}) (probe bool, 
 // errStop reports that Admit's stop channel was closed.
 var errStop = errors.New("engine: stream's pause flags changed")
 
-// waitFor returns nil after d (when positive) or when changed is closed,
-// errStop when stop is closed, and ctx's error when ctx ends.
-func waitFor(ctx context.Context, d time.Duration, changed, stop <-chan struct{}) error {
+// waitFor returns nil after d (when positive) or when changed or also is
+// closed, errStop when stop is closed, and ctx's error when ctx ends.
+func waitFor(ctx context.Context, d time.Duration, changed, stop, also <-chan struct{}) error {
 	var timer <-chan time.Time
 	if d > 0 {
 		t := time.NewTimer(d)
@@ -111,6 +130,7 @@ func waitFor(ctx context.Context, d time.Duration, changed, stop <-chan struct{}
 	case <-stop:
 		return errStop
 	case <-changed:
+	case <-also:
 	case <-timer:
 	}
 	return nil
@@ -125,6 +145,8 @@ func (b *breaker) Record(probe bool, sinkFailure, success bool) (opened, closed 
 		b.probing = false
 	}
 	switch {
+	case b.health != nil:
+		// The reporter judged the call already; recovery shows there.
 	case sinkFailure:
 		b.failures++
 		if b.failures >= b.cfg.Failures {
@@ -145,10 +167,14 @@ func (b *breaker) Record(probe bool, sinkFailure, success bool) (opened, closed 
 	return opened, closed
 }
 
-// Hold pauses pulling until d has passed, as asked by a Retry-After.
+// Hold pauses pulling until d has passed, as asked by a Retry-After. With a
+// reporter the reporter holds (for the whole fleet), not the breaker.
 func (b *breaker) Hold(d time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.health != nil {
+		return
+	}
 	if until := b.now().Add(d); until.After(b.openUntil) {
 		b.openUntil = until
 	}

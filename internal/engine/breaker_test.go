@@ -23,7 +23,7 @@ func (c *manualClock) Advance(d time.Duration) {
 
 func TestBreakerOpensAfterConsecutiveFailuresAndProbes(t *testing.T) {
 	clock := &manualClock{t: time.Unix(1000, 0)}
-	b := newBreaker(BreakerConfig{Failures: 3, OpenFor: time.Second, MaxOpenFor: 4 * time.Second}, clock.Now)
+	b := newBreaker(BreakerConfig{Failures: 3, OpenFor: time.Second, MaxOpenFor: 4 * time.Second}, clock.Now, nil)
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
 		b.Record(false, true, false)
@@ -94,7 +94,7 @@ func TestBreakerOpensAfterConsecutiveFailuresAndProbes(t *testing.T) {
 
 func TestBreakerHoldHonoursRetryAfter(t *testing.T) {
 	clock := &manualClock{t: time.Unix(1000, 0)}
-	b := newBreaker(BreakerConfig{Failures: 10, OpenFor: time.Second, MaxOpenFor: time.Minute}, clock.Now)
+	b := newBreaker(BreakerConfig{Failures: 10, OpenFor: time.Second, MaxOpenFor: time.Minute}, clock.Now, nil)
 	b.Hold(5 * time.Second)
 	if b.State() != "open" {
 		t.Fatalf("hold should stop pulling, got %s", b.State())
@@ -127,5 +127,77 @@ func TestConfigValidateNamesKeys(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%v lacks %s", err, want)
 		}
+	}
+}
+
+// scriptedHealth is a sink.HealthReporter whose judgement the test sets.
+type scriptedHealth struct {
+	mu      sync.Mutex
+	down    bool
+	changed chan struct{}
+}
+
+func (h *scriptedHealth) APIDown() (bool, <-chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.down, h.changed
+}
+
+func (h *scriptedHealth) set(down bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.down = down
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+// With a reporter (the throttle) the breaker follows its judgement only:
+// failures it is told about count for nothing, a Retry-After holds
+// nothing, and while the API is down one event at a time passes as the
+// reporter's probe.
+func TestBreakerFollowsTheSinksJudgement(t *testing.T) {
+	clock := &manualClock{t: time.Unix(1000, 0)}
+	health := &scriptedHealth{changed: make(chan struct{})}
+	b := newBreaker(BreakerConfig{Failures: 1, OpenFor: time.Second, MaxOpenFor: time.Second}, clock.Now, health)
+	ctx := context.Background()
+	for range 5 {
+		b.Record(false, true, false)
+	}
+	b.Hold(time.Hour)
+	if probe, err := b.Admit(ctx, nil); err != nil || probe || b.State() != "closed" {
+		t.Fatalf("the breaker judged by itself: probe %v, err %v, state %s", probe, err, b.State())
+	}
+	if err := b.WaitPull(ctx); err != nil {
+		t.Fatalf("WaitPull held: %v", err)
+	}
+
+	health.set(true)
+	if s := b.State(); s != "open" {
+		t.Fatalf("state %s while the reporter says down", s)
+	}
+	probe, err := b.Admit(ctx, nil)
+	if err != nil || !probe {
+		t.Fatalf("first event while down: probe %v, err %v; want the probe", probe, err)
+	}
+	second := make(chan bool, 1)
+	go func() {
+		p, err := b.Admit(ctx, nil)
+		if err != nil {
+			t.Error(err)
+		}
+		second <- p
+	}()
+	select {
+	case <-second:
+		t.Fatal("a second event passed while the probe was out")
+	case <-time.After(50 * time.Millisecond):
+	}
+	health.set(false) // the reporter's probe succeeded
+	if p := <-second; p {
+		t.Fatal("the event after recovery was taken for a probe")
+	}
+	b.Record(true, false, true)
+	if s := b.State(); s != "closed" {
+		t.Fatalf("state %s after recovery", s)
 	}
 }

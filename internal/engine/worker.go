@@ -61,10 +61,13 @@ func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, m *Metrics) 
 	if b == nil {
 		return nil, errors.New("engine: bus is required")
 	}
+	// The sink may judge the API's health for the fleet (the throttle);
+	// then the breaker follows it instead of counting on its own.
+	health, _ := sk.(sink.HealthReporter)
 	w := &Worker{
 		bus: b, store: st, applier: applier, cfg: cfg,
 		metrics:      m,
-		breaker:      newBreaker(cfg.Breaker, cfg.Now),
+		breaker:      newBreaker(cfg.Breaker, cfg.Now, health),
 		slots:        make(chan struct{}, cfg.Concurrency),
 		streamSlots:  map[bus.Stream]chan struct{}{bus.Resync: make(chan struct{}, cfg.resyncSlots())},
 		inFlight:     map[bus.Stream]*atomic.Int64{},
