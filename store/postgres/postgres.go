@@ -186,12 +186,30 @@ var migrations = []string{
 	// 2: the lease token current when the repair flag was set, so a commit
 	// under that very lease keeps the flag (see store.Store.Commit).
 	`ALTER TABLE %[1]s.state ADD COLUMN repair_token bigint NOT NULL DEFAULT 0;`,
+	// 3: the write in doubt counts its API failures (store.Intent.Failures),
+	// and Acquire returns the intent that stood before it recorded its own:
+	// its UPDATE copies the old intent into prior_intent_* (SET expressions
+	// see the old row, RETURNING the new one), and only that RETURNING reads
+	// them. intent_action is no longer read or written; it stays, because a
+	// migration only adds.
+	`ALTER TABLE %[1]s.state
+		ADD COLUMN intent_failures       integer NOT NULL DEFAULT 0,
+		ADD COLUMN prior_intent_version  bigint,
+		ADD COLUMN prior_intent_token    bigint,
+		ADD COLUMN prior_intent_at       timestamptz,
+		ADD COLUMN prior_intent_failures integer;`,
 }
 
 // migrate brings the schema to the newest version. A transaction-scoped
 // advisory lock, keyed by the schema name, serializes processes that start at
 // the same time; the losers find the work done.
 func (s *Store) migrate(ctx context.Context) error {
+	return s.migrateTo(ctx, len(migrations))
+}
+
+// migrateTo applies the migrations up to version target (tests build older
+// schemas with it).
+func (s *Store) migrateTo(ctx context.Context, target int) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin migration: %w", err)
@@ -215,7 +233,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	if current > len(migrations) {
 		return fmt.Errorf("schema %s is at version %d but this eventsync knows only %d; upgrade eventsync", s.schema, current, len(migrations))
 	}
-	for v := current + 1; v <= len(migrations); v++ {
+	for v := current + 1; v <= target; v++ {
 		// Simple protocol: a migration holds several statements.
 		if _, err := tx.Exec(ctx, fmt.Sprintf(migrations[v-1], schema), pgx.QueryExecModeSimpleProtocol); err != nil {
 			return fmt.Errorf("apply migration %d: %w", v, err)
@@ -234,41 +252,74 @@ func (s *Store) migrate(ctx context.Context) error {
 // queries are built once per schema so pgx's per-connection statement cache
 // prepares each exactly once.
 type queries struct {
-	acquire, remaining, extend, saveIntent, commit, classify, release, markRepair, scan string
-	setControl, getControl, listControl, deleteControl                                  string
+	acquire, remaining, extend, commit, classify, release, releaseFailed, markRepair, scan string
+	setControl, getControl, listControl, deleteControl                                     string
 }
 
+// stateColumns are read into a stateRow. The intent_action column of
+// migration 1 is no longer read or written (see migration 3).
 const stateColumns = `applied_version, remote_id, deleted, last_event,
-	intent_version, intent_action, intent_token, intent_at, repair_needed`
+	intent_version, intent_token, intent_at, intent_failures, repair_needed`
+
+// priorStateColumns are stateColumns with the intent as it stood before the
+// Acquire whose RETURNING reads them.
+const priorStateColumns = `applied_version, remote_id, deleted, last_event,
+	prior_intent_version, prior_intent_token, prior_intent_at, prior_intent_failures, repair_needed`
+
+// recordIntent is the condition, on the old row s and the version $5, under
+// which Acquire records $5 as the intent.
+const recordIntent = `$5::bigint > s.applied_version AND $5::bigint > coalesce(s.intent_version, 0)`
 
 func newQueries(schema string) queries {
 	st := pgx.Identifier{schema, "state"}.Sanitize()
 	ctl := pgx.Identifier{schema, "control"}.Sanitize()
 	return queries{
 		// The conflict branch takes the lease only when it is free, expired
-		// or already ours; otherwise nothing is returned.
-		acquire: `INSERT INTO ` + st + ` AS s (entity, key, lease_owner, lease_token, lease_expires)
-			VALUES ($1, $2, $3, 1, clock_timestamp() + $4::bigint * interval '1 microsecond')
+		// or already ours; otherwise nothing is returned and nothing
+		// changes. It records version $5 as the intent when it is above
+		// the applied version and the standing intent, and keeps the old
+		// intent in prior_intent_* for RETURNING; a new row had none.
+		acquire: `INSERT INTO ` + st + ` AS s (entity, key, lease_owner, lease_token, lease_expires,
+			    intent_version, intent_token, intent_at)
+			VALUES ($1, $2, $3, 1, clock_timestamp() + $4::bigint * interval '1 microsecond',
+			    CASE WHEN $5::bigint > 0 THEN $5::bigint END, CASE WHEN $5::bigint > 0 THEN 1 END,
+			    CASE WHEN $5::bigint > 0 THEN clock_timestamp() END)
 			ON CONFLICT (entity, key) DO UPDATE
 			SET lease_owner = EXCLUDED.lease_owner,
 			    lease_token = s.lease_token + 1,
-			    lease_expires = EXCLUDED.lease_expires
+			    lease_expires = EXCLUDED.lease_expires,
+			    prior_intent_version = s.intent_version,
+			    prior_intent_token = s.intent_token,
+			    prior_intent_at = s.intent_at,
+			    prior_intent_failures = s.intent_failures,
+			    intent_version = CASE WHEN ` + recordIntent + ` THEN $5::bigint ELSE s.intent_version END,
+			    intent_token = CASE WHEN ` + recordIntent + ` THEN s.lease_token + 1 ELSE s.intent_token END,
+			    intent_at = CASE WHEN ` + recordIntent + ` THEN clock_timestamp() ELSE s.intent_at END,
+			    intent_failures = CASE WHEN ` + recordIntent + ` THEN 0 ELSE s.intent_failures END
 			WHERE s.lease_owner IS NULL OR s.lease_expires <= clock_timestamp() OR s.lease_owner = EXCLUDED.lease_owner
-			RETURNING lease_token, lease_expires, ` + stateColumns,
+			RETURNING lease_token, lease_expires, ` + priorStateColumns,
 		remaining: `SELECT (extract(epoch FROM lease_expires - clock_timestamp()) * 1000000)::bigint
 			FROM ` + st + ` WHERE entity = $1 AND key = $2 AND lease_owner IS NOT NULL`,
 		extend: `UPDATE ` + st + ` SET lease_expires = clock_timestamp() + $4::bigint * interval '1 microsecond'
 			WHERE entity = $1 AND key = $2 AND lease_token = $3 AND lease_owner IS NOT NULL
 			RETURNING lease_expires`,
-		saveIntent: `UPDATE ` + st + ` SET intent_version = $4, intent_action = $5, intent_token = $6, intent_at = $7
-			WHERE entity = $1 AND key = $2 AND lease_token = $3`,
+		// An intent above the committed version (a repair re-applying an
+		// older state) stays in doubt.
 		commit: `UPDATE ` + st + ` SET applied_version = $4, remote_id = $5, deleted = $6, last_event = $7,
-			    intent_version = NULL, intent_action = NULL, intent_token = NULL, intent_at = NULL,
+			    intent_version = CASE WHEN intent_version <= $4 THEN NULL ELSE intent_version END,
+			    intent_token = CASE WHEN intent_version <= $4 THEN NULL ELSE intent_token END,
+			    intent_at = CASE WHEN intent_version <= $4 THEN NULL ELSE intent_at END,
+			    intent_failures = CASE WHEN intent_version <= $4 THEN 0 ELSE intent_failures END,
 			    repair_needed = repair_needed AND repair_token >= $3, lease_owner = NULL, lease_expires = NULL
 			WHERE entity = $1 AND key = $2 AND lease_token = $3 AND applied_version <= $4`,
 		classify: `SELECT lease_token, applied_version FROM ` + st + ` WHERE entity = $1 AND key = $2`,
 		release: `UPDATE ` + st + ` SET lease_owner = NULL, lease_expires = NULL
 			WHERE entity = $1 AND key = $2 AND lease_token = $3`,
+		// Only a lease still held counts: a retried call of one released
+		// already must not count the failure twice.
+		releaseFailed: `UPDATE ` + st + ` SET lease_owner = NULL, lease_expires = NULL,
+			    intent_failures = CASE WHEN intent_version IS NULL THEN 0 ELSE intent_failures + 1 END
+			WHERE entity = $1 AND key = $2 AND lease_token = $3 AND lease_owner IS NOT NULL`,
 		markRepair: `INSERT INTO ` + st + ` AS s (entity, key, repair_needed) VALUES ($1, $2, true)
 			ON CONFLICT (entity, key) DO UPDATE SET repair_needed = true, repair_token = s.lease_token`,
 		// Keyset pagination: no connection is held while the callback runs.
@@ -296,20 +347,20 @@ func newQueries(schema string) queries {
 // stateRow receives the state columns; nullable intent fields decide whether
 // there is an intent.
 type stateRow struct {
-	applied       int64
-	remoteID      string
-	deleted       bool
-	lastEvent     []byte
-	intentVersion *int64
-	intentAction  *string
-	intentToken   *int64
-	intentAt      *time.Time
-	repair        bool
+	applied        int64
+	remoteID       string
+	deleted        bool
+	lastEvent      []byte
+	intentVersion  *int64
+	intentToken    *int64
+	intentAt       *time.Time
+	intentFailures *int32
+	repair         bool
 }
 
 func (r *stateRow) dest() []any {
 	return []any{&r.applied, &r.remoteID, &r.deleted, &r.lastEvent,
-		&r.intentVersion, &r.intentAction, &r.intentToken, &r.intentAt, &r.repair}
+		&r.intentVersion, &r.intentToken, &r.intentAt, &r.intentFailures, &r.repair}
 }
 
 func (r *stateRow) state() store.State {
@@ -322,8 +373,8 @@ func (r *stateRow) state() store.State {
 	}
 	if r.intentVersion != nil {
 		in := store.Intent{Version: *r.intentVersion}
-		if r.intentAction != nil {
-			in.Action = store.Action(*r.intentAction)
+		if r.intentFailures != nil {
+			in.Failures = int(*r.intentFailures)
 		}
 		if r.intentToken != nil {
 			in.Token = *r.intentToken
@@ -337,7 +388,7 @@ func (r *stateRow) state() store.State {
 }
 
 // Acquire implements store.Store.
-func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time.Duration) (store.Lease, store.State, error) {
+func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time.Duration, version int64) (store.Lease, store.State, error) {
 	if ttl <= 0 {
 		return store.Lease{}, store.State{}, fmt.Errorf("postgres store: acquire %s: ttl %s must be positive", k, ttl)
 	}
@@ -346,7 +397,7 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 		row stateRow
 	)
 	var acquired bool
-	err := s.lease(ctx, &call{key: k, sql: s.q.acquire, args: []any{k.Entity, k.Key, owner, ttl.Microseconds()},
+	err := s.lease(ctx, &call{key: k, sql: s.q.acquire, args: []any{k.Entity, k.Key, owner, ttl.Microseconds(), version},
 		read: func(br pgx.BatchResults) error {
 			err := br.QueryRow().Scan(append([]any{&l.Token, &l.Expires}, row.dest()...)...)
 			acquired = err == nil
@@ -396,19 +447,6 @@ func (s *Store) Extend(ctx context.Context, l store.Lease, ttl time.Duration) (s
 	return l, nil
 }
 
-// SaveIntent implements store.Store.
-func (s *Store) SaveIntent(ctx context.Context, l store.Lease, in store.Intent) error {
-	affected, err := s.execLease(ctx, l.Key, s.q.saveIntent, l.Key.Entity, l.Key.Key, l.Token,
-		in.Version, string(in.Action), in.Token, in.At)
-	if err != nil {
-		return fmt.Errorf("postgres store: save intent for %s: %w", l.Key, err)
-	}
-	if affected == 0 {
-		return fmt.Errorf("postgres store: save intent for %s token %d: %w", l.Key, l.Token, store.ErrFenced)
-	}
-	return nil
-}
-
 // Commit implements store.Store.
 func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error {
 	affected, err := s.execLease(ctx, l.Key, s.q.commit, l.Key.Entity, l.Key.Key, l.Token,
@@ -440,6 +478,14 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 func (s *Store) Release(ctx context.Context, l store.Lease) error {
 	if _, err := s.execLease(ctx, l.Key, s.q.release, l.Key.Entity, l.Key.Key, l.Token); err != nil {
 		return fmt.Errorf("postgres store: release %s: %w", l.Key, err)
+	}
+	return nil
+}
+
+// ReleaseFailed implements store.Store.
+func (s *Store) ReleaseFailed(ctx context.Context, l store.Lease) error {
+	if _, err := s.execLease(ctx, l.Key, s.q.releaseFailed, l.Key.Entity, l.Key.Key, l.Token); err != nil {
+		return fmt.Errorf("postgres store: release %s after a failure: %w", l.Key, err)
 	}
 	return nil
 }

@@ -97,7 +97,7 @@ func TestABadStatementFailsOnlyItsOwnCall(t *testing.T) {
 			if i%50 == 7 {
 				k.Key = "bad\x00key"
 			}
-			_, _, errs[i] = s.Acquire(ctx, k, "w1", time.Minute)
+			_, _, errs[i] = s.Acquire(ctx, k, "w1", time.Minute, 1)
 		})
 	}
 	wg.Wait()
@@ -136,7 +136,7 @@ func TestBatchesOfTwoProcessesDoNotDeadlock(t *testing.T) {
 						i = len(keys) - 1 - i
 					}
 					owner := fmt.Sprintf("p%d-g%d", p, g)
-					l, st0, err := st.Acquire(ctx, keys[i], owner, time.Minute)
+					l, st0, err := st.Acquire(ctx, keys[i], owner, time.Minute, 0)
 					if errors.Is(err, store.ErrLocked) {
 						continue
 					}
@@ -199,16 +199,16 @@ func TestConcurrentMigrations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(versions) != "[1 2]" {
-		t.Errorf("migrations recorded %v, want [1 2]", versions)
+	if fmt.Sprint(versions) != "[1 2 3]" {
+		t.Errorf("migrations recorded %v, want [1 2 3]", versions)
 	}
 	// Every process works on the shared schema: a lease taken through one
 	// is seen by another.
 	k := store.Key{Entity: "listing", Key: "shared"}
-	if _, _, err := stores[1].Acquire(ctx, k, "p1", time.Minute); err != nil {
+	if _, _, err := stores[1].Acquire(ctx, k, "p1", time.Minute, 1); err != nil {
 		t.Fatalf("Acquire through process 1: %v", err)
 	}
-	if _, _, err := stores[2].Acquire(ctx, k, "p2", time.Minute); !strings.Contains(fmt.Sprint(err), "leased by another worker") {
+	if _, _, err := stores[2].Acquire(ctx, k, "p2", time.Minute, 2); !strings.Contains(fmt.Sprint(err), "leased by another worker") {
 		t.Errorf("Acquire through process 2 = %v, want locked", err)
 	}
 	// Opening again later is a no-op.
