@@ -21,33 +21,45 @@ func TestParseInfoPersistence(t *testing.T) {
 }
 
 func TestDecodeStateRoundTrip(t *testing.T) {
-	at := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
-	st, err := decodeState([]any{"42", "r-1", "1", `{"a":1}`, "43", "update", "7", at.Format(time.RFC3339Nano), "1"})
+	at := time.Date(2026, 1, 2, 3, 4, 5, 123000000, time.UTC)
+	st, err := decodeState([]any{"42", "r-1", "1", `{"a":1}`, "43", "7", fmt.Sprint(at.UnixMilli()), "2", "1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.AppliedVersion != 42 || st.RemoteID != "r-1" || !st.Deleted || string(st.LastEvent) != `{"a":1}` || !st.RepairNeeded {
 		t.Errorf("decoded %+v", st)
 	}
-	if st.Intent == nil || st.Intent.Version != 43 || st.Intent.Action != "update" || st.Intent.Token != 7 || !st.Intent.At.Equal(at) {
+	if st.Intent == nil || st.Intent.Version != 43 || st.Intent.Token != 7 || !st.Intent.At.Equal(at) || st.Intent.Failures != 2 {
 		t.Errorf("decoded intent %+v", st.Intent)
+	}
+	// An intent as versions before failure counting wrote it: RFC 3339, no
+	// count.
+	old := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	st, err = decodeState([]any{"42", nil, nil, nil, "43", "7", old.Format(time.RFC3339Nano), nil, nil})
+	if err != nil || st.Intent == nil || !st.Intent.At.Equal(old) || st.Intent.Failures != 0 {
+		t.Errorf("old intent decoded as %+v, %v", st.Intent, err)
 	}
 	st, err = decodeState(make([]any, 9))
 	if err != nil || st.AppliedVersion != 0 || st.Intent != nil || st.LastEvent != nil {
 		t.Errorf("all-nil fields decoded as %+v, %v; want the zero state", st, err)
 	}
-	if _, err := decodeState([]any{"not a number", nil, nil, nil, nil, nil, nil, nil, nil}); err == nil {
-		t.Error("corrupt applied version decoded without error")
+	for i, bad := range map[int]string{0: "not a number", 5: "x", 6: "not a time", 7: "-1"} {
+		vals := []any{"1", nil, nil, nil, "2", "3", "4", "0", nil}
+		vals[i] = bad
+		if _, err := decodeState(vals); err == nil {
+			t.Errorf("corrupt field %d (%q) decoded without error", i, bad)
+		}
 	}
 }
 
 // FuzzDecodeState feeds arbitrary hash values (a corrupted or foreign hash)
 // to the decoder: it must return an error or a state, never panic.
 func FuzzDecodeState(f *testing.F) {
-	f.Add("42", "r", "1", "{}", "43", "create", "7", "2026-01-02T03:04:05Z", "1", uint16(0))
-	f.Add("x", "", "", "", "-1", "", "y", "not a time", "0", uint16(0x1ff))
-	f.Fuzz(func(t *testing.T, v, r, d, e, iv, ia, it, iat, rp string, nils uint16) {
-		vals := []any{v, r, d, e, iv, ia, it, iat, rp}
+	f.Add("42", "r", "1", "{}", "43", "7", "1767323045000", "2", "1", uint16(0))
+	f.Add("42", "r", "1", "{}", "43", "7", "2026-01-02T03:04:05Z", "0", "1", uint16(1<<7))
+	f.Add("x", "", "", "", "-1", "y", "not a time", "-3", "0", uint16(0x1ff))
+	f.Fuzz(func(t *testing.T, v, r, d, e, iv, it, iat, fails, rp string, nils uint16) {
+		vals := []any{v, r, d, e, iv, it, iat, fails, rp}
 		for i := range vals {
 			if nils&(1<<i) != 0 {
 				vals[i] = nil
@@ -62,6 +74,9 @@ func FuzzDecodeState(f *testing.F) {
 		}
 		if (vals[4] == nil) != (st.Intent == nil) {
 			t.Errorf("intent presence: field %v decoded as %+v", vals[4], st.Intent)
+		}
+		if st.Intent != nil && st.Intent.Failures < 0 {
+			t.Errorf("negative failure count %q decoded as %d", vals[7], st.Intent.Failures)
 		}
 	})
 }

@@ -1,5 +1,5 @@
 // Package redis is the fast state-store adapter on Redis. Each lease
-// operation (Acquire, Extend, SaveIntent, Commit, Release) is one Lua script,
+// operation (Acquire, Extend, Commit, Release, ReleaseFailed) is one Lua script,
 // atomic on the server; the scripts of concurrent calls share pipelines
 // (go-redis's autopipeliner), so hundreds of in-flight events cost Redis and
 // the worker a few round trips instead of one each. Lease expiry is judged
@@ -247,10 +247,17 @@ func (s *Store) controlKey(name string) string { return s.prefix + ":c:{ctl}:" +
 // which holds one hash per entity and may be millions of keys.
 func (s *Store) controlIndex() string { return s.prefix + ":c:{ctl}" }
 
-// Hash fields. Intent time is RFC 3339 with nanoseconds; lease expiry is in
-// milliseconds of Redis's clock (Lua numbers print exactly only up to 14
-// digits, so microseconds would be mangled).
-const stateFields = `'v', 'r', 'd', 'e', 'iv', 'ia', 'it', 'iat', 'rp'`
+// stateFieldNames are the hash fields of a key's state, in the order
+// decodeState reads them: applied version, remote id, deleted, last event,
+// the intent (version, lease token, time, failures) and the repair flag.
+// Intent time and lease expiry are milliseconds of Redis's clock (Lua numbers
+// print exactly only up to 14 digits, so microseconds would be mangled);
+// intents written before failures were counted hold an RFC 3339 time and an
+// action field 'ia' that is no longer read.
+var stateFieldNames = []string{"v", "r", "d", "e", "iv", "it", "iat", "if", "rp"}
+
+// stateFields is stateFieldNames as Lua arguments.
+var stateFields = "'" + strings.Join(stateFieldNames, "', '") + "'"
 
 // luaPrelude is shared by the scripts: the server clock in milliseconds and
 // a comparison of decimal version strings that stays exact beyond 2^53.
@@ -266,8 +273,11 @@ end
 `
 
 var (
-	// KEYS: state hash, token counter. ARGV: owner, ttl ms.
-	// Returns {0, remaining ms} when locked, else {1, token, expires ms, state...}.
+	// KEYS: state hash, token counter. ARGV: owner, ttl ms, version
+	// (decimal, "0" for none). Records version as the intent when it is
+	// above the applied version and the standing intent.
+	// Returns {0, remaining ms} when locked, else {1, token, expires ms,
+	// state before...}.
 	acquireScript = goredis.NewScript(luaPrelude + `
 local now = now_ms()
 local lease = redis.call('HMGET', KEYS[1], 'lo', 'lx')
@@ -275,10 +285,15 @@ local expires_at = tonumber(lease[2]) or 0
 if lease[1] and lease[1] ~= ARGV[1] and expires_at > now then
 	return {0, expires_at - now}
 end
+local st = redis.call('HMGET', KEYS[1], ` + stateFields + `)
 local token = redis.call('INCR', KEYS[2])
 local expires = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'lo', ARGV[1], 'lx', expires)
-local st = redis.call('HMGET', KEYS[1], ` + stateFields + `)
+local version = ARGV[3]
+if version ~= '0' and version_less(st[1] or '0', version) and (not st[5] or version_less(st[5], version)) then
+	redis.call('HSET', KEYS[1], 'iv', version, 'it', string.format('%d', token), 'iat', string.format('%d', now), 'if', '0')
+	redis.call('HDEL', KEYS[1], 'ia')
+end
 return {1, token, expires, st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9]}
 `)
 	// KEYS: state hash, token counter. ARGV: token, ttl ms.
@@ -291,13 +306,6 @@ local expires = now_ms() + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'lx', expires)
 return expires
 `)
-	// KEYS: state hash, token counter. ARGV: token, version, action, intent token, at.
-	// Returns 1, or 0 when fenced.
-	saveIntentScript = goredis.NewScript(`
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'iv', ARGV[2], 'ia', ARGV[3], 'it', ARGV[4], 'iat', ARGV[5])
-return 1
-`)
 	// KEYS: state hash, token counter. ARGV: token, version, remote id, deleted, event.
 	// Returns 1, 0 when fenced, or {-1, applied} when stale.
 	commitScript = goredis.NewScript(luaPrelude + `
@@ -309,7 +317,13 @@ redis.call('HSET', KEYS[1], 'v', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'e', ARGV[
 if (tonumber(redis.call('HGET', KEYS[1], 'rpt')) or 0) < tonumber(ARGV[1]) then
 	redis.call('HSET', KEYS[1], 'rp', '0')
 end
-redis.call('HDEL', KEYS[1], 'iv', 'ia', 'it', 'iat', 'lo', 'lx')
+-- An intent above the committed version (a repair re-applying an older
+-- state) stays in doubt.
+local intent = redis.call('HGET', KEYS[1], 'iv')
+if intent and not version_less(ARGV[2], intent) then
+	redis.call('HDEL', KEYS[1], 'iv', 'ia', 'it', 'iat', 'if')
+end
+redis.call('HDEL', KEYS[1], 'lo', 'lx')
 return 1
 `)
 	// KEYS: state hash, token counter. Flags the key and remembers the
@@ -322,6 +336,18 @@ return 1
 	releaseScript = goredis.NewScript(`
 if redis.call('GET', KEYS[2]) == ARGV[1] then
 	redis.call('HDEL', KEYS[1], 'lo', 'lx')
+end
+return 1
+`)
+	// KEYS: state hash, token counter. ARGV: token. Releases and counts a
+	// failure against the standing intent only while the lease is held: a
+	// lost one, or one released already (a retried call), counts nothing.
+	releaseFailedScript = goredis.NewScript(`
+if redis.call('GET', KEYS[2]) == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'lo') == 1 then
+	redis.call('HDEL', KEYS[1], 'lo', 'lx')
+	if redis.call('HEXISTS', KEYS[1], 'iv') == 1 then
+		redis.call('HINCRBY', KEYS[1], 'if', 1)
+	end
 end
 return 1
 `)
@@ -375,11 +401,14 @@ func ttlMillis(ttl time.Duration) int64 {
 }
 
 // Acquire implements store.Store.
-func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time.Duration) (store.Lease, store.State, error) {
+func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time.Duration, version int64) (store.Lease, store.State, error) {
 	if ttl <= 0 {
 		return store.Lease{}, store.State{}, fmt.Errorf("redis store: acquire %s: ttl %s must be positive", k, ttl)
 	}
-	res, err := s.run(ctx, acquireScript, []string{s.stateKey(k), s.tokenKey(k)}, owner, ttlMillis(ttl)).Slice()
+	// The script compares non-negative decimal strings; no version at or
+	// below 0 is ever above the applied one.
+	res, err := s.run(ctx, acquireScript, []string{s.stateKey(k), s.tokenKey(k)}, owner, ttlMillis(ttl),
+		strconv.FormatInt(max(version, 0), 10)).Slice()
 	if err != nil {
 		return store.Lease{}, store.State{}, fmt.Errorf("redis store: acquire %s: %w", k, err)
 	}
@@ -424,16 +453,19 @@ func decodeState(vals []any) (store.State, error) {
 		if in.Version, err = strconv.ParseInt(v, 10, 64); err != nil {
 			return store.State{}, fmt.Errorf("corrupt intent version %q: %w", v, err)
 		}
-		a, _ := str(5)
-		in.Action = store.Action(a)
-		if t, ok := str(6); ok {
+		if t, ok := str(5); ok {
 			if in.Token, err = strconv.ParseInt(t, 10, 64); err != nil {
 				return store.State{}, fmt.Errorf("corrupt intent token %q: %w", t, err)
 			}
 		}
-		if at, ok := str(7); ok {
-			if in.At, err = time.Parse(time.RFC3339Nano, at); err != nil {
-				return store.State{}, fmt.Errorf("corrupt intent time %q: %w", at, err)
+		if at, ok := str(6); ok {
+			if in.At, err = parseIntentTime(at); err != nil {
+				return store.State{}, err
+			}
+		}
+		if f, ok := str(7); ok {
+			if in.Failures, err = strconv.Atoi(f); err != nil || in.Failures < 0 {
+				return store.State{}, fmt.Errorf("corrupt intent failure count %q", f)
 			}
 		}
 		st.Intent = &in
@@ -442,6 +474,19 @@ func decodeState(vals []any) (store.State, error) {
 		st.RepairNeeded = true
 	}
 	return st, nil
+}
+
+// parseIntentTime reads an intent's time: milliseconds of Redis's clock, or
+// RFC 3339 as versions before failure counting wrote it.
+func parseIntentTime(at string) (time.Time, error) {
+	if ms, err := strconv.ParseInt(at, 10, 64); err == nil {
+		return time.UnixMilli(ms), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, at)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("corrupt intent time %q: %w", at, err)
+	}
+	return t, nil
 }
 
 func tokenArg(l store.Lease) string { return strconv.FormatInt(l.Token, 10) }
@@ -460,19 +505,6 @@ func (s *Store) Extend(ctx context.Context, l store.Lease, ttl time.Duration) (s
 	}
 	l.Expires = time.UnixMilli(expires)
 	return l, nil
-}
-
-// SaveIntent implements store.Store.
-func (s *Store) SaveIntent(ctx context.Context, l store.Lease, in store.Intent) error {
-	ok, err := s.run(ctx, saveIntentScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l),
-		in.Version, string(in.Action), in.Token, in.At.Format(time.RFC3339Nano)).Int64()
-	if err != nil {
-		return fmt.Errorf("redis store: save intent for %s: %w", l.Key, err)
-	}
-	if ok != 1 {
-		return fmt.Errorf("redis store: save intent for %s token %d: %w", l.Key, l.Token, store.ErrFenced)
-	}
-	return nil
 }
 
 // Commit implements store.Store.
@@ -503,6 +535,14 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 func (s *Store) Release(ctx context.Context, l store.Lease) error {
 	if err := s.run(ctx, releaseScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l)).Err(); err != nil {
 		return fmt.Errorf("redis store: release %s: %w", l.Key, err)
+	}
+	return nil
+}
+
+// ReleaseFailed implements store.Store.
+func (s *Store) ReleaseFailed(ctx context.Context, l store.Lease) error {
+	if err := s.run(ctx, releaseFailedScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l)).Err(); err != nil {
+		return fmt.Errorf("redis store: release %s after a failure: %w", l.Key, err)
 	}
 	return nil
 }
@@ -543,7 +583,7 @@ func (s *Store) Scan(ctx context.Context, entity string, fn func(store.Key, stor
 			pipe := s.rdb.Pipeline()
 			cmds := make([]*goredis.SliceCmd, len(names))
 			for i, name := range names {
-				cmds[i] = pipe.HMGet(ctx, name, "v", "r", "d", "e", "iv", "ia", "it", "iat", "rp")
+				cmds[i] = pipe.HMGet(ctx, name, stateFieldNames...)
 			}
 			if _, err := pipe.Exec(ctx); err != nil {
 				return fmt.Errorf("redis store: scan %s: read states: %w", entity, err)

@@ -117,7 +117,7 @@ func TestLeaseScriptsSurviveAScriptCacheFlush(t *testing.T) {
 	s := openIsolated(t)
 	ctx := context.Background()
 	k := store.Key{Entity: "listing", Key: "flushed"}
-	l, _, err := s.Acquire(ctx, k, "w1", time.Minute)
+	l, _, err := s.Acquire(ctx, k, "w1", time.Minute, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestLeaseScriptsSurviveAScriptCacheFlush(t *testing.T) {
 	if err := s.Release(ctx, l); err != nil {
 		t.Fatalf("release after SCRIPT FLUSH: %v", err)
 	}
-	_, st, err := s.Acquire(ctx, k, "w2", time.Minute)
+	_, st, err := s.Acquire(ctx, k, "w2", time.Minute, 0)
 	if err != nil {
 		t.Fatalf("acquire after SCRIPT FLUSH: %v", err)
 	}
@@ -234,14 +234,14 @@ func TestKeyNamesAreUnambiguous(t *testing.T) {
 	ctx := context.Background()
 	a := store.Key{Entity: "a/b", Key: "c"}
 	b := store.Key{Entity: "a", Key: "b/c"}
-	la, _, err := s.Acquire(ctx, a, "w", time.Minute)
+	la, _, err := s.Acquire(ctx, a, "w", time.Minute, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Commit(ctx, la, store.Commit{Version: 3, RemoteID: "ra"}); err != nil {
 		t.Fatal(err)
 	}
-	_, st, err := s.Acquire(ctx, b, "w", time.Minute)
+	_, st, err := s.Acquire(ctx, b, "w", time.Minute, 0)
 	if err != nil {
 		t.Fatalf("Acquire of a pair joining to the same string: %v", err)
 	}
@@ -269,6 +269,57 @@ func TestKeyNamesAreUnambiguous(t *testing.T) {
 		if n != 2 {
 			t.Errorf("hash tag %s used by %d keys, want 2 (state and token)", tag, n)
 		}
+	}
+}
+
+// A write in doubt recorded by the previous version (an action field, the
+// time in RFC 3339, no failure count) is read as in doubt with no failures;
+// the new scripts count on it and replace it.
+func TestIntentOfThePreviousVersion(t *testing.T) {
+	t.Parallel()
+	s, prefix := openWithPrefix(t)
+	ctx := context.Background()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	hash, counter := prefix+":s:{listing/old}", prefix+":t:{listing/old}"
+	if err := s.Client().HSet(ctx, hash, "v", "2", "r", "r2", "d", "0", "iv", "3", "ia", "update", "it", "7", "iat", at.Format(time.RFC3339Nano), "rp", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Client().Set(ctx, counter, "7", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	k := store.Key{Entity: "listing", Key: "old"}
+	l, st, err := s.Acquire(ctx, k, "w1", time.Minute, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.AppliedVersion != 2 || st.Intent == nil || *st.Intent != (store.Intent{Version: 3, Token: 7, At: st.Intent.At}) || !st.Intent.At.Equal(at) {
+		t.Fatalf("old intent read as %+v in %+v; want version 3 token 7 at %s, no failures", st.Intent, st, at)
+	}
+	if err := s.ReleaseFailed(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	l, st, err = s.Acquire(ctx, k, "w2", time.Minute, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Intent == nil || st.Intent.Version != 3 || st.Intent.Failures != 1 {
+		t.Fatalf("intent after a failure = %+v, want version 3 with 1 failure", st.Intent)
+	}
+	if err := s.Release(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Client().Exists(ctx, hash).Result(); err != nil || n != 1 {
+		t.Fatalf("state hash missing: %d, %v", n, err)
+	}
+	if action, err := s.Client().HExists(ctx, hash, "ia").Result(); err != nil || action {
+		t.Errorf("the old action field stayed after a new intent: %v, %v", action, err)
+	}
+	_, st, err = s.Acquire(ctx, k, "w3", time.Minute, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Intent == nil || st.Intent.Version != 4 || st.Intent.Token != l.Token || st.Intent.Failures != 0 {
+		t.Fatalf("new intent = %+v, want version 4 token %d", st.Intent, l.Token)
 	}
 }
 
