@@ -386,8 +386,10 @@ func (s *Store) recall(k store.Key, token int64) (held, bool) {
 	return h, ok && h.token == token
 }
 
-// Acquire leases k; see the package comment for the token.
-func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time.Duration) (store.Lease, store.State, error) {
+// Acquire leases k and records version as the intent when it is above the
+// applied version and the standing intent, in the same CAS write; see the
+// package comment for the token.
+func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time.Duration, version int64) (store.Lease, store.State, error) {
 	var lease store.Lease
 	var st store.State
 	rec, rev, err := s.update(ctx, k, func(rec *record, rev uint64) error {
@@ -395,11 +397,14 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 		if rec.LeaseOwner != "" && rec.LeaseOwner != owner && now.Before(rec.LeaseExpires) {
 			return &store.LockedError{Key: k, RetryAfter: rec.LeaseExpires.Sub(now)}
 		}
+		st = rec.state()
 		rec.LeaseOwner = owner
 		rec.LeaseToken = int64(rev) + 1
 		rec.LeaseExpires = now.Add(ttl)
+		if version > rec.AppliedVersion && (rec.Intent == nil || version > rec.Intent.Version) {
+			rec.Intent = &store.Intent{Version: version, Token: rec.LeaseToken, At: now}
+		}
 		lease = store.Lease{Key: k, Owner: owner, Token: rec.LeaseToken, Expires: rec.LeaseExpires}
-		st = rec.state()
 		return nil
 	})
 	if err != nil {
@@ -464,14 +469,6 @@ func (s *Store) Extend(ctx context.Context, l store.Lease, ttl time.Duration) (s
 	return l, nil
 }
 
-// SaveIntent records a pending sink call, fenced by l's token.
-func (s *Store) SaveIntent(ctx context.Context, l store.Lease, in store.Intent) error {
-	return s.fenced(ctx, l, false, func(rec *record) error {
-		rec.Intent = &in
-		return nil
-	})
-}
-
 // Commit stores the result of a sink call and releases the lease.
 func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error {
 	return s.fenced(ctx, l, true, func(rec *record) error {
@@ -482,7 +479,11 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 		rec.RemoteID = c.RemoteID
 		rec.Deleted = c.Deleted
 		rec.LastEvent = c.Event
-		rec.Intent = nil
+		// An intent above the committed version (a repair re-applying an
+		// older state) stays in doubt.
+		if rec.Intent != nil && rec.Intent.Version <= c.Version {
+			rec.Intent = nil
+		}
 		if rec.RepairToken < l.Token {
 			rec.RepairNeeded = false
 		}
@@ -497,6 +498,26 @@ func (s *Store) Release(ctx context.Context, l store.Lease) error {
 	err := s.fenced(ctx, l, true, func(rec *record) error {
 		rec.LeaseOwner = ""
 		rec.LeaseExpires = time.Time{}
+		return nil
+	})
+	if errors.Is(err, store.ErrFenced) {
+		return nil
+	}
+	return err
+}
+
+// ReleaseFailed drops a held lease and counts one failure against the
+// standing intent; a lost lease, or one released already, is a no-op.
+func (s *Store) ReleaseFailed(ctx context.Context, l store.Lease) error {
+	err := s.fenced(ctx, l, true, func(rec *record) error {
+		rec.LeaseOwner = ""
+		rec.LeaseExpires = time.Time{}
+		if rec.Intent != nil {
+			// A copy: the cached record of the lease shares the pointer.
+			in := *rec.Intent
+			in.Failures++
+			rec.Intent = &in
+		}
 		return nil
 	})
 	if errors.Is(err, store.ErrFenced) {

@@ -141,21 +141,18 @@ func ctxT(t *testing.T) context.Context {
 
 func testLeaseCommitRoundTrip(t *testing.T, open opener) {
 	ctx := ctxT(t)
-	s := open(t, nil)
+	clock := newClock()
+	s := open(t, clock.Now)
 	k := store.Key{Entity: "listing", Key: "42"}
 
-	l1, st, err := s.Acquire(ctx, k, "w1", time.Minute)
+	l1, st, err := s.Acquire(ctx, k, "w1", time.Minute, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.AppliedVersion != 0 || st.Intent != nil {
 		t.Fatalf("fresh key state = %+v, want zero", st)
 	}
-	at := time.Now().UTC().Truncate(time.Millisecond)
-	// SaveIntent changes the KV revision; the lease token must still hold.
-	if err := s.SaveIntent(ctx, l1, store.Intent{Version: 3, Action: store.ActionCreate, Token: l1.Token, At: at}); err != nil {
-		t.Fatal(err)
-	}
+	// Extend changes the KV revision; the lease token must still hold.
 	if l1, err = s.Extend(ctx, l1, time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +163,9 @@ func testLeaseCommitRoundTrip(t *testing.T, open opener) {
 		t.Fatalf("commit after commit released the lease: got %v, want ErrFenced", err)
 	}
 	// Another owner may take it at once: Commit released the lease.
-	l2, st, err := s.Acquire(ctx, k, "w2", time.Minute)
+	clock.Advance(time.Second)
+	at := clock.Now()
+	l2, st, err := s.Acquire(ctx, k, "w2", time.Minute, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,18 +175,22 @@ func testLeaseCommitRoundTrip(t *testing.T, open opener) {
 	if st.AppliedVersion != 3 || st.RemoteID != "r-1" || string(st.LastEvent) != `{"v":3}` || st.Intent != nil || st.Deleted {
 		t.Fatalf("state after commit = %+v", st)
 	}
-	if err := s.SaveIntent(ctx, l2, store.Intent{Version: 5, Action: store.ActionDelete, Token: l2.Token, At: at}); err != nil {
+	// MarkRepair changes the revision the store remembered for l2: the
+	// failure is still counted, on the record read again.
+	if err := s.MarkRepair(ctx, k); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Release(ctx, l2); err != nil {
+	if err := s.ReleaseFailed(ctx, l2); err != nil {
 		t.Fatal(err)
 	}
-	_, st, err = s.Acquire(ctx, k, "w3", time.Minute)
+	clock.Advance(time.Second)
+	_, st, err = s.Acquire(ctx, k, "w3", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Intent == nil || st.Intent.Version != 5 || st.Intent.Action != store.ActionDelete || st.Intent.Token != l2.Token || !st.Intent.At.Equal(at) {
-		t.Fatalf("intent not kept across release: %+v", st.Intent)
+	want := store.Intent{Version: 5, Token: l2.Token, At: at, Failures: 1}
+	if st.Intent == nil || st.Intent.Version != want.Version || st.Intent.Token != want.Token || !st.Intent.At.Equal(at) || st.Intent.Failures != 1 || !st.RepairNeeded {
+		t.Fatalf("after a failure: intent %+v repair %v, want %+v and the repair flag", st.Intent, st.RepairNeeded, want)
 	}
 }
 
@@ -197,12 +200,12 @@ func testTakeoverFencesOldHolder(t *testing.T, open opener) {
 	s := open(t, clock.Now)
 	k := store.Key{Entity: "host", Key: "h"}
 
-	a, _, err := s.Acquire(ctx, k, "a", 30*time.Second)
+	a, _, err := s.Acquire(ctx, k, "a", 30*time.Second, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(10 * time.Second)
-	_, _, err = s.Acquire(ctx, k, "b", 30*time.Second)
+	_, _, err = s.Acquire(ctx, k, "b", 30*time.Second, 1)
 	var locked *store.LockedError
 	if !errors.As(err, &locked) || !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("acquire of held key: got %v, want *LockedError", err)
@@ -211,17 +214,19 @@ func testTakeoverFencesOldHolder(t *testing.T, open opener) {
 		t.Fatalf("RetryAfter = %s, want 20s", locked.RetryAfter)
 	}
 	clock.Advance(21 * time.Second)
-	b, _, err := s.Acquire(ctx, k, "b", 30*time.Second)
+	b, st, err := s.Acquire(ctx, k, "b", 30*time.Second, 1)
 	if err != nil {
 		t.Fatalf("acquire of expired lease: %v", err)
 	}
 	if b.Token <= a.Token {
 		t.Fatalf("takeover token %d not above %d", b.Token, a.Token)
 	}
+	if st.Intent == nil || st.Intent.Token != a.Token {
+		t.Fatalf("intent seen by the takeover = %+v, want the old holder's (token %d)", st.Intent, a.Token)
+	}
 	for name, op := range map[string]func() error{
-		"Commit":     func() error { return s.Commit(ctx, a, store.Commit{Version: 1}) },
-		"SaveIntent": func() error { return s.SaveIntent(ctx, a, store.Intent{Version: 1}) },
-		"Extend":     func() error { _, err := s.Extend(ctx, a, time.Minute); return err },
+		"Commit": func() error { return s.Commit(ctx, a, store.Commit{Version: 1}) },
+		"Extend": func() error { _, err := s.Extend(ctx, a, time.Minute); return err },
 	} {
 		if err := op(); !errors.Is(err, store.ErrFenced) {
 			t.Errorf("%s by the old holder: got %v, want ErrFenced", name, err)
@@ -229,6 +234,9 @@ func testTakeoverFencesOldHolder(t *testing.T, open opener) {
 	}
 	if err := s.Release(ctx, a); err != nil {
 		t.Errorf("release of a lost lease: got %v, want nil", err)
+	}
+	if err := s.ReleaseFailed(ctx, a); err != nil {
+		t.Errorf("ReleaseFailed of a lost lease: got %v, want nil", err)
 	}
 	if err := s.Commit(ctx, b, store.Commit{Version: 1, RemoteID: "x"}); err != nil {
 		t.Fatalf("new holder's commit: %v", err)
@@ -245,7 +253,7 @@ func testConcurrentAcquireOneWins(t *testing.T, open opener) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, _, err := s.Acquire(ctx, k, fmt.Sprintf("w%d", i), time.Minute)
+			_, _, err := s.Acquire(ctx, k, fmt.Sprintf("w%d", i), time.Minute, 1)
 			switch {
 			case err == nil:
 				won.Add(1)
@@ -266,7 +274,7 @@ func testMarkRepairKeepsLease(t *testing.T, open opener) {
 	ctx := ctxT(t)
 	s := open(t, nil)
 	k := store.Key{Entity: "listing", Key: "r"}
-	l, _, err := s.Acquire(ctx, k, "w", time.Minute)
+	l, _, err := s.Acquire(ctx, k, "w", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +288,7 @@ func testMarkRepairKeepsLease(t *testing.T, open opener) {
 	if err := s.MarkRepair(ctx, k); err != nil {
 		t.Fatal(err)
 	}
-	l, st, err := s.Acquire(ctx, k, "w", time.Minute)
+	l, st, err := s.Acquire(ctx, k, "w", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +299,7 @@ func testMarkRepairKeepsLease(t *testing.T, open opener) {
 	if err := s.Commit(ctx, l, store.Commit{Version: 1, RemoteID: "r"}); err != nil {
 		t.Fatal(err)
 	}
-	_, st, err = s.Acquire(ctx, k, "w", time.Minute)
+	_, st, err = s.Acquire(ctx, k, "w", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,14 +316,14 @@ func testStaleCommit(t *testing.T, open opener) {
 	ctx := ctxT(t)
 	s := open(t, nil)
 	k := store.Key{Entity: "listing", Key: "s"}
-	l, _, err := s.Acquire(ctx, k, "w", time.Minute)
+	l, _, err := s.Acquire(ctx, k, "w", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Commit(ctx, l, store.Commit{Version: 5, Deleted: true}); err != nil {
 		t.Fatal(err)
 	}
-	l, st, err := s.Acquire(ctx, k, "w", time.Minute)
+	l, st, err := s.Acquire(ctx, k, "w", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +342,7 @@ func testScanEncodesKeys(t *testing.T, open opener) {
 	// Keys KV would reject if used raw: spaces, dots, wildcards, unicode.
 	for _, key := range []string{"a b", "x.y", "*", ">", "ünï", "a/b=c", "-"} {
 		k := store.Key{Entity: "listing", Key: key}
-		l, _, err := s.Acquire(ctx, k, "w", time.Minute)
+		l, _, err := s.Acquire(ctx, k, "w", time.Minute, 0)
 		if err != nil {
 			t.Fatalf("acquire %q: %v", key, err)
 		}
@@ -434,7 +442,7 @@ func TestRestartKeepsState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l1, _, err := s.Acquire(ctx, k, "w", time.Minute)
+	l1, _, err := s.Acquire(ctx, k, "w", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +469,7 @@ func TestRestartKeepsState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l2, st, err := s.Acquire(ctx, k, "w", time.Minute)
+	l2, st, err := s.Acquire(ctx, k, "w", time.Minute, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
