@@ -205,6 +205,12 @@ func (r *Result) repairExtras(ctx context.Context, p *publisher) error {
 				a.Version = max(t.version, 1)
 			}
 		}
+		if in := st.Intent; in != nil && in.Version >= a.Version {
+			// A write is in doubt at that version or above: the worker
+			// skips an older event as superseded by it, so the delete
+			// goes above it.
+			a.Version = in.Version + 1
+		}
 		ev := event.Event{ID: p.nextID(), Entity: r.cfg.Entity, Key: t.key, Version: a.Version, Op: event.OpDelete}
 		if err := p.add(ctx, ev, a); err != nil {
 			return err
@@ -213,12 +219,13 @@ func (r *Result) repairExtras(ctx context.Context, p *publisher) error {
 	return nil
 }
 
-// readState reads k's state by taking and releasing its lease, waiting
-// while a worker holds it (at most wait).
+// readState reads k's state by taking and releasing its lease (version 0:
+// recording no write in doubt), waiting while a worker holds it (at most
+// wait).
 func readState(ctx context.Context, st store.Store, k store.Key, owner string, wait time.Duration) (store.State, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		lease, state, err := st.Acquire(ctx, k, owner, 10*time.Second)
+		lease, state, err := st.Acquire(ctx, k, owner, 10*time.Second, 0)
 		if err == nil {
 			if rerr := st.Release(ctx, lease); rerr != nil {
 				return state, fmt.Errorf("release lease on %s: %w", k, rerr)
