@@ -444,7 +444,7 @@ func commit(t *testing.T, st store.Store, key string, version int64, deleted boo
 	t.Helper()
 	ctx := context.Background()
 	k := store.Key{Entity: "listing", Key: key}
-	l, _, err := st.Acquire(ctx, k, "test", time.Minute)
+	l, _, err := st.Acquire(ctx, k, "test", time.Minute, version)
 	if err != nil {
 		t.Fatal(err)
 	}

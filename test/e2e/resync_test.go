@@ -721,7 +721,7 @@ func TestResyncCommandDryRunAndErrors(t *testing.T) {
 func commitState(t *testing.T, ctx context.Context, e *resyncEnv, key string, version int64) {
 	t.Helper()
 	k := store.Key{Entity: "listing", Key: key}
-	l, _, err := e.store.Acquire(ctx, k, "test", time.Minute)
+	l, _, err := e.store.Acquire(ctx, k, "test", time.Minute, version)
 	if err != nil {
 		t.Fatal(err)
 	}
