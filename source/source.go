@@ -90,12 +90,32 @@ type Row struct {
 	Op        event.Op
 	Data      []byte // JSON object, nil for deletes
 	Occurred  time.Time
-	CreatedAt time.Time
+	CreatedAt time.Time // zero when the stored value is not a finite time
+	// Faults lists the columns whose stored value the adapter could not
+	// read into the fields above (PostgreSQL occurred_at = 'infinity',
+	// SQLite version = 'abc'); those fields hold their zero value. Claim
+	// returns such a row like any other instead of failing the batch, so
+	// one bad row never holds back the rows behind it.
+	Faults []ColumnFault
+}
+
+// ColumnFault is one outbox column whose stored value does not fit the
+// event contract's type for it.
+type ColumnFault struct {
+	Column  string // outbox column, e.g. "occurred_at"
+	Value   string // the stored value as text, e.g. "infinity"
+	Problem string // what is wrong with it, e.g. "is not a finite time"
+}
+
+func (f ColumnFault) String() string {
+	return fmt.Sprintf("%s %q %s", f.Column, f.Value, f.Problem)
 }
 
 // Event turns the row into the published event, with id "outbox-<id>".
-// It does not validate: a row an application wrote badly is still
-// published, so the worker parks it with a reason instead of it vanishing.
+// It neither validates nor looks at Faults: the relay checks both and
+// publishes a row that is not a faithful, valid event as a document the
+// worker parks with a reason naming the row (see internal/relay), so a row
+// an application wrote badly is neither lost nor blocking.
 func (r Row) Event() event.Event {
 	ev := event.Event{
 		ID:      fmt.Sprintf("outbox-%d", r.ID),

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventsync/eventsync/event"
@@ -352,13 +353,15 @@ func (s *Source) Claim(ctx context.Context, limit int) (source.Batch, error) {
 	b := &batch{tx: tx, outbox: s.n.outbox}
 	for rows.Next() {
 		var r source.Row
-		var op string
-		if err := rows.Scan(&r.ID, &r.Entity, &r.Key, &r.Version, &op, &r.Data, &r.Occurred, &r.CreatedAt); err != nil {
+		var cols outboxColumns
+		// pgx ends the whole result at the first value it cannot scan, so
+		// every column is read into a type that takes any stored value.
+		if err := rows.Scan(&r.ID, &cols.entity, &cols.key, &cols.version, &cols.op, &r.Data, &cols.occurred, &cols.created); err != nil {
 			rows.Close()
 			_ = tx.Rollback(context.WithoutCancel(ctx))
 			return nil, fmt.Errorf("postgres source: read outbox row: %w", err)
 		}
-		r.Op = event.Op(op)
+		cols.fill(&r)
 		b.rows = append(b.rows, r)
 		b.ids = append(b.ids, r.ID)
 	}
@@ -367,6 +370,45 @@ func (s *Source) Claim(ctx context.Context, limit int) (source.Batch, error) {
 		return nil, s.claimErr(err)
 	}
 	return b, nil
+}
+
+// outboxColumns holds one outbox row as scanned, before it becomes a
+// source.Row. timestamptz allows 'infinity' and '-infinity', which no
+// time.Time holds, and a NULL is possible once someone relaxed the schema.
+type outboxColumns struct {
+	entity, key, op   pgtype.Text
+	version           pgtype.Int8
+	occurred, created pgtype.Timestamptz
+}
+
+// fill copies the columns into r and records the values that do not fit.
+func (c outboxColumns) fill(r *source.Row) {
+	text := func(col string, v pgtype.Text) string {
+		if !v.Valid {
+			r.Faults = append(r.Faults, source.ColumnFault{Column: col, Value: "NULL", Problem: "is NULL"})
+		}
+		return v.String
+	}
+	r.Entity = text("entity", c.entity)
+	r.Key = text("key", c.key)
+	r.Op = event.Op(text("op", c.op))
+	if c.version.Valid {
+		r.Version = c.version.Int64
+	} else {
+		r.Faults = append(r.Faults, source.ColumnFault{Column: "version", Value: "NULL", Problem: "is NULL"})
+	}
+	switch {
+	case !c.occurred.Valid:
+		r.Faults = append(r.Faults, source.ColumnFault{Column: "occurred_at", Value: "NULL", Problem: "is NULL"})
+	case c.occurred.InfinityModifier != pgtype.Finite:
+		r.Faults = append(r.Faults, source.ColumnFault{Column: "occurred_at", Value: c.occurred.InfinityModifier.String(), Problem: "is not a finite time"})
+	default:
+		r.Occurred = c.occurred.Time
+	}
+	// created_at is not part of the event; an odd value only leaves it zero.
+	if c.created.Valid && c.created.InfinityModifier == pgtype.Finite {
+		r.CreatedAt = c.created.Time
+	}
 }
 
 func (s *Source) claimErr(err error) error {
@@ -440,7 +482,9 @@ func (s *Source) Cleanup(ctx context.Context, retention time.Duration, batchSize
 func (s *Source) Backlog(ctx context.Context) (source.Backlog, error) {
 	var b source.Backlog
 	var oldest *time.Time
-	err := s.pool.QueryRow(ctx, "SELECT count(*), min(created_at) FROM "+s.n.outbox+" WHERE sent_at IS NULL").Scan(&b.Rows, &oldest)
+	// A created_at of 'infinity' or '-infinity' fits no time.Time and says
+	// nothing about the lag: it is left out of the minimum.
+	err := s.pool.QueryRow(ctx, "SELECT count(*), min(created_at) FILTER (WHERE isfinite(created_at)) FROM "+s.n.outbox+" WHERE sent_at IS NULL").Scan(&b.Rows, &oldest)
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42P01" {

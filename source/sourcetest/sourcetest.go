@@ -5,6 +5,7 @@
 package sourcetest
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -33,6 +34,17 @@ type Features struct {
 	// ConcurrentWriters is true when two write transactions can be open at
 	// once (PostgreSQL), so a transaction can commit after a later one.
 	ConcurrentWriters bool
+	// OddRows are statements, in the database's own SQL, that write outbox
+	// rows an application may write but no Row field holds as stored.
+	OddRows []OddRow
+}
+
+// OddRow is one outbox row written by Insert and the column Claim must
+// report in Row.Faults for it; Fault empty means the row must come back
+// without faults (a value the relay, not the adapter, judges).
+type OddRow struct {
+	Insert string
+	Fault  string
 }
 
 // Run runs the suite. newEnv must register its own cleanup.
@@ -53,6 +65,7 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env, f Features) {
 		{"SnapshotKeysetResume", testSnapshotResume},
 		{"Cleanup", testCleanup},
 		{"WaitWakesOnNewRows", testWait},
+		{"OddRowsAreClaimedNotFailed", func(t *testing.T, env Env) { testOddRows(t, env, f.OddRows) }},
 	}
 	if f.ConcurrentWriters {
 		tests = append(tests, struct {
@@ -327,6 +340,50 @@ func insertListings(t *testing.T, db *sql.DB, from, to int) {
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// testOddRows: a row whose stored values fit no Row field is claimed with
+// its faults named, never failing the claim, which would hold back every
+// row behind it for good (the next claim takes the same rows in id order).
+func testOddRows(t *testing.T, env Env, odd []OddRow) {
+	if len(odd) == 0 {
+		t.Skip("the adapter declares no odd rows")
+	}
+	setup(t, env)
+	insertListings(t, env.DB, 1, 1)
+	for _, o := range odd {
+		exec(t, env.DB, o.Insert)
+	}
+	insertListings(t, env.DB, 2, 2)
+	rows := claimAll(t, env.Source)
+	if len(rows) != len(odd)+2 {
+		t.Fatalf("claimed %d rows, want %d", len(rows), len(odd)+2)
+	}
+	if !slices.IsSortedFunc(rows, func(a, b source.Row) int { return cmp.Compare(a.ID, b.ID) }) {
+		t.Fatalf("rows out of id order: %v", ids(rows))
+	}
+	for i, r := range rows {
+		want := ""
+		if i > 0 && i <= len(odd) {
+			want = odd[i-1].Fault
+		}
+		switch {
+		case want == "" && len(r.Faults) > 0:
+			t.Errorf("row %d (%s): faults %v, want none", r.ID, insertOf(odd, i), r.Faults)
+		case want != "" && (len(r.Faults) != 1 || r.Faults[0].Column != want || r.Faults[0].Value == "" || r.Faults[0].Problem == ""):
+			t.Errorf("row %d (%s): faults %v, want one on %s with the stored value and the problem", r.ID, insertOf(odd, i), r.Faults, want)
+		}
+	}
+	if rows[0].Key != "1" || rows[len(rows)-1].Key != "2" {
+		t.Fatalf("the good rows around the odd ones: keys %q and %q", rows[0].Key, rows[len(rows)-1].Key)
+	}
+}
+
+func insertOf(odd []OddRow, i int) string {
+	if i > 0 && i <= len(odd) {
+		return odd[i-1].Insert
+	}
+	return "a listing"
 }
 
 func testClaim(t *testing.T, env Env) {

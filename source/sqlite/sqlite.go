@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -132,6 +133,37 @@ func parseTime(s string) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// readVersion takes the version column as SQLite stored it. INTEGER
+// affinity turns numeric text into an integer on insert, so anything else
+// (a REAL, non-numeric text, a BLOB) is a value the application wrote that
+// is no version.
+func readVersion(v any) (int64, *source.ColumnFault) {
+	fault := func(value, problem string) (int64, *source.ColumnFault) {
+		return 0, &source.ColumnFault{Column: "version", Value: value, Problem: problem}
+	}
+	switch x := v.(type) {
+	case int64:
+		return x, nil
+	case float64:
+		return fault(strconv.FormatFloat(x, 'g', -1, 64), "is a real number, not an integer")
+	case string:
+		if n, err := strconv.ParseInt(x, 10, 64); err == nil {
+			return n, nil
+		}
+		return fault(x, "is text, not an integer")
+	case []byte:
+		const show = 32 // a version that is a BLOB is shown, not copied whole
+		if len(x) > show {
+			return fault(fmt.Sprintf("x'%X'... (%d bytes)", x[:show], len(x)), "is a BLOB, not an integer")
+		}
+		return fault(fmt.Sprintf("x'%X'", x), "is a BLOB, not an integer")
+	case nil:
+		return fault("NULL", "is NULL")
+	default:
+		return fault(fmt.Sprint(x), fmt.Sprintf("is a %T, not an integer", x))
+	}
 }
 
 const nowSQL = `(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))`
@@ -460,15 +492,28 @@ func (s *Source) Claim(ctx context.Context, limit int) (source.Batch, error) {
 	for rows.Next() {
 		var r source.Row
 		var op, occurred, created string
+		var version any
 		var data sql.NullString
-		if err := rows.Scan(&r.ID, &r.Entity, &r.Key, &r.Version, &op, &data, &occurred, &created); err != nil {
+		// SQLite stores any value in any column (a version of 'abc' is kept
+		// as text), so the version is read as whatever it is and checked
+		// here: a failed Scan would fail the claim and hold back every row
+		// behind this one.
+		if err := rows.Scan(&r.ID, &r.Entity, &r.Key, &version, &op, &data, &occurred, &created); err != nil {
 			return nil, fmt.Errorf("sqlite source: read outbox row: %w", err)
 		}
 		r.Op = event.Op(op)
 		if data.Valid {
 			r.Data = []byte(data.String)
 		}
-		r.Occurred = parseTime(occurred)
+		var fault *source.ColumnFault
+		if r.Version, fault = readVersion(version); fault != nil {
+			r.Faults = append(r.Faults, *fault)
+		}
+		if r.Occurred = parseTime(occurred); r.Occurred.IsZero() {
+			r.Faults = append(r.Faults, source.ColumnFault{Column: "occurred_at", Value: occurred,
+				Problem: "is not a time eventsync reads (RFC 3339 or YYYY-MM-DD HH:MM:SS[.fff], in UTC unless it has an offset)"})
+		}
+		// created_at is not part of the event; an odd value only leaves it zero.
 		r.CreatedAt = parseTime(created)
 		b.rows = append(b.rows, r)
 	}

@@ -24,5 +24,18 @@ func newEnv(t *testing.T) sourcetest.Env {
 }
 
 func TestConformance(t *testing.T) {
-	sourcetest.Run(t, newEnv, sourcetest.Features{})
+	sourcetest.Run(t, newEnv, sourcetest.Features{OddRows: oddRows})
+}
+
+// oddRows are values SQLite's dynamic typing lets an application store that
+// no Row field holds, or that only the relay can judge.
+var oddRows = []sourcetest.OddRow{
+	{Insert: `INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('listing', 'a', 'abc', 'upsert', '{}')`, Fault: "version"},
+	{Insert: `INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('listing', 'b', 1.5, 'upsert', '{}')`, Fault: "version"},
+	{Insert: `INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('listing', 'c', x'0102', 'upsert', '{}')`, Fault: "version"},
+	{Insert: `INSERT INTO eventsync_outbox (entity, key, version, op, data, occurred_at) VALUES ('listing', 'd', 1, 'upsert', '{}', 'yesterday')`, Fault: "occurred_at"},
+	{Insert: `INSERT INTO eventsync_outbox (entity, key, version, op, data, created_at) VALUES ('listing', 'e', 1, 'upsert', '{}', 'yesterday')`},
+	{Insert: `INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('listing', 'f', 1, 'upsert', 'not json')`},
+	{Insert: `INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('listing', CAST(x'ff' AS TEXT), 1, 'upsert', x'ff')`},
+	{Insert: `INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('listing', 'g', '7', 'upsert', '{}')`},
 }
