@@ -24,6 +24,7 @@ import (
 	"github.com/eventsync/eventsync/bus/rabbitmq"
 	"github.com/eventsync/eventsync/bus/rabbitmq/rabbitmqtest"
 	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/internal/engine"
 	"github.com/eventsync/eventsync/internal/relay"
 	"github.com/eventsync/eventsync/internal/testenv"
 	"github.com/eventsync/eventsync/source"
@@ -514,4 +515,140 @@ func TestRelayProcessSIGKILL(t *testing.T) {
 	}
 	col.mu.Unlock()
 	t.Logf("%d rows, %d events received (duplicates, if any, come from the batch in flight at the kill)", len(ids), len(col.snapshot()))
+}
+
+// pgOddRows are rows PostgreSQL accepts that are no valid event. The
+// 'infinity' ones failed every claim before (pgx cannot scan them into a
+// time.Time), the year-10000 one every encode; either way the rows behind
+// them waited for good.
+var pgOddRows = []oddRow{
+	{`INSERT INTO eventsync_outbox (entity, key, version, op, data, occurred_at) VALUES ('listing', 'a', 100, 'upsert', '{}', 'infinity')`,
+		"occurred_at 'infinity' is not a finite time"},
+	{`INSERT INTO eventsync_outbox (entity, key, version, op, data, occurred_at) VALUES ('listing', 'b', 100, 'upsert', '{}', '-infinity')`,
+		"occurred_at '-infinity' is not a finite time"},
+	{`INSERT INTO eventsync_outbox (entity, key, version, op, data, occurred_at) VALUES ('listing', 'c', 100, 'upsert', '{}', '10000-01-01 00:00:00+00')`,
+		"occurred_at 10000-01-01T00:00:00Z is outside the years 0000 to 9999"},
+	{`INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('listing', 'd', 100, 'upsert', jsonb_build_object('s', repeat('x', 1100000)))`,
+		"over the 1048576-byte limit"},
+	{`INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('Bad Entity', 'e', 0, 'upsert', '{}')`,
+		"version 0 is below the minimum of 1"},
+}
+
+// TestRelayParksOddPostgresRowsOnRabbitMQ runs the whole path: rows that
+// are no valid event, between good ones and beside one whose created_at
+// is 'infinity' (not part of the event, so relayed as usual), go through
+// the relay to RabbitMQ; a consumer settles each delivery as the worker
+// does (the worker's Applier decides; parked messages go to the parked
+// queue with its reason). Every good row arrives as its event in id order,
+// every odd one is in the parked queue with a reason naming it, the outbox
+// drains, and fixing an odd row and clearing its sent_at publishes it
+// again, as docs/outbox.md says.
+func TestRelayParksOddPostgresRowsOnRabbitMQ(t *testing.T) {
+	t.Parallel()
+	pg := newPG(t)
+	b := rabbitmqtest.Open(t, rabbitmq.Config{Logger: quiet})
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := pg.db.Exec(q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	insertListings := func(from, to int) {
+		t.Helper()
+		exec(`INSERT INTO listings (id, name) SELECT i, 'n' FROM generate_series($1::int, $2::int) i`, from, to)
+	}
+	insertListings(1, 3)
+	exec(`INSERT INTO eventsync_outbox (entity, key, version, op, data, created_at) VALUES ('listing', '99', 100, 'upsert', '{"id": 99}', 'infinity')`)
+	for i, o := range pgOddRows {
+		exec(o.insert)
+		insertListings(10*(i+1), 10*(i+1)+2)
+	}
+	outbox := outboxRows(t, pg.db)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	sub, err := b.Subscribe(ctx, bus.Live, bus.SubscribeOptions{Prefetch: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Close() }()
+	applier, err := engine.NewApplier(untouchedStore{}, untouchedSink{}, engine.Config{WorkerID: "relay-test", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// settle handles deliveries as the worker would until want messages
+	// came, and returns their bodies in delivery order.
+	settle := func(want int) [][]byte {
+		t.Helper()
+		var bodies [][]byte
+		for len(bodies) < want {
+			var d bus.Delivery
+			select {
+			case d = <-sub.Deliveries():
+			case <-ctx.Done():
+				t.Fatalf("%d of %d messages arrived before the deadline", len(bodies), want)
+			}
+			bodies = append(bodies, d.Body())
+			if _, err := event.Parse(d.Body(), 0); err == nil {
+				if err := d.Ack(ctx); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			out := workerOutcome(t, applier, d.Body())
+			if out.Result != engine.ResultParked {
+				t.Fatalf("the worker's outcome for %s is %s, want parked", d.Body(), out.Result)
+			}
+			if err := d.Park(ctx, out.Reason); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return bodies
+	}
+
+	r, err := relay.New(pg.src, b, relay.Config{BatchSize: 4, Concurrency: 1, PollInterval: 50 * time.Millisecond,
+		MaxBackoff: 200 * time.Millisecond, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, r)
+	bodies := settle(len(outbox))
+	reasons := checkParkedAndRelayed(t, outbox, bodies, pgOddRows)
+	waitFor(t, "the outbox drained", func() bool { return backlog(t, pg.src) == 0 })
+	if s := r.Stats(); s.Invalid != uint64(len(pgOddRows)) {
+		t.Errorf("stats %+v, want %d invalid rows", s, len(pgOddRows))
+	}
+
+	parked, err := b.ListParked(ctx, bus.ParkedFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parked) != len(pgOddRows) {
+		t.Fatalf("%d messages parked, want %d", len(parked), len(pgOddRows))
+	}
+	for _, p := range parked {
+		found := false
+		for id, reason := range reasons {
+			found = found || (p.Reason == reason && strings.Contains(p.Reason, fmt.Sprintf("outbox row %d (", id)))
+		}
+		if !found {
+			t.Errorf("parked message %s has reason %q, which names no odd outbox row", p.Body, p.Reason)
+		}
+	}
+	// The parked copies keep the entity, so the usual filters find them.
+	if byEntity, err := b.ListParked(ctx, bus.ParkedFilter{Entity: "listing"}); err != nil || len(byEntity) != len(pgOddRows)-1 {
+		t.Errorf("parked messages of entity listing: %d (%v), want %d", len(byEntity), err, len(pgOddRows)-1)
+	}
+
+	// The documented fix: correct the row and clear its sent_at.
+	var infinite int64
+	if err := pg.db.QueryRow(`SELECT id FROM eventsync_outbox WHERE occurred_at = 'infinity'`).Scan(&infinite); err != nil {
+		t.Fatal(err)
+	}
+	exec(`UPDATE eventsync_outbox SET occurred_at = now(), sent_at = NULL WHERE id = $1`, infinite)
+	again := settle(1)
+	stop()
+	if ev, err := event.Parse(again[0], 0); err != nil || ev.ID != fmt.Sprintf("outbox-%d", infinite) || ev.OccurredAt == nil {
+		t.Fatalf("after the fix the relay published %s (%v), want the event of outbox row %d", again[0], err, infinite)
+	}
 }

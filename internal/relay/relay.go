@@ -3,11 +3,23 @@
 // confirms, then mark them sent. Rows are marked only after every confirm,
 // so a crash or a broker outage re-publishes at most the claimed batch and
 // never loses a row; event versions absorb the duplicates downstream.
+//
+// A row that is not a valid event (a column the source could not read, such
+// as a PostgreSQL occurred_at of 'infinity'; a time outside the years
+// 0000-9999; data that is not a JSON object; text that is not UTF-8; a
+// version below 1; an event over Config.MaxEventBytes) never fails its
+// batch: the relay publishes in its place a rejection, a JSON document
+// whose first member's name is the reason (the outbox id, entity and key,
+// what is wrong, how to fix it) and whose other members keep the row's
+// values. The worker's parse refuses that member before anything else, so
+// the message is parked at once with that reason; the row is marked sent
+// like the others, counted in eventsync_relay_invalid_total and logged,
+// and every row behind it is relayed in order. Fixing the row and setting
+// its sent_at to NULL publishes it again. See docs/outbox.md.
 package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/source"
 )
 
@@ -53,6 +66,14 @@ type Config struct {
 	// BacklogInterval is how often the unsent backlog and lag are measured.
 	// Default 5s.
 	BacklogInterval time.Duration
+	// MaxEventBytes is the largest event published as such; a larger one is
+	// published as a rejection the worker parks (a broker refuses messages
+	// over its own limit, NATS at 1 MiB by default, which would fail the
+	// whole batch again and again). Set it to the worker's max event bytes.
+	// Default event.DefaultMaxSize. Below about 1 KiB a rejection itself
+	// can be larger; the worker then parks it for its size, and only the
+	// relay's log names the row.
+	MaxEventBytes int
 	// Registerer, when set, receives the relay's Prometheus collectors.
 	Registerer prometheus.Registerer
 	// Logger; nil means slog.Default().
@@ -91,6 +112,9 @@ func (c Config) WithDefaults() Config {
 	if c.BacklogInterval <= 0 {
 		c.BacklogInterval = 5 * time.Second
 	}
+	if c.MaxEventBytes <= 0 {
+		c.MaxEventBytes = event.DefaultMaxSize
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -105,6 +129,9 @@ func (c Config) Validate() error {
 	if c.Concurrency > 64 {
 		return fmt.Errorf("relay: concurrency %d is above 64; each loop holds a database connection", c.Concurrency)
 	}
+	if c.MaxEventBytes < 64 {
+		return fmt.Errorf("relay: max event bytes %d is too small; use the worker's max event bytes", c.MaxEventBytes)
+	}
 	if c.PollInterval < 10*time.Millisecond {
 		return fmt.Errorf("relay: poll interval %s is below 10ms (set --poll-interval)", c.PollInterval)
 	}
@@ -116,7 +143,7 @@ type Stats struct {
 	Published uint64 // events confirmed by the bus and marked sent
 	Batches   uint64 // non-empty batches marked sent
 	Errors    uint64 // failed claims, publishes and marks
-	Invalid   uint64 // rows that do not satisfy the event contract (published anyway, parked downstream)
+	Invalid   uint64 // rows that are no valid event, published as rejections the worker parks
 	Cleaned   uint64 // sent rows deleted by retention cleanup
 	Backlog   int64  // unsent rows at the last measurement
 	// Lag is the age of the oldest unsent row, 0 when none.
@@ -166,7 +193,7 @@ func (r *Relay) register(reg prometheus.Registerer) error {
 		counter("published_total", "Outbox events confirmed by the bus and marked sent.", &r.published),
 		counter("batches_total", "Non-empty outbox batches published and marked sent.", &r.batches),
 		counter("errors_total", "Failed claims, publishes and mark-sent updates (rows stay unsent and are retried).", &r.errs),
-		counter("invalid_total", "Outbox rows violating the event contract; published anyway so the worker parks them with a reason.", &r.invalid),
+		counter("invalid_total", "Outbox rows that are no valid event (unreadable, unencodable, violating the contract or too large); published as rejections the worker parks with the reason.", &r.invalid),
 		counter("cleaned_rows_total", "Sent outbox rows deleted after the retention period.", &r.cleaned),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "eventsync", Subsystem: "relay", Name: "backlog_rows",
 			Help: "Unsent outbox rows at the last measurement."}, func() float64 { return float64(r.backlog.Load()) }),
@@ -300,18 +327,14 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 	}
 	msgs := make([]bus.Message, len(rows))
 	for i, row := range rows {
-		ev := row.Event()
-		body, err := json.Marshal(ev)
-		if err != nil {
-			_ = b.Release(bctx)
-			return 0, fmt.Errorf("encode outbox row %d: %w", row.ID, err)
-		}
-		// The rules a worker's parse applies, checked on the fields: parsing
-		// every body again cost the relay as much CPU as publishing it.
-		if err := ev.Validate(); err != nil {
+		// A bad row must not fail the batch: the next claim would take it
+		// again, first in id order, and every row behind it would wait for
+		// good. It is published as a rejection the worker parks instead.
+		body, reason := encode(row, r.cfg.MaxEventBytes)
+		if reason != "" {
 			r.invalid.Add(1)
-			r.log.Warn("outbox row violates the event contract; publishing it so the worker parks it with the reason",
-				"outbox_id", row.ID, "entity", row.Entity, "key", row.Key, "err", err)
+			r.log.Warn("outbox row is no valid event; publishing it for the worker to park with the reason",
+				"outbox_id", row.ID, "entity", row.Entity, "key", row.Key, "reason", reason)
 		}
 		msgs[i] = bus.Message{Body: body}
 	}

@@ -2,10 +2,13 @@ package relay_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,9 +19,12 @@ import (
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/internal/engine"
 	"github.com/eventsync/eventsync/internal/relay"
+	"github.com/eventsync/eventsync/sink"
 	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/source/sqlite"
+	"github.com/eventsync/eventsync/store"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -290,6 +296,9 @@ func TestConfigValidation(t *testing.T) {
 	if _, err := relay.New(src, &recorder{}, relay.Config{PollInterval: time.Microsecond}); err == nil {
 		t.Error("tiny poll interval accepted")
 	}
+	if _, err := relay.New(src, &recorder{}, relay.Config{MaxEventBytes: 10}); err == nil {
+		t.Error("a 10-byte event limit accepted")
+	}
 	reg := prometheus.NewRegistry()
 	if _, err := relay.New(src, &recorder{}, relay.Config{Registerer: reg}); err != nil {
 		t.Fatal(err)
@@ -297,4 +306,185 @@ func TestConfigValidation(t *testing.T) {
 	if _, err := relay.New(src, &recorder{}, relay.Config{Registerer: reg}); err == nil {
 		t.Error("registering the relay's metrics twice on one registry succeeded")
 	}
+}
+
+// oddRow is an outbox row an application wrote that is no valid event, and
+// what the reason it is parked with must say about it.
+type oddRow struct {
+	insert string
+	want   string
+}
+
+// sqliteOddRows covers what SQLite lets an application store: each row
+// failed its batch before, again at every claim, and the rows behind it
+// waited for good.
+var sqliteOddRows = []oddRow{
+	{`INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('listing', 'a', 100, 'upsert', 'not json')`,
+		"data 'not json' is not JSON"},
+	{`INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('listing', 'b', 'abc', 'upsert', '{}')`,
+		"version 'abc' is text, not an integer"},
+	{`INSERT INTO eventsync_outbox (entity, key, version, op, data, occurred_at) VALUES ('listing', 'c', 100, 'upsert', '{}', 'yesterday')`,
+		"occurred_at 'yesterday' is not a time"},
+	{`INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('listing', CAST(x'ff' AS TEXT), 100, 'upsert', '{}')`,
+		"key x'FF' is not UTF-8 text"},
+	{`INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('listing', 'e', 100, 'upsert', '{"s":"' || printf('%.*c', 1100000, 'x') || '"}')`,
+		"over the 1048576-byte limit"},
+	{`INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('Bad Entity', 'f', 0, 'upsert', '[1]')`,
+		"entity 'Bad Entity' does not match"},
+}
+
+// TestRelayParksOddRowsAndRelaysTheRowsBehindThem interleaves rows that are
+// no valid event with good ones: every good row is published as its event,
+// in id order; every odd one is published as a message the worker's own
+// code parks at once with a reason naming the row, and the outbox drains.
+// The publisher refuses messages over 1 MiB as NATS does by default.
+func TestRelayParksOddRowsAndRelaysTheRowsBehindThem(t *testing.T) {
+	t.Parallel()
+	src := newSQLite(t)
+	exec := func(q string) {
+		t.Helper()
+		if _, err := src.DB().Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	insert(t, src, 1, 3)
+	for i, o := range sqliteOddRows {
+		exec(o.insert)
+		insert(t, src, 10*(i+1), 10*(i+1)+2)
+	}
+	pub := &broker{maxBody: 1 << 20}
+	r, err := relay.New(src, pub, relay.Config{BatchSize: 4, Concurrency: 1, PollInterval: 20 * time.Millisecond,
+		MaxBackoff: 200 * time.Millisecond, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, r)
+	total := 3 + 4*len(sqliteOddRows)
+	waitFor(t, fmt.Sprintf("all %d outbox rows published", total), func() bool { return r.Stats().Published == uint64(total) })
+	stop()
+	checkParkedAndRelayed(t, outboxRows(t, src.DB()), pub.bodies(), sqliteOddRows)
+	if s := r.Stats(); s.Invalid != uint64(len(sqliteOddRows)) {
+		t.Errorf("stats %+v, want %d invalid rows", s, len(sqliteOddRows))
+	}
+	if n := backlog(t, src); n != 0 {
+		t.Errorf("%d rows left unsent", n)
+	}
+}
+
+// outboxRow is an outbox row's id and whether it is a good row: a listing
+// with a key and data as the listings trigger writes it.
+type outboxRow struct {
+	id   int64
+	good bool
+}
+
+func outboxRows(t *testing.T, db *sql.DB) []outboxRow {
+	t.Helper()
+	rows, err := db.Query(`SELECT id, entity = 'listing' AND key <> '' AND coalesce(CAST(data AS TEXT), '') LIKE '{"id":%' FROM eventsync_outbox ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []outboxRow
+	for rows.Next() {
+		var r outboxRow
+		if err := rows.Scan(&r.id, &r.good); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkParkedAndRelayed checks the published bodies, in publish order,
+// against the outbox: one message per row, in id order; a good row's is its
+// valid event; an odd row's is parked by the worker's own code (an Applier
+// whose store and sink fail the test if touched) with a reason naming the
+// row and saying what the matching oddRow wants. It returns the reasons by
+// outbox id.
+func checkParkedAndRelayed(t *testing.T, outbox []outboxRow, bodies [][]byte, odd []oddRow) map[int64]string {
+	t.Helper()
+	if len(bodies) != len(outbox) {
+		t.Fatalf("%d messages published for %d outbox rows", len(bodies), len(outbox))
+	}
+	applier, err := engine.NewApplier(untouchedStore{}, untouchedSink{}, engine.Config{WorkerID: "relay-test", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[int64]string{}
+	oddSeen := 0
+	for i, row := range outbox {
+		body := bodies[i]
+		if row.good {
+			ev, err := event.Parse(body, 0)
+			if err != nil || ev.ID != fmt.Sprintf("outbox-%d", row.id) {
+				t.Errorf("message %d: want the event of outbox row %d, got %s (%v)", i, row.id, body, err)
+			}
+			continue
+		}
+		out := workerOutcome(t, applier, body)
+		want := fmt.Sprintf("outbox row %d (", row.id)
+		if out.Result != engine.ResultParked || !strings.Contains(out.Reason, want) {
+			t.Errorf("message %d: the worker's outcome for %s is %s %q; want parked with a reason naming %q", i, body, out.Result, out.Reason, want)
+			continue
+		}
+		if oddSeen < len(odd) && !strings.Contains(out.Reason, odd[oddSeen].want) {
+			t.Errorf("outbox row %d (%s) parked with %q; want it to say %q", row.id, odd[oddSeen].insert, out.Reason, odd[oddSeen].want)
+		}
+		oddSeen++
+		reasons[row.id] = out.Reason
+	}
+	if oddSeen != len(odd) {
+		t.Errorf("%d odd rows in the outbox, want %d", oddSeen, len(odd))
+	}
+	return reasons
+}
+
+// workerOutcome is what the worker decides for one message body.
+func workerOutcome(t *testing.T, a *engine.Applier, body []byte) (out engine.Outcome) {
+	t.Helper()
+	defer func() {
+		if p := recover(); p != nil {
+			t.Errorf("the worker called the store or the sink for %s, which it must park unread: %v", body, p)
+		}
+	}()
+	return a.Apply(context.Background(), body, 1)
+}
+
+// untouchedStore and untouchedSink stand in for a worker's store and sink
+// where none may be called: every method is the nil interface's, so a
+// call panics and workerOutcome fails the test.
+type untouchedStore struct{ store.Store }
+
+type untouchedSink struct{ sink.Sink }
+
+// broker is a publisher that keeps every body in order and, like a broker
+// with a message size limit, refuses a batch holding a larger message.
+type broker struct {
+	maxBody int
+	mu      sync.Mutex
+	got     [][]byte
+}
+
+func (b *broker) Publish(_ context.Context, _ bus.Stream, msgs ...bus.Message) error {
+	for _, m := range msgs {
+		if len(m.Body) > b.maxBody {
+			return fmt.Errorf("message of %d bytes exceeds the maximum payload of %d", len(m.Body), b.maxBody)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, m := range msgs {
+		b.got = append(b.got, m.Body)
+	}
+	return nil
+}
+
+func (b *broker) bodies() [][]byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.got)
 }
