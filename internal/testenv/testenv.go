@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +62,40 @@ func URL(t testing.TB, name string) string {
 func Postgres(t testing.TB) string {
 	t.Helper()
 	return URL(t, "postgres")
+}
+
+// PostgresPoolSize is the size of the PostgreSQL pools tests open. One
+// server (max_connections 100 here and in CI) serves the whole suite: go
+// test runs two packages at once, each with its parallel tests, and an e2e
+// test starts several eventsync processes with a pool each. Four
+// connections are plenty for a test; a bigger pool only makes "sorry, too
+// many clients already" likelier.
+const PostgresPoolSize = 4
+
+// PostgresPool returns a DSN of the test PostgreSQL whose pool_max_conns is
+// conns, for whatever builds a pgxpool from a DSN: pgxpool.New, the state
+// store, an eventsync process given it as --store. Not for pgx.Connect,
+// which would send pool_max_conns to the server as a setting and fail.
+func PostgresPool(t testing.TB, conns int) string {
+	t.Helper()
+	return WithParam(Postgres(t), "pool_max_conns", strconv.Itoa(conns))
+}
+
+// WithParam returns the PostgreSQL DSN with the connection parameter key
+// set to value: a query parameter of a postgres:// URL, or a key=value
+// pair appended to a keyword/value DSN.
+func WithParam(dsn, key, value string) string {
+	if !strings.HasPrefix(dsn, "postgres://") && !strings.HasPrefix(dsn, "postgresql://") {
+		return dsn + " " + key + "=" + value
+	}
+	u, err := url.Parse(dsn)
+	if err != nil { // opening the DSN reports what is wrong with it
+		return dsn
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // Redis returns the URL of the test Redis.
