@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -359,11 +360,10 @@ func TestApplyLostLeaseSchedulesRepair(t *testing.T) {
 		h := newHarnessTimeout(t, sf, 5*time.Second, func(c *Config) { c.LeaseTTL = time.Second })
 		ctx := context.Background()
 		expect(t, h.apply(t, upsert("z", 1, "one"), 1), ResultApplied)
-		// A zombie: a worker that cannot renew its lease (its store calls
-		// fail, as in a stall or a partition) behind a slow API (1.5s)
-		// outlives its 1s lease, while another worker applies v3 in
-		// between; the zombie's v2 lands last.
-		zombieApplier := h.applierOn(t, unrenewable{h.store})
+		// A zombie: a worker stalled past its lease (its renewal hangs)
+		// behind a slow API (1.5s) outlives its 1s lease, while another
+		// worker applies v3 in between; the zombie's v2 lands last.
+		zombieApplier := h.applierOn(t, stalled{h.store})
 		_ = h.api.SetFaults(fakeapi.Faults{Latency: fakeapi.Duration(1500 * time.Millisecond)})
 		zombie := make(chan Outcome, 1)
 		go func() { zombie <- zombieApplier.Apply(ctx, upsert("z", 2, "two (zombie)"), 1) }()
@@ -411,11 +411,49 @@ func TestApplyNewerEventAfterAZombieCreateRemovesTheDuplicate(t *testing.T) {
 }
 
 // unrenewable is a real store whose lease renewals fail, as for a worker
-// cut off from its store or stalled past its lease.
-type unrenewable struct{ store.Store }
+// cut off from its store.
+type unrenewable struct {
+	store.Store
+	tries *atomic.Int32 // renewals tried, when not nil
+}
 
-func (unrenewable) Extend(context.Context, store.Lease, time.Duration) (store.Lease, error) {
+func (u unrenewable) Extend(context.Context, store.Lease, time.Duration) (store.Lease, error) {
+	if u.tries != nil {
+		u.tries.Add(1)
+	}
 	return store.Lease{}, errors.New("store unreachable")
+}
+
+// stalled is a real store whose first lease renewal hangs for 2s, as for a
+// worker stalled past its lease: it neither renews nor notices.
+type stalled struct{ store.Store }
+
+func (stalled) Extend(context.Context, store.Lease, time.Duration) (store.Lease, error) {
+	time.Sleep(2 * time.Second)
+	return store.Lease{}, errors.New("stalled")
+}
+
+// A worker cut off from its store abandons its call after two failed
+// renewals, a third of a TTL before its lease could expire, instead of
+// letting it land after the next holder's write.
+func TestApplyAbandonsACallItCannotRenew(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarnessTimeout(t, sf, 5*time.Second, func(c *Config) { c.LeaseTTL = 1500 * time.Millisecond })
+		expect(t, h.apply(t, upsert("cut", 1, "one"), 1), ResultApplied)
+		var tries atomic.Int32
+		a := h.applierOn(t, unrenewable{h.store, &tries})
+		// The call would take 3s: six renewal ticks.
+		_ = h.api.SetFaults(fakeapi.Faults{Latency: fakeapi.Duration(3 * time.Second)})
+		out := a.Apply(context.Background(), upsert("cut", 2, "two"), 1)
+		if out.Result != ResultRetried || !strings.Contains(out.Reason, "lease lost") || out.SinkFailure {
+			t.Fatalf("outcome %s (%s), sink failure %v; want a retry for the lost lease", out.Result, out.Reason, out.SinkFailure)
+		}
+		// Abandoned at the second failed renewal (a third of a TTL before
+		// the lease expires), not at a later tick, when it has expired.
+		if n := tries.Load(); n != 2 {
+			t.Fatalf("%d renewals tried before the call was abandoned, want 2", n)
+		}
+	})
 }
 
 // stolen is a real store that finds every lease taken at the first renewal.
@@ -461,8 +499,14 @@ func TestApplyStopsACallWhoseLeaseIsLost(t *testing.T) {
 			t.Fatalf("the call went on for %s after its lease was lost", d)
 		}
 		_ = h.api.SetFaults(fakeapi.Faults{})
-		// The flag makes even an older event re-apply the newest state.
-		expect(t, h.apply(t, upsert("lost", 1, "one"), 2), ResultRepaired)
+		// v2 is in doubt: an older event may not repair (it would write v1
+		// over what may be v2); v2's retry lands it and clears the flag.
+		expect(t, h.apply(t, upsert("lost", 1, "one"), 2), ResultSuperseded)
+		expect(t, h.apply(t, upsert("lost", 2, "two"), 2), ResultApplied)
+		expect(t, h.apply(t, upsert("lost", 1, "one"), 3), ResultStale)
+		if recs := h.remote(t, "lost"); len(recs) != 1 || recs[0]["title"] != "two" {
+			t.Fatalf("want v2, got %v", recs)
+		}
 	})
 }
 
