@@ -134,7 +134,8 @@ type Store interface {
 	Release(ctx context.Context, l Lease) error
 	// ReleaseFailed drops a held lease and counts one API failure against
 	// the standing intent (Intent.Failures), in one round trip. Fenced like
-	// Release: for a lost lease it does nothing and returns nil.
+	// Release: for a lost lease, or one released already, it counts
+	// nothing and returns nil (a retried call never counts twice).
 	ReleaseFailed(ctx context.Context, l Lease) error
 	// MarkRepair flags k for repair, remembering the lease token current
 	// at the time (see Commit). Not fenced: it is called precisely by a
