@@ -191,6 +191,10 @@ const (
 	HeaderReason      = "x-eventsync-reason"
 	HeaderParkedAt    = "x-eventsync-parked-at"
 	HeaderRetryReason = "x-eventsync-retry-reason"
+	// HeaderRejected marks a message a producer knows is no valid event
+	// (the relay, for an outbox row it cannot encode); its value is the
+	// reason, and a worker parks the message with it without parsing.
+	HeaderRejected = "x-eventsync-rejected"
 )
 
 type streamKey struct{}

@@ -46,6 +46,8 @@ func runRelay(ctx context.Context, env Env, args []string) error {
 
 	reg := newRegistry()
 	rc.Registerer, rc.Logger = reg, log
+	// The relay rejects what the worker would park as too large.
+	rc.MaxEventBytes = cfg.Worker.MaxEventBytes
 	if _, isSQLite := src.(*sqlite.Source); isSQLite && !flagSet(fs, "concurrency") {
 		rc.Concurrency = 1 // SQLite has one writer at a time; a second loop only waits
 	}

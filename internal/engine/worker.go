@@ -297,7 +297,13 @@ func (w *Worker) handBack(ctx context.Context, stream bus.Stream, d bus.Delivery
 // handle applies one delivery and settles it according to the outcome.
 func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, probe bool) {
 	start := w.cfg.Now()
-	out := w.applier.Apply(bus.WithStream(ctx, stream), d.Body(), d.Attempt())
+	var out Outcome
+	if reason := d.Headers()[bus.HeaderRejected]; reason != "" {
+		// Its producer knew it is no valid event and said why.
+		out = Outcome{Result: ResultParked, Reason: reason}
+	} else {
+		out = w.applier.Apply(bus.WithStream(ctx, stream), d.Body(), d.Attempt())
+	}
 	var err error
 	switch out.Result {
 	case ResultApplied, ResultDuplicate, ResultStale, ResultSuperseded, ResultRepaired:

@@ -480,3 +480,33 @@ func TestWorkerPausingOneStreamLeavesTheOtherAlone(t *testing.T) {
 	close(gate.release)
 	waitUntil(t, 10*time.Second, "both live events applied", func() bool { return len(h.api.Records("listings")) == 2 })
 }
+
+// A message its producer marked rejected (the relay, for an outbox row it
+// cannot encode) is parked with the producer's reason, even when its body
+// would parse: the worker does not second-guess it.
+func TestWorkerParksARejectedMessageWithItsReason(t *testing.T) {
+	sf := stores()[0]
+	h := newHarness(t, sf, nil)
+	b := rabbitmqtest.Open(t, rabbitmq.Config{})
+	runWorker(t, h, b, nil)
+	const reason = "outbox row 7 (entity 'listing', key 'r') cannot be published as an event: occurred_at 'infinity' is not a finite time"
+	rejected := bus.Message{Body: upsert("r", 1, "t"), Headers: map[string]string{bus.HeaderRejected: reason}}
+	if err := b.Publish(context.Background(), bus.Live, rejected, bus.Message{Body: upsert("ok", 1, "t")}); err != nil {
+		t.Fatal(err)
+	}
+	var parked []bus.ParkedMessage
+	waitUntil(t, 10*time.Second, "the rejected message parked", func() bool {
+		var err error
+		parked, err = b.ListParked(context.Background(), bus.ParkedFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(parked) == 1 && len(h.api.Records("listings")) == 1
+	})
+	if parked[0].Reason != reason {
+		t.Fatalf("parked with %q, want the producer's reason %q", parked[0].Reason, reason)
+	}
+	if recs := h.api.Records("listings"); recs[0]["external_id"] != "ok" {
+		t.Fatalf("the API holds %v, want only the valid event's record", recs)
+	}
+}

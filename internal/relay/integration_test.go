@@ -599,6 +599,11 @@ func TestRelayParksOddPostgresRowsOnRabbitMQ(t *testing.T) {
 			if out.Result != engine.ResultParked {
 				t.Fatalf("the worker's outcome for %s is %s, want parked", d.Body(), out.Result)
 			}
+			// A worker parks it with the header's reason as it is (the body
+			// alone is parked too, by a worker that predates the header).
+			if h := d.Headers()[bus.HeaderRejected]; !strings.HasPrefix(h, "outbox row ") {
+				t.Fatalf("rejected message %s carries %s %q, want the reason naming its outbox row", d.Body(), bus.HeaderRejected, h)
+			}
 			if err := d.Park(ctx, out.Reason); err != nil {
 				t.Fatal(err)
 			}

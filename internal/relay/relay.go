@@ -331,12 +331,15 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 		// again, first in id order, and every row behind it would wait for
 		// good. It is published as a rejection the worker parks instead.
 		body, reason := encode(row, r.cfg.MaxEventBytes)
+		msgs[i] = bus.Message{Body: body}
 		if reason != "" {
 			r.invalid.Add(1)
 			r.log.Warn("outbox row is no valid event; publishing it for the worker to park with the reason",
 				"outbox_id", row.ID, "entity", row.Entity, "key", row.Key, "reason", reason)
+			// The header gives the worker the reason as it is; the body
+			// alone fails event.Parse too (for a worker that predates it).
+			msgs[i].Headers = map[string]string{bus.HeaderRejected: reason}
 		}
-		msgs[i] = bus.Message{Body: body}
 	}
 	if err := r.pub.Publish(bctx, bus.Live, msgs...); err != nil {
 		if rerr := b.Release(bctx); rerr != nil {
