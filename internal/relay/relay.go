@@ -11,8 +11,9 @@
 // batch: the relay publishes in its place a rejection, a JSON document
 // whose first member's name is the reason (the outbox id, entity and key,
 // what is wrong, how to fix it) and whose other members keep the row's
-// values. The worker's parse refuses that member before anything else, so
-// the message is parked at once with that reason; the row is marked sent
+// values; the header bus.HeaderRejected carries the reason too. The worker
+// parks such a message at once with that reason (and the body alone fails
+// event.Parse, for a worker that predates the header); the row is marked sent
 // like the others, counted in eventsync_relay_invalid_total and logged,
 // and every row behind it is relayed in order. Fixing the row and setting
 // its sent_at to NULL publishes it again. See docs/outbox.md.
