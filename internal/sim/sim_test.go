@@ -107,6 +107,14 @@ func TestSimulation(t *testing.T) {
 		t.Logf("known engine bug %q in %d seeds: %s", kind, known[kind], knownEngineBugs[kind])
 	}
 	slices.SortFunc(failed, func(a, b Result) int { return cmpUint(a.Seed, b.Seed) })
+	byKind := map[string][]Result{}
+	for _, res := range failed {
+		kind := unknownViolations(res)[0].Kind
+		byKind[kind] = append(byKind[kind], res)
+	}
+	for _, kind := range sortedKeys(byKind) {
+		t.Errorf("%q broken in %d seeds: %v", kind, len(byKind[kind]), seedsOf(byKind[kind], 20))
+	}
 	for i, res := range failed {
 		if i == 3 {
 			t.Errorf("... and %d more failing seeds: %v", len(failed)-i, seedsOf(failed[i:], 50))
