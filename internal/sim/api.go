@@ -94,6 +94,10 @@ type remoteRecord struct {
 	key     store.Key
 	version int64
 	data    json.RawMessage
+	// creator is the task that created it and byZombie whether that task
+	// was a zombie then (nil for a record from before eventsync).
+	creator  *Task
+	byZombie bool
 }
 
 type request struct {
@@ -357,9 +361,21 @@ func (a *API) land(req *request) {
 	case "create":
 		a.Stats.Creates++
 		a.checkStale(req, status)
+		if status == Held {
+			// A lease holder creates only when no record of the key can
+			// exist: none known, none in doubt, none found by a lookup.
+			// Records a zombie created may appear unseen; the repair of
+			// its fenced commit removes them.
+			for _, id := range a.byKey[req.key] {
+				if other := a.records[id]; !other.byZombie {
+					a.obs.Violation("duplicate create", "%s by %s while %s exists (created by %s)", req, t.Name, id, other.creatorName())
+					break
+				}
+			}
+		}
 		a.nextID++
 		id := fmt.Sprintf("r%d", a.nextID)
-		a.records[id] = &remoteRecord{id: id, key: req.key, version: req.rec.Version, data: req.rec.Data}
+		a.records[id] = &remoteRecord{id: id, key: req.key, version: req.rec.Version, data: req.rec.Data, creator: t, byZombie: status == Zombie}
 		a.byKey[req.key] = append(a.byKey[req.key], id)
 		a.Stats.DuplicatePeak = max(a.Stats.DuplicatePeak, len(a.byKey[req.key]))
 		req.newID = id
@@ -411,6 +427,13 @@ func (a *API) checkStale(req *request, status WriterStatus) {
 		}
 	}
 	a.mark[req.key] = max(mark, v)
+}
+
+func (r *remoteRecord) creatorName() string {
+	if r.creator == nil {
+		return "nobody: it predates eventsync"
+	}
+	return r.creator.Name
 }
 
 func notFound(op string) error {

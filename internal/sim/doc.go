@@ -64,6 +64,9 @@
 //     repair (its commit is fenced), after which the end checks hold;
 //   - no write without a lease, no two writes in progress on one key by
 //     lease holders, no key leased to two unexpired holders;
+//   - no duplicate create: a lease holder never creates a record while
+//     another one of the key exists that was not created by a zombie (those
+//     may appear after a lookup; the repair removes them);
 //   - an ack only for an event whose version the store has applied, or
 //     (superseded) below a newer write in doubt: never on its own intent;
 //   - a park only for poison, a permanent API answer, or an event whose own
