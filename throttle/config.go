@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 )
 
@@ -11,20 +12,22 @@ import (
 // WithDefaults) learns the API's limits by itself; set Rate when the API
 // documents its limit. The lead embeds it in the config file as `throttle:`.
 type Config struct {
-	// Rate is the API's request limit per second for the whole cluster. 0
-	// means unknown: the rate is learned from 429 responses.
-	Rate float64 `yaml:"rate" doc:"API request limit per second for all processes together; 0 = unknown, learned from 429s (default 0)"`
-	// Burst is how many calls may start at once above the rate; 0 means 50 ms
-	// worth of the rate (at least 1).
-	Burst int `yaml:"burst" doc:"calls that may start at once above the rate; 0 = 50ms worth of the rate"`
+	// Rate is the API's request limit per second for the whole cluster,
+	// between MinRate and MaxRate. 0 means unknown: the rate is learned
+	// from 429 responses, within the same limits.
+	Rate float64 `yaml:"rate" doc:"API request limit per second for all processes together, 0.001 to 1000000; 0 = unknown, learned from 429s (default 0)"`
+	// Burst is how many calls may start at once above the rate, at most
+	// MaxBurst; 0 means 50 ms worth of the rate (at least 1).
+	Burst int `yaml:"burst" doc:"calls that may start at once above the rate, at most 1000000; 0 = 50ms worth of the rate"`
 	// MaxInFlight caps this process's concurrent calls; the adaptive limit
 	// moves between 1 and this.
 	MaxInFlight int `yaml:"max_in_flight" doc:"most concurrent API calls of one process; the adaptive limit stays below (default 256)"`
 	// InitialLimit is where the adaptive concurrency limit starts.
 	InitialLimit int `yaml:"initial_limit" doc:"starting concurrency limit per process (default 8)"`
-	// InitialRate is where learning starts when Rate is 0; it doubles every
-	// second while it is the bottleneck until the first 429.
-	InitialRate float64 `yaml:"initial_rate" doc:"starting rate when rate is unknown; doubles each second until the first 429 (default 50)"`
+	// InitialRate is where learning starts when Rate is 0, between MinRate
+	// and MaxRate; it doubles every second while it is the bottleneck until
+	// the first 429, and never passes MaxRate.
+	InitialRate float64 `yaml:"initial_rate" doc:"starting rate when rate is unknown, 0.001 to 1000000; doubles each second until the first 429 (default 50)"`
 	// LiveShare is the part of the concurrency limit resync calls leave free
 	// while live calls are active, and the extra burst live calls may use
 	// above resync ones while resync calls share the budget.
@@ -38,11 +41,12 @@ type Config struct {
 	// OutageFailures consecutive 5xx, timeouts or connection errors (of
 	// calls sent after the first of them failed) mean an outage: every process holds for ProbeInterval and only probes go out.
 	OutageFailures int `yaml:"outage_failures" doc:"consecutive 5xx/timeouts/connection errors that hold every process for an outage; calls in flight together count once (default 10)"`
-	// ProbeInterval is how long an outage hold lasts before the next probe.
-	ProbeInterval time.Duration `yaml:"probe_interval" doc:"time between probes during an outage (default 5s)"`
+	// ProbeInterval is how long an outage hold lasts before the next probe,
+	// at most MaxSpan.
+	ProbeInterval time.Duration `yaml:"probe_interval" doc:"time between probes during an outage, 10ms to 24h (default 5s)"`
 	// MaxHold caps a server's Retry-After, so a bogus header cannot stop
-	// the cluster for a day.
-	MaxHold time.Duration `yaml:"max_hold" doc:"longest hold a Retry-After may cause (default 5m)"`
+	// the cluster for a day; at most MaxSpan.
+	MaxHold time.Duration `yaml:"max_hold" doc:"longest hold a Retry-After may cause, 1s to 24h (default 5m)"`
 	// HoldPoll is how often a process reads the cluster hold.
 	HoldPoll time.Duration `yaml:"hold_poll" doc:"how often each process reads the cluster-wide hold (default 100ms)"`
 }
@@ -88,11 +92,11 @@ func (c Config) Validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("throttle.%s: "+format, append([]any{key}, args...)...))
 	}
-	if math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) || c.Rate < 0 {
-		bad("rate", "%v must be requests per second >= 0 (0 = learn it)", c.Rate)
+	if c.Rate != 0 && !rateInRange(c.Rate) {
+		bad("rate", "%v is out of range; use 0 (learn it) or a rate between %s and %s requests per second", c.Rate, rateText(MinRate), rateText(MaxRate))
 	}
-	if c.Burst < 0 {
-		bad("burst", "%d must be >= 0 (0 = 50ms worth of the rate)", c.Burst)
+	if c.Burst < 0 || c.Burst > MaxBurst {
+		bad("burst", "%d is out of range; use a number of calls between 0 and %d (0 = 50ms worth of the rate)", c.Burst, MaxBurst)
 	}
 	if c.MaxInFlight < 1 {
 		bad("max_in_flight", "%d must be at least 1", c.MaxInFlight)
@@ -100,8 +104,8 @@ func (c Config) Validate() error {
 	if c.InitialLimit < 1 || c.InitialLimit > c.MaxInFlight {
 		bad("initial_limit", "%d must be between 1 and max_in_flight (%d)", c.InitialLimit, c.MaxInFlight)
 	}
-	if math.IsNaN(c.InitialRate) || math.IsInf(c.InitialRate, 0) || c.InitialRate <= 0 {
-		bad("initial_rate", "%v must be a positive number of requests per second", c.InitialRate)
+	if !rateInRange(c.InitialRate) {
+		bad("initial_rate", "%v is out of range; use a rate between %s and %s requests per second", c.InitialRate, rateText(MinRate), rateText(MaxRate))
 	}
 	if math.IsNaN(c.LiveShare) || c.LiveShare < 0 || c.LiveShare > 0.9 {
 		bad("live_share", "%v must be a fraction between 0 and 0.9", c.LiveShare)
@@ -115,11 +119,11 @@ func (c Config) Validate() error {
 	if c.OutageFailures < 1 {
 		bad("outage_failures", "%d must be at least 1", c.OutageFailures)
 	}
-	if c.ProbeInterval < 10*time.Millisecond {
-		bad("probe_interval", "%v must be at least 10ms", c.ProbeInterval)
+	if c.ProbeInterval < 10*time.Millisecond || c.ProbeInterval > MaxSpan {
+		bad("probe_interval", "%v is out of range; use a duration between 10ms and %s", c.ProbeInterval, span(MaxSpan))
 	}
-	if c.MaxHold < time.Second {
-		bad("max_hold", "%v must be at least 1s, since Retry-After counts whole seconds", c.MaxHold)
+	if c.MaxHold < time.Second || c.MaxHold > MaxSpan {
+		bad("max_hold", "%v is out of range; use a duration between 1s and %s (Retry-After counts whole seconds)", c.MaxHold, span(MaxSpan))
 	}
 	if c.HoldPoll < time.Millisecond || c.HoldPoll > 10*time.Second {
 		bad("hold_poll", "%v must be between 1ms and 10s", c.HoldPoll)
@@ -127,9 +131,24 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+func rateInRange(r float64) bool { return r >= MinRate && r <= MaxRate } // false for NaN
+
+// rateText prints 1e6 as 1000000, as the documentation does.
+func rateText(r float64) string { return strconv.FormatFloat(r, 'f', -1, 64) }
+
+// span prints a whole number of hours as "24h", not "24h0m0s".
+func span(d time.Duration) string {
+	if d%time.Hour == 0 {
+		return fmt.Sprintf("%dh", d/time.Hour)
+	}
+	return d.String()
+}
+
 // burstFor is the GCRA burst at rate for resync calls; live calls get
 // LiveShare of a second's worth more, so they pass while resync saturates.
+// It stays within [1, MaxBurst] for any rate.
 func (c Config) burstFor(rate float64, p Priority) int {
+	rate = ClampRate(rate)
 	b := c.Burst
 	if b == 0 {
 		b = max(1, int(math.Ceil(rate*0.05)))
@@ -137,5 +156,5 @@ func (c Config) burstFor(rate float64, p Priority) int {
 	if p == Live {
 		b += max(1, int(math.Ceil(rate*c.LiveShare)))
 	}
-	return b
+	return ClampBurst(b)
 }

@@ -30,7 +30,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"sink", "priority"}),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventsync_throttle_calls_total",
-			Help: "Finished API calls by priority and result (ok, client_error, rate_limited, overloaded, server_error, timeout, transport, canceled); rate(result=\"ok\") is the achieved throughput.",
+			Help: "API calls by priority and result, sink.Classify's class (ok, client_error, rate_limited, overloaded, server_error, timeout, transport, canceled; local: not sent, the rate limiter's store or the sink failed on this side); rate(result=\"ok\") is the achieved throughput.",
 		}, []string{"sink", "priority", "result"}),
 		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "eventsync_throttle_wait_seconds",

@@ -27,6 +27,10 @@ import (
 //     1.5 seconds without congestion, so a limit that doubled is found within
 //     about ten seconds, while a steady limit costs one short hold every few
 //     seconds.
+//   - The rate never leaves [minRate, MaxRate] (or stays below a configured
+//     rate, however low): without a 429, a rate that is binding for long
+//     grows up to MaxRate and stops there, so the bursts derived from it
+//     stay within what every Limiter adapter accepts.
 //   - Except while live and resync calls share the budget: every probe that
 //     finds the limit ends in a 429 whose Retry-After holds live calls too,
 //     so once the rate is back at the estimate it creeps up by 0.05%/s
@@ -41,7 +45,7 @@ const (
 	minEstimateSpan  = 1500 * time.Millisecond
 	rateStep         = 50 * time.Millisecond
 	congestionMargin = 200 * time.Millisecond
-	minRate          = 0.1
+	minRate          = 0.1             // no cut goes lower (a lower configured rate is kept)
 	gentleProbe      = 0.0005          // growth per second above the estimate while live and resync mix
 	mixedWindow      = 2 * time.Second // a priority counts as active this long after its last call
 )
@@ -50,7 +54,8 @@ const (
 // after 429s) the cluster-wide call rate. All methods take the time so tests
 // can drive it with a fake clock.
 type rateController struct {
-	ceiling float64 // configured rate, or +Inf when learning
+	ceiling float64 // configured rate, or MaxRate when learning
+	floor   float64 // minRate, or the configured rate when lower
 
 	mu          sync.Mutex
 	rate        float64
@@ -68,11 +73,20 @@ type rateController struct {
 }
 
 func newRateController(cfg Config, now time.Time) *rateController {
-	r := &rateController{ceiling: math.Inf(1), rate: cfg.InitialRate, slowStart: true, lastStep: now, cycleStart: now}
+	r := &rateController{ceiling: MaxRate, rate: ClampRate(cfg.InitialRate), slowStart: true, lastStep: now, cycleStart: now}
 	if cfg.Rate > 0 {
-		r.ceiling, r.rate, r.slowStart = cfg.Rate, cfg.Rate, false
+		r.ceiling, r.rate, r.slowStart = ClampRate(cfg.Rate), ClampRate(cfg.Rate), false
 	}
+	r.floor = min(minRate, r.ceiling)
 	return r
+}
+
+// bound returns x within [floor, ceiling]; NaN is the floor.
+func (r *rateController) bound(x float64) float64 {
+	if math.IsNaN(x) {
+		return r.floor
+	}
+	return max(r.floor, min(r.ceiling, x))
 }
 
 // Rate returns the rate to pass to the limiter now.
@@ -177,7 +191,7 @@ func (r *rateController) Congested(now, holdEnd time.Time) float64 {
 	default:
 		r.rate *= blindCut
 	}
-	r.rate = max(minRate, min(r.ceiling, r.rate))
+	r.rate = r.bound(r.rate)
 	r.cuts++
 	r.cycleStart, r.lastStep = holdEnd, holdEnd
 	r.granted, r.bindingTime, r.binding, r.probeTime = 0, 0, false, 0
@@ -189,7 +203,7 @@ func (r *rateController) Congested(now, holdEnd time.Time) float64 {
 // every process resumes at the same rate and grows in step; without one
 // (rate 0) it cuts as if it had seen the 429 itself.
 func (r *rateController) Adopt(now, holdEnd time.Time, rate float64) {
-	if rate <= 0 {
+	if !(rate > 0) { // none, or NaN
 		r.Congested(now, holdEnd)
 		return
 	}
@@ -199,7 +213,7 @@ func (r *rateController) Adopt(now, holdEnd time.Time, rate float64) {
 	if now.Before(r.ignoreUntil) && rate >= r.rate {
 		return
 	}
-	r.rate = max(minRate, min(r.ceiling, rate))
+	r.rate = r.bound(rate)
 	r.gentleFrom = 0
 	if !r.slowStart { // the publisher was past slow start too, so its cut was most likely an estimate
 		r.gentleFrom = r.rate / estimateMargin

@@ -188,3 +188,45 @@ func TestRateProbesAtTheNormalPaceAfterTheSlowStartHalving(t *testing.T) {
 		t.Fatalf("rate 10 s after the slow-start halving to %.1f = %.1f, want the normal probing pace (≥ %.1f)", halved, got, 1.5*halved)
 	}
 }
+
+// Binding for an hour without a 429 (a rate that ran away grew past any
+// limiter's range) ends at MaxRate, with bursts within MaxBurst.
+func TestRateStaysWithinLimits(t *testing.T) {
+	now := time.Unix(0, 0)
+	r := newRateController(Config{}.WithDefaults(), now)
+	now = drive(r, now, time.Hour)
+	if got := r.Rate(now); got != MaxRate {
+		t.Fatalf("rate after an hour of slow start = %v; want MaxRate %v", got, MaxRate)
+	}
+	for _, cfg := range []Config{{LiveShare: 0.9}, {Burst: MaxBurst, LiveShare: 0.9}} {
+		cfg = cfg.WithDefaults()
+		for _, p := range []Priority{Live, Resync} {
+			if b := cfg.burstFor(MaxRate, p); b < 1 || b > MaxBurst {
+				t.Fatalf("burst at MaxRate for %v with %+v = %d; want within [1, %d]", p, cfg, b, MaxBurst)
+			}
+		}
+	}
+	// A rate another process published with its hold is clamped too.
+	for _, c := range []struct{ give, want float64 }{{1e300, MaxRate}, {math.Inf(1), MaxRate}, {1e-13, minRate}} {
+		now = now.Add(time.Minute)
+		r.Adopt(now, now.Add(time.Second), c.give)
+		if got := r.Rate(now); got != c.want {
+			t.Fatalf("rate after adopting %v = %v; want %v", c.give, got, c.want)
+		}
+	}
+}
+
+// A configured rate below the learner's floor stays the ceiling after a
+// 429: cuts never raise it.
+func TestRateConfiguredBelowLearningFloor(t *testing.T) {
+	now := time.Unix(0, 0)
+	r := newRateController(Config{Rate: 0.01}.WithDefaults(), now)
+	if got := r.Congested(now, now.Add(time.Second)); got > 0.01 {
+		t.Fatalf("rate after a 429 with rate 0.01 configured = %v; want at most 0.01", got)
+	}
+	now = now.Add(time.Minute)
+	r.Adopt(now, now.Add(time.Second), 5)
+	if got := r.Rate(now); got > 0.01 {
+		t.Fatalf("rate after adopting 5/s with rate 0.01 configured = %v; want at most 0.01", got)
+	}
+}

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -203,64 +201,22 @@ func (s *Sink) List(ctx context.Context, entity string, fn func(sink.RemoteRecor
 	return s.do(ctx, func(ctx context.Context) error { return l.List(ctx, entity, fn) })
 }
 
-// result classifies a finished call.
-type result string
-
-const (
-	resOK          result = "ok"
-	resClientError result = "client_error"
-	resRateLimited result = "rate_limited"
-	resOverloaded  result = "overloaded"
-	resServerError result = "server_error"
-	resTimeout     result = "timeout"
-	resTransport   result = "transport"
-	resCanceled    result = "canceled"
-)
-
-func classify(ctx context.Context, err error) (result, time.Duration) {
-	if err == nil {
-		return resOK, 0
-	}
-	if errors.Is(err, sink.ErrNotFound) {
-		return resClientError, 0
-	}
-	var se *sink.Error
-	if errors.As(err, &se) {
-		switch {
-		case se.Status == http.StatusTooManyRequests:
-			return resRateLimited, se.RetryAfter
-		case se.Status == http.StatusBadGateway || se.Status == http.StatusServiceUnavailable || se.Status == http.StatusGatewayTimeout:
-			return resOverloaded, se.RetryAfter
-		case se.Status == http.StatusRequestTimeout:
-			return resTimeout, se.RetryAfter
-		case se.Status >= 500:
-			return resServerError, se.RetryAfter
-		case se.Status >= 400 || !se.Retryable:
-			return resClientError, 0
-		}
-	}
-	var netErr net.Error
-	switch {
-	case ctx.Err() != nil:
-		return resCanceled, 0
-	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()):
-		return resTimeout, 0
-	}
-	return resTransport, 0
-}
-
-func (r result) signal() signal {
-	switch r {
-	case resOK, resClientError:
+// signalOf is what a call of class c tells the concurrency limit.
+func signalOf(c sink.Class) signal {
+	switch c {
+	case sink.ClassOK, sink.ClassClientError:
 		return signalOK
-	case resOverloaded, resTimeout, resTransport:
+	case sink.ClassOverloaded, sink.ClassTimeout, sink.ClassTransport:
 		return signalOverload
 	}
-	return signalNeutral
+	return signalNeutral // 429, other 5xx, cancelled, not sent
 }
 
-func (r result) outage() bool {
-	return r == resOverloaded || r == resServerError || r == resTimeout || r == resTransport
+// localError is the error of a call not sent because the limiter failed:
+// sink.ErrLocal, so that nobody (the engine's breaker and attempts, this
+// throttle's outage detection) takes it for the API failing.
+func (s *Sink) localError(what string, err error) error {
+	return fmt.Errorf("throttle: %s for sink %q: %w: %w; is the state store reachable?", what, s.name, sink.ErrLocal, err)
 }
 
 func (s *Sink) do(ctx context.Context, call func(context.Context) error) error {
@@ -270,6 +226,9 @@ func (s *Sink) do(ctx context.Context, call func(context.Context) error) error {
 	probe, err := s.admit(ctx, p)
 	s.wait[p].Observe(s.now().Sub(start).Seconds())
 	if err != nil {
+		if errors.Is(err, sink.ErrLocal) {
+			s.calls.WithLabelValues(p.String(), string(sink.ClassLocal)).Inc()
+		}
 		return err
 	}
 	s.inFlight[p].Inc()
@@ -277,10 +236,10 @@ func (s *Sink) do(ctx context.Context, call func(context.Context) error) error {
 	err = call(ctx)
 	end := s.now()
 	s.inFlight[p].Dec()
-	res, retryAfter := classify(ctx, err)
-	s.conc.release(p, end, end.Sub(began), res.signal())
-	s.calls.WithLabelValues(p.String(), string(res)).Inc()
-	s.after(ctx, res, retryAfter, probe, began)
+	v := sink.Classify(ctx, err)
+	s.conc.release(p, end, end.Sub(began), signalOf(v.Class))
+	s.calls.WithLabelValues(p.String(), string(v.Class)).Inc()
+	s.after(ctx, v, probe, began)
 	s.limit.Set(float64(s.conc.Limit()))
 	s.rateG.Set(s.rate.Rate(end))
 	return err
@@ -321,7 +280,7 @@ func (s *Sink) admit(ctx context.Context, p Priority) (probe bool, err error) {
 // waitHold sleeps until the cluster-wide hold has ended.
 func (s *Sink) waitHold(ctx context.Context) error {
 	for {
-		until := s.holdEnd(ctx, false)
+		until, _ := s.holdEnd(ctx, false)
 		now := s.now()
 		if !until.After(now) {
 			return nil
@@ -335,13 +294,14 @@ func (s *Sink) waitHold(ctx context.Context) error {
 // holdEnd returns the cluster hold's end, reading it from the limiter at
 // most every HoldPoll unless force. A hold another process set after its
 // 429 is a congestion signal here too; one set for an outage makes this
-// process wait for a probe.
-func (s *Sink) holdEnd(ctx context.Context, force bool) time.Time {
+// process wait for a probe. When the limiter cannot be read it returns the
+// last known end and the limiter's error.
+func (s *Sink) holdEnd(ctx context.Context, force bool) (time.Time, error) {
 	s.holdMu.Lock()
 	defer s.holdMu.Unlock()
 	now := s.now()
 	if !force && now.Sub(s.holdFetched) < s.cfg.HoldPoll {
-		return s.heldUntil
+		return s.heldUntil, nil
 	}
 	s.holdFetched = now
 	outage, _, err := s.lim.HeldUntil(ctx, s.name+outageSuffix)
@@ -355,7 +315,7 @@ func (s *Sink) holdEnd(ctx context.Context, force bool) time.Time {
 			s.warnedAt = now
 			s.log.Warn("throttle: cannot read the cluster-wide hold; going on with the last known one", "sink", s.name, "err", err)
 		}
-		return s.heldUntil
+		return s.heldUntil, err
 	}
 	if outage.After(now) && outage.After(s.outageUntil) {
 		s.outMu.Lock()
@@ -369,7 +329,7 @@ func (s *Sink) holdEnd(ctx context.Context, force bool) time.Time {
 	if until.After(s.heldUntil) {
 		s.heldUntil = until
 	}
-	return s.heldUntil
+	return s.heldUntil, nil
 }
 
 // noteHold records a hold this process set.
@@ -407,17 +367,28 @@ func (s *Sink) takeToken(ctx context.Context, p Priority) (held bool, err error)
 			if ctx.Err() != nil {
 				return false, ctx.Err()
 			}
-			return false, &sink.Error{Op: "throttle", Retryable: true, Err: fmt.Errorf("take a rate token for sink %q: %w; is the state store reachable?", s.name, err)}
+			return false, s.localError("take a rate token", err)
 		}
 		if ok {
 			return false, nil
 		}
-		if wait > 50*time.Millisecond && wait > 20*emissionInterval(rate) {
-			if s.holdEnd(ctx, true).After(now) {
+		interval := EmissionInterval(rate)
+		if wait <= 0 { // a refusal without a wait: a limiter's bug must not spin
+			wait = interval
+		}
+		binding := true
+		if wait > 50*time.Millisecond && wait > 20*interval {
+			until, err := s.holdEnd(ctx, true)
+			if until.After(now) {
 				return true, nil
 			}
+			// A long refusal the hold cannot explain may still be one:
+			// only a limiter that answers counts as the rate binding.
+			binding = err == nil
 		}
-		s.rate.Refused(now)
+		if binding {
+			s.rate.Refused(now)
+		}
 		if err := sleep(ctx, wait); err != nil {
 			return false, err
 		}
@@ -441,7 +412,7 @@ func (s *Sink) claimProbe(ctx context.Context) (probe, retry bool, err error) {
 			if ctx.Err() != nil {
 				return false, false, ctx.Err()
 			}
-			return false, false, &sink.Error{Op: "throttle", Retryable: true, Err: fmt.Errorf("take the probe lease of sink %q: %w; is the state store reachable?", s.name, err)}
+			return false, false, s.localError("take the probe lease", err)
 		}
 		if ok {
 			s.outMu.Lock()
@@ -472,7 +443,7 @@ func (s *Sink) endProbe(ctx context.Context, recovered bool) {
 	if recovered {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		if _, err := s.lim.TryProbe(ctx, s.name+outageSuffix, s.owner, time.Millisecond); err != nil {
+		if _, err := s.lim.TryProbe(ctx, s.name+outageSuffix, s.owner, 0); err != nil {
 			s.log.Warn("throttle: cannot give up the probe lease; others probe when it expires", "sink", s.name, "err", err)
 		}
 		s.log.Info("throttle: API answered the probe; resuming", "sink", s.name)
@@ -480,11 +451,13 @@ func (s *Sink) endProbe(ctx context.Context, recovered bool) {
 }
 
 // after reacts to a call's result: a 429 holds the cluster for its
-// Retry-After and cuts the rate; an outage holds it for ProbeInterval.
-func (s *Sink) after(ctx context.Context, res result, retryAfter time.Duration, probe bool, began time.Time) {
+// Retry-After and cuts the rate; an outage holds it for ProbeInterval. A
+// call cancelled or not sent judges nothing.
+func (s *Sink) after(ctx context.Context, v sink.Verdict, probe bool, began time.Time) {
 	now := s.now()
+	retryAfter := v.RetryAfter
 	switch {
-	case res == resRateLimited:
+	case v.Class == sink.ClassRateLimited:
 		if retryAfter <= 0 {
 			retryAfter = defaultRateLimitHold
 		}
@@ -498,7 +471,7 @@ func (s *Sink) after(ctx context.Context, res result, retryAfter time.Duration, 
 		if probe {
 			s.endProbe(ctx, true)
 		}
-	case res.outage():
+	case v.Class.Outage():
 		s.outMu.Lock()
 		// A burst of calls refused together (a concurrency ceiling
 		// answering 503 to everything in flight) is one overload, which
@@ -520,13 +493,13 @@ func (s *Sink) after(ctx context.Context, res result, retryAfter time.Duration, 
 			s.hold(ctx, until, 0, true)
 			s.holds.WithLabelValues("outage").Inc()
 			if !probe {
-				s.log.Warn("throttle: API looks down; holding every process and probing", "sink", s.name, "until", until, "result", string(res))
+				s.log.Warn("throttle: API looks down; holding every process and probing", "sink", s.name, "until", until, "result", string(v.Class))
 			}
 		}
 		if probe {
 			s.endProbe(ctx, false)
 		}
-	case res == resCanceled:
+	case v.Class == sink.ClassCanceled || v.Class == sink.ClassLocal:
 		if probe {
 			s.endProbe(ctx, false)
 		}

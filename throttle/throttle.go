@@ -14,15 +14,27 @@
 // priority on the context with WithPriority. During an outage only the
 // holder of a short probe lease sends calls; everyone else waits.
 //
+// Every outcome is judged by sink.Classify, the judgement the engine shares.
+// When the limiter itself fails (its store is unreachable), the call is not
+// sent and its error wraps sink.ErrLocal: that is this side failing, not the
+// API, so it counts towards no outage, concurrency cut, rate change, breaker
+// or attempt; the call is simply tried again later.
+//
+// Limits. Rates stay within [MinRate, MaxRate] (0.001/s to 10⁶/s), bursts
+// within [1, MaxBurst] (10⁶), holds and probe leases within MaxSpan (24h)
+// from now: the learned rate stops growing at MaxRate, Config.Validate
+// refuses settings outside these, and every Limiter adapter clamps what it
+// is given into them the same way, so no input fails a statement, yields a
+// negative wait or turns into "no limit".
+//
 // The Limiter port has adapters on Redis (throttle/redislimit), PostgreSQL
 // (throttle/pglimit) and NATS JetStream KV (throttle/natslimit); all pass the
-// conformance suite in throttle/limitertest. MemoryLimiter is the
-// single-process adapter.
+// conformance suite and its fuzz target in throttle/limitertest.
+// MemoryLimiter is the single-process adapter.
 package throttle
 
 import (
 	"context"
-	"math"
 	"sync"
 	"time"
 
@@ -37,21 +49,28 @@ type Limiter interface {
 	// Take asks for one call at rate calls/s with a burst of burst calls
 	// (GCRA: the theoretical arrival time advances by 1/rate per call and
 	// may run ahead of now by at most burst/rate). When the name is held or
-	// no token is free it returns ok=false and how long to wait; nothing is
-	// consumed then. Callers may change rate and burst between calls.
+	// no token is free it returns ok=false and how long to wait (> 0);
+	// nothing is consumed then. Callers may change rate and burst between
+	// calls. Any rate and burst are accepted and clamped into [MinRate,
+	// MaxRate] and [1, MaxBurst] (EmissionInterval, ClampBurst).
 	Take(ctx context.Context, name string, rate float64, burst int) (ok bool, retryAfter time.Duration, err error)
-	// Hold stops Take for name until until. Holds only extend: a hold
-	// ending earlier than the current one does not shorten it. rate, when
-	// above 0, is the call rate every process resumes at after the hold
-	// (the one learned from the 429 that caused it); while a hold is active
-	// the lowest rate given wins, so two processes cutting at once agree.
+	// Hold stops Take for name until until, at most MaxSpan from now.
+	// Holds only extend: a hold ending earlier than the current one does
+	// not shorten it, and one that has ended already sets nothing (but for
+	// its rate, while the current hold lasts). rate, when above 0, is the
+	// call rate every process resumes at after the hold (the one learned
+	// from the 429 that caused it), stored as HoldRate(rate); while a hold
+	// is active the lowest rate given wins, so two processes cutting at
+	// once agree.
 	Hold(ctx context.Context, name string, until time.Time, rate float64) error
 	// HeldUntil returns the end of name's hold (the zero time when there is
 	// none; it may be in the past) and the rate stored with it (0: none).
 	HeldUntil(ctx context.Context, name string) (until time.Time, rate float64, err error)
-	// TryProbe takes or renews the probe lease of name for ttl. It reports
-	// true when owner holds it afterwards, false while another owner's
-	// lease is unexpired.
+	// TryProbe takes or renews the probe lease of name for ttl, clamped
+	// into [0, MaxSpan]. It reports true when owner holds it afterwards,
+	// false while another owner's lease is unexpired. A ttl of 0 or less
+	// takes it for no time: it leaves the lease free, which is how its
+	// holder gives it up.
 	TryProbe(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
 }
 
@@ -98,28 +117,21 @@ func PriorityFrom(ctx context.Context) Priority {
 // GCRA is one step of the generic cell rate algorithm, for adapters that
 // compute it in Go: given the stored theoretical arrival time tat (zero when
 // none), it returns the new tat and ok when a call at now conforms to rate
-// and burst, or the wait until it would. Adapters that run it on a server
-// (Lua, SQL) implement the same arithmetic.
+// and burst, or the wait until it would. rate and burst are clamped into
+// the limits first (EmissionInterval, ClampBurst). Adapters that run it on
+// a server (Lua, SQL) implement the same arithmetic in microseconds.
 func GCRA(now, tat time.Time, rate float64, burst int) (newTAT time.Time, ok bool, retryAfter time.Duration) {
-	interval := emissionInterval(rate)
+	interval := EmissionInterval(rate)
 	if tat.Before(now) {
 		tat = now
 	}
 	newTAT = tat.Add(interval)
-	allowAt := newTAT.Add(-time.Duration(max(burst, 1)) * interval)
+	// At most MaxBurst × 1000 s: no overflow.
+	allowAt := newTAT.Add(-time.Duration(ClampBurst(burst)) * interval)
 	if allowAt.After(now) {
 		return tat, false, allowAt.Sub(now)
 	}
 	return newTAT, true, 0
-}
-
-// emissionInterval is 1/rate as a duration, at least 1ns so a huge rate
-// cannot stall the arithmetic.
-func emissionInterval(rate float64) time.Duration {
-	if rate <= 0 || math.IsNaN(rate) {
-		return time.Hour
-	}
-	return max(time.Nanosecond, time.Duration(float64(time.Second)/rate))
 }
 
 // MemoryLimiter is a Limiter inside one process: correct for a single
@@ -179,8 +191,14 @@ func (m *MemoryLimiter) Hold(ctx context.Context, name string, until time.Time, 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := m.now()
+	until = ClampHoldEnd(now, until)
 	st := m.state(name)
-	st.holdRate = MergeHoldRate(st.heldUntil.After(m.now()), st.holdRate, rate)
+	active := st.heldUntil.After(now)
+	if !active && !until.After(now) {
+		return nil
+	}
+	st.holdRate = MergeHoldRate(active, st.holdRate, rate)
 	if until.After(st.heldUntil) {
 		st.heldUntil = until
 	}
@@ -188,11 +206,13 @@ func (m *MemoryLimiter) Hold(ctx context.Context, name string, until time.Time, 
 }
 
 // MergeHoldRate is the rate stored with a hold when a new one arrives:
-// the lower of the two while the current hold is active, else the new one.
+// the lower of the two while the current hold is active, else the new one
+// (HoldRate(given): 0 for none, else clamped into [MinRate, MaxRate]).
 // Adapters that compute in Go use it; the others implement the same rule.
 func MergeHoldRate(active bool, current, given float64) float64 {
+	given = HoldRate(given)
 	switch {
-	case given <= 0 || math.IsNaN(given):
+	case given == 0:
 		if active {
 			return current
 		}
@@ -228,6 +248,6 @@ func (m *MemoryLimiter) TryProbe(ctx context.Context, name, owner string, ttl ti
 	if st.probeOwner != owner && st.probeUntil.After(now) {
 		return false, nil
 	}
-	st.probeOwner, st.probeUntil = owner, now.Add(ttl)
+	st.probeOwner, st.probeUntil = owner, now.Add(ClampSpan(ttl))
 	return true, nil
 }
