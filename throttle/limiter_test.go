@@ -13,6 +13,11 @@ func TestMemoryLimiterConformance(t *testing.T) {
 	limitertest.Run(t, func(*testing.T) throttle.Limiter { return l })
 }
 
+func FuzzMemoryLimiter(f *testing.F) {
+	l := throttle.NewMemoryLimiter(nil)
+	limitertest.Fuzz(f, func(*testing.T) throttle.Limiter { return l })
+}
+
 func TestGCRA(t *testing.T) {
 	now := time.Unix(1000, 0)
 	var tat time.Time

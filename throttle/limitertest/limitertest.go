@@ -2,7 +2,11 @@
 // adapter passes. An adapter's test calls Run with a constructor; every
 // subtest uses its own names, so one limiter may serve them all in parallel.
 // The checks allow a few milliseconds of scheduling and clock slack but
-// would fail for a limiter that lets a burst or a hold through.
+// would fail for a limiter that lets a burst or a hold through. Extreme
+// inputs (rates of 0, NaN or +Inf, huge bursts, holds and leases of any
+// length) must be clamped into throttle's limits (throttle.MinRate and the
+// rest) as the throttle package's helpers do; Fuzz checks the same on
+// inputs a fuzzer chooses.
 package limitertest
 
 import (
@@ -223,4 +227,5 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 			t.Fatal("Hold with a cancelled context returned no error")
 		}
 	})
+	t.Run("Extremes", func(t *testing.T) { runExtremes(t, newLimiter) })
 }

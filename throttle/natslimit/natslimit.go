@@ -222,8 +222,13 @@ func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst int
 // Hold implements throttle.Limiter.
 func (l *Limiter) Hold(ctx context.Context, name string, until time.Time, rate float64) error {
 	err := l.update(ctx, name, func(now time.Time, r *record) bool {
-		newRate := throttle.MergeHoldRate(r.HeldUntil > now.UnixNano(), r.HoldRate, rate)
-		newUntil := max(r.HeldUntil, until.UnixNano())
+		u := throttle.ClampHoldEnd(now, until).UnixNano()
+		active := r.HeldUntil > now.UnixNano()
+		if !active && u <= now.UnixNano() {
+			return false // both ended: nothing to hold
+		}
+		newRate := throttle.MergeHoldRate(active, r.HoldRate, rate)
+		newUntil := max(r.HeldUntil, u)
 		if newUntil == r.HeldUntil && newRate == r.HoldRate {
 			return false
 		}
@@ -249,7 +254,7 @@ func (l *Limiter) HeldUntil(ctx context.Context, name string) (time.Time, float6
 	if err != nil || r.HeldUntil == 0 {
 		return time.Time{}, 0, err
 	}
-	return time.Unix(0, r.HeldUntil), r.HoldRate, nil
+	return time.Unix(0, r.HeldUntil), throttle.HoldRate(r.HoldRate), nil
 }
 
 // TryProbe implements throttle.Limiter.
@@ -261,7 +266,7 @@ func (l *Limiter) TryProbe(ctx context.Context, name, owner string, ttl time.Dur
 			return false
 		}
 		ok = true
-		r.ProbeOwner, r.ProbeUntil = owner, now.Add(ttl).UnixNano()
+		r.ProbeOwner, r.ProbeUntil = owner, now.Add(throttle.ClampSpan(ttl)).UnixNano()
 		return true
 	})
 	if err != nil {

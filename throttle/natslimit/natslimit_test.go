@@ -17,14 +17,25 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestConformanceExternal(t *testing.T) {
-	url := testenv.NATS(t)
-	ctx := context.Background()
+	l := newExternal(t)
+	limitertest.Run(t, func(*testing.T) throttle.Limiter { return l })
+}
+
+func FuzzLimiter(f *testing.F) {
+	l := newExternal(f)
+	limitertest.Fuzz(f, func(*testing.T) throttle.Limiter { return l })
+}
+
+// newExternal opens a limiter on the test NATS server in a bucket of its
+// own, deleted when the test ends.
+func newExternal(tb testing.TB) *natslimit.Limiter {
+	url := testenv.NATS(tb)
 	bucket := testenv.UniqueName("nl")
-	l, err := natslimit.Open(ctx, natslimit.Config{URL: url, Bucket: bucket})
+	l, err := natslimit.Open(context.Background(), natslimit.Config{URL: url, Bucket: bucket})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		nc, err := nats.Connect(url)
 		if err == nil {
 			if js, err := nc.JetStream(); err == nil {
@@ -34,7 +45,7 @@ func TestConformanceExternal(t *testing.T) {
 		}
 		_ = l.Close()
 	})
-	limitertest.Run(t, func(*testing.T) throttle.Limiter { return l })
+	return l
 }
 
 func TestConformanceEmbedded(t *testing.T) {

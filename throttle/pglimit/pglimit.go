@@ -121,32 +121,37 @@ func (l *Limiter) Close() error {
 
 func newLimiter(pool *pgxpool.Pool, schema string) *Limiter {
 	table := pgx.Identifier{schema, "throttle"}.Sanitize()
-	// $2 is the emission interval in seconds, $3 the burst. A take conforms
-	// when the name is not held and the new arrival time stays within
-	// burst intervals of now.
+	// $2 is the emission interval in whole microseconds, $3 the burst, both
+	// clamped by throttle first: their product stays below 10^15 µs, well
+	// within bigint and interval. A take conforms when the name is not held
+	// and the new arrival time stays within burst intervals of now.
 	const conforms = `(l.held_until IS NULL OR l.held_until <= now())
-		AND greatest(l.tat, now()) + (1 - $3::int) * $2::float8 * interval '1 second' <= now()`
+		AND greatest(l.tat, now()) + (1 - $3::bigint) * $2::bigint * interval '1 microsecond' <= now()`
 	return &Limiter{
 		pool: pool,
 		take: `INSERT INTO ` + table + ` AS l (name, tat, last_ok)
-			VALUES ($1, now() + $2::float8 * interval '1 second', true)
+			VALUES ($1, now() + $2::bigint * interval '1 microsecond', true)
 			ON CONFLICT (name) DO UPDATE SET
 				last_ok = ` + conforms + `,
-				tat = CASE WHEN ` + conforms + ` THEN greatest(l.tat, now()) + $2::float8 * interval '1 second' ELSE l.tat END
+				tat = CASE WHEN ` + conforms + ` THEN greatest(l.tat, now()) + $2::bigint * interval '1 microsecond' ELSE l.tat END
 			RETURNING last_ok, CASE
 				WHEN last_ok THEN 0
 				WHEN held_until > now() THEN extract(epoch FROM held_until - now()) * 1e6
-				ELSE extract(epoch FROM greatest(tat, now()) + (1 - $3::int) * $2::float8 * interval '1 second' - now()) * 1e6
+				ELSE extract(epoch FROM greatest(tat, now()) + (1 - $3::bigint) * $2::bigint * interval '1 microsecond' - now()) * 1e6
 			END::bigint`,
-		// The rate rule is throttle.MergeHoldRate's.
+		// The rate rule is throttle.MergeHoldRate's; $3 is already
+		// throttle.HoldRate's (0: none). A hold that ended sets nothing:
+		// a new row gets no hold, an existing one changes only while its
+		// own hold lasts.
 		hold: `INSERT INTO ` + table + ` AS l (name, held_until, hold_rate)
-			VALUES ($1, $2, CASE WHEN $3::float8 > 0 THEN $3::float8 END)
+			VALUES ($1, CASE WHEN $2 > now() THEN $2::timestamptz END, CASE WHEN $2 > now() AND $3::float8 > 0 THEN $3::float8 END)
 			ON CONFLICT (name) DO UPDATE SET
 				hold_rate = CASE
 					WHEN $3::float8 <= 0 THEN CASE WHEN l.held_until > now() THEN l.hold_rate END
 					WHEN l.held_until > now() AND l.hold_rate > 0 THEN least(l.hold_rate, $3::float8)
 					ELSE $3::float8 END,
-				held_until = greatest(l.held_until, excluded.held_until)`,
+				held_until = greatest(l.held_until, excluded.held_until)
+			WHERE l.held_until > now() OR $2 > now()`,
 		held: `SELECT held_until, coalesce(hold_rate, 0) FROM ` + table + ` WHERE name = $1`,
 		probe: `INSERT INTO ` + table + ` AS l (name, probe_owner, probe_until)
 			VALUES ($1, $2, now() + $3::float8 * interval '1 second')
@@ -185,24 +190,28 @@ func (l *Limiter) migrate(ctx context.Context, schema string) error {
 
 // Take implements throttle.Limiter.
 func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst int) (bool, time.Duration, error) {
-	interval := 3600.0
-	if rate > 0 {
-		interval = 1 / rate
-	}
+	interval := throttle.EmissionInterval(rate).Microseconds()
 	var ok bool
 	var waitMicros int64
-	if err := l.pool.QueryRow(ctx, l.take, name, interval, max(burst, 1)).Scan(&ok, &waitMicros); err != nil {
+	if err := l.pool.QueryRow(ctx, l.take, name, interval, throttle.ClampBurst(burst)).Scan(&ok, &waitMicros); err != nil {
 		return false, 0, fmt.Errorf("postgres limiter: take %q: %w", name, err)
 	}
-	return ok, time.Duration(max(waitMicros, 0)) * time.Microsecond, nil
+	if ok {
+		return true, 0, nil
+	}
+	return false, micros(waitMicros), nil
+}
+
+// micros converts a wait in microseconds, at least 1µs (a refusal always
+// waits) and saturating rather than overflowing.
+func micros(us int64) time.Duration {
+	return time.Duration(max(1, min(us, math.MaxInt64/int64(time.Microsecond)))) * time.Microsecond
 }
 
 // Hold implements throttle.Limiter.
 func (l *Limiter) Hold(ctx context.Context, name string, until time.Time, rate float64) error {
-	if math.IsNaN(rate) || math.IsInf(rate, 0) {
-		rate = 0
-	}
-	if _, err := l.pool.Exec(ctx, l.hold, name, until, rate); err != nil {
+	until = throttle.ClampHoldEnd(time.Now(), until)
+	if _, err := l.pool.Exec(ctx, l.hold, name, until, throttle.HoldRate(rate)); err != nil {
 		return fmt.Errorf("postgres limiter: hold %q: %w", name, err)
 	}
 	return nil
@@ -219,13 +228,13 @@ func (l *Limiter) HeldUntil(ctx context.Context, name string) (time.Time, float6
 	if err != nil {
 		return time.Time{}, 0, fmt.Errorf("postgres limiter: read hold of %q: %w", name, err)
 	}
-	return *until, rate, nil
+	return *until, throttle.HoldRate(rate), nil
 }
 
 // TryProbe implements throttle.Limiter.
 func (l *Limiter) TryProbe(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
 	var ok bool
-	err := l.pool.QueryRow(ctx, l.probe, name, owner, ttl.Seconds()).Scan(&ok)
+	err := l.pool.QueryRow(ctx, l.probe, name, owner, throttle.ClampSpan(ttl).Seconds()).Scan(&ok)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}

@@ -14,19 +14,8 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	dsn := testenv.Postgres(t)
+	pool, schema := newPool(t)
 	ctx := context.Background()
-	schema := testenv.UniqueName("pgl")
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-		pool.Close()
-	})
 	l, err := pglimit.New(ctx, pool, schema)
 	if err != nil {
 		t.Fatal(err)
@@ -36,6 +25,38 @@ func TestConformance(t *testing.T) {
 		t.Fatalf("second New on an existing schema: %v", err)
 	}
 	limitertest.Run(t, func(*testing.T) throttle.Limiter { return l })
+}
+
+func FuzzLimiter(f *testing.F) {
+	pool, schema := newPool(f)
+	l, err := pglimit.New(context.Background(), pool, schema)
+	if err != nil {
+		f.Fatal(err)
+	}
+	limitertest.Fuzz(f, func(*testing.T) throttle.Limiter { return l })
+}
+
+// newPool connects to the test database with a small pool and names a
+// schema of its own, dropped when the test ends.
+func newPool(tb testing.TB) (*pgxpool.Pool, string) {
+	dsn := testenv.Postgres(tb)
+	schema := testenv.UniqueName("pgl")
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if _, err := pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			tb.Errorf("drop schema %s: %v", schema, err)
+		}
+		pool.Close()
+	})
+	return pool, schema
 }
 
 func TestOpen(t *testing.T) {

@@ -110,7 +110,9 @@ func (l *Limiter) key(name, kind string) string {
 	return l.prefix + ":throttle:{" + url.PathEscape(name) + "}:" + kind
 }
 
-// takeScript: KEYS tat, hold; ARGV interval µs, burst. Returns {ok, wait µs}.
+// takeScript: KEYS tat, hold; ARGV interval µs, burst, both clamped by
+// throttle first: their product stays below 10^15 µs, so every sum here is
+// an exact integer in Lua's doubles (up to 2^53). Returns {ok, wait µs}.
 // Integers are formatted with %d because Lua's tostring would print large
 // numbers in exponent form and lose microseconds.
 var takeScript = goredis.NewScript(`
@@ -129,8 +131,10 @@ redis.call('SET', KEYS[1], string.format('%d', newtat), 'PX', math.floor((newtat
 return {1, 0}
 `)
 
-// holdScript: KEYS hold; ARGV until µs, rate. Keeps the later of the two
-// ends and the rate as throttle.MergeHoldRate does.
+// holdScript: KEYS hold; ARGV until µs, rate (throttle.HoldRate's, 0:
+// none). Keeps the later of the two ends and the rate as
+// throttle.MergeHoldRate does; writes nothing when both have ended. The
+// rate is stored with 17 digits, which read back to the same float64.
 var holdScript = goredis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -148,47 +152,50 @@ end
 local newu = cur
 if untilus > cur then newu = untilus end
 if newu > now then
-  redis.call('HSET', KEYS[1], 'u', string.format('%d', newu), 'r', tostring(newrate))
+  redis.call('HSET', KEYS[1], 'u', string.format('%d', newu), 'r', string.format('%.17g', newrate))
   redis.call('PEXPIRE', KEYS[1], math.floor((newu - now) / 1000) + 60000)
 end
 return 1
 `)
 
-// probeScript: KEYS probe; ARGV owner, ttl ms.
+// probeScript: KEYS probe; ARGV owner, ttl ms (0: give the lease up).
 var probeScript = goredis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('DEL', KEYS[1])
+end
 return 1
 `)
 
 // Take implements throttle.Limiter.
 func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst int) (bool, time.Duration, error) {
-	interval := max(1, throttleInterval(rate).Microseconds())
-	res, err := takeScript.Run(ctx, l.rdb, []string{l.key(name, "tat"), l.key(name, "hold")}, interval, max(burst, 1)).Int64Slice()
+	interval := throttle.EmissionInterval(rate).Microseconds()
+	res, err := takeScript.Run(ctx, l.rdb, []string{l.key(name, "tat"), l.key(name, "hold")}, interval, throttle.ClampBurst(burst)).Int64Slice()
 	if err != nil {
 		return false, 0, fmt.Errorf("redis limiter: take %q: %w", name, err)
 	}
 	if len(res) != 2 {
 		return false, 0, fmt.Errorf("redis limiter: take %q: script returned %v, want 2 numbers", name, res)
 	}
-	return res[0] == 1, time.Duration(res[1]) * time.Microsecond, nil
+	if res[0] == 1 {
+		return true, 0, nil
+	}
+	return false, micros(res[1]), nil
 }
 
-func throttleInterval(rate float64) time.Duration {
-	// Same arithmetic as throttle.GCRA, at the Lua side's µs resolution.
-	if rate <= 0 {
-		return time.Hour
-	}
-	return time.Duration(float64(time.Second) / rate)
+// micros converts a wait in microseconds, at least 1µs (a refusal always
+// waits) and saturating rather than overflowing.
+func micros(us int64) time.Duration {
+	return time.Duration(max(1, min(us, math.MaxInt64/int64(time.Microsecond)))) * time.Microsecond
 }
 
 // Hold implements throttle.Limiter.
 func (l *Limiter) Hold(ctx context.Context, name string, until time.Time, rate float64) error {
-	if math.IsNaN(rate) || math.IsInf(rate, 0) {
-		rate = 0
-	}
-	if err := holdScript.Run(ctx, l.rdb, []string{l.key(name, "hold")}, until.UnixMicro(), strconv.FormatFloat(rate, 'g', -1, 64)).Err(); err != nil {
+	until = throttle.ClampHoldEnd(time.Now(), until)
+	if err := holdScript.Run(ctx, l.rdb, []string{l.key(name, "hold")}, until.UnixMicro(), strconv.FormatFloat(throttle.HoldRate(rate), 'g', -1, 64)).Err(); err != nil {
 		return fmt.Errorf("redis limiter: hold %q: %w", name, err)
 	}
 	return nil
@@ -218,12 +225,15 @@ func parseHold(name string, v []any) (time.Time, float64, error) {
 			return time.Time{}, 0, fmt.Errorf("redis limiter: hold rate of %q is %q, not a rate", name, v[1])
 		}
 	}
-	return time.UnixMicro(us), rate, nil
+	return time.UnixMicro(us), throttle.HoldRate(rate), nil
 }
 
 // TryProbe implements throttle.Limiter.
 func (l *Limiter) TryProbe(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
-	n, err := probeScript.Run(ctx, l.rdb, []string{l.key(name, "probe")}, owner, max(1, ttl.Milliseconds())).Int64()
+	// Whole milliseconds, rounded up: a lease shorter than 1ms is 1ms.
+	ttl = throttle.ClampSpan(ttl)
+	ms := int64((ttl + time.Millisecond - 1) / time.Millisecond)
+	n, err := probeScript.Run(ctx, l.rdb, []string{l.key(name, "probe")}, owner, ms).Int64()
 	if err != nil {
 		return false, fmt.Errorf("redis limiter: probe lease of %q: %w", name, err)
 	}

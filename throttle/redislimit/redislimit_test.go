@@ -13,18 +13,30 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	url := testenv.Redis(t)
-	prefix := testenv.UniqueName("rl")
-	l, err := redislimit.Open(context.Background(), redislimit.Config{URL: url, Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close(); deleteKeys(t, url, prefix) })
+	l := newLimiter(t)
 	limitertest.Run(t, func(*testing.T) throttle.Limiter { return l })
 }
 
+func FuzzLimiter(f *testing.F) {
+	l := newLimiter(f)
+	limitertest.Fuzz(f, func(*testing.T) throttle.Limiter { return l })
+}
+
+// newLimiter opens a limiter under a prefix of its own, whose keys are
+// deleted when the test ends.
+func newLimiter(tb testing.TB) *redislimit.Limiter {
+	url := testenv.Redis(tb)
+	prefix := testenv.UniqueName("rl")
+	l, err := redislimit.Open(context.Background(), redislimit.Config{URL: url, Prefix: prefix})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = l.Close(); deleteKeys(tb, url, prefix) })
+	return l
+}
+
 // deleteKeys removes what the test left (long holds live for an hour).
-func deleteKeys(t *testing.T, url, prefix string) {
+func deleteKeys(t testing.TB, url, prefix string) {
 	opts, err := goredis.ParseURL(url)
 	if err != nil {
 		t.Fatal(err)
@@ -32,12 +44,19 @@ func deleteKeys(t *testing.T, url, prefix string) {
 	rdb := goredis.NewClient(opts)
 	defer rdb.Close()
 	ctx := context.Background()
-	iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
-	for iter.Next(ctx) {
-		rdb.Del(ctx, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		t.Errorf("clean up keys %s:*: %v", prefix, err)
+	// One DEL per page of keys: a fuzz run leaves tens of thousands.
+	for cursor := uint64(0); ; {
+		keys, next, err := rdb.Scan(ctx, cursor, prefix+":*", 1000).Result()
+		if err == nil && len(keys) > 0 {
+			err = rdb.Del(ctx, keys...).Err()
+		}
+		if err != nil {
+			t.Errorf("clean up keys %s:*: %v", prefix, err)
+			return
+		}
+		if cursor = next; cursor == 0 {
+			return
+		}
 	}
 }
 
