@@ -74,7 +74,10 @@ type Sink struct {
 	consecutive int       // outage-class failures in a row
 	streakStart time.Time // when the first of them ended
 	suspect     bool      // an outage was seen: only probes go out
-	probing     bool      // a probe of this process is in flight
+	// suspectChanged is closed and replaced whenever suspect flips, for
+	// APIDown's watchers.
+	suspectChanged chan struct{}
+	probing        bool // a probe of this process is in flight
 
 	limit    prometheus.Gauge
 	rateG    prometheus.Gauge
@@ -85,8 +88,9 @@ type Sink struct {
 }
 
 var (
-	_ sink.Sink   = (*Sink)(nil)
-	_ sink.Lister = (*Sink)(nil)
+	_ sink.Sink           = (*Sink)(nil)
+	_ sink.Lister         = (*Sink)(nil)
+	_ sink.HealthReporter = (*Sink)(nil)
 )
 
 // New wraps next. cfg is defaulted and validated here.
@@ -119,10 +123,11 @@ func New(next sink.Sink, cfg Config, opts Options) (*Sink, error) {
 	m, n := opts.Metrics, opts.Name
 	s := &Sink{
 		next: next, cfg: cfg, name: n, lim: opts.Limiter, log: opts.Logger, now: opts.Now, owner: opts.Owner,
-		conc:  newConcurrency(cfg),
-		rate:  newRateController(cfg, opts.Now()),
-		gate:  [2]chan struct{}{make(chan struct{}, takers), make(chan struct{}, takers)},
-		limit: m.limit.WithLabelValues(n), rateG: m.rate.WithLabelValues(n),
+		conc:           newConcurrency(cfg),
+		rate:           newRateController(cfg, opts.Now()),
+		suspectChanged: make(chan struct{}),
+		gate:           [2]chan struct{}{make(chan struct{}, takers), make(chan struct{}, takers)},
+		limit:          m.limit.WithLabelValues(n), rateG: m.rate.WithLabelValues(n),
 		inFlight: [2]prometheus.Gauge{m.inFlight.WithLabelValues(n, Live.String()), m.inFlight.WithLabelValues(n, Resync.String())},
 		calls:    m.calls.MustCurryWith(prometheus.Labels{"sink": n}),
 		wait:     [2]prometheus.Observer{m.wait.WithLabelValues(n, Live.String()), m.wait.WithLabelValues(n, Resync.String())},
@@ -319,7 +324,7 @@ func (s *Sink) holdEnd(ctx context.Context, force bool) (time.Time, error) {
 	}
 	if outage.After(now) && outage.After(s.outageUntil) {
 		s.outMu.Lock()
-		s.suspect = true
+		s.setSuspect(true)
 		s.outMu.Unlock()
 	}
 	if until.After(now) && until.After(s.heldUntil) && outage.Before(until) { // a 429's hold, not an outage's
@@ -429,6 +434,28 @@ func (s *Sink) claimProbe(ctx context.Context) (probe, retry bool, err error) {
 	return false, true, sleep(ctx, poll)
 }
 
+// setSuspect records whether an outage is suspected and wakes APIDown's
+// watchers when that changes. s.outMu is held.
+func (s *Sink) setSuspect(v bool) {
+	if s.suspect == v {
+		return
+	}
+	s.suspect = v
+	close(s.suspectChanged)
+	s.suspectChanged = make(chan struct{})
+}
+
+// APIDown implements sink.HealthReporter: the API is judged down while an
+// outage is suspected, here or by any process sharing the limiter (only
+// probes go out then). A worker follows this judgement instead of keeping
+// a breaker count of its own, and lets one event at a time through for the
+// probe.
+func (s *Sink) APIDown() (down bool, changed <-chan struct{}) {
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
+	return s.suspect, s.suspectChanged
+}
+
 // endProbe ends this process's probe. On success the outage is over for
 // this process and the lease is given up at once, so every other process
 // confirms with one probe of its own instead of waiting for the lease.
@@ -436,7 +463,7 @@ func (s *Sink) endProbe(ctx context.Context, recovered bool) {
 	s.outMu.Lock()
 	s.probing = false
 	if recovered {
-		s.suspect = false
+		s.setSuspect(false)
 		s.consecutive = 0
 	}
 	s.outMu.Unlock()
@@ -485,7 +512,7 @@ func (s *Sink) after(ctx context.Context, v sink.Verdict, probe bool, began time
 		}
 		trip := probe || (!s.suspect && s.consecutive >= s.cfg.OutageFailures)
 		if trip {
-			s.suspect = true
+			s.setSuspect(true)
 		}
 		s.outMu.Unlock()
 		if trip {

@@ -355,3 +355,59 @@ func TestBurstOfRefusalsInFlightTogetherIsNotAnOutage(t *testing.T) {
 		t.Fatalf("the next call waited or failed after a burst of refusals: %v", err)
 	}
 }
+
+// APIDown reports the throttle's outage judgement, which the worker's
+// breaker follows: down once failures trip it (also in a second process
+// that shares the limiter and sees the outage hold), up again when a probe
+// succeeds, with a wake-up at each change.
+func TestAPIDownFollowsTheOutage(t *testing.T) {
+	t.Parallel()
+	var down atomic.Bool
+	down.Store(true)
+	api := &scriptedSink{fail: func(int) error {
+		if down.Load() {
+			return &sink.Error{Op: "update", Status: http.StatusServiceUnavailable, Retryable: true}
+		}
+		return nil
+	}}
+	lim := throttle.NewMemoryLimiter(nil)
+	cfg := throttle.Config{OutageFailures: 3, ProbeInterval: 50 * time.Millisecond, Rate: 10000}
+	first, err := throttle.New(api, cfg, throttle.Options{Name: "api", Limiter: lim, Logger: quiet, Owner: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := throttle.New(api, cfg, throttle.Options{Name: "api", Limiter: lim, Logger: quiet, Owner: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	isDown, changed := first.APIDown()
+	if isDown {
+		t.Fatal("down before any call")
+	}
+	ctx := context.Background()
+	for range 3 {
+		_ = first.Update(ctx, "r", record(0))
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("no wake-up when the outage was declared")
+	}
+	if isDown, _ = first.APIDown(); !isDown {
+		t.Fatal("not down after the failures that trip an outage")
+	}
+	// The other process learns it from the shared hold at its next call.
+	callCtx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	_ = other.Update(callCtx, "r", record(0))
+	cancel()
+	if isDown, _ = other.APIDown(); !isDown {
+		t.Fatal("a process sharing the limiter did not see the outage")
+	}
+	down.Store(false)
+	if err := first.Update(ctx, "r", record(0)); err != nil {
+		t.Fatalf("probe after recovery: %v", err)
+	}
+	if isDown, _ = first.APIDown(); isDown {
+		t.Fatal("still down after a successful probe")
+	}
+}
