@@ -40,9 +40,10 @@ var knownEngineBugs = map[string]string{
 }
 
 // TestSimulation runs seeds 1..N of the deterministic simulation (see the
-// package doc). EVENTSYNC_SIM_SEEDS sets N (a soak run: 1000000),
-// EVENTSYNC_SIM_FIRST the first seed, and EVENTSYNC_SIM_SEED=n replays seed
-// n alone with its whole trace on stdout (run it with -v).
+// package doc). EVENTSYNC_SIM_SEEDS sets N (a soak run: 1000000, with go
+// test -timeout 0), EVENTSYNC_SIM_FIRST the first seed, and
+// EVENTSYNC_SIM_SEED=n replays seed n alone with its whole trace on stdout
+// (run it with -v).
 func TestSimulation(t *testing.T) {
 	if v := os.Getenv("EVENTSYNC_SIM_SEED"); v != "" {
 		seed, err := strconv.ParseUint(v, 10, 64)
@@ -75,16 +76,26 @@ func TestSimulation(t *testing.T) {
 	)
 	next.Store(first)
 	start := time.Now()
+	// Stop taking seeds shortly before go test's deadline, so that a soak
+	// run too long for it ends with its findings and a hint instead of a
+	// timeout panic.
+	stopAt, hasDeadline := t.Deadline()
+	stopAt = stopAt.Add(-30 * time.Second)
+	var ran atomic.Uint64
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
+				if hasDeadline && time.Now().After(stopAt) {
+					return
+				}
 				seed := next.Add(1) - 1
 				if seed >= first+n {
 					return
 				}
 				res := Run(Options{Seed: seed, Keep: 300})
+				ran.Add(1)
 				mu.Lock()
 				steps += res.Steps
 				total.add(res.Stats)
@@ -102,7 +113,10 @@ func TestSimulation(t *testing.T) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	t.Logf("seeds %d..%d: %d runs, %d steps in %s (%.0f seeds/s on %d goroutines); %s",
-		first, first+n-1, n, steps, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), workers, fmtStats(total))
+		first, first+n-1, ran.Load(), steps, elapsed.Round(time.Millisecond), float64(ran.Load())/elapsed.Seconds(), workers, fmtStats(total))
+	if ran.Load() < n {
+		t.Errorf("go test's -timeout came first: only %d of %d seeds ran; give a soak run -timeout 0", ran.Load(), n)
+	}
 	for _, kind := range sortedKeys(known) {
 		t.Logf("known engine bug %q in %d seeds: %s", kind, known[kind], knownEngineBugs[kind])
 	}
