@@ -14,8 +14,9 @@ import (
 	"github.com/eventsync/eventsync/bus"
 )
 
-// DefaultMaxDeliver is Config.MaxDeliver's default: above the engine's
-// attempt limit (25), so only messages no worker settles reach it.
+// DefaultMaxDeliver is Config.MaxDeliver's default. Retries do not count
+// (see retry.go): only a message delivered 30 times without a worker
+// settling it (crashes, releases) reaches it.
 const DefaultMaxDeliver = 30
 
 // parkerConsumer is the durable consumer of the advisory stream that every
@@ -150,7 +151,7 @@ func (b *Bus) moveToParked(ctx context.Context, stream bus.Stream, a maxDeliveri
 	if err != nil {
 		return fmt.Errorf("read message %d: %w", a.StreamSeq, err)
 	}
-	h := parkHeaders(raw.Header, "delivery_limit", a.Deliveries, stream)
+	h := parkHeaders(raw.Header, "delivery_limit", attemptOf(raw.Header, uint64(max(a.Deliveries, 0))), stream)
 	// The same advisory handled twice (its ack was lost) parks one copy
 	// within the parked stream's duplicate window.
 	h.Set(nats.MsgIdHdr, fmt.Sprintf("%s-%d-delivery-limit", a.Stream, a.StreamSeq))

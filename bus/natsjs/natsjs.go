@@ -11,11 +11,15 @@
 //
 // Every worker process shares the stream's durable consumer, so the server
 // spreads messages over all of them. Outcomes map to JetStream acks: Ack is
-// a confirmed (double) ack, Retry is NakWithDelay (the message waits in the
-// consumer, not at the head of the stream), Release is Nak, Park publishes to
-// the parked stream with the diagnosis headers and acks only after that
-// publish is confirmed. Attempt is the server's delivery count, so a Release
-// counts as an attempt (declared to the conformance suite).
+// a confirmed (double) ack; Retry publishes a copy to the stream with the
+// next attempt and a not-before time and acks the original only after the
+// copy is confirmed (the copy's first, early delivery is handed back with
+// NakWithDelay until due, so it waits in the consumer, not at the head of
+// the stream, and the wait never counts towards MaxDeliver; see retry.go);
+// Release is Nak; Park publishes to the parked stream with the diagnosis
+// headers and acks only after that publish is confirmed. Attempt is the
+// attempt header plus the server's count of earlier deliveries of the copy,
+// so a Release counts as an attempt (declared to the conformance suite).
 //
 // JetStream cannot count subscribers of a pull consumer (outstanding pull
 // requests come and go with the prefetch window), so each subscription keeps
@@ -57,10 +61,11 @@ type Config struct {
 	AckWait time.Duration
 	// MaxDeliver makes the server stop delivering a message after this many
 	// deliveries; the bus then moves it to the parked stream with reason
-	// "delivery_limit" (see maxdeliver.go). The engine parks with a reason
-	// after its own attempt limit (25 by default), so this only catches
-	// messages no worker ever settles: those that crash the worker process.
-	// Default 30; -1 means unlimited.
+	// "delivery_limit" (see maxdeliver.go). A Retry publishes a fresh copy
+	// whose count starts again (see retry.go), so only deliveries no worker
+	// settled count: those handed back by Release or by a crash of the
+	// worker process. A retried copy spends one of them on its early first
+	// delivery. Default 30; at least 2; -1 means unlimited.
 	MaxDeliver int
 	// PublishBatch bounds how many asynchronous publishes wait for their
 	// acks at once inside one Publish call. Default 1000.
@@ -112,8 +117,10 @@ func (c Config) Validate() error {
 	if c.AckWait < time.Second {
 		return fmt.Errorf("natsjs: ack wait %s is too short; use at least 1s, above the slowest API call", c.AckWait)
 	}
-	if c.MaxDeliver < -1 {
-		return fmt.Errorf("natsjs: max deliver %d is invalid; use a positive number of deliveries, or -1 for unlimited", c.MaxDeliver)
+	if c.MaxDeliver < -1 || c.MaxDeliver == 1 {
+		// A retried copy's first delivery is handed back until due (see
+		// retry.go): with one delivery it would be parked unseen.
+		return fmt.Errorf("natsjs: max deliver %d is invalid; use at least 2 deliveries, or -1 for unlimited", c.MaxDeliver)
 	}
 	if c.PublishBatch < 1 {
 		return fmt.Errorf("natsjs: publish batch %d must be at least 1", c.PublishBatch)
@@ -338,7 +345,8 @@ func fromHeader(h nats.Header) map[string]string {
 
 // Stats reports the stream's undelivered messages and running subscribers.
 // Delayed is -1: JetStream counts messages waiting for a delayed retry
-// together with in-flight ones as ack-pending.
+// together with in-flight ones as ack-pending. Ready includes a retried copy
+// until a subscription first pulls it and hands it back until due.
 func (b *Bus) Stats(ctx context.Context, stream bus.Stream) (bus.StreamStats, error) {
 	if _, err := bus.ParseStream(string(stream)); err != nil {
 		return bus.StreamStats{}, fmt.Errorf("natsjs: stats: %w", err)

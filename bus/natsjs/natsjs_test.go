@@ -100,6 +100,7 @@ func TestConfigValidate(t *testing.T) {
 		"replicas":      {URL: "nats://x", Replicas: 9},
 		"ack wait":      {URL: "nats://x", AckWait: time.Millisecond},
 		"max deliver":   {URL: "nats://x", MaxDeliver: -2},
+		"max deliver 1": {URL: "nats://x", MaxDeliver: 1},
 	} {
 		if err := cfg.WithDefaults().Validate(); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -290,16 +291,25 @@ func TestUnsettledCountsDelayedRetries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st, err := b.Stats(ctx, bus.Live)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Ready != 0 {
-		t.Fatalf("Ready = %d with the only unacked message delayed", st.Ready)
+	// The retried copy is ready until the subscription's first pull of it
+	// hands it back until due; from then on only Unsettled sees it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := b.Stats(ctx, bus.Live)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Ready == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Ready = %d with the only unacked message delayed", st.Ready)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	// The server removes an acked message right after confirming the ack,
 	// so give it a moment; the delayed one must never be missed.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for n := unsettled(); n != 1; n = unsettled() {
 		if n < 1 || time.Now().After(deadline) {
 			t.Fatalf("Unsettled = %d with one message waiting for a delayed retry, want 1", n)
@@ -439,4 +449,60 @@ func TestAStrandedMessageIsParkedByTheNextProcess(t *testing.T) {
 	}
 	defer second.Close()
 	waitParkedAtLimit(ctx, t, second, 2)
+}
+
+// A retry is no failed delivery: it republishes the message and acks the
+// original, so an event that waits (a key locked for a while, a paused
+// stream) is retried far more often than MaxDeliver and is never parked as
+// if it crashed every worker. Its copy, handed back only by crashes or
+// releases, still stops at the limit.
+func TestRetriesDoNotCountTowardsTheDeliveryLimit(t *testing.T) {
+	nc, err := shared.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	b := openIsolated(t, Config{Conn: nc, MaxDeliver: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.Publish(ctx, bus.Live, bus.Message{Body: []byte(`{"poison":true}`), Headers: map[string]string{"trace-id": "t"}}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe(ctx, bus.Live, bus.SubscribeOptions{Prefetch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	next := func(what string) bus.Delivery {
+		t.Helper()
+		select {
+		case d := <-sub.Deliveries():
+			return d
+		case <-time.After(5 * time.Second):
+			parked, _ := b.ListParked(ctx, bus.ParkedFilter{})
+			t.Fatalf("%s never came (parked: %+v)", what, parked)
+		}
+		return nil
+	}
+	const retries = 10 // more than MaxDeliver
+	for attempt := 1; attempt <= retries; attempt++ {
+		d := next(fmt.Sprintf("delivery %d", attempt))
+		if d.Attempt() != attempt || d.Headers()["trace-id"] != "t" {
+			t.Fatalf("delivery %d: Attempt() = %d, headers %v", attempt, d.Attempt(), d.Headers())
+		}
+		if err := d.Retry(ctx, 20*time.Millisecond, "key locked"); err != nil {
+			t.Fatalf("retry %d: %v", attempt, err)
+		}
+	}
+	// The copy now crashes every worker (released, never settled): two
+	// deliveries, as its first early one was handed back until due.
+	d := next("the retried copy")
+	if d.Attempt() != retries+1 || d.Headers()[bus.HeaderRetryReason] != "key locked" {
+		t.Fatalf("after %d retries: Attempt() = %d, headers %v", retries, d.Attempt(), d.Headers())
+	}
+	if err := d.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	releaseDeliveries(ctx, t, sub, 1)
+	waitParkedAtLimit(ctx, t, b, retries+2)
 }

@@ -13,13 +13,13 @@ import (
 	"github.com/eventsync/eventsync/bus"
 )
 
-// parkHeaders copies a message's headers and adds the diagnosis every
-// parked message carries: reason, attempts, source stream, time.
+// parkHeaders copies a message's headers (without the server's own, see
+// copyHeaders, and without a retry's not-before: a parked message waits for
+// nobody) and adds the diagnosis every parked message carries: reason,
+// attempts, source stream, time.
 func parkHeaders(src nats.Header, reason string, attempt int, stream bus.Stream) nats.Header {
-	h := nats.Header{}
-	for k, v := range src {
-		h[k] = append([]string(nil), v...)
-	}
+	h := copyHeaders(src)
+	h.Del(HeaderNotBefore)
 	h.Set(bus.HeaderReason, reason)
 	h.Set(bus.HeaderAttempt, strconv.Itoa(attempt))
 	h.Set(bus.HeaderStream, string(stream))

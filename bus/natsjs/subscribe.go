@@ -217,6 +217,10 @@ func (s *subscription) pump(iter jetstream.MessagesContext) (failed bool) {
 				continue
 			}
 		}
+		if s.handBackEarly(msg) {
+			<-s.slots
+			continue
+		}
 		d := s.newDelivery(msg)
 		select {
 		case s.deliveries <- d:
@@ -236,18 +240,40 @@ func (s *subscription) drain(iter jetstream.MessagesContext) {
 			iter.Stop()
 			return
 		}
+		if s.handBackEarly(msg) {
+			continue
+		}
 		if err := msg.Nak(); err != nil {
 			s.b.log.Debug("natsjs: hand back on close failed; redelivered after ack wait", "err", err)
 		}
 	}
 }
 
-func (s *subscription) newDelivery(msg jetstream.Msg) *delivery {
-	attempt := 1
-	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 0 {
-		attempt = int(md.NumDelivered)
+// handBackEarly hands the first delivery of a retried copy back to the
+// server until its not-before time (see retry.go) and reports whether it
+// did. It takes no worker's slot: the server holds the message meanwhile.
+func (s *subscription) handBackEarly(msg jetstream.Msg) bool {
+	md, err := msg.Metadata()
+	if err != nil {
+		return false
 	}
-	return &delivery{sub: s, msg: msg, attempt: attempt}
+	wait, early := deferral(msg.Headers(), md.NumDelivered, time.Now())
+	if !early {
+		return false
+	}
+	if err := msg.NakWithDelay(wait); err != nil {
+		// Not lost: the server redelivers it after the ack wait.
+		s.b.log.Debug("natsjs: handing back a retried message until due failed; redelivered after ack wait", "stream", s.stream, "err", err)
+	}
+	return true
+}
+
+func (s *subscription) newDelivery(msg jetstream.Msg) *delivery {
+	var delivered uint64
+	if md, err := msg.Metadata(); err == nil {
+		delivered = md.NumDelivered
+	}
+	return &delivery{sub: s, msg: msg, attempt: attemptOf(msg.Headers(), delivered)}
 }
 
 // delivery is one message handed out; settle gives its slot back once.
@@ -288,14 +314,32 @@ func (d *delivery) Ack(ctx context.Context) error {
 	})
 }
 
-func (d *delivery) Retry(_ context.Context, delay time.Duration, reason string) error {
-	return d.settle(func() error {
-		if err := d.msg.NakWithDelay(delay); err != nil {
-			return fmt.Errorf("natsjs: retry on %s: %w; it will be redelivered after the ack wait", d.sub.stream, err)
-		}
-		d.sub.b.log.Debug("natsjs: retry scheduled", "stream", d.sub.stream, "attempt", d.attempt, "delay", delay, "reason", reason)
-		return nil
-	})
+// Retry publishes a copy of the message to its stream with the next
+// attempt and a not-before time, confirmed, and only then acks the
+// original, so waiting never counts towards MaxDeliver (see retry.go). If
+// the publish fails the delivery stays unsettled and the caller chooses
+// another outcome (Release, say).
+func (d *delivery) Retry(ctx context.Context, delay time.Duration, reason string) error {
+	if !d.settled.CompareAndSwap(false, true) {
+		return bus.ErrSettled
+	}
+	b, stream := d.sub.b, d.sub.stream
+	h := retryHeaders(d.msg.Headers(), d.attempt+1, reason, time.Now().Add(max(delay, 0)))
+	cm := &nats.Msg{Subject: b.subject(stream), Data: d.msg.Data(), Header: h}
+	ack, err := b.js.PublishMsg(ctx, cm, jetstream.WithExpectStream(b.streamName(stream)))
+	if err == nil && ack.Duplicate {
+		err = errors.New("the server took the copy for a duplicate and did not store it")
+	}
+	if err != nil {
+		d.settled.Store(false)
+		return fmt.Errorf("natsjs: retry on %s: publish the retried copy: %w; the delivery is not settled", stream, err)
+	}
+	defer func() { <-d.sub.slots }()
+	if err := d.msg.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("natsjs: retry on %s: ack after queueing the retried copy: %w; the message comes back after the ack wait, besides its copy (versions absorb the repeat)", stream, err)
+	}
+	b.log.Debug("natsjs: retry scheduled", "stream", stream, "attempt", d.attempt, "delay", delay, "reason", reason)
+	return nil
 }
 
 func (d *delivery) Release(_ context.Context) error {
