@@ -5,9 +5,9 @@
 # apt-get when missing), builds each chosen test's package once with -race,
 # and runs each test N times with -count=1 and EVENTSYNC_REQUIRE_SERVICES=1
 # (the services must be up, as for .ci/run). For every test it reports runs,
-# passes, fails and the longest streak of consecutive passes. The log of a
-# failed run is kept, with the logs of the eventsync processes the e2e tests
-# started (EVENTSYNC_E2E_LOG_DIR); those of passed runs are removed. The hog
+# passes, fails and the longest streak of consecutive passes. Each run's
+# go test -v output is kept; a failed run also keeps the logs of the
+# eventsync processes the e2e tests started (EVENTSYNC_E2E_LOG_DIR). The hog
 # is stopped on exit, however the script ends.
 #
 #   scripts/stress.sh                          # the defaults below, 10/10/5 runs
@@ -166,7 +166,7 @@ for spec in "${specs[@]}"; do
 			pass=$((pass + 1)) streak=$((streak + 1))
 			((streak > best)) && best=$streak
 			say "$pattern run $i: pass in $((SECONDS - start))s (streak $streak)"
-			rm -rf "$dir"
+			rm -rf "$dir/e2e"
 		else
 			fail=$((fail + 1)) streak=0 fails+=" $i"
 			[[ $rc == 0 ]] && echo "stress: exit 0 but no test passed: does $pattern match a test in $pkg?" >>"$dir/test.log"
