@@ -189,6 +189,9 @@ func (req *request) String() string {
 	case "update":
 		return fmt.Sprintf("update %s %s v%d", req.id, req.key, req.rec.Version)
 	case "delete":
+		if req.key.Key == "" {
+			return fmt.Sprintf("delete %s (no such record)", req.id)
+		}
 		return fmt.Sprintf("delete %s %s", req.id, req.key)
 	}
 	return "lookup " + req.key.String()
