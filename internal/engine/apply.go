@@ -239,21 +239,29 @@ func createInDoubt(state store.State) bool {
 // Acquire recorded covers the create: should it land unseen, the next
 // attempt finds the write in doubt and looks up first.
 func (a *Applier) createOrAdopt(ctx context.Context, lease store.Lease, rec sink.Record, lookup bool, prefer string) (string, error) {
-	if lookup {
+	// The record a lookup found may vanish before its update (a zombie's
+	// delete landing late): look again rather than take the 404 for a
+	// permanent answer, a few times.
+	for try := 1; lookup; try++ {
 		ids, err := a.sink.Lookup(ctx, rec.Entity, rec.Key)
 		if err != nil {
 			return "", err
 		}
-		if len(ids) > 0 {
-			keep := pick(ids, prefer)
-			if err := a.removeExtras(ctx, rec.Entity, ids, keep); err != nil {
-				return "", err
-			}
-			if err := a.sink.Update(ctx, keep, rec); err != nil {
-				return "", err
-			}
-			return keep, nil
+		if len(ids) == 0 {
+			break
 		}
+		keep := pick(ids, prefer)
+		if err := a.removeExtras(ctx, rec.Entity, ids, keep); err != nil {
+			return "", err
+		}
+		err = a.sink.Update(ctx, keep, rec)
+		if errors.Is(err, sink.ErrNotFound) && try < 3 {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return keep, nil
 	}
 	return a.sink.Create(ctx, rec)
 }
@@ -261,9 +269,11 @@ func (a *Applier) createOrAdopt(ctx context.Context, lease store.Lease, rec sink
 // deleteRemote removes the remote record (and any duplicates found while
 // reconciling). A record already gone is success.
 func (a *Applier) deleteRemote(ctx context.Context, lease store.Lease, state store.State, version int64) error {
-	// A zombie's create, like a pending one, may have left records we
-	// know no id of.
-	pendingCreate := createInDoubt(state) || state.RepairNeeded
+	// A zombie's create, like one in doubt, may have left records we know
+	// no id of. Any write in doubt may have been a create even when a
+	// remote id is known: an update that found its record gone creates
+	// one (found by the simulation, seed 137918).
+	pendingCreate := (state.Intent != nil && state.Intent.Version > state.AppliedVersion) || state.RepairNeeded
 	if state.RemoteID != "" && !state.Deleted {
 		if err := a.sink.Delete(ctx, lease.Key.Entity, state.RemoteID); err != nil && !errors.Is(err, sink.ErrNotFound) {
 			return err
@@ -442,11 +452,14 @@ func (a *Applier) callFailure(ctx, held context.Context, lease store.Lease, stat
 			a.cfg.Logger.Warn("release lease after an API failure failed; it will expire", "key", lease.Key.String(), "err", rerr)
 		}
 	} else {
+		// A repair writes the newest state the store knows; it has no
+		// intent to count on, and parking it would leave the key flagged
+		// with nobody to repair it: it backs off and never parks.
 		failures = attempt
 		a.release(ctx, lease)
 	}
 	out := Outcome{Result: ResultRetried, Reason: err.Error(), Err: err, SinkFailure: v.Class.Outage(), RetryAfter: v.RetryAfter}
-	if failures >= a.cfg.MaxAttempts {
+	if version > 0 && failures >= a.cfg.MaxAttempts {
 		out.Result = ResultParked
 		out.Reason = fmt.Sprintf("gave up after %d failed API calls: %v", failures, err)
 		return out

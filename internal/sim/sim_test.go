@@ -33,10 +33,6 @@ const defaultSeeds = 2500
 var knownEngineBugs = map[string]string{
 	"zombie write not repaired after a failure": "a write that lands after its lease was taken over is never repaired when the " +
 		"writer's commit or MarkRepair fails, or when an API call of the writer answers an error (no renewal ran to notice the lost lease)",
-	"repair parked without cause": "a repair's API failures are counted by delivery attempt, which counts waiting too " +
-		"(engine.Applier.callFailure with version 0)",
-	"parked on a 404": "createOrAdopt's update of the record a lookup found takes a 404 (the record was deleted since, " +
-		"by a zombie) for a permanent answer and parks the event",
 }
 
 // TestSimulation runs seeds 1..N of the deterministic simulation (see the
