@@ -117,19 +117,25 @@ func TestCancelledWaitReturnsContextError(t *testing.T) {
 	}
 }
 
-// During an outage only probes reach the API: two processes with 16 busy
-// callers each send about one probe per probe interval, not hundreds of
-// calls; when the API is back everyone resumes.
-func TestOutageSendsOnlyProbes(t *testing.T) {
-	t.Parallel()
+// downAPI is an API that answers 503 to every call while down is set
+// (it starts set).
+func downAPI() (*atomic.Bool, *scriptedSink) {
 	var down atomic.Bool
 	down.Store(true)
-	api := &scriptedSink{fail: func(int) error {
+	return &down, &scriptedSink{fail: func(int) error {
 		if down.Load() {
 			return &sink.Error{Op: "update", Status: http.StatusServiceUnavailable, Retryable: true}
 		}
 		return nil
 	}}
+}
+
+// During an outage only probes reach the API: two processes with 16 busy
+// callers each send about one probe per probe interval, not hundreds of
+// calls; when the API is back everyone resumes.
+func TestOutageSendsOnlyProbes(t *testing.T) {
+	t.Parallel()
+	down, api := downAPI()
 	lim := throttle.NewMemoryLimiter(nil)
 	cfg := throttle.Config{OutageFailures: 5, ProbeInterval: 100 * time.Millisecond, Rate: 10000}
 	reg := prometheus.NewRegistry()
@@ -362,14 +368,7 @@ func TestBurstOfRefusalsInFlightTogetherIsNotAnOutage(t *testing.T) {
 // succeeds, with a wake-up at each change.
 func TestAPIDownFollowsTheOutage(t *testing.T) {
 	t.Parallel()
-	var down atomic.Bool
-	down.Store(true)
-	api := &scriptedSink{fail: func(int) error {
-		if down.Load() {
-			return &sink.Error{Op: "update", Status: http.StatusServiceUnavailable, Retryable: true}
-		}
-		return nil
-	}}
+	down, api := downAPI()
 	lim := throttle.NewMemoryLimiter(nil)
 	cfg := throttle.Config{OutageFailures: 3, ProbeInterval: 50 * time.Millisecond, Rate: 10000}
 	first, err := throttle.New(api, cfg, throttle.Options{Name: "api", Limiter: lim, Logger: quiet, Owner: "first"})
