@@ -1,0 +1,240 @@
+package eventsync
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/internal/engine"
+	"github.com/eventsync/eventsync/sink/httpsink"
+	"github.com/eventsync/eventsync/throttle"
+)
+
+// Config is eventsync's configuration: the YAML file every eventsync command
+// reads (docs/configuration.md lists every key and its environment
+// variable), or the same values set in Go. The zero value is not usable: a
+// deployment needs a bus and a state store, given as URLs or as an embedded
+// deployment under DataDir, or injected with WithBus and WithStore.
+type Config struct {
+	// Bus URL: amqp://… (RabbitMQ) or nats://… (NATS JetStream). Empty
+	// means the embedded NATS server under DataDir.
+	Bus string `yaml:"bus" doc:"bus URL: amqp://user:pass@host:5672/ or nats://host:4222; empty = embedded NATS under data_dir"`
+	// Namespace prefixes every queue, stream, exchange, key and table so
+	// several deployments can share one broker or database.
+	Namespace string `yaml:"namespace" doc:"prefix of queues, streams, keys and tables (default eventsync)"`
+	// Store URL: postgres://…, redis://… or nats://…; empty = embedded.
+	Store string `yaml:"store" doc:"state store URL: postgres://…, redis://… or nats://…; empty = embedded NATS KV under data_dir"`
+	// Source URL of the application database: postgres://… or sqlite://path.
+	Source string `yaml:"source" doc:"application database: postgres://… or sqlite://path"`
+	// DataDir holds an embedded deployment (a NATS JetStream server serving
+	// as bus and store). It is used only when Bus or Store is empty; with
+	// both empty and no DataDir there is no deployment to connect to.
+	DataDir string `yaml:"data_dir" doc:"directory of an embedded deployment (NATS JetStream as bus and store), used when bus or store is empty"`
+
+	Worker   WorkerConfig   `yaml:"worker"`
+	Throttle ThrottleConfig `yaml:"throttle"`
+	Admin    AdminConfig    `yaml:"admin"`
+	Log      LogConfig      `yaml:"log"`
+
+	// Sink is the declarative HTTP sink (package httpsink), used when no
+	// Go sink is given with WithSink.
+	Sink httpsink.Config `yaml:"sink" doc:"-"`
+}
+
+// WorkerConfig tunes workers. Zero values take the defaults named in each
+// field's documentation (see WithDefaults).
+type WorkerConfig struct {
+	Concurrency        int           `yaml:"concurrency" doc:"events in flight at once (default 256)"`
+	ResyncConcurrency  int           `yaml:"resync_concurrency" doc:"most of the concurrency resync events may hold, so live events always find a slot (default 3/4 of concurrency)"`
+	Prefetch           int           `yaml:"prefetch" doc:"unsettled deliveries per stream (default = concurrency)"`
+	Streams            []string      `yaml:"streams" doc:"streams to consume, comma-separated in the environment (default live,resync)"`
+	LeaseTTL           time.Duration `yaml:"lease_ttl" doc:"per-entity lease, renewed every third of it while calls run; a killed worker's keys are free after it; at least the sink's longest timeout (default 10s)"`
+	MaxAttempts        int           `yaml:"max_attempts" doc:"failed API calls (5xx, timeouts, transport errors, 429s) of one version before it is parked; waiting never counts (default 25)"`
+	BackoffBase        time.Duration `yaml:"backoff_base" doc:"first retry delay (default 1s)"`
+	BackoffMax         time.Duration `yaml:"backoff_max" doc:"longest retry delay (default 5m)"`
+	LockedRetryDelay   time.Duration `yaml:"locked_retry_delay" doc:"wait of an event whose entity another worker holds, bounded by that lease (default 1s)"`
+	MaxEventBytes      int           `yaml:"max_event_bytes" doc:"larger events are parked (default 1048576)"`
+	ShutdownGrace      time.Duration `yaml:"shutdown_grace" doc:"time in-flight events get to finish on SIGTERM (default 30s)"`
+	ControlPoll        time.Duration `yaml:"control_poll" doc:"how often pause flags are read (default 500ms)"`
+	LookupBeforeCreate bool          `yaml:"lookup_before_create" doc:"look every create up by external id first (one more call per create); for a first sync into an API that already holds records (default false)"`
+	BreakerFails       int           `yaml:"breaker_failures" doc:"consecutive API failures that stop pulling (default 10)"`
+	BreakerOpenFor     time.Duration `yaml:"breaker_open_for" doc:"first pause after the breaker opens; doubles up to breaker_max_open_for (default 1s)"`
+	BreakerMaxOpenFor  time.Duration `yaml:"breaker_max_open_for" doc:"longest pause between probes while the API stays down (default 30s)"`
+}
+
+// ThrottleConfig is the throughput control in front of the sink: a
+// cluster-wide rate shared through the state store, adaptive concurrency
+// per process, Retry-After and outages honoured by every process, live
+// before resync.
+type ThrottleConfig struct {
+	// Enabled turns the throttle off when false. It is on by default: the
+	// fleet then learns the API's limit and shares one budget and every
+	// Retry-After; off, each process only honours what it sees itself.
+	Enabled         *bool `yaml:"enabled" doc:"throughput control in front of the sink: learned or configured rate shared by every process, adaptive concurrency, cluster-wide Retry-After and outage probes, live before resync (default true)"`
+	throttle.Config `yaml:",inline"`
+}
+
+// On reports whether the throttle is enabled (on by default).
+func (t ThrottleConfig) On() bool { return t.Enabled == nil || *t.Enabled }
+
+// AdminConfig is the HTTP port of the eventsync binary for /metrics,
+// /healthz and /status. A Go program serves its own metrics from the
+// registerer given with WithRegisterer.
+type AdminConfig struct {
+	Listen string `yaml:"listen" doc:"admin HTTP address for /metrics, /healthz, /status (default 127.0.0.1:9090; \"off\" disables)"`
+}
+
+// LogConfig configures the eventsync binary's log/slog handler. A Go
+// program passes its own logger with WithLogger.
+type LogConfig struct {
+	Level  string `yaml:"level" doc:"debug, info, warn or error (default info)"`
+	Format string `yaml:"format" doc:"text or json (default text)"`
+}
+
+// DefaultNamespace prefixes queues, keys and tables when Namespace is empty.
+const DefaultNamespace = "eventsync"
+
+// HasSink reports whether the configuration declares an HTTP sink entity.
+func (c Config) HasSink() bool { return len(c.Sink.EntityConfigs) > 0 }
+
+// WithDefaults returns a copy with every unset value at its default.
+func (c Config) WithDefaults() Config {
+	if c.Namespace == "" {
+		c.Namespace = DefaultNamespace
+	}
+	c.Worker = c.Worker.WithDefaults()
+	c.Throttle.Config = c.Throttle.Config.WithDefaults()
+	if c.HasSink() {
+		c.Sink = c.Sink.WithDefaults()
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	return c
+}
+
+// WithDefaults returns a copy with every unset value at the engine's default.
+func (w WorkerConfig) WithDefaults() WorkerConfig {
+	e := w.engine().WithDefaults()
+	out := WorkerConfig{
+		Concurrency:        e.Concurrency,
+		ResyncConcurrency:  w.ResyncConcurrency, // 0 keeps its meaning: 3/4 of concurrency
+		Prefetch:           e.Prefetch,
+		LeaseTTL:           e.LeaseTTL,
+		MaxAttempts:        e.MaxAttempts,
+		BackoffBase:        e.BackoffBase,
+		BackoffMax:         e.BackoffMax,
+		LockedRetryDelay:   e.LockedRetryDelay,
+		MaxEventBytes:      e.MaxEventBytes,
+		ShutdownGrace:      e.ShutdownGrace,
+		ControlPoll:        e.ControlPoll,
+		LookupBeforeCreate: e.LookupBeforeCreate,
+		BreakerFails:       e.Breaker.Failures,
+		BreakerOpenFor:     e.Breaker.OpenFor,
+		BreakerMaxOpenFor:  e.Breaker.MaxOpenFor,
+	}
+	for _, s := range e.Streams {
+		out.Streams = append(out.Streams, string(s))
+	}
+	return out
+}
+
+// engine is the one mapping from the configuration to the engine's.
+func (w WorkerConfig) engine() engine.Config {
+	e := engine.Config{
+		Concurrency:        w.Concurrency,
+		ResyncConcurrency:  w.ResyncConcurrency,
+		Prefetch:           w.Prefetch,
+		LeaseTTL:           w.LeaseTTL,
+		MaxAttempts:        w.MaxAttempts,
+		BackoffBase:        w.BackoffBase,
+		BackoffMax:         w.BackoffMax,
+		LockedRetryDelay:   w.LockedRetryDelay,
+		MaxEventBytes:      w.MaxEventBytes,
+		ShutdownGrace:      w.ShutdownGrace,
+		ControlPoll:        w.ControlPoll,
+		LookupBeforeCreate: w.LookupBeforeCreate,
+		Breaker:            engine.BreakerConfig{Failures: w.BreakerFails, OpenFor: w.BreakerOpenFor, MaxOpenFor: w.BreakerMaxOpenFor},
+	}
+	for _, s := range w.Streams {
+		e.Streams = append(e.Streams, bus.Stream(s))
+	}
+	return e
+}
+
+// Validate checks every value that needs no connection, including the
+// rules between settings; each error names its configuration key, and all
+// of them are reported at once.
+func (c Config) Validate() error {
+	var errs []error
+	for _, chk := range []struct {
+		key, url string
+		kind     adapterKind
+	}{{"bus", c.Bus, kindBus}, {"store", c.Store, kindStore}, {"source", c.Source, kindSource}} {
+		if chk.url == "" {
+			continue
+		}
+		if _, err := lookupScheme(chk.kind, chk.url); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", chk.key, err))
+		}
+	}
+	d := c.WithDefaults()
+	if d.HasSink() {
+		if err := c.Sink.WithDefaults().Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := d.Throttle.Config.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Worker.Concurrency < 0 {
+		errs = append(errs, fmt.Errorf("worker.concurrency: %d must be positive", c.Worker.Concurrency))
+	} else if err := c.Worker.engine().WithDefaults().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if d.HasSink() {
+		if timeout, entity := longestSinkTimeout(d.Sink); d.Worker.LeaseTTL < timeout {
+			errs = append(errs, fmt.Errorf("worker.lease_ttl: %s is shorter than the sink timeout of %s (%s); a call still running when a stalled store lets its lease lapse is abandoned and paid for again, so set worker.lease_ttl to at least %s or shorten the timeout",
+				d.Worker.LeaseTTL, entity, timeout, timeout))
+		}
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q must be debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format: %q must be text or json", c.Log.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// longestSinkTimeout returns the longest call timeout of a defaulted sink
+// configuration and the entity that has it.
+func longestSinkTimeout(s httpsink.Config) (time.Duration, string) {
+	var longest time.Duration
+	var which string
+	names := s.Entities()
+	slices.Sort(names)
+	for _, name := range names {
+		t := s.EntityConfigs[name].Timeout
+		if t == 0 {
+			t = s.Defaults.Timeout
+		}
+		if t > longest {
+			longest, which = t, "entity "+name
+		}
+	}
+	if which == "" {
+		return s.Defaults.Timeout, "sink.defaults"
+	}
+	return longest, strings.TrimSpace(which)
+}

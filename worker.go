@@ -1,0 +1,82 @@
+package eventsync
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/eventsync/eventsync/internal/control"
+	"github.com/eventsync/eventsync/internal/engine"
+)
+
+// WorkerStatus is what a worker reports in its heartbeat: in-flight events
+// per stream, results, rates and the breaker's state.
+type WorkerStatus = control.WorkerStatus
+
+// WorkerOption customises one worker.
+type WorkerOption func(*workerOptions)
+
+type workerOptions struct {
+	id string
+}
+
+// WithWorkerID names the worker in leases, heartbeats and logs. Default
+// host-pid; give each worker of one process its own.
+func WithWorkerID(id string) WorkerOption { return func(o *workerOptions) { o.id = id } }
+
+// Worker applies events from the bus to the API: every version in order per
+// entity, duplicates and stale events absorbed, creates never duplicated,
+// failures retried without blocking the queue, and what cannot be applied
+// parked with its reason. See docs/ARCHITECTURE.md.
+type Worker struct {
+	w *engine.Worker
+}
+
+// NewWorker builds a worker on the Client's bus, store and sink (opening
+// them if needed), with Config.Worker's settings. A sink that has an
+// Entities() []string method limits the entities the worker accepts (the
+// HTTP sink's are its configured entities); events of others are parked.
+func (c *Client) NewWorker(ctx context.Context, opts ...WorkerOption) (*Worker, error) {
+	var o workerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, err := c.busLocked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st, err := c.storeLocked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sk, err := c.sinkLocked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ecfg := c.cfg.Worker.engine()
+	ecfg.WorkerID = o.id
+	ecfg.Logger = c.log
+	if o.id != "" {
+		ecfg.Logger = c.log.With("worker", o.id)
+	}
+	switch s := c.opts.sink.(type) {
+	case nil:
+		ecfg.Entities = c.cfg.Sink.Entities()
+	case interface{ Entities() []string }:
+		ecfg.Entities = s.Entities()
+	}
+	w, err := engine.NewWorker(b, st, sk, ecfg, c.engineMetrics())
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	return &Worker{w: w}, nil
+}
+
+// Run consumes until ctx ends, then stops pulling, lets in-flight events
+// finish within Config.Worker.ShutdownGrace and releases the rest. It
+// returns nil after a clean stop.
+func (w *Worker) Run(ctx context.Context) error { return w.w.Run(ctx) }
+
+// Status reports the worker's current state, as its heartbeat does.
+func (w *Worker) Status() WorkerStatus { return w.w.Status() }
