@@ -18,76 +18,18 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/eventsync/eventsync/sink/httpsink"
-	"github.com/eventsync/eventsync/throttle"
+	"github.com/eventsync/eventsync"
 )
 
-// Config is the whole file. See docs/configuration.md for every key.
-type Config struct {
-	// Bus URL: amqp://… (RabbitMQ) or nats://… (NATS JetStream). Empty
-	// means the embedded NATS server under DataDir.
-	Bus string `yaml:"bus" doc:"bus URL: amqp://user:pass@host:5672/ or nats://host:4222; empty = embedded NATS under data_dir"`
-	// Namespace prefixes every queue, stream, exchange, key and table so
-	// several deployments can share one broker or database.
-	Namespace string `yaml:"namespace" doc:"prefix of queues, streams, keys and tables (default eventsync)"`
-	// Store URL: postgres://…, redis://… or nats://…; empty = embedded.
-	Store string `yaml:"store" doc:"state store URL: postgres://…, redis://… or nats://…; empty = embedded NATS KV under data_dir"`
-	// Source URL of the application database: postgres://… or sqlite://path.
-	Source string `yaml:"source" doc:"application database: postgres://… or sqlite://path"`
-	// DataDir holds embedded-mode data (NATS JetStream files).
-	DataDir string `yaml:"data_dir" doc:"directory for embedded-mode data (default ./eventsync-data)"`
-
-	Worker   Worker   `yaml:"worker"`
-	Throttle Throttle `yaml:"throttle"`
-	Admin    Admin    `yaml:"admin"`
-	Log      Log      `yaml:"log"`
-
-	// Sink is the declarative HTTP sink (package httpsink). Decoding it
-	// here, strictly, keeps error line numbers true to the user's file.
-	Sink httpsink.Config `yaml:"sink" doc:"-"`
-}
-
-// Worker tunes `eventsync worker`.
-type Worker struct {
-	Concurrency        int           `yaml:"concurrency" doc:"events in flight at once (default 256)"`
-	ResyncConcurrency  int           `yaml:"resync_concurrency" doc:"most of the concurrency resync events may hold, so live events always find a slot (default 3/4 of concurrency)"`
-	Prefetch           int           `yaml:"prefetch" doc:"unsettled deliveries per stream (default = concurrency)"`
-	Streams            []string      `yaml:"streams" doc:"streams to consume, comma-separated in the environment (default live,resync)"`
-	LeaseTTL           time.Duration `yaml:"lease_ttl" doc:"per-entity lease, renewed every third of it while calls run; a killed worker's keys are free after it (default 10s)"`
-	MaxAttempts        int           `yaml:"max_attempts" doc:"failed API calls (5xx, timeouts, transport errors, 429s) of one version before it is parked; waiting never counts (default 25)"`
-	BackoffBase        time.Duration `yaml:"backoff_base" doc:"first retry delay (default 1s)"`
-	BackoffMax         time.Duration `yaml:"backoff_max" doc:"longest retry delay (default 5m)"`
-	MaxEventBytes      int           `yaml:"max_event_bytes" doc:"larger events are parked (default 1048576)"`
-	ShutdownGrace      time.Duration `yaml:"shutdown_grace" doc:"time in-flight events get to finish on SIGTERM (default 30s)"`
-	LookupBeforeCreate bool          `yaml:"lookup_before_create" doc:"look every create up by external id first (one more call per create); for a first sync into an API that already holds records (default false)"`
-	BreakerFails       int           `yaml:"breaker_failures" doc:"consecutive API failures that stop pulling (default 10)"`
-	BreakerOpenFor     time.Duration `yaml:"breaker_open_for" doc:"first pause after the breaker opens; doubles up to 30s (default 1s)"`
-}
-
-// Throttle is the throughput control in front of the sink: a cluster-wide
-// rate shared through the state store, adaptive concurrency per process,
-// Retry-After and outages honoured by every process, live before resync.
-type Throttle struct {
-	// Enabled turns the throttle off when false. It is on by default: the
-	// fleet then learns the API's limit and shares one budget and every
-	// Retry-After; off, each process only honours what it sees itself.
-	Enabled         *bool `yaml:"enabled" doc:"throughput control in front of the sink: learned or configured rate shared by every process, adaptive concurrency, cluster-wide Retry-After and outage probes, live before resync (default true)"`
-	throttle.Config `yaml:",inline"`
-}
-
-// On reports whether the throttle is enabled (on by default).
-func (t Throttle) On() bool { return t.Enabled == nil || *t.Enabled }
-
-// Admin is the HTTP port for /metrics and /healthz.
-type Admin struct {
-	Listen string `yaml:"listen" doc:"admin HTTP address for /metrics, /healthz, /status (default 127.0.0.1:9090; \"off\" disables)"`
-}
-
-// Log configures log/slog.
-type Log struct {
-	Level  string `yaml:"level" doc:"debug, info, warn or error (default info)"`
-	Format string `yaml:"format" doc:"text or json (default text)"`
-}
+// Config is the whole file: the public eventsync.Config, which documents
+// every key. The aliases keep this package's callers short.
+type (
+	Config   = eventsync.Config
+	Worker   = eventsync.WorkerConfig
+	Throttle = eventsync.ThrottleConfig
+	Admin    = eventsync.AdminConfig
+	Log      = eventsync.LogConfig
+)
 
 // EnvPrefix starts every environment override.
 const EnvPrefix = "EVENTSYNC_"
@@ -106,7 +48,7 @@ func Load(path string) (*Config, error) {
 		}
 		cfg = parsed
 	}
-	if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
+	if err := ApplyEnv(cfg, os.LookupEnv); err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -125,9 +67,6 @@ func Parse(data []byte) (*Config, error) {
 	}
 	return cfg, nil
 }
-
-// HasSink reports whether the file configures any sink entity.
-func (c *Config) HasSink() bool { return len(c.Sink.EntityConfigs) > 0 }
 
 // EnvVar describes one environment override, for documentation.
 type EnvVar struct {
@@ -149,8 +88,9 @@ func envName(key string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
-// ApplyEnv overrides keys from the environment; lookup is os.LookupEnv.
-func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
+// ApplyEnv overrides keys of c from the environment; lookup is
+// os.LookupEnv.
+func ApplyEnv(c *Config, lookup func(string) (string, bool)) error {
 	var errs []error
 	walk(reflect.ValueOf(c).Elem(), "", func(key string, _ reflect.StructField, v reflect.Value) {
 		name := envName(key)
@@ -242,68 +182,8 @@ func setScalar(v reflect.Value, raw string) error {
 	return nil
 }
 
-// Validate checks values that need no connection; errors name the key.
-func (c *Config) Validate() error {
-	var errs []error
-	checkScheme := func(key, val string, schemes ...string) {
-		if val == "" {
-			return
-		}
-		for _, s := range schemes {
-			if strings.HasPrefix(val, s+"://") {
-				return
-			}
-		}
-		errs = append(errs, fmt.Errorf("%s: %q has an unsupported scheme; use one of %s", key, redact(val), strings.Join(schemes, "://, ")+"://"))
-	}
-	checkScheme("bus", c.Bus, "amqp", "amqps", "nats")
-	checkScheme("store", c.Store, "postgres", "postgresql", "redis", "rediss", "nats")
-	checkScheme("source", c.Source, "postgres", "postgresql", "sqlite")
-	if c.HasSink() {
-		if err := c.Sink.WithDefaults().Validate(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := c.Throttle.Config.WithDefaults().Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if c.Worker.Concurrency < 0 {
-		errs = append(errs, fmt.Errorf("worker.concurrency: %d must be positive", c.Worker.Concurrency))
-	}
-	for _, s := range c.Worker.Streams {
-		if s != "live" && s != "resync" {
-			errs = append(errs, fmt.Errorf("worker.streams: unknown stream %q; use live and/or resync", s))
-		}
-	}
-	switch c.Log.Level {
-	case "", "debug", "info", "warn", "error":
-	default:
-		errs = append(errs, fmt.Errorf("log.level: %q must be debug, info, warn or error", c.Log.Level))
-	}
-	switch c.Log.Format {
-	case "", "text", "json":
-	default:
-		errs = append(errs, fmt.Errorf("log.format: %q must be text or json", c.Log.Format))
-	}
-	return errors.Join(errs...)
-}
-
-// redact hides a URL's password for error messages and logs.
-func redact(raw string) string {
-	at := strings.Index(raw, "@")
-	scheme := strings.Index(raw, "://")
-	if at < 0 || scheme < 0 || at < scheme {
-		return raw
-	}
-	userinfo := raw[scheme+3 : at]
-	if colon := strings.Index(userinfo, ":"); colon >= 0 {
-		return raw[:scheme+3] + userinfo[:colon] + ":xxxxx" + raw[at:]
-	}
-	return raw
-}
-
-// Redact is exported for commands that log URLs.
-func Redact(raw string) string { return redact(raw) }
+// Redact hides a URL's password for logs and errors.
+func Redact(raw string) string { return eventsync.RedactURL(raw) }
 
 // EnvTable renders the override table for docs, in file order.
 func EnvTable() string {

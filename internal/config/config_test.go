@@ -15,7 +15,7 @@ func TestParseAndEnv(t *testing.T) {
 		t.Fatalf("%+v", cfg.Worker)
 	}
 	env := map[string]string{"EVENTSYNC_WORKER_CONCURRENCY": "512", "EVENTSYNC_WORKER_STREAMS": "live, resync", "EVENTSYNC_STORE": "redis://127.0.0.1:6379/0"}
-	if err := cfg.ApplyEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+	if err := ApplyEnv(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Worker.Concurrency != 512 || len(cfg.Worker.Streams) != 2 || cfg.Store != "redis://127.0.0.1:6379/0" {
@@ -45,7 +45,7 @@ func TestSinkErrorsKeepFileLines(t *testing.T) {
 
 func TestEnvErrorsNameVariable(t *testing.T) {
 	cfg := &Config{}
-	err := cfg.ApplyEnv(func(k string) (string, bool) {
+	err := ApplyEnv(cfg, func(k string) (string, bool) {
 		if k == "EVENTSYNC_WORKER_LEASE_TTL" {
 			return "ten", true
 		}
