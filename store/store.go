@@ -80,7 +80,8 @@ var (
 	// ErrLocked is returned by Acquire while another owner holds the lease.
 	ErrLocked = errors.New("store: key is leased by another worker")
 	// ErrFenced is returned when the lease was lost: another owner acquired
-	// the key after it expired, so this holder must not commit.
+	// the key after it expired, so this holder must not commit, and a
+	// write it sent may have landed after the new owner's.
 	ErrFenced = errors.New("store: lease lost, fencing token superseded")
 	// ErrStaleCommit is returned when a commit's version is below the
 	// applied version (only possible after a fencing bug upstream).
@@ -129,17 +130,23 @@ type Store interface {
 	// applied one is ErrStaleCommit; an equal version is allowed, because a
 	// repair re-applies the applied version and must clear RepairNeeded.
 	Commit(ctx context.Context, l Lease, c Commit) error
-	// Release drops a held lease without changing state. Releasing a lost
-	// lease is a no-op, not an error.
+	// Release drops a held lease without changing state. A lost lease
+	// (another owner acquired k since l) is left alone and reported as
+	// ErrFenced: a write sent under l may have landed after that owner's,
+	// so the caller flags k (MarkRepair). Releasing a lease released
+	// already, or expired while nobody took k over, is no error: fencing
+	// compares tokens only, so a retried call is safe.
 	Release(ctx context.Context, l Lease) error
 	// ReleaseFailed drops a held lease and counts one API failure against
 	// the standing intent (Intent.Failures), in one round trip. Fenced like
-	// Release: for a lost lease, or one released already, it counts
-	// nothing and returns nil (a retried call never counts twice).
+	// Release: a lost lease counts nothing and is ErrFenced; one released
+	// already counts nothing and returns nil (a retried call never counts
+	// twice).
 	ReleaseFailed(ctx context.Context, l Lease) error
 	// MarkRepair flags k for repair, remembering the lease token current
 	// at the time (see Commit). Not fenced: it is called precisely by a
-	// worker that lost its lease.
+	// worker that lost its lease (Commit, Extend, Release or ReleaseFailed
+	// answered ErrFenced) after sending a write under it.
 	MarkRepair(ctx context.Context, k Key) error
 	// Scan calls fn for every key of entity the store knows, in no
 	// particular order; used to find entities deleted at the source.

@@ -232,7 +232,10 @@ func (s *Store) release(ctx context.Context, l store.Lease, failed bool) error {
 	defer s.mu.Unlock()
 	e, ok := s.held(l)
 	if !ok {
-		return nil // lost or released already: nothing to drop, nothing to count
+		if cur, known := s.keys[l.Key]; !known || cur.token != l.Token {
+			return fmt.Errorf("memory store: release %s token %d: %w", l.Key, l.Token, store.ErrFenced)
+		}
+		return nil // released already: nothing to drop, nothing to count
 	}
 	if failed && e.intent != nil {
 		e.intent.Failures++

@@ -414,6 +414,11 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 	return lease, st, nil
 }
 
+// errReleased is the ErrFenced of a lease whose token is still current but
+// which was released already: Commit and Extend are fenced by it, a
+// retried Release is not.
+var errReleased = fmt.Errorf("released already: %w", store.ErrFenced)
+
 // fenced applies mutate only while l is still the key's current lease.
 // done says whether the operation ends the lease (Commit, Release), so the
 // cached write is dropped instead of updated.
@@ -435,8 +440,11 @@ func (s *Store) fenced(ctx context.Context, l store.Lease, done bool, mutate fun
 		}
 	}
 	rec, rev, err := s.update(ctx, l.Key, func(rec *record, rev uint64) error {
-		if rev == 0 || rec.LeaseOwner == "" || rec.LeaseToken != l.Token {
+		switch {
+		case rev == 0 || rec.LeaseToken != l.Token:
 			return store.ErrFenced
+		case rec.LeaseOwner == "":
+			return errReleased
 		}
 		return mutate(rec)
 	})
@@ -493,21 +501,32 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 	})
 }
 
-// Release drops a held lease; a lost lease is a no-op.
+// Release drops a held lease. A lost lease is left alone and reported as
+// store.ErrFenced; one released already is no error.
 func (s *Store) Release(ctx context.Context, l store.Lease) error {
 	err := s.fenced(ctx, l, true, func(rec *record) error {
 		rec.LeaseOwner = ""
 		rec.LeaseExpires = time.Time{}
 		return nil
 	})
-	if errors.Is(err, store.ErrFenced) {
+	return releaseResult(l, err)
+}
+
+// releaseResult is the answer of a release: errReleased is none, a lost
+// lease is store.ErrFenced with the lease named.
+func releaseResult(l store.Lease, err error) error {
+	switch {
+	case errors.Is(err, errReleased):
 		return nil
+	case errors.Is(err, store.ErrFenced):
+		return fmt.Errorf("natskv: release %s token %d: %w", l.Key, l.Token, err)
 	}
 	return err
 }
 
 // ReleaseFailed drops a held lease and counts one failure against the
-// standing intent; a lost lease, or one released already, is a no-op.
+// standing intent. A lost lease counts nothing and is store.ErrFenced; one
+// released already counts nothing and is no error.
 func (s *Store) ReleaseFailed(ctx context.Context, l store.Lease) error {
 	err := s.fenced(ctx, l, true, func(rec *record) error {
 		rec.LeaseOwner = ""
@@ -520,10 +539,7 @@ func (s *Store) ReleaseFailed(ctx context.Context, l store.Lease) error {
 		}
 		return nil
 	})
-	if errors.Is(err, store.ErrFenced) {
-		return nil
-	}
-	return err
+	return releaseResult(l, err)
 }
 
 // MarkRepair flags k for repair, unfenced.

@@ -313,13 +313,16 @@ func newQueries(schema string) queries {
 			    repair_needed = repair_needed AND repair_token >= $3, lease_owner = NULL, lease_expires = NULL
 			WHERE entity = $1 AND key = $2 AND lease_token = $3 AND applied_version <= $4`,
 		classify: `SELECT lease_token, applied_version FROM ` + st + ` WHERE entity = $1 AND key = $2`,
+		// Both match the row while the token is current, held or released
+		// already, so no row changed means the lease was lost.
 		release: `UPDATE ` + st + ` SET lease_owner = NULL, lease_expires = NULL
 			WHERE entity = $1 AND key = $2 AND lease_token = $3`,
-		// Only a lease still held counts: a retried call of one released
-		// already must not count the failure twice.
+		// Only a lease still held counts (SET sees the old row): a retried
+		// call of one released already must not count the failure twice.
 		releaseFailed: `UPDATE ` + st + ` SET lease_owner = NULL, lease_expires = NULL,
-			    intent_failures = CASE WHEN intent_version IS NULL THEN 0 ELSE intent_failures + 1 END
-			WHERE entity = $1 AND key = $2 AND lease_token = $3 AND lease_owner IS NOT NULL`,
+			    intent_failures = CASE WHEN lease_owner IS NULL THEN intent_failures
+			        WHEN intent_version IS NULL THEN 0 ELSE intent_failures + 1 END
+			WHERE entity = $1 AND key = $2 AND lease_token = $3`,
 		markRepair: `INSERT INTO ` + st + ` AS s (entity, key, repair_needed) VALUES ($1, $2, true)
 			ON CONFLICT (entity, key) DO UPDATE SET repair_needed = true, repair_token = s.lease_token`,
 		// Keyset pagination: no connection is held while the callback runs.
@@ -476,16 +479,24 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 
 // Release implements store.Store.
 func (s *Store) Release(ctx context.Context, l store.Lease) error {
-	if _, err := s.execLease(ctx, l.Key, s.q.release, l.Key.Entity, l.Key.Key, l.Token); err != nil {
+	affected, err := s.execLease(ctx, l.Key, s.q.release, l.Key.Entity, l.Key.Key, l.Token)
+	if err != nil {
 		return fmt.Errorf("postgres store: release %s: %w", l.Key, err)
+	}
+	if affected == 0 {
+		return fmt.Errorf("postgres store: release %s token %d: %w", l.Key, l.Token, store.ErrFenced)
 	}
 	return nil
 }
 
 // ReleaseFailed implements store.Store.
 func (s *Store) ReleaseFailed(ctx context.Context, l store.Lease) error {
-	if _, err := s.execLease(ctx, l.Key, s.q.releaseFailed, l.Key.Entity, l.Key.Key, l.Token); err != nil {
+	affected, err := s.execLease(ctx, l.Key, s.q.releaseFailed, l.Key.Entity, l.Key.Key, l.Token)
+	if err != nil {
 		return fmt.Errorf("postgres store: release %s after a failure: %w", l.Key, err)
+	}
+	if affected == 0 {
+		return fmt.Errorf("postgres store: release %s token %d after a failure: %w", l.Key, l.Token, store.ErrFenced)
 	}
 	return nil
 }

@@ -332,18 +332,20 @@ return 1
 redis.call('HSET', KEYS[1], 'rp', '1', 'rpt', redis.call('GET', KEYS[2]) or '0')
 return 1
 `)
-	// KEYS: state hash, token counter. ARGV: token. A lost lease is left alone.
+	// KEYS: state hash, token counter. ARGV: token. Returns 1, or 0 when
+	// the lease was lost (left alone).
 	releaseScript = goredis.NewScript(`
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-	redis.call('HDEL', KEYS[1], 'lo', 'lx')
-end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'lo', 'lx')
 return 1
 `)
 	// KEYS: state hash, token counter. ARGV: token. Releases and counts a
-	// failure against the standing intent only while the lease is held: a
-	// lost one, or one released already (a retried call), counts nothing.
+	// failure against the standing intent only while the lease is held: one
+	// released already (a retried call) counts nothing. Returns 1, or 0
+	// when the lease was lost (left alone, nothing counted).
 	releaseFailedScript = goredis.NewScript(`
-if redis.call('GET', KEYS[2]) == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'lo') == 1 then
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'lo') == 1 then
 	redis.call('HDEL', KEYS[1], 'lo', 'lx')
 	if redis.call('HEXISTS', KEYS[1], 'iv') == 1 then
 		redis.call('HINCRBY', KEYS[1], 'if', 1)
@@ -533,16 +535,24 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 
 // Release implements store.Store.
 func (s *Store) Release(ctx context.Context, l store.Lease) error {
-	if err := s.run(ctx, releaseScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l)).Err(); err != nil {
+	held, err := s.run(ctx, releaseScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l)).Int64()
+	if err != nil {
 		return fmt.Errorf("redis store: release %s: %w", l.Key, err)
+	}
+	if held == 0 {
+		return fmt.Errorf("redis store: release %s token %d: %w", l.Key, l.Token, store.ErrFenced)
 	}
 	return nil
 }
 
 // ReleaseFailed implements store.Store.
 func (s *Store) ReleaseFailed(ctx context.Context, l store.Lease) error {
-	if err := s.run(ctx, releaseFailedScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l)).Err(); err != nil {
+	held, err := s.run(ctx, releaseFailedScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l)).Int64()
+	if err != nil {
 		return fmt.Errorf("redis store: release %s after a failure: %w", l.Key, err)
+	}
+	if held == 0 {
+		return fmt.Errorf("redis store: release %s token %d after a failure: %w", l.Key, l.Token, store.ErrFenced)
 	}
 	return nil
 }

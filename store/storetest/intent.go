@@ -237,9 +237,10 @@ func testReleaseFailedFenced(t *testing.T, s store.Store) {
 	old, _ := mustAcquireVersion(t, s, k, "w1", shortTTL, 3)
 	cur, st := acquireVersionWhenExpired(t, s, k, "w2", longTTL, 3)
 	checkIntent(t, "returned to the takeover", st.Intent, 3, old.Token, 0)
-	// The lost lease counts nothing and does not release the new one.
-	if err := s.ReleaseFailed(ctxFor(t), old); err != nil {
-		t.Fatalf("ReleaseFailed of a lost lease = %v, want nil", err)
+	// The lost lease counts nothing, does not release the new one, and
+	// says it was lost.
+	if err := s.ReleaseFailed(ctxFor(t), old); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("ReleaseFailed of a lost lease = %v, want ErrFenced", err)
 	}
 	expectLocked(t, s, k, "w3")
 	mustReleaseFailed(t, s, cur)

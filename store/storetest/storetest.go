@@ -18,7 +18,9 @@
 // acquired the key can still commit; and Scan stops at the first error its
 // callback returns and returns that error; and a released lease is no longer
 // held, so ReleaseFailed of a lease released already counts nothing (a
-// retried call must not count one failure twice).
+// retried call must not count one failure twice). Release and ReleaseFailed
+// report a lost lease (another owner acquired the key since) as ErrFenced,
+// and only that: the engine flags the key for repair on it.
 // Subtests run in parallel and wait for leases of a few hundred milliseconds,
 // so one run takes a few seconds.
 package storetest
@@ -83,6 +85,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ExtendFenced", testExtendFenced},
 		{"Release", testRelease},
 		{"ReleaseLostLease", testReleaseLostLease},
+		{"ReleaseAfterExpiryWithoutTakeover", testReleaseAfterExpiryWithoutTakeover},
 		{"MarkRepair", testMarkRepair},
 		{"MarkRepairDuringALeaseSurvivesItsCommit", testMarkRepairDuringALease},
 		{"Scan", testScan},
@@ -476,12 +479,15 @@ func testRelease(t *testing.T, s store.Store) {
 	assertState(t, "after release", st, commitState(c))
 }
 
+// A holder learns from its release that its lease was lost: a write it
+// sent may have landed after the new holder's, and only it can flag the
+// key for repair.
 func testReleaseLostLease(t *testing.T, s store.Store) {
 	k := store.Key{Entity: "listing", Key: "release-lost"}
 	old, _ := mustAcquire(t, s, k, "w1", shortTTL)
 	cur, _ := acquireWhenExpired(t, s, k, "w2", longTTL)
-	if err := s.Release(ctxFor(t), old); err != nil {
-		t.Fatalf("Release of a lost lease = %v, want nil", err)
+	if err := s.Release(ctxFor(t), old); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("Release of a lost lease = %v, want ErrFenced", err)
 	}
 	// w2 still holds the key.
 	expectLocked(t, s, k, "w3")
@@ -494,6 +500,31 @@ func testReleaseLostLease(t *testing.T, s store.Store) {
 		t.Fatalf("second Release = %v, want nil", err)
 	}
 	mustAcquire(t, s, k, "w3", longTTL)
+	// Once another owner acquired the key, w2's lease is lost too, even
+	// though w2 released it first.
+	if err := s.Release(ctxFor(t), cur); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("Release after a later owner acquired the key = %v, want ErrFenced", err)
+	}
+}
+
+// Fencing compares tokens: a lease that expired while nobody else acquired
+// the key was never lost, and releasing it, or releasing it again (a
+// retried call), is no error.
+func testReleaseAfterExpiryWithoutTakeover(t *testing.T, s store.Store) {
+	k := store.Key{Entity: "listing", Key: "release-expired-not-taken"}
+	for _, failed := range []bool{false, true} {
+		release, name := s.Release, "Release"
+		if failed {
+			release, name = s.ReleaseFailed, "ReleaseFailed"
+		}
+		l, _ := mustAcquire(t, s, k, "w1", shortTTL)
+		time.Sleep(shortTTL + 100*time.Millisecond)
+		for _, what := range []string{"after expiry without takeover", "again"} {
+			if err := release(ctxFor(t), l); err != nil {
+				t.Fatalf("%s %s = %v, want nil", name, what, err)
+			}
+		}
+	}
 }
 
 func testMarkRepair(t *testing.T, s store.Store) {
