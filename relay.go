@@ -59,3 +59,9 @@ func (c *Client) NewRelay(ctx context.Context, rc RelayConfig) (*Relay, error) {
 // Run relays until ctx ends; a batch in flight may finish within the
 // config's ShutdownGrace so a clean stop does not publish it twice.
 func (r *Relay) Run(ctx context.Context) error { return r.r.Run(ctx) }
+
+// RelayStats are a relay's counters since it started.
+type RelayStats = relay.Stats
+
+// Stats returns the relay's current counters.
+func (r *Relay) Stats() RelayStats { return r.r.Stats() }

@@ -26,9 +26,11 @@ type ResyncProgress = resync.Progress
 type ResyncOptions struct {
 	// Progress, when set, is called from one goroutine at a time.
 	Progress func(ResyncProgress)
-	// DrainStable is how long the resync stream must stay drained before
-	// a run with PauseLive resumes live. Default 3s.
-	DrainStable time.Duration
+	// DrainPoll is how often a run with PauseLive looks at the resync
+	// stream; DrainStable how long it must stay drained (nothing
+	// unacknowledged, every worker's heartbeat idle) before live resumes.
+	// Defaults 1s and 3s.
+	DrainPoll, DrainStable time.Duration
 	// Owner names this process in checkpoints and the pause record.
 	// Default host-pid.
 	Owner string
@@ -78,7 +80,7 @@ func (r *Resync) Run(ctx context.Context) error {
 		}
 		pub = b
 		if r.spec.PauseLive {
-			opts = append(opts, resync.WithDrain(b, 0, r.opts.DrainStable))
+			opts = append(opts, resync.WithDrain(b, r.opts.DrainPoll, r.opts.DrainStable))
 		}
 	}
 	c.mu.Unlock()

@@ -24,13 +24,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/eventsync/eventsync"
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/bus/natsjs"
 	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/internal/embedded"
-	"github.com/eventsync/eventsync/internal/engine"
-	"github.com/eventsync/eventsync/internal/relay"
-	"github.com/eventsync/eventsync/internal/resync"
 	"github.com/eventsync/eventsync/sink/httpsink"
 	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/source/sqlite"
@@ -83,8 +81,8 @@ type demo struct {
 	api       *fakeapi.Running
 	src       *sqlite.Source
 	app       *sql.DB
-	relay     *relay.Relay
-	workers   []*engine.Worker
+	relay     *eventsync.Relay
+	workers   []*eventsync.Worker
 	chaos     *chaos
 	workload  *workload
 	spec      source.SnapshotSpec
@@ -277,12 +275,16 @@ func (d *demo) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.relay, err = relay.New(d.src, relayBus, relay.Config{
+	relayClient, err := eventsync.Open(eventsync.Config{Namespace: Namespace}, eventsync.WithBus(relayBus), eventsync.WithSource(d.src), eventsync.WithLogger(d.log))
+	if err != nil {
+		return err
+	}
+	d.onClose(func() { _ = relayClient.Close() })
+	d.relay, err = relayClient.NewRelay(ctx, eventsync.RelayConfig{
 		BatchSize:       500,
 		Concurrency:     1, // SQLite has one writer at a time
 		PollInterval:    100 * time.Millisecond,
 		BacklogInterval: time.Second,
-		Logger:          d.log,
 	})
 	if err != nil {
 		return err
@@ -292,6 +294,31 @@ func (d *demo) setup(ctx context.Context) error {
 	// The demo's workers share one process, so one in-memory limiter is
 	// their cluster-wide budget, as the state store's is for a fleet.
 	budget := throttle.NewMemoryLimiter(nil)
+	cfg := eventsync.Config{
+		Namespace: Namespace,
+		Sink: httpsink.Config{
+			Defaults:      httpsink.Defaults{BaseURL: d.api.URL, Timeout: d.plan.SinkTimeout},
+			EntityConfigs: map[string]httpsink.EntityConfig{Entity: {Collection: Collection}},
+		},
+		// Short probe interval: the demo's outages last seconds.
+		Throttle: eventsync.ThrottleConfig{Config: throttle.Config{ProbeInterval: time.Second}},
+		Worker: eventsync.WorkerConfig{
+			Streams:     []string{string(bus.Live), string(bus.Resync)},
+			Concurrency: d.cfg.Concurrency,
+			// Three sink calls of at most SinkTimeout each, with room.
+			LeaseTTL: max(10*time.Second, 4*d.plan.SinkTimeout),
+			// Short backoffs and breaker pauses: the demo's faults are brief
+			// and its audience is waiting. Production keeps the defaults.
+			BackoffBase:       200 * time.Millisecond,
+			BackoffMax:        5 * time.Second,
+			LockedRetryDelay:  250 * time.Millisecond,
+			ControlPoll:       200 * time.Millisecond,
+			ShutdownGrace:     5 * time.Second,
+			BreakerFails:      10,
+			BreakerOpenFor:    500 * time.Millisecond,
+			BreakerMaxOpenFor: 4 * time.Second,
+		},
+	}
 	for i := range d.cfg.Workers {
 		id := fmt.Sprintf("demo-worker-%d", i+1)
 		b, err := openBus(id + "-bus")
@@ -302,38 +329,15 @@ func (d *demo) setup(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		sk, err := httpsink.New(httpsink.Config{
-			Defaults:      httpsink.Defaults{BaseURL: d.api.URL, Timeout: d.plan.SinkTimeout},
-			EntityConfigs: map[string]httpsink.EntityConfig{Entity: {Collection: Collection}},
-		}, httpsink.WithLogger(d.log))
+		// One client per worker: each has its own connections, chaos and
+		// throttle, as a process of a fleet would, sharing the budget.
+		client, err := eventsync.Open(cfg, eventsync.WithBus(d.chaos.wrap(b)), eventsync.WithStore(st),
+			eventsync.WithLimiter(budget), eventsync.WithLogger(d.log))
 		if err != nil {
-			return fmt.Errorf("configure the HTTP sink: %w", err)
+			return err
 		}
-		d.onClose(sk.Close)
-		// Short probe interval: the demo's outages last seconds.
-		throttled, err := throttle.New(sk, throttle.Config{ProbeInterval: time.Second}, throttle.Options{
-			Name: "demo/sink", Limiter: budget, Logger: d.log.With("worker", id), Owner: id,
-		})
-		if err != nil {
-			return fmt.Errorf("configure the throttle: %w", err)
-		}
-		w, err := engine.NewWorker(d.chaos.wrap(b), st, throttled, engine.Config{
-			WorkerID:    id,
-			Streams:     []bus.Stream{bus.Live, bus.Resync},
-			Concurrency: d.cfg.Concurrency,
-			// Three sink calls of at most SinkTimeout each, with room.
-			LeaseTTL: max(10*time.Second, 4*d.plan.SinkTimeout),
-			// Short backoffs and breaker pauses: the demo's faults are brief
-			// and its audience is waiting. Production keeps the defaults.
-			BackoffBase:      200 * time.Millisecond,
-			BackoffMax:       5 * time.Second,
-			LockedRetryDelay: 250 * time.Millisecond,
-			ControlPoll:      200 * time.Millisecond,
-			ShutdownGrace:    5 * time.Second,
-			Entities:         []string{Entity},
-			Breaker:          engine.BreakerConfig{Failures: 10, OpenFor: 500 * time.Millisecond, MaxOpenFor: 4 * time.Second},
-			Logger:           d.log.With("worker", id),
-		}, nil)
+		d.onClose(func() { _ = client.Close() })
+		w, err := client.NewWorker(ctx, eventsync.WithWorkerID(id))
 		if err != nil {
 			return err
 		}
@@ -501,22 +505,35 @@ func (d *demo) resync(ctx context.Context) ResyncReport {
 	defer d.setPhase(PhaseLive)
 	start := time.Now()
 	rep := ResyncReport{Started: start.Sub(d.started)}
-	res, err := resync.Run(ctx, d.src, d.ctrlBus, d.ctrlStore, resync.Spec{
+	client, err := eventsync.Open(eventsync.Config{Namespace: Namespace}, eventsync.WithBus(d.ctrlBus),
+		eventsync.WithStore(d.ctrlStore), eventsync.WithSource(d.src), eventsync.WithLogger(d.log))
+	if err != nil {
+		rep.Problem = err.Error()
+		return rep
+	}
+	defer func() { _ = client.Close() }()
+	run, err := client.NewResync(eventsync.ResyncSpec{
 		Table: Table, Entity: Entity, KeyColumn: "id", ExcludeColumns: excludedColumns,
 		PageSize:  1000,
 		PauseLive: true,
-	},
-		resync.WithOwner("demo"),
-		resync.WithLogger(d.log),
+	}, eventsync.ResyncOptions{
+		Owner: "demo",
 		// Drained means: nothing unacknowledged on the stream (delayed
 		// retries included) and every worker's heartbeat, renewed every 2s,
 		// showing nothing in flight and nothing settled since.
-		resync.WithDrain(d.ctrlBus, 250*time.Millisecond, 2*time.Second),
-		resync.WithProgress(func(p resync.Progress) {
+		DrainPoll: 250 * time.Millisecond, DrainStable: 2 * time.Second,
+		Progress: func(p eventsync.ResyncProgress) {
 			d.resyncTotal.Store(p.Total)
 			d.resyncPublished.Store(p.Rows)
-		}),
-	)
+		},
+	})
+	if err == nil {
+		err = run.Run(ctx)
+	}
+	var res eventsync.ResyncResult
+	if run != nil {
+		res = run.Result()
+	}
 	rep.Counted, rep.Published = res.Total, res.Rows
 	if err != nil {
 		rep.Problem = err.Error()
