@@ -41,6 +41,7 @@ import (
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/natsconn"
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 // Config configures the bus. Exactly one of URL and Conn is needed.
@@ -106,7 +107,7 @@ func (c Config) WithDefaults() Config {
 // Validate reports configuration errors with the fix.
 func (c Config) Validate() error {
 	if c.URL == "" && c.Conn == nil {
-		return errors.New("natsjs: no NATS URL given; set --bus nats://host:4222 (or leave --bus empty for the embedded server)")
+		return setting.Errorf("bus", "natsjs: no NATS URL or connection given; want nats://host:4222")
 	}
 	if !namespacePattern.MatchString(c.Namespace) {
 		return fmt.Errorf("natsjs: namespace %q may only contain letters, digits, '_' and '-'; choose another", c.Namespace)
@@ -188,7 +189,8 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 }
 
 func connect(url string, log *slog.Logger) (*nats.Conn, error) {
-	return natsconn.Connect(url, "bus", "--bus", log)
+	nc, err := natsconn.Connect(url, "bus", log)
+	return nc, setting.Wrap("bus", err)
 }
 
 func (b *Bus) closeConn() {

@@ -15,6 +15,7 @@ import (
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/bus/bustest"
 	"github.com/eventsync/eventsync/internal/embedded"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/internal/testenv"
 )
 
@@ -114,8 +115,8 @@ func TestConfigValidate(t *testing.T) {
 func TestOpenUnreachable(t *testing.T) {
 	t.Parallel()
 	_, err := Open(context.Background(), Config{URL: "nats://127.0.0.1:1", Logger: quiet()})
-	if err == nil || !strings.Contains(err.Error(), "is it running") {
-		t.Fatalf("open of an unreachable server: got %v, want an error asking whether it runs", err)
+	if err == nil || !strings.Contains(err.Error(), "is it running") || setting.Key(err) != "bus" {
+		t.Fatalf("open of an unreachable server: got %v (setting %q), want an error asking whether it runs, about the bus", err, setting.Key(err))
 	}
 }
 

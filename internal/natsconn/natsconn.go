@@ -1,6 +1,6 @@
 // Package natsconn opens the NATS connections eventsync's NATS adapters use
 // (bus, state store, throttle limiter), so they reconnect and log the same
-// way and their errors name the same fix.
+// way and their errors say the same thing.
 package natsconn
 
 import (
@@ -13,9 +13,9 @@ import (
 
 // Connect dials url and keeps reconnecting forever: a broker restart must
 // not stop a worker. role names the user ("bus", "store", "throttle") in
-// the connection name and the logs; flag is the command-line flag that
-// sets url, for the error message.
-func Connect(url, role, flag string, log *slog.Logger) (*nats.Conn, error) {
+// the connection name and the logs. The caller marks the error with the
+// setting that gave url (internal/setting).
+func Connect(url, role string, log *slog.Logger) (*nats.Conn, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -33,7 +33,7 @@ func Connect(url, role, flag string, log *slog.Logger) (*nats.Conn, error) {
 		}),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w; is it running with JetStream (-js)? set %s", url, err, flag)
+		return nil, fmt.Errorf("connect to NATS at %s: %w; is it running with JetStream (-js)?", url, err)
 	}
 	return nc, nil
 }

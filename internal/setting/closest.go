@@ -17,16 +17,16 @@ func Closest(name string, known []string) string {
 		if k == name {
 			return ""
 		}
-		if d := distance(lower, strings.ToLower(k)); d < bestDist {
+		if d := Distance(lower, strings.ToLower(k)); d < bestDist {
 			best, bestDist = k, d
 		}
 	}
 	return best
 }
 
-// distance is the Levenshtein edit distance between a and b, counted in
+// Distance is the Levenshtein edit distance between a and b, counted in
 // runes; the standard library has none and names are short.
-func distance(a, b string) int {
+func Distance(a, b string) int {
 	ra, rb := []rune(a), []rune(b)
 	prev := make([]int, len(rb)+1)
 	cur := make([]int, len(rb)+1)

@@ -7,7 +7,10 @@
 // variables) finds the key with errors.As and adds that hint once.
 package setting
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Error is a configuration error: Err says what is wrong, Key which
 // setting fixes it. Error() is Err's message alone, so a library user
@@ -34,4 +37,13 @@ func Wrap(key string, err error) error {
 		return nil
 	}
 	return &Error{Key: key, Err: err}
+}
+
+// Key returns the key of the first *Error in err's tree, "" when there is none.
+func Key(err error) string {
+	var se *Error
+	if errors.As(err, &se) {
+		return se.Key
+	}
+	return ""
 }

@@ -24,14 +24,16 @@ func TestErrorKeepsMessageAndChain(t *testing.T) {
 }
 
 func TestWrap(t *testing.T) {
+	if setting.Key(errors.New("plain")) != "" || setting.Key(nil) != "" {
+		t.Fatal("Key of an error without a setting is not empty")
+	}
 	if setting.Wrap("store", nil) != nil {
 		t.Fatal("Wrap(nil) is not nil")
 	}
 	cause := errors.New("redis limiter: URL is empty")
 	err := setting.Wrap("store", cause)
-	var se *setting.Error
-	if !errors.As(err, &se) || se.Key != "store" || !errors.Is(err, cause) || err.Error() != cause.Error() {
-		t.Fatalf("Wrap = %v (%+v)", err, se)
+	if setting.Key(fmt.Errorf("open: %w", err)) != "store" || !errors.Is(err, cause) || err.Error() != cause.Error() {
+		t.Fatalf("Wrap = %v, key %q", err, setting.Key(err))
 	}
 }
 

@@ -43,6 +43,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventsync/eventsync/internal/natsconn"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/store"
 )
 
@@ -86,7 +87,7 @@ func (c Config) WithDefaults() Config {
 // Validate reports configuration errors with the fix.
 func (c Config) Validate() error {
 	if c.URL == "" && c.Conn == nil {
-		return errors.New("natskv: no NATS URL given; set --store nats://host:4222")
+		return setting.Errorf("store", "natskv: no NATS URL or connection given; want nats://host:4222")
 	}
 	if !bucketPattern.MatchString(c.Bucket) {
 		return fmt.Errorf("natskv: bucket prefix %q may only contain letters, digits, '_' and '-'; choose another", c.Bucket)
@@ -188,7 +189,8 @@ func createBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 }
 
 func connect(url string, log *slog.Logger) (*nats.Conn, error) {
-	return natsconn.Connect(url, "store", "--store", log)
+	nc, err := natsconn.Connect(url, "store", log)
+	return nc, setting.Wrap("store", err)
 }
 
 func (s *Store) closeConn() {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/eventsync/eventsync/internal/embedded"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/internal/testenv"
 	"github.com/eventsync/eventsync/store"
 )
@@ -502,7 +503,7 @@ func TestOpenUnreachable(t *testing.T) {
 	if err == nil {
 		t.Fatal("open of an unreachable server succeeded")
 	}
-	if want := "is it running"; !strings.Contains(err.Error(), want) {
-		t.Fatalf("error %q does not say %q", err, want)
+	if want := "is it running"; !strings.Contains(err.Error(), want) || setting.Key(err) != "store" {
+		t.Fatalf("error %q (setting %q) does not say %q about the store", err, setting.Key(err), want)
 	}
 }

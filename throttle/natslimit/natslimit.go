@@ -66,7 +66,7 @@ func (c Config) WithDefaults() Config {
 // Validate reports configuration errors with the fix.
 func (c Config) Validate() error {
 	if c.URL == "" && c.Conn == nil {
-		return errors.New("nats limiter: no NATS URL given; set --store nats://host:4222")
+		return errors.New("nats limiter: no NATS URL or connection given; want nats://host:4222")
 	}
 	if !bucketPattern.MatchString(c.Bucket) {
 		return fmt.Errorf("nats limiter: bucket prefix %q may only contain letters, digits, '_' and '-'; choose another", c.Bucket)
@@ -95,7 +95,7 @@ func Open(ctx context.Context, cfg Config) (*Limiter, error) {
 	}
 	l := &Limiter{nc: cfg.Conn, now: cfg.Now}
 	if l.nc == nil {
-		nc, err := natsconn.Connect(cfg.URL, "throttle", "--store", nil)
+		nc, err := natsconn.Connect(cfg.URL, "throttle", cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
