@@ -25,7 +25,7 @@ type Worker struct {
 	cfg     Config
 	metrics *Metrics
 	breaker *breaker
-	started time.Time
+	started atomic.Pointer[time.Time] // set by Run, read by Status from any goroutine
 
 	slots chan struct{}
 	// streamSlots caps one stream's share of slots (resync only); taken
@@ -95,7 +95,8 @@ func (w *Worker) Metrics() *Metrics { return w.metrics }
 // events finish within ShutdownGrace (cancelling their calls after it, so
 // they are released back to the queue) and returns.
 func (w *Worker) Run(ctx context.Context) error {
-	w.started = w.cfg.Now()
+	started := w.cfg.Now()
+	w.started.Store(&started)
 	// Handlers outlive ctx by the grace period so that a SIGTERM does not
 	// abort API calls halfway.
 	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
@@ -452,9 +453,13 @@ func (w *Worker) sampleRates() {
 // Status returns this worker's heartbeat record.
 func (w *Worker) Status() control.WorkerStatus {
 	host, _ := os.Hostname()
+	var startedAt time.Time
+	if p := w.started.Load(); p != nil {
+		startedAt = *p
+	}
 	s := control.WorkerStatus{
 		ID: w.cfg.WorkerID, Host: host, PID: os.Getpid(),
-		StartedAt: w.started, SeenAt: w.cfg.Now().UTC(),
+		StartedAt: startedAt, SeenAt: w.cfg.Now().UTC(),
 		Concurrency: w.cfg.Concurrency,
 		InFlight:    map[bus.Stream]int64{},
 		Consuming:   map[bus.Stream]bool{},
