@@ -10,6 +10,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 // DefaultRetryTiers are the delayed-retry queues declared when none are
@@ -80,11 +82,11 @@ var namespacePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
 // Validate reports the first problem with the configuration, naming the fix.
 func (c Config) Validate() error {
 	if c.URL == "" {
-		return errors.New("rabbitmq: no URL given; set --bus amqp://user:pass@host:5672/")
+		return setting.Errorf("bus", "rabbitmq: no URL given; want amqp://user:pass@host:5672/")
 	}
 	if _, err := amqp.ParseURI(c.URL); err != nil {
 		// The parser's message may quote the URL; never echo a password.
-		return fmt.Errorf("rabbitmq: bus URL %s is not a valid AMQP URL: %w; use --bus amqp://user:pass@host:5672/vhost", redact(c.URL), err)
+		return setting.Errorf("bus", "rabbitmq: bus URL %s is not a valid AMQP URL: %w; want amqp://user:pass@host:5672/vhost", redact(c.URL), err)
 	}
 	if !namespacePattern.MatchString(c.Namespace) {
 		return fmt.Errorf("rabbitmq: namespace %q must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter or digit", c.Namespace)

@@ -9,6 +9,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 func TestConfigDefaultsAndValidate(t *testing.T) {
@@ -38,8 +39,8 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 			t.Errorf("%s: error leaks the password: %v", name, err)
 		}
 	}
-	if err := bad["bad scheme"].Validate(); !strings.Contains(err.Error(), "--bus amqp://") {
-		t.Errorf("bad URL error does not say how to fix it: %v", err)
+	if err := bad["bad scheme"].Validate(); !strings.Contains(err.Error(), "want amqp://") || setting.Key(err) != "bus" {
+		t.Errorf("bad URL error does not say how to fix it, or names setting %q: %v", setting.Key(err), err)
 	}
 }
 
@@ -49,10 +50,13 @@ func TestOpenUnreachableNamesHostAndFix(t *testing.T) {
 		t.Fatal("Open of an unreachable broker succeeded")
 	}
 	msg := err.Error()
-	for _, want := range []string{"127.0.0.1:1", "--bus amqp://"} {
+	for _, want := range []string{"127.0.0.1:1", "is it running"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not mention %q", msg, want)
 		}
+	}
+	if setting.Key(err) != "bus" {
+		t.Errorf("error names setting %q, want bus", setting.Key(err))
 	}
 	if strings.Contains(msg, "topsecret") {
 		t.Errorf("error leaks the password: %q", msg)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 // ErrClosed is returned by every operation after Bus.Close.
@@ -66,13 +68,13 @@ func explainDialError(rawURL string, err error) error {
 	var nerr net.Error
 	switch {
 	case errors.As(err, &aerr) && aerr.Code == amqp.AccessRefused:
-		return fmt.Errorf("connect to RabbitMQ at %s: login refused (%s); check the user and password in --bus amqp://user:pass@host:5672/: %w", where, aerr.Reason, err)
+		return setting.Errorf("bus", "connect to RabbitMQ at %s: login refused (%s); check the user and password in the bus URL amqp://user:pass@host:5672/: %w", where, aerr.Reason, err)
 	case errors.As(err, &aerr) && (aerr.Code == amqp.NotAllowed || aerr.Code == amqp.NotFound):
-		return fmt.Errorf("connect to RabbitMQ at %s: vhost %s not accessible (%s); create it or fix the vhost in --bus amqp://user:pass@host:5672/vhost: %w", where, redact(rawURL), aerr.Reason, err)
+		return setting.Errorf("bus", "connect to RabbitMQ at %s: vhost %s not accessible (%s); create it or fix the vhost in the bus URL amqp://user:pass@host:5672/vhost: %w", where, redact(rawURL), aerr.Reason, err)
 	case errors.As(err, &nerr):
-		return fmt.Errorf("connect to RabbitMQ at %s: %w; is it running and reachable? set --bus amqp://user:pass@host:5672/", where, err)
+		return setting.Errorf("bus", "connect to RabbitMQ at %s: %w; is it running and reachable at that bus URL?", where, err)
 	default:
-		return fmt.Errorf("connect to RabbitMQ at %s: %w; check that it is a RabbitMQ server and set --bus amqp://user:pass@host:5672/", where, err)
+		return setting.Errorf("bus", "connect to RabbitMQ at %s: %w; is the bus URL a RabbitMQ server's, amqp://user:pass@host:5672/?", where, err)
 	}
 }
 

@@ -19,7 +19,7 @@ func ExampleOpen() {
 		RetryTiers: []time.Duration{time.Second, 30 * time.Second, 10 * time.Minute},
 	})
 	if err != nil {
-		log.Fatal(err) // names the broker's host and the --bus flag to fix
+		log.Fatal(err) // names the broker's host and what to check
 	}
 	defer func() { _ = b.Close() }()
 
