@@ -103,6 +103,7 @@ type Server struct {
 
 	faults      atomic.Pointer[faultState]
 	outageUntil atomic.Int64 // unix nanoseconds; 0 or past = no outage
+	failNext    atomic.Pointer[pendingFailures]
 
 	rngMu sync.Mutex
 	rng   *rand.Rand

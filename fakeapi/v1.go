@@ -69,9 +69,13 @@ func (s *Server) serveV1(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// admit applies the faults that refuse a request on arrival: outage,
-// concurrency ceiling, rate limit.
+// admit applies the faults that refuse a request on arrival: FailNext,
+// outage, concurrency ceiling, rate limit.
 func (q *v1Request) admit(inFlight int64) bool {
+	if p, ok := q.s.takeFailure(); ok {
+		q.failAsAsked(p)
+		return false
+	}
 	now := time.Now()
 	if left := q.s.outageLeft(now); left > 0 {
 		q.s.counters.injected[fOutage].Add(1)
