@@ -36,6 +36,8 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/eventsync/eventsync/internal/redislog"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/store"
 )
 
@@ -55,7 +57,9 @@ type Config struct {
 	// pipelines with concurrent calls (go-redis marks its autopipeliner
 	// experimental; this is the way back if it misbehaves).
 	NoAutoPipeline bool
-	// Logger receives the persistence warning; nil means slog.Default().
+	// Logger receives the persistence warning, and go-redis's own log at
+	// debug level (see internal/redislog: go-redis has one logger per
+	// process); nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -75,7 +79,7 @@ func (c Config) WithDefaults() Config {
 // Validate reports the first problem with c, naming the fix.
 func (c Config) Validate() error {
 	if c.URL == "" {
-		return errors.New("redis store: URL is empty; set --store redis://host:6379/0")
+		return setting.Errorf("store", "redis store: URL is empty; want redis://host:6379/0")
 	}
 	if !prefixPattern.MatchString(c.Prefix) {
 		return fmt.Errorf("redis store: prefix %q may hold only letters, digits and _ . : - (at most 64)", c.Prefix)
@@ -110,7 +114,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	cfg.NoAutoPipeline = cfg.NoAutoPipeline || noAutoPipeline
 	opts, err := goredis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("redis store: parse URL: %w; expected redis://[:password@]host:6379/db, set --store", err)
+		return nil, setting.Errorf("store", "redis store: parse URL: %w; want redis://[:password@]host:6379/db", err)
 	}
 	switch {
 	case cfg.PoolSize > 0:
@@ -118,10 +122,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	case opts.PoolSize == 0:
 		opts.PoolSize = DefaultPoolSize
 	}
+	redislog.Route(cfg.Logger)
 	rdb := goredis.NewClient(opts)
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("connect to Redis at %s: %w; is it running and is the password right? set --store", opts.Addr, err)
+		return nil, setting.Errorf("store", "connect to Redis at %s: %w; is it running and is the password right?", opts.Addr, err)
 	}
 	s := &Store{rdb: rdb, log: cfg.Logger, prefix: cfg.Prefix}
 	if !cfg.NoAutoPipeline {
@@ -151,7 +156,7 @@ func takeAutoPipelineParam(rawURL string) (rest string, off bool, err error) {
 	q := u.Query()
 	on, err := strconv.ParseBool(q.Get("autopipeline"))
 	if err != nil {
-		return "", false, fmt.Errorf("redis store: autopipeline=%q in the URL: want true or false", q.Get("autopipeline"))
+		return "", false, setting.Errorf("store", "redis store: autopipeline=%q in the URL: want true or false", q.Get("autopipeline"))
 	}
 	q.Del("autopipeline")
 	u.RawQuery = q.Encode()

@@ -11,6 +11,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/internal/testenv"
 	"github.com/eventsync/eventsync/store"
 	"github.com/eventsync/eventsync/store/redis"
@@ -203,12 +204,13 @@ func TestOpenErrors(t *testing.T) {
 		name string
 		cfg  redis.Config
 		want []string
+		key  string // the setting the error names (internal/setting)
 	}{
-		{"empty URL", redis.Config{}, []string{"URL is empty", "--store redis://"}},
-		{"bad prefix", redis.Config{URL: "redis://127.0.0.1:6379", Prefix: "a{b}"}, []string{`prefix "a{b}"`, "letters, digits"}},
-		{"wrong scheme", redis.Config{URL: "postgres://127.0.0.1:6379"}, []string{"parse URL", "redis://[:password@]host:6379/db"}},
-		{"nothing listening", redis.Config{URL: "redis://127.0.0.1:1/0?dial_timeout=2s"}, []string{"connect to Redis at 127.0.0.1:1", "is it running", "--store"}},
-		{"bad autopipeline", redis.Config{URL: "redis://127.0.0.1:6379/0?autopipeline=maybe"}, []string{`autopipeline="maybe"`, "want true or false"}},
+		{"empty URL", redis.Config{}, []string{"URL is empty", "want redis://"}, "store"},
+		{"bad prefix", redis.Config{URL: "redis://127.0.0.1:6379", Prefix: "a{b}"}, []string{`prefix "a{b}"`, "letters, digits"}, ""},
+		{"wrong scheme", redis.Config{URL: "postgres://127.0.0.1:6379"}, []string{"parse URL", "redis://[:password@]host:6379/db"}, "store"},
+		{"nothing listening", redis.Config{URL: "redis://127.0.0.1:1/0?dial_timeout=2s"}, []string{"connect to Redis at 127.0.0.1:1", "is it running"}, "store"},
+		{"bad autopipeline", redis.Config{URL: "redis://127.0.0.1:6379/0?autopipeline=maybe"}, []string{`autopipeline="maybe"`, "want true or false"}, "store"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -222,7 +224,27 @@ func TestOpenErrors(t *testing.T) {
 					t.Errorf("error %q does not mention %q", err, w)
 				}
 			}
+			if got := setting.Key(err); got != tc.key {
+				t.Errorf("error %q names setting %q, want %q", err, got, tc.key)
+			}
 		})
+	}
+}
+
+// go-redis's pool lines about an unreachable server go to the store's
+// logger at debug level, not to stderr ahead of Open's error. Not
+// parallel: go-redis has one logger per process (the last Open's).
+func TestUnreachableLogsPoolAtDebug(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if s, err := redis.Open(ctx, redis.Config{URL: "redis://127.0.0.1:1/0?dial_timeout=2s&max_retries=-1", Logger: log}); err == nil {
+		_ = s.Close()
+		t.Fatal("Open succeeded")
+	}
+	if !strings.Contains(buf.String(), "level=DEBUG") || !strings.Contains(buf.String(), "failed to dial") {
+		t.Fatalf("store logger got %q, want go-redis's dial failure at debug level", buf.String())
 	}
 }
 

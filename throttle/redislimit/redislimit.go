@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/url"
 	"regexp"
@@ -26,6 +27,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/eventsync/eventsync/internal/redislog"
 	"github.com/eventsync/eventsync/throttle"
 )
 
@@ -35,6 +37,9 @@ type Config struct {
 	URL string
 	// Prefix starts every key; default "eventsync".
 	Prefix string
+	// Logger receives go-redis's own log at debug level (see
+	// internal/redislog); nil means slog.Default().
+	Logger *slog.Logger
 }
 
 var prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
@@ -50,7 +55,7 @@ func (c Config) WithDefaults() Config {
 // Validate reports the first problem with c, naming the fix.
 func (c Config) Validate() error {
 	if c.URL == "" {
-		return errors.New("redis limiter: URL is empty; set --store redis://host:6379/0")
+		return errors.New("redis limiter: URL is empty; want redis://host:6379/0")
 	}
 	if !prefixPattern.MatchString(c.Prefix) {
 		return fmt.Errorf("redis limiter: prefix %q may hold only letters, digits and _ . : - (at most 64)", c.Prefix)
@@ -87,10 +92,11 @@ func Open(ctx context.Context, cfg Config) (*Limiter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis limiter: parse URL: %w; expected redis://[:password@]host:6379/db", err)
 	}
+	redislog.Route(cfg.Logger)
 	rdb := goredis.NewClient(opts)
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("connect to Redis at %s: %w; is it running and is the password right? set --store", opts.Addr, err)
+		return nil, fmt.Errorf("connect to Redis at %s: %w; is it running and is the password right?", opts.Addr, err)
 	}
 	return &Limiter{rdb: rdb, prefix: cfg.Prefix, ownConn: true}, nil
 }
