@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/store"
 )
 
@@ -68,7 +69,7 @@ func (c Config) WithDefaults() Config {
 // Validate reports the first problem with c, naming the fix.
 func (c Config) Validate() error {
 	if c.DSN == "" {
-		return errors.New("postgres store: DSN is empty; set --store postgres://user:password@host:5432/db")
+		return setting.Errorf("store", "postgres store: DSN is empty; want postgres://user:password@host:5432/db")
 	}
 	if !schemaPattern.MatchString(c.Schema) {
 		return fmt.Errorf("postgres store: schema %q is not a plain identifier; use lower-case letters, digits and _ (at most 63)", c.Schema)
@@ -99,14 +100,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	pcfg, err := pgxpool.ParseConfig(cfg.DSN)
 	if err != nil {
-		return nil, fmt.Errorf("postgres store: parse DSN: %w; expected postgres://user:password@host:5432/db, set --store", err)
+		return nil, setting.Errorf("store", "postgres store: parse DSN: %w; want postgres://user:password@host:5432/db", err)
 	}
 	// pgx hands unknown DSN parameters to the server as settings; this one
 	// is ours.
 	if v, ok := pcfg.ConnConfig.RuntimeParams[batchParam]; ok {
 		on, err := strconv.ParseBool(v)
 		if err != nil {
-			return nil, fmt.Errorf("postgres store: %s=%q in the DSN: want true or false", batchParam, v)
+			return nil, setting.Errorf("store", "postgres store: %s=%q in the DSN: want true or false", batchParam, v)
 		}
 		delete(pcfg.ConnConfig.RuntimeParams, batchParam)
 		cfg.NoBatch = cfg.NoBatch || !on
@@ -121,7 +122,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	where := fmt.Sprintf("%s:%d/%s", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.Database)
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w; is it running and are the credentials right? set --store", where, err)
+		return nil, setting.Errorf("store", "connect to PostgreSQL at %s: %w; is it running and are the credentials right?", where, err)
 	}
 	s := &Store{pool: pool, log: cfg.Logger, schema: cfg.Schema, q: newQueries(cfg.Schema)}
 	if err := s.migrate(ctx); err != nil {

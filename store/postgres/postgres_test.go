@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/internal/testenv"
 	"github.com/eventsync/eventsync/store"
 	"github.com/eventsync/eventsync/store/postgres"
@@ -253,12 +254,13 @@ func TestOpenErrors(t *testing.T) {
 		name string
 		cfg  postgres.Config
 		want []string
+		key  string // the setting the error names (internal/setting)
 	}{
-		{"empty DSN", postgres.Config{}, []string{"DSN is empty", "--store"}},
-		{"bad schema", postgres.Config{DSN: "postgres://x@127.0.0.1/db", Schema: "Bad-Schema"}, []string{`schema "Bad-Schema"`, "lower-case"}},
-		{"unparsable DSN", postgres.Config{DSN: "postgres://x@127.0.0.1:notaport/db"}, []string{"parse DSN", "postgres://user:password@host:5432/db"}},
-		{"nothing listening", postgres.Config{DSN: "postgres://x@127.0.0.1:1/db?connect_timeout=2"}, []string{"connect to PostgreSQL at 127.0.0.1:1/db", "is it running", "--store"}},
-		{"bad batch option", postgres.Config{DSN: "postgres://x@127.0.0.1:1/db?eventsync_batch=maybe"}, []string{`eventsync_batch="maybe"`, "want true or false"}},
+		{"empty DSN", postgres.Config{}, []string{"DSN is empty", "want postgres://"}, "store"},
+		{"bad schema", postgres.Config{DSN: "postgres://x@127.0.0.1/db", Schema: "Bad-Schema"}, []string{`schema "Bad-Schema"`, "lower-case"}, ""},
+		{"unparsable DSN", postgres.Config{DSN: "postgres://x@127.0.0.1:notaport/db"}, []string{"parse DSN", "postgres://user:password@host:5432/db"}, "store"},
+		{"nothing listening", postgres.Config{DSN: "postgres://x@127.0.0.1:1/db?connect_timeout=2"}, []string{"connect to PostgreSQL at 127.0.0.1:1/db", "is it running"}, "store"},
+		{"bad batch option", postgres.Config{DSN: "postgres://x@127.0.0.1:1/db?eventsync_batch=maybe"}, []string{`eventsync_batch="maybe"`, "want true or false"}, "store"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -271,6 +273,9 @@ func TestOpenErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not mention %q", err, w)
 				}
+			}
+			if got := setting.Key(err); got != tc.key {
+				t.Errorf("error %q names setting %q, want %q", err, got, tc.key)
 			}
 		})
 	}

@@ -46,7 +46,7 @@ func (c Config) WithDefaults() Config {
 // Validate reports the first problem with c, naming the fix.
 func (c Config) Validate() error {
 	if c.DSN == "" {
-		return errors.New("postgres limiter: DSN is empty; set --store postgres://user:password@host:5432/db")
+		return errors.New("postgres limiter: DSN is empty; want postgres://user:password@host:5432/db")
 	}
 	if !schemaPattern.MatchString(c.Schema) {
 		return fmt.Errorf("postgres limiter: schema %q is not a plain identifier; use lower-case letters, digits and _ (at most 63)", c.Schema)
@@ -100,7 +100,7 @@ func Open(ctx context.Context, cfg Config) (*Limiter, error) {
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to PostgreSQL at %s:%d: %w; is it running and are the credentials right? set --store", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, err)
+		return nil, fmt.Errorf("connect to PostgreSQL at %s:%d: %w; is it running and are the credentials right?", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, err)
 	}
 	l := newLimiter(pool, cfg.Schema)
 	l.ownPool = true
