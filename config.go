@@ -3,8 +3,6 @@ package eventsync
 import (
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/eventsync/eventsync/bus"
@@ -193,15 +191,18 @@ func (c Config) Validate() error {
 	if err := d.Throttle.Config.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Worker.Concurrency < 0 {
-		errs = append(errs, fmt.Errorf("worker.concurrency: %d must be positive", c.Worker.Concurrency))
-	} else if err := c.Worker.engine().WithDefaults().Validate(); err != nil {
+	w := c.Worker
+	if w.Concurrency < 0 {
+		errs = append(errs, fmt.Errorf("worker.concurrency: %d must be positive", w.Concurrency))
+		w.Concurrency = 0 // so the checks below do not blame the defaults derived from it
+	}
+	if err := w.engine().WithDefaults().Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if d.HasSink() {
-		if timeout, entity := longestSinkTimeout(d.Sink); d.Worker.LeaseTTL < timeout {
-			errs = append(errs, fmt.Errorf("worker.lease_ttl: %s is shorter than the sink timeout of %s (%s); a call still running when a stalled store lets its lease lapse is abandoned and paid for again, so set worker.lease_ttl to at least %s or shorten the timeout",
-				d.Worker.LeaseTTL, entity, timeout, timeout))
+		if timeout, key := longestSinkTimeout(d.Sink); d.Worker.LeaseTTL < timeout {
+			errs = append(errs, fmt.Errorf("worker.lease_ttl: %s is shorter than the sink timeout %s (%s); a call still running when a stalled store lets its lease lapse is abandoned and paid for again, so set worker.lease_ttl to at least %s or shorten the timeout",
+				d.Worker.LeaseTTL, timeout, key, timeout))
 		}
 	}
 	switch c.Log.Level {
@@ -218,23 +219,13 @@ func (c Config) Validate() error {
 }
 
 // longestSinkTimeout returns the longest call timeout of a defaulted sink
-// configuration and the entity that has it.
+// configuration and the key that sets it.
 func longestSinkTimeout(s httpsink.Config) (time.Duration, string) {
-	var longest time.Duration
-	var which string
-	names := s.Entities()
-	slices.Sort(names)
-	for _, name := range names {
-		t := s.EntityConfigs[name].Timeout
-		if t == 0 {
-			t = s.Defaults.Timeout
-		}
-		if t > longest {
-			longest, which = t, "entity "+name
+	longest, key := s.Defaults.Timeout, "sink.defaults.timeout"
+	for _, name := range s.Entities() { // sorted: the message is stable
+		if t := s.EntityConfigs[name].Timeout; t > longest {
+			longest, key = t, "sink.entities."+name+".timeout"
 		}
 	}
-	if which == "" {
-		return s.Defaults.Timeout, "sink.defaults"
-	}
-	return longest, strings.TrimSpace(which)
+	return longest, key
 }
