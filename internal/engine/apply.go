@@ -183,22 +183,78 @@ func (a *Applier) commit(ctx context.Context, lease store.Lease, c store.Commit)
 	switch {
 	case err == nil:
 		return Outcome{Result: ResultApplied}
-	case errors.Is(err, store.ErrFenced):
-		// Our lease expired during the call and another worker took the
-		// key: our write may have overwritten newer data. Flag the key so
-		// the next holder re-applies the newest state, and come back.
-		if merr := a.store.MarkRepair(ctx, lease.Key); merr != nil {
-			return a.storeFailure(1, fmt.Errorf("lease lost on %s and marking it for repair failed: %w", lease.Key, merr))
-		}
-		return Outcome{Result: ResultRetried, Delay: jitter(a.cfg.LockedRetryDelay), Reason: "lease lost during the sink call; repair scheduled", Err: err}
 	case errors.Is(err, store.ErrStaleCommit):
+		// Fenced first: the lease was ours.
 		return Outcome{Result: ResultStale}
-	default:
-		// The sink call succeeded but we do not know whether the commit
-		// did: retrying is safe because the intent (for creates) and the
-		// version check make the next attempt converge.
-		return a.storeFailure(1, fmt.Errorf("commit %s: %w", lease.Key, err))
 	}
+	// Fenced, or we do not know whether it took effect: ask the lease with
+	// a Release, which a commit that did take effect makes a no-op.
+	lost, serr := a.settle(ctx, lease, err, a.store.Release)
+	switch {
+	case serr != nil:
+		return a.unsettled(lease, serr)
+	case lost:
+		// Our lease expired during the call and another worker took the
+		// key: our write may have overwritten newer data. The key is
+		// flagged, so its next holder re-applies the newest state; come
+		// back.
+		return Outcome{Result: ResultRetried, Delay: jitter(a.cfg.LockedRetryDelay), Reason: "lease lost during the sink call; repair scheduled", Err: err}
+	}
+	// The lease was ours and is given back; whether the commit took
+	// effect is unknown: retrying is safe because the intent (for creates)
+	// and the version check make the next attempt converge.
+	return a.storeFailure(1, fmt.Errorf("commit %s: %w", lease.Key, err))
+}
+
+// settle finds out whether a lease that API calls went out under was lost,
+// and if so flags its key for repair. err is the answer of the call that
+// gave the lease back (Commit, Release, ReleaseFailed): nil proves the
+// lease was ours until then, so every call under it landed before any
+// later holder's; ErrFenced says another worker took the key over, so a
+// call may have landed after that worker's write. Any other answer proves
+// nothing, and again (an idempotent release) asks until the store
+// answers. A lost lease flags the key until the flag is stored: no retry
+// of this event could tell (it may find a newer version applied and be
+// acked as stale), so only this attempt can. It waits between tries
+// (waiting is not failing) and fails only when ctx ends first.
+func (a *Applier) settle(ctx context.Context, lease store.Lease, err error, again func(context.Context, store.Lease) error) (lost bool, _ error) {
+	for try := 1; err != nil && !errors.Is(err, store.ErrFenced); try++ {
+		if serr := a.cfg.Sleep(ctx, a.waitDelay(try)); serr != nil {
+			return false, fmt.Errorf("the store did not say whether the lease on %s was lost (%w): %w", lease.Key, err, serr)
+		}
+		err = again(ctx, lease)
+	}
+	if err == nil {
+		return false, nil
+	}
+	return true, a.markRepair(ctx, lease.Key)
+}
+
+// markRepair flags k for repair, trying until the flag is stored or ctx
+// ends.
+func (a *Applier) markRepair(ctx context.Context, k store.Key) error {
+	for try := 1; ; try++ {
+		err := a.store.MarkRepair(ctx, k)
+		if err == nil {
+			return nil
+		}
+		if try == 1 {
+			a.cfg.Logger.Warn("flagging a key for repair after its lease was lost failed; trying until it is stored", "key", k.String(), "err", err)
+		}
+		if serr := a.cfg.Sleep(ctx, a.waitDelay(try)); serr != nil {
+			return fmt.Errorf("lease on %s lost and flagging it for repair failed (%w): %w", k, err, serr)
+		}
+	}
+}
+
+// unsettled hands a delivery back whose attempt was stopped (shutdown)
+// before the store said whether its lease was lost, or took the key's
+// repair flag. As after a crash at that point, a write that landed after
+// another worker's stays until the key's next event or a verify repair.
+func (a *Applier) unsettled(lease store.Lease, err error) Outcome {
+	a.cfg.Logger.Warn("stopped before the lease of a sink call was settled; if it was lost, the remote record may hold stale data until the key's next event or a verify repair",
+		"key", lease.Key.String(), "err", err)
+	return Outcome{Result: ResultReleased, Reason: err.Error(), Err: err}
 }
 
 // upsertRemote makes the remote record equal rec and returns its remote id.
@@ -342,8 +398,10 @@ func (a *Applier) repair(ctx, held context.Context, lease store.Lease, state sto
 	return out
 }
 
+// release gives back a lease no API call went out under: whether it was
+// lost does not matter.
 func (a *Applier) release(ctx context.Context, lease store.Lease) {
-	if err := a.store.Release(ctx, lease); err != nil {
+	if err := a.store.Release(ctx, lease); err != nil && !errors.Is(err, store.ErrFenced) {
 		// The lease expires on its own; other workers wait at most its TTL.
 		a.cfg.Logger.Warn("release lease failed; it will expire", "key", lease.Key.String(), "err", err)
 	}
@@ -413,59 +471,68 @@ func (a *Applier) keepLease(ctx context.Context, lease store.Lease) (held contex
 }
 
 // callFailure judges a failed sink call (before the lease is released,
-// which a renewal would then take for a lost lease), releases the lease and
-// returns the event's fate. version is the version the call wrote (0 for a
-// repair): its API failures are counted in the store, so waiting (a locked
-// key, a pause, an outage hold, an unreachable store or limiter) never uses
-// up an event's attempts; only the API's own answers do.
+// which a renewal would then take for a lost lease), gives the lease back
+// and returns the event's fate. version is the version the call wrote (0
+// for a repair): its API failures are counted in the store, so waiting (a
+// locked key, a pause, an outage hold, an unreachable store or limiter)
+// never uses up an event's attempts; only the API's own answers do.
 func (a *Applier) callFailure(ctx, held context.Context, lease store.Lease, state store.State, version int64, attempt int, err error) Outcome {
 	if errors.Is(context.Cause(held), errLeaseLost) && ctx.Err() == nil {
-		// The lease was lost under the call, which may still have reached
-		// the API after another worker's write: flag the key so the next
-		// holder re-applies the newest state, and come back.
+		// The lease was lost under the call (or could not be renewed),
+		// which may still have reached the API after another worker's
+		// write: flag the key so the next holder re-applies the newest
+		// state, and come back.
 		a.release(ctx, lease)
-		if merr := a.store.MarkRepair(ctx, lease.Key); merr != nil {
-			return a.storeFailure(1, fmt.Errorf("lease on %s lost during the sink call and marking it for repair failed: %w", lease.Key, merr))
+		if merr := a.markRepair(ctx, lease.Key); merr != nil {
+			return a.unsettled(lease, merr)
 		}
 		return Outcome{Result: ResultRetried, Delay: jitter(a.cfg.LockedRetryDelay), Reason: "lease lost during the sink call; repair scheduled", Err: err}
 	}
+	out, counted := a.judge(held, state, version, attempt, err)
+	// This call, or one before it under the lease, may have landed: the
+	// lease goes back through settle, which flags the key if it was lost.
+	release := a.store.Release
+	if counted {
+		release = a.store.ReleaseFailed
+	}
+	if _, serr := a.settle(ctx, lease, release(ctx, lease), release); serr != nil {
+		return a.unsettled(lease, serr)
+	}
+	return out
+}
+
+// judge decides the fate of an event whose sink call failed with err, and
+// whether the failure is counted against its intent (ReleaseFailed).
+func (a *Applier) judge(held context.Context, state store.State, version int64, attempt int, err error) (Outcome, bool) {
 	v := sink.Classify(held, err)
 	switch {
 	case v.Class == sink.ClassCanceled:
-		a.release(ctx, lease)
-		return Outcome{Result: ResultReleased, Err: err}
+		return Outcome{Result: ResultReleased, Err: err}, false
 	case v.Class == sink.ClassLocal:
 		// Never sent: nothing to judge the API by. Wait and try again.
-		a.release(ctx, lease)
-		return Outcome{Result: ResultRetried, Delay: a.waitDelay(attempt), Reason: err.Error(), Err: err}
+		return Outcome{Result: ResultRetried, Delay: a.waitDelay(attempt), Reason: err.Error(), Err: err}, false
 	case !v.Class.Retryable():
-		a.release(ctx, lease)
-		return Outcome{Result: ResultParked, Reason: err.Error(), Err: err}
+		return Outcome{Result: ResultParked, Reason: err.Error(), Err: err}, false
 	}
 	failures := 1
 	if version > 0 {
 		if in := state.Intent; in != nil && in.Version == version {
 			failures += in.Failures
 		}
-		if rerr := a.store.ReleaseFailed(ctx, lease); rerr != nil {
-			// The count is lost for this attempt; the lease expires.
-			a.cfg.Logger.Warn("release lease after an API failure failed; it will expire", "key", lease.Key.String(), "err", rerr)
-		}
 	} else {
 		// A repair writes the newest state the store knows; it has no
 		// intent to count on, and parking it would leave the key flagged
 		// with nobody to repair it: it backs off and never parks.
 		failures = attempt
-		a.release(ctx, lease)
 	}
 	out := Outcome{Result: ResultRetried, Reason: err.Error(), Err: err, SinkFailure: v.Class.Outage(), RetryAfter: v.RetryAfter}
 	if version > 0 && failures >= a.cfg.MaxAttempts {
 		out.Result = ResultParked
 		out.Reason = fmt.Sprintf("gave up after %d failed API calls: %v", failures, err)
-		return out
+		return out, true
 	}
 	out.Delay = max(Backoff(failures, a.cfg.BackoffBase, a.cfg.BackoffMax), v.RetryAfter)
-	return out
+	return out, version > 0
 }
 
 // storeFailure retries an event whose state store call failed. It never

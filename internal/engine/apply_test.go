@@ -387,6 +387,112 @@ func TestApplyLostLeaseSchedulesRepair(t *testing.T) {
 	})
 }
 
+// takenOver is a sink whose Update goes out only after takeover ran (it
+// lets the caller's lease expire and another worker write), and answers
+// answer once it landed.
+type takenOver struct {
+	sink.Sink
+	takeover func()
+	answer   error
+}
+
+func (s takenOver) Update(ctx context.Context, remoteID string, r sink.Record) error {
+	s.takeover()
+	if err := s.Sink.Update(ctx, remoteID, r); err != nil {
+		return err
+	}
+	return s.answer
+}
+
+// zombieWrite applies v2 of key with an Applier on st whose renewals stall:
+// its update goes out after its 1s lease expired and another worker
+// applied v3, and it hears answer back. The zombie's v2 stands remotely.
+func zombieWrite(t *testing.T, h *harness, st store.Store, key string, answer error) Outcome {
+	t.Helper()
+	sk := takenOver{Sink: h.applier.sink, answer: answer, takeover: func() {
+		time.Sleep(1100 * time.Millisecond)
+		expect(t, h.apply(t, upsert(key, 3, "three"), 1), ResultApplied)
+	}}
+	a, err := NewApplier(stalled{st}, sk, h.applier.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := a.Apply(context.Background(), upsert(key, 2, "two (zombie)"), 1)
+	if recs := h.remote(t, key); len(recs) != 1 || recs[0]["title"] != "two (zombie)" {
+		t.Fatalf("precondition: the zombie write should be standing, got %v", recs)
+	}
+	return out
+}
+
+// expectRepaired applies the zombie's retry, which must find the key
+// flagged and re-apply v3.
+func expectRepaired(t *testing.T, h *harness, key string) {
+	t.Helper()
+	expect(t, h.apply(t, upsert(key, 2, "two (zombie)"), 2), ResultRepaired)
+	if recs := h.remote(t, key); len(recs) != 1 || recs[0]["title"] != "three" {
+		t.Fatalf("after repair want v3, got %v", recs)
+	}
+}
+
+func shortBackoff(c *Config) {
+	c.LeaseTTL = time.Second
+	c.BackoffBase, c.BackoffMax = 10*time.Millisecond, 100*time.Millisecond
+}
+
+// A zombie whose write landed and then answered an error never runs a
+// renewal that could notice the lost lease: its release says so, and it
+// flags the key.
+func TestApplyZombieWhoseCallAnswersAnErrorFlagsTheKey(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarnessTimeout(t, sf, 5*time.Second, shortBackoff)
+		expect(t, h.apply(t, upsert("za", 1, "one"), 1), ResultApplied)
+		out := zombieWrite(t, h, h.store, "za", &sink.Error{Op: "update", Status: 504, Retryable: true, Body: "gateway timeout"})
+		if out.Result != ResultRetried || !out.SinkFailure {
+			t.Fatalf("zombie outcome %s (%s), sink failure %v; want a retry for the API's failure", out.Result, out.Reason, out.SinkFailure)
+		}
+		expectRepaired(t, h, "za")
+	})
+}
+
+// unsure is a store that loses Commit's answer and fails MarkRepair a few
+// times: the zombie cannot learn from its commit that its lease was lost,
+// and must keep trying to flag the key.
+type unsure struct {
+	store.Store
+	markFailures *atomic.Int32 // MarkRepair calls left to fail
+	marks        *atomic.Int32 // MarkRepair calls made
+}
+
+func (u unsure) Commit(ctx context.Context, l store.Lease, c store.Commit) error {
+	err := u.Store.Commit(ctx, l, c)
+	return fmt.Errorf("commit %s: connection reset, answer lost (it was %v)", l.Key, err)
+}
+
+func (u unsure) MarkRepair(ctx context.Context, k store.Key) error {
+	u.marks.Add(1)
+	if u.markFailures.Add(-1) >= 0 {
+		return errors.New("store unreachable")
+	}
+	return u.Store.MarkRepair(ctx, k)
+}
+
+func TestApplyZombieWhoseCommitAndMarkFailKeepsTryingUntilTheKeyIsFlagged(t *testing.T) {
+	forEachStore(t, func(t *testing.T, sf storeFactory) {
+		h := newHarnessTimeout(t, sf, 5*time.Second, shortBackoff)
+		expect(t, h.apply(t, upsert("zb", 1, "one"), 1), ResultApplied)
+		var fails, marks atomic.Int32
+		fails.Store(2)
+		out := zombieWrite(t, h, unsure{h.store, &fails, &marks}, "zb", nil)
+		if out.Result != ResultRetried || !strings.Contains(out.Reason, "lease lost") {
+			t.Fatalf("zombie outcome %s (%s); want a retry for the lost lease", out.Result, out.Reason)
+		}
+		if n := marks.Load(); n != 3 {
+			t.Fatalf("%d MarkRepair calls, want 3 (two failed)", n)
+		}
+		expectRepaired(t, h, "zb")
+	})
+}
+
 // A zombie's create lands beside the record a later holder created, and
 // its repair flag is still set when a newer event comes: that write must
 // remove the duplicate too, not only update the record it knows.

@@ -8,6 +8,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,6 +74,11 @@ type Config struct {
 	Logger  *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Sleep waits d, or until ctx ends (then it returns ctx's error). The
+	// engine waits with it while the store has not yet confirmed whether a
+	// lease it sent calls under was lost. Default: a timer; the simulation
+	// passes its own clock's.
+	Sleep func(ctx context.Context, d time.Duration) error
 }
 
 // BreakerConfig tunes the circuit breaker.
@@ -140,7 +146,22 @@ func (c Config) WithDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Sleep == nil {
+		c.Sleep = sleep
+	}
 	return c
+}
+
+// sleep is the default Config.Sleep.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
 }
 
 // resyncSlots is the resync stream's cap on in-flight events.

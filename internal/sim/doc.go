@@ -29,7 +29,9 @@
 // timer never fires during a run, and a port called outside a task's turn
 // panics. The engine draws retry jitter from math/rand/v2's global source,
 // which cannot be seeded: the bus ignores the delay a retry asks for and
-// draws its own (honouring Retry-After), so the replay stays exact.
+// draws its own (honouring Retry-After), and so does the engine's Sleep
+// (engine.Config.Sleep, a turn of the simulated clock), so the replay
+// stays exact.
 //
 // # Faults
 //
@@ -61,7 +63,8 @@
 //     the key's newest lease. A writer whose lease was taken over after it
 //     expired (a zombie) may land a stale write: no client-side protocol
 //     prevents that, so it is counted, and its writer must flag the key for
-//     repair (its commit is fenced), after which the end checks hold;
+//     repair (its commit or release is fenced; when the store fails, it
+//     keeps asking), after which the end checks hold;
 //   - no write without a lease, no two writes in progress on one key by
 //     lease holders, no key leased to two unexpired holders;
 //   - no duplicate create: a lease holder never creates a record while

@@ -275,6 +275,9 @@ func Run(opts Options) Result {
 		Entities:           []string{Entity},
 		Logger:             slog.New(slog.DiscardHandler),
 		Now:                s.Now,
+		// The engine's delay is jittered from a source the run cannot
+		// seed: the run draws its own, as the bus does for retries.
+		Sleep: func(context.Context, time.Duration) error { return s.Sleep(s.Between(0, r.p.backoff)) },
 	}
 	for i := range r.p.workers {
 		w := &worker{idx: i, capacity: r.p.capacity[i]}

@@ -30,10 +30,7 @@ const defaultSeeds = 2500
 // reported with the seeds that show it. A seed that breaks only these
 // passes (the run logs how many did); delete an entry when its fix lands,
 // and the seeds guard against its return.
-var knownEngineBugs = map[string]string{
-	"zombie write not repaired after a failure": "a write that lands after its lease was taken over is never repaired when the " +
-		"writer's commit or MarkRepair fails, or when an API call of the writer answers an error (no renewal ran to notice the lost lease)",
-}
+var knownEngineBugs = map[string]string{}
 
 // TestSimulation runs seeds 1..N of the deterministic simulation (see the
 // package doc). EVENTSYNC_SIM_SEEDS sets N (a soak run: 1000000, with go
