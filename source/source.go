@@ -155,7 +155,7 @@ func (s TriggerSpec) Validate() error {
 		return err
 	}
 	if !entityPattern.MatchString(s.Entity) {
-		return fmt.Errorf("entity %q must match [a-z][a-z0-9_]* (set --entity)", s.Entity)
+		return fmt.Errorf("entity %q must match [a-z][a-z0-9_]*", s.Entity)
 	}
 	if err := validIdent("key column", s.KeyColumn, false); err != nil {
 		return err
@@ -268,4 +268,25 @@ func validColumns(include, exclude []string) error {
 }
 
 // ErrNotInstalled is returned when the outbox schema is missing.
-var ErrNotInstalled = errors.New("source: outbox schema not installed; run \"eventsync outbox install --source DSN\"")
+var ErrNotInstalled = errors.New("source: outbox schema not installed; install it with Source.Install or run \"eventsync outbox install\"")
+
+// ErrTableNotFound is matched (errors.Is) by the *TableNotFoundError a
+// source returns for a spec naming a table its database does not have.
+var ErrTableNotFound = errors.New("table not found")
+
+// TableNotFoundError names a missing table and, when one is close, the
+// existing table it was probably meant to be.
+type TableNotFoundError struct {
+	Table   string
+	Closest string // "" when no existing table's name is close
+}
+
+func (e *TableNotFoundError) Error() string {
+	if e.Closest != "" {
+		return fmt.Sprintf("table %q not found; did you mean %s?", e.Table, e.Closest)
+	}
+	return fmt.Sprintf("table %q not found", e.Table)
+}
+
+// Is makes errors.Is(err, ErrTableNotFound) true.
+func (e *TableNotFoundError) Is(target error) bool { return target == ErrTableNotFound }

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/source"
 )
 
@@ -51,7 +52,7 @@ func (c Config) WithDefaults() Config {
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	if c.DSN == "" {
-		return errors.New("postgres source: no DSN; set --source postgres://user@host:5432/db")
+		return setting.Errorf("source", "postgres source: no DSN; want postgres://user@host:5432/db")
 	}
 	if c.Schema != "" && !plainName(c.Schema) {
 		return fmt.Errorf("postgres source: schema %q is not a plain SQL name (letters, digits, underscore)", c.Schema)
@@ -93,7 +94,7 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	pc, err := pgxpool.ParseConfig(cfg.DSN)
 	if err != nil {
-		return nil, fmt.Errorf("postgres source: parse DSN: %w; expected postgres://user:pass@host:5432/db", err)
+		return nil, setting.Errorf("source", "postgres source: parse DSN: %w; want postgres://user:pass@host:5432/db", err)
 	}
 	pc.MaxConns = cfg.MaxConns
 	host := pc.ConnConfig.Host
@@ -103,7 +104,7 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to PostgreSQL at %s:%d: %w; is it running? check --source", host, pc.ConnConfig.Port, err)
+		return nil, setting.Errorf("source", "connect to PostgreSQL at %s:%d: %w; is it running and are the credentials right?", host, pc.ConnConfig.Port, err)
 	}
 	schema := cfg.Schema
 	if schema == "" {
@@ -218,7 +219,7 @@ func resolveTable(ctx context.Context, q querier, table string) (tableInfo, erro
 		JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`, table).Scan(&ti.oid, &nsp, &rel)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return ti, fmt.Errorf("postgres source: table %q not found (check --table and the search_path in --source)", table)
+		return ti, missingTable(ctx, q, table)
 	}
 	if err != nil {
 		return ti, fmt.Errorf("postgres source: look up table %q: %w", table, err)
@@ -238,6 +239,33 @@ func resolveTable(ctx context.Context, q querier, table string) (tableInfo, erro
 		ti.columns[name] = typ
 	}
 	return ti, rows.Err()
+}
+
+// missingTable explains a table to_regclass did not find: the closest name
+// among the tables it could have found, else the schemas it looked in.
+func missingTable(ctx context.Context, q querier, table string) error {
+	schema, qualified := "", false
+	if i := strings.IndexByte(table, '.'); i >= 0 {
+		schema, qualified = table[:i], true
+	}
+	// Both lookups are courtesies: a failure leaves them out of the message.
+	var names []string
+	rows, err := q.Query(ctx, `SELECT CASE WHEN $1 THEN n.nspname || '.' || c.relname ELSE c.relname END
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND CASE WHEN $1 THEN n.nspname = $2 ELSE n.nspname = ANY(current_schemas(false)) END
+		ORDER BY 1`, qualified, schema)
+	if err == nil {
+		names, _ = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	nf := &source.TableNotFoundError{Table: table, Closest: setting.Closest(table, names)}
+	var searched string
+	if !qualified && nf.Closest == "" {
+		_ = q.QueryRow(ctx, "SELECT array_to_string(current_schemas(false), ', ')").Scan(&searched)
+	}
+	if searched == "" {
+		return fmt.Errorf("postgres source: %w", nf)
+	}
+	return fmt.Errorf("postgres source: %w in the search_path (%s)", nf, searched)
 }
 
 func (ti tableInfo) requireColumns(table, what string, cols ...string) error {

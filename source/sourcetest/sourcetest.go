@@ -14,6 +14,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -58,6 +59,7 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env, f Features) {
 		{"TriggerEmitsVersionedEvents", testTrigger},
 		{"TriggerIncludeColumns", testIncludeColumns},
 		{"TriggerRejectsUnknownColumns", testUnknownColumns},
+		{"MissingTableSuggestsClosest", testMissingTable},
 		{"RemoveTriggerKeepsVersions", testRemoveTrigger},
 		{"ClaimReleaseMarkSent", testClaim},
 		{"ConcurrentClaimersDisjoint", testConcurrentClaimers},
@@ -511,6 +513,32 @@ func testConcurrentClaimers(t *testing.T, env Env) {
 		if n != 1 {
 			t.Fatalf("row %d claimed %d times", id, n)
 		}
+	}
+}
+
+// testMissingTable: a mistyped table fails Count, Snapshot and
+// InstallTrigger with a TableNotFoundError that names the closest table.
+func testMissingTable(t *testing.T, env Env) {
+	ctx := ctxT(t)
+	setup(t, env)
+	spec := source.SnapshotSpec{Table: "listngs", Entity: "listing", KeyColumn: "id"}
+	_, countErr := env.Source.Count(ctx, spec)
+	errs := map[string]error{
+		"Count":          countErr,
+		"Snapshot":       env.Source.Snapshot(ctx, spec, func([]event.Event, string) error { return nil }),
+		"InstallTrigger": env.Source.InstallTrigger(ctx, source.TriggerSpec{Table: "listngs", Entity: "listing", KeyColumn: "id"}),
+	}
+	for name, err := range errs {
+		var nf *source.TableNotFoundError
+		if !errors.As(err, &nf) || !errors.Is(err, source.ErrTableNotFound) || nf.Table != "listngs" || nf.Closest != "listings" ||
+			!strings.Contains(err.Error(), "did you mean listings?") {
+			t.Errorf("%s of a mistyped table: %v, want a TableNotFoundError suggesting listings", name, err)
+		}
+	}
+	_, err := env.Source.Count(ctx, source.SnapshotSpec{Table: "payments", Entity: "payment", KeyColumn: "id"})
+	var nf *source.TableNotFoundError
+	if !errors.As(err, &nf) || nf.Closest != "" {
+		t.Errorf("Count of a table nothing resembles: %v, want a TableNotFoundError without a suggestion", err)
 	}
 }
 

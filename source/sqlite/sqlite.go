@@ -26,6 +26,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/source"
 )
 
@@ -64,10 +65,10 @@ func (c Config) WithDefaults() Config {
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	if c.Path == "" {
-		return errors.New("sqlite source: no database path; set --source sqlite:///abs/path/app.db")
+		return setting.Errorf("source", "sqlite source: no database path; want a file such as /abs/path/app.db")
 	}
 	if strings.ContainsAny(c.Path, "?#") {
-		return fmt.Errorf("sqlite source: path %q must not contain '?' or '#'", c.Path)
+		return setting.Errorf("source", "sqlite source: path %q must not contain '?' or '#'", c.Path)
 	}
 	return nil
 }
@@ -108,7 +109,7 @@ func Open(ctx context.Context, cfg Config) (*Source, error) {
 	db.SetMaxOpenConns(8)
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("open SQLite database %s: %w; check the path in --source and its permissions", cfg.Path, err)
+		return nil, setting.Errorf("source", "open SQLite database %s: %w; check the path and its permissions", cfg.Path, err)
 	}
 	return &Source{db: db, cfg: cfg, log: cfg.Logger}, nil
 }
@@ -263,9 +264,27 @@ func tableColumns(ctx context.Context, q queryer, table string) ([]string, error
 		return nil, err
 	}
 	if len(cols) == 0 {
-		return nil, fmt.Errorf("sqlite source: table %q not found (check --table)", table)
+		return nil, fmt.Errorf("sqlite source: %w", &source.TableNotFoundError{Table: table, Closest: closestTable(ctx, q, table)})
 	}
 	return cols, nil
+}
+
+// closestTable is the application table whose name is nearest to table,
+// for a "did you mean"; "" when none is close or the lookup fails.
+func closestTable(ctx context.Context, q queryer, table string) string {
+	rows, err := q.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name")
+	if err != nil {
+		return ""
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if rows.Scan(&n) == nil {
+			names = append(names, n)
+		}
+	}
+	return setting.Closest(table, names)
 }
 
 func requireColumns(cols []string, table, what string, want ...string) error {
