@@ -5,11 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"regexp"
 	"time"
 
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/store"
 )
@@ -42,7 +42,7 @@ type Checkpoint struct {
 	// Done is set once the snapshot's last page was confirmed.
 	Done     bool       `json:"done"`
 	Finished *time.Time `json:"finished,omitempty"`
-	// Deletes counts delete events published by --delete-missing.
+	// Deletes counts delete events published by Spec.DeleteMissing.
 	Deletes int64 `json:"deletes,omitempty"`
 	// Owner is the process that wrote the record last (host-pid).
 	Owner string `json:"owner,omitempty"`
@@ -56,10 +56,10 @@ func CheckpointName(runID string) string { return checkpointPrefix + runID }
 func ParseCheckpoint(name string, b []byte) (Checkpoint, error) {
 	var c Checkpoint
 	if err := json.Unmarshal(b, &c); err != nil {
-		return Checkpoint{}, fmt.Errorf("resync checkpoint %s is unreadable (%v); start over with --restart", name, err)
+		return Checkpoint{}, setting.Errorf("resync.restart", "resync checkpoint %s is unreadable (%v); restart the run from the first row", name, err)
 	}
 	if c.RunID == "" || c.SpecHash == "" || c.Rows < 0 || c.Total < 0 || c.Segments < 0 {
-		return Checkpoint{}, fmt.Errorf("resync checkpoint %s is incomplete or inconsistent; start over with --restart", name)
+		return Checkpoint{}, setting.Errorf("resync.restart", "resync checkpoint %s is incomplete or inconsistent; restart the run from the first row", name)
 	}
 	return c, nil
 }
@@ -130,7 +130,7 @@ var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 func validateRunID(id string) error {
 	if !runIDPattern.MatchString(id) {
-		return errors.New("run id " + fmt.Sprintf("%q", id) + " must be 1-64 letters, digits, '_', '.' or '-' (set --run-id)")
+		return setting.Errorf("resync.run_id", "run id %q must be 1-64 letters, digits, '_', '.' or '-'", id)
 	}
 	return nil
 }

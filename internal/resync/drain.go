@@ -117,7 +117,7 @@ func (r *runner) waitDrained(ctx context.Context) (time.Duration, error) {
 		// wait cannot end by itself.
 		if o.status.Consumers == 0 && o.status.Workers == 0 && !o.idle() && time.Since(lastLog) >= 10*time.Second {
 			lastLog = time.Now()
-			r.log.Warn("no worker consumes the resync stream; start workers with --streams resync or live,resync",
+			r.log.Warn("no worker consumes the resync stream; start workers whose streams include resync",
 				"ready", o.status.Ready, "delayed", o.status.Delayed)
 		}
 		switch {

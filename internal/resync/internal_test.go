@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 func TestQuietSince(t *testing.T) {
@@ -73,8 +75,8 @@ func FuzzParseCheckpoint(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cp, err := ParseCheckpoint("resync/x", b)
 		if err != nil {
-			if !strings.Contains(err.Error(), "--restart") {
-				t.Fatalf("error %q does not name the fix", err)
+			if setting.Key(err) != "resync.restart" {
+				t.Fatalf("error %q does not name the fix (setting %q)", err, setting.Key(err))
 			}
 			return
 		}

@@ -15,14 +15,14 @@ import (
 // MissingSamples is how many keys a delete-missing report lists.
 const MissingSamples = 10
 
-// MissingReport is the outcome of --delete-missing.
+// MissingReport is the outcome of Spec.DeleteMissing.
 type MissingReport struct {
 	// Known is the number of keys the state store holds for the entity
 	// that are not already tombstones.
 	Known int64 `json:"known"`
 	// Missing keys are known to the store but absent from the table.
 	Missing int64 `json:"missing"`
-	// Published delete events (0 unless deletes were confirmed with --yes).
+	// Published delete events (0 unless Spec.ApplyDeletes confirmed them).
 	Published int64 `json:"published"`
 	// Changed keys were missing but applied a newer version while the
 	// check ran; they are left to the live stream.

@@ -29,6 +29,7 @@ import (
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/internal/control"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/store"
 )
@@ -94,7 +95,7 @@ func (s Spec) Validate() error {
 		errs = append(errs, err)
 	}
 	if s.ApplyDeletes && !s.DeleteMissing {
-		errs = append(errs, errors.New("deleting without --delete-missing: --yes only confirms --delete-missing"))
+		errs = append(errs, setting.Errorf("resync.delete_missing", "ApplyDeletes without DeleteMissing: it only confirms the deletes DeleteMissing finds"))
 	}
 	return errors.Join(errs...)
 }
@@ -289,13 +290,36 @@ func Run(ctx context.Context, src source.Source, pub bus.Publisher, ctl store.Co
 	if err := r.spec.Validate(); err != nil {
 		return Result{}, fmt.Errorf("resync: %w", err)
 	}
+	if err := r.checkTable(ctx); err != nil {
+		return Result{}, err
+	}
 	if r.spec.PauseLive && r.stats == nil {
 		return Result{}, errors.New("resync: pausing live needs the bus statistics to know when the resync stream is drained (WithDrain)")
 	}
 	if r.spec.DeleteMissing && r.scanner == nil {
-		return Result{}, errors.New("resync: --delete-missing needs the state store (WithStore)")
+		return Result{}, errors.New("resync: DeleteMissing needs the state store (WithStore)")
 	}
 	return r.run(ctx)
+}
+
+// checkTable fails a run whose table, columns or where condition the
+// source rejects before anything else happens: no checkpoint read, no
+// pause, nothing published. A condition that is constant false lets the
+// database check the whole query without reading a row.
+func (r *runner) checkTable(ctx context.Context) error {
+	spec := r.spec.snapshotSpec("")
+	spec.Where = "1=0"
+	if strings.TrimSpace(r.spec.Where) != "" {
+		spec.Where += " AND (" + r.spec.Where + ")"
+	}
+	_, err := r.src.Count(ctx, spec)
+	switch {
+	case errors.Is(err, source.ErrTableNotFound):
+		return setting.Errorf("resync.table", "resync: %w", err)
+	case err != nil:
+		return fmt.Errorf("resync %s: %w", r.spec.Table, err)
+	}
+	return nil
 }
 
 func (r *runner) run(ctx context.Context) (res Result, err error) {
@@ -380,7 +404,10 @@ func (r *runner) loadOrStart(ctx context.Context, res *Result) error {
 		return nil
 	}
 	if cp.SpecHash != hash {
-		return fmt.Errorf("resync: run %q was started for table %s (entity %s) with other settings (key, version column, where or columns); choose another --run-id, or pass --restart to start that run over with these settings", cp.RunID, cp.Table, cp.Entity)
+		// Either setting fixes it: another run id, or restarting this one.
+		return &setting.Error{Key: "resync.run_id", Err: setting.Errorf("resync.restart",
+			"resync: run %q was started for table %s (entity %s) with other settings (key, version column, where or columns); choose another run id, or restart that run over with these settings",
+			cp.RunID, cp.Table, cp.Entity)}
 	}
 	if cp.Done {
 		res.PreviousDone = true
@@ -515,7 +542,7 @@ func (r *runner) explain(err error) error {
 	// Both adapters scan the version into an int64; a NULL fails the scan
 	// with a driver message that mentions NULL.
 	if strings.Contains(err.Error(), "NULL") && !strings.Contains(err.Error(), "not-null") {
-		return fmt.Errorf("resync %s: %w (column %s): every row needs a version; run \"eventsync outbox install-trigger\" for the table (it adds and stamps %s on every row), or point --version-col at a NOT NULL column that increases with every change (%v)",
+		return setting.Errorf("resync.version_col", "resync %s: %w (column %s): every row needs a version; run \"eventsync outbox install-trigger\" for the table (it adds and stamps %s on every row), or take as version column a NOT NULL column that increases with every change (%v)",
 			r.spec.Table, ErrNullVersion, r.spec.VersionColumn, source.VersionColumn, err)
 	}
 	return fmt.Errorf("resync %s: %w", r.spec.Table, err)

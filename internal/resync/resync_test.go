@@ -23,6 +23,7 @@ import (
 	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/internal/control"
 	"github.com/eventsync/eventsync/internal/resync"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/internal/testenv"
 	"github.com/eventsync/eventsync/source"
 	pgsource "github.com/eventsync/eventsync/source/postgres"
@@ -385,8 +386,46 @@ func TestNullVersionNamesTheFix(t *testing.T) {
 	sp := spec()
 	sp.VersionColumn = "rev"
 	_, err := resync.Run(ctx, src, b, st, sp)
-	if !errors.Is(err, resync.ErrNullVersion) || !contains(err.Error(), "install-trigger") || !contains(err.Error(), "--version-col") {
-		t.Fatalf("error %v, want ErrNullVersion naming install-trigger and --version-col", err)
+	if !errors.Is(err, resync.ErrNullVersion) || !contains(err.Error(), "install-trigger") || setting.Key(err) != "resync.version_col" {
+		t.Fatalf("error %v (setting %q), want ErrNullVersion naming install-trigger and the version column setting", err, setting.Key(err))
+	}
+}
+
+// A mistyped table fails the run before it starts: no checkpoint, nothing
+// published, no "interrupted after 0 of 0 rows"; the error names the table
+// and the closest one, even under the run id of another run.
+func TestMissingTableFailsBeforeStarting(t *testing.T) {
+	t.Parallel()
+	src, _ := pgTable(t, 20)
+	b := rabbitmqtest.Open(t, rabbitmq.Config{})
+	st := stateStore(t)
+	ctx := context.Background()
+	done, err := resync.Run(ctx, src, b, st, spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	consume(t, b)
+	typo := spec()
+	typo.Table = "listngs"
+	for _, runID := range []string{"", done.RunID} {
+		typo.RunID = runID
+		var progress int
+		res, err := resync.Run(ctx, src, b, st, typo, resync.WithProgress(func(resync.Progress) { progress++ }))
+		if !errors.Is(err, source.ErrTableNotFound) || !contains(err.Error(), `"listngs"`) || !contains(err.Error(), "did you mean listings?") {
+			t.Fatalf("run id %q: error %v, want the missing table and the closest one", runID, err)
+		}
+		if key := setting.Key(err); key != "resync.table" {
+			t.Errorf("run id %q: error names setting %q, want resync.table", runID, key)
+		}
+		if res != (resync.Result{}) || progress != 0 {
+			t.Errorf("run id %q: result %+v and %d progress reports, want a run that never started", runID, res, progress)
+		}
+	}
+	if _, ok, _ := resync.LoadCheckpoint(ctx, st, resync.DefaultRunID(typo)); ok {
+		t.Error("the mistyped run wrote a checkpoint")
+	}
+	if n := ready(t, b); n != 0 {
+		t.Errorf("the mistyped run published %d events", n)
 	}
 }
 
@@ -616,7 +655,7 @@ func TestSpecValidation(t *testing.T) {
 		{"bad entity", resync.Spec{Table: "t", Entity: "Bad", KeyColumn: "id"}, "entity"},
 		{"bad table", resync.Spec{Table: "t;drop", Entity: "e", KeyColumn: "id"}, "table"},
 		{"bad run id", resync.Spec{Table: "t", Entity: "e", KeyColumn: "id", RunID: "a/b"}, "run id"},
-		{"yes alone", resync.Spec{Table: "t", Entity: "e", KeyColumn: "id", ApplyDeletes: true}, "--delete-missing"},
+		{"yes alone", resync.Spec{Table: "t", Entity: "e", KeyColumn: "id", ApplyDeletes: true}, "without DeleteMissing"},
 		{"where with ;", resync.Spec{Table: "t", Entity: "e", KeyColumn: "id", Where: "1=1; drop table t"}, "';'"},
 	}
 	for _, c := range cases {
