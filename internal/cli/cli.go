@@ -1,50 +1,37 @@
-// Package cli implements the eventsync subcommands. Each subcommand lives in
-// its own file and parses its own flags; this file only dispatches, so that
-// cmd/eventsync stays a few lines.
+// Package cli implements the eventsync command line on cobra and pflag. Each
+// command lives in its own file, declares its flags and runs its body; this
+// file builds the command tree, runs it, prints the error if any, and maps
+// the outcome to one exit-code convention, so that cmd/eventsync stays a
+// few lines.
 package cli
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"sort"
-	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-// Env carries the process's standard streams to a subcommand.
+// Exit codes, the same for every command. verify refines 1 and 2 like
+// diff(1): 1 diverged, 2 could not check (see verify.go).
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// Env carries the process's standard streams to a command.
 type Env struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
 }
 
-type command struct {
-	summary string
-	run     func(ctx context.Context, env Env, args []string) error
-}
-
-// commands is the single table of subcommands.
-func commands() map[string]command {
-	return map[string]command{
-		"version": {"print the eventsync version", runVersion},
-		"fakeapi": {"run the third-party API simulator (faults, detectors)", runFakeAPI},
-		"worker":  {"apply events from the bus to the third-party API", runWorker},
-		"publish": {"publish newline-delimited events from a file or stdin, with confirms", runPublish},
-		"ctl":     {"operate a running deployment: pause, resume, status, parked events", runCtl},
-		"outbox":  {"install the outbox and table triggers in the source database", runOutbox},
-		"relay":   {"publish outbox rows to the live stream", runRelay},
-		"resync":  {"publish a consistent snapshot of a table to the resync stream, resumable", runResync},
-		"verify":  {"compare the source of truth with the API; report and repair drift", runVerify},
-		"demo":    {"run everything in one process on an embedded bus and prove it converges", runDemo},
-	}
-}
-
-// Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
-var Version = "dev"
-
-// ExitError carries a specific exit code (verify uses 1 and 2).
+// ExitError carries a specific exit code (verify uses 1 and 2). With a nil
+// Err nothing is printed.
 type ExitError struct {
 	Code int
 	Err  error
@@ -58,80 +45,181 @@ func (e *ExitError) Error() string {
 }
 func (e *ExitError) Unwrap() error { return e.Err }
 
+const rootLong = `eventsync keeps a third-party API in sync with your application's data.
+
+Commands read the YAML file given with --config (env EVENTSYNC_CONFIG);
+EVENTSYNC_* environment variables override it and flags override both.
+Commands that operate a deployment need its bus and state store (--config,
+or --bus and --store); only "eventsync demo", and commands given --data-dir,
+run an embedded bus and store in their own process.`
+
 // Run executes one command line and returns the process exit code.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	env := Env{Stdin: stdin, Stdout: stdout, Stderr: stderr}
-	cmds := commands()
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		usage(stdout, cmds)
-		return 0
+	// started is set once flags and arguments parsed; an error before is
+	// a usage error whatever cobra called it.
+	started := false
+	root := newRoot(env, &started)
+	root.SetArgs(args)
+	if len(args) > 0 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd) {
+		registerCompletions(root)
 	}
-	cmd, ok := cmds[args[0]]
-	if !ok {
-		fmt.Fprintf(stderr, "eventsync: unknown command %q\n\n", args[0])
-		usage(stderr, cmds)
-		return 2
-	}
-	err := cmd.run(ctx, env, args[1:])
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
-		return 0
+		return exitOK
 	}
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
+	if !started {
+		err = usage(err)
 	}
+	return report(stderr, cmd, err)
+}
+
+// report prints err once, as "eventsync <command>: <err>", with its hint
+// on the next line, and returns the exit code.
+func report(w io.Writer, cmd *cobra.Command, err error) int {
+	code := exitFailure
 	var exit *ExitError
-	if errors.As(err, &exit) {
-		if exit.Err != nil {
-			fmt.Fprintf(stderr, "eventsync %s: %v\n", args[0], exit.Err)
+	var usageErr *usageError
+	switch {
+	case errors.As(err, &exit):
+		code = exit.Code
+		if exit.Err == nil {
+			return code
 		}
-		return exit.Code
+	case errors.As(err, &usageErr):
+		code = exitUsage
 	}
-	fmt.Fprintf(stderr, "eventsync %s: %v\n", args[0], err)
-	return 1
+	name := "eventsync"
+	if cmd != nil {
+		name = cmd.CommandPath()
+	}
+	fmt.Fprintf(w, "%s: %v\n", name, err)
+	return code
 }
 
-func usage(w io.Writer, cmds map[string]command) {
-	fmt.Fprintln(w, "eventsync keeps a third-party API in sync with your application's data.")
-	fmt.Fprintln(w, "\nUsage: eventsync <command> [flags]\n\nCommands:")
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
+func newRoot(env Env, started *bool) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "eventsync",
+		Short:         "keep a third-party API in sync with your application's data",
+		Long:          rootLong,
+		Version:       currentBuild().String(),
+		SilenceErrors: true, // report prints them, once
+		SilenceUsage:  true,
+		Args:          cobra.ArbitraryArgs,
+		RunE:          runGroup,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			*started = true
+			noteDeprecated(env.Stderr, cmd)
+			return checkRequired(cmd)
+		},
+		SuggestionsMinimumDistance: 2,
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, cmds[n].summary)
+	root.Flags().BoolP("version", "v", false, "print the version, commit and build date")
+	root.SetVersionTemplate("eventsync {{.Version}}\n")
+	// Before the completion command, which keeps the writer it finds.
+	root.SetIn(env.Stdin)
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	root.SetFlagErrorFunc(flagError)
+	root.SetUsageFunc(writeUsage)
+	root.SetHelpCommand(newHelpCmd())
+	root.AddCommand(
+		newVersionCmd(env),
+		newFakeAPICmd(env),
+		newWorkerCmd(env),
+		newPublishCmd(env),
+		newCtlCmd(env),
+		newOutboxCmd(env),
+		newRelayCmd(env),
+		newResyncCmd(env),
+		newVerifyCmd(env),
+		newDemoCmd(env),
+	)
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			c.Short = "print the shell completion script for bash, zsh, fish or powershell"
+		}
 	}
-	fmt.Fprintln(w, "\nRun \"eventsync <command> -h\" for a command's flags.")
+	return root
 }
 
-// newFlagSet returns a FlagSet whose errors name the command and its help.
-func newFlagSet(env Env, name, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(env.Stderr, "Usage: eventsync %s %s\n\nFlags:\n", name, synopsis)
-		fs.PrintDefaults()
+// newGroup returns a command whose subcommands do the work: alone it
+// prints its help, with an unknown subcommand it suggests the closest.
+func newGroup(name, short, long string) *cobra.Command {
+	return &cobra.Command{
+		Use:                        name,
+		Short:                      short,
+		Long:                       long,
+		Args:                       cobra.ArbitraryArgs,
+		RunE:                       runGroup,
+		SuggestionsMinimumDistance: 2,
 	}
-	return fs
 }
 
-// parseFlags parses args and refuses stray positional arguments unless
-// allowed, so a typo like "--streams live resync" is an error, not ignored.
-func parseFlags(fs *flag.FlagSet, args []string, maxPositional int) error {
-	if err := fs.Parse(args); err != nil {
-		return err
+func runGroup(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return cmd.Help()
 	}
-	if fs.NArg() > maxPositional {
-		return fmt.Errorf("unexpected argument(s) %q; run \"eventsync %s -h\" for usage", strings.Join(fs.Args()[maxPositional:], " "), fs.Name())
-	}
-	return nil
+	return unknownCommand(cmd, args[0])
 }
 
-func runVersion(_ context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "version", "")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
+// newHelpCmd is "eventsync help [command]": cobra's, except that an unknown
+// topic is a usage error with a suggestion.
+func newHelpCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "help about any command",
+		Args:  cobra.ArbitraryArgs,
+		ValidArgsFunction: func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			target, _, err := c.Root().Find(args)
+			if err != nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			var out []cobra.Completion
+			for _, sub := range target.Commands() {
+				if sub.IsAvailableCommand() && len(sub.Name()) >= len(toComplete) && sub.Name()[:len(toComplete)] == toComplete {
+					out = append(out, cobra.CompletionWithDesc(sub.Name(), sub.Short))
+				}
+			}
+			return out, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			target, rest, err := c.Root().Find(args)
+			if err != nil {
+				return usage(err)
+			}
+			if len(rest) > 0 {
+				return unknownCommand(target, rest[0])
+			}
+			target.InitDefaultHelpFlag() // list -h in the flags, as "eventsync worker -h" does
+			return target.Help()
+		},
 	}
-	fmt.Fprintln(env.Stdout, "eventsync", Version)
-	return nil
+}
+
+// registerCompletions gives value completions to the flags that take one
+// of a few words. Only done for a completion request: cobra keeps them in
+// a process-wide table.
+func registerCompletions(root *cobra.Command) {
+	words := map[string]cobra.CompletionFunc{
+		"stream":    completeWords("live", "resync"),
+		"streams":   completeWords("live", "resync", "live,resync"),
+		"log-level": completeWords("debug", "info", "warn", "error"),
+		"faults":    completeWords("none", "realistic", "heavy"),
+	}
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, fs := range []*pflag.FlagSet{c.LocalNonPersistentFlags(), c.PersistentFlags()} {
+			fs.VisitAll(func(f *pflag.Flag) {
+				if fn, ok := words[f.Name]; ok {
+					_ = c.RegisterFlagCompletionFunc(f.Name, fn)
+				}
+			})
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
 }

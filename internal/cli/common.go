@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,67 +17,6 @@ import (
 
 	"github.com/eventsync/eventsync/internal/config"
 )
-
-// connFlags are the flags every subcommand shares; they mean the same thing
-// everywhere and override the config file and the environment.
-type connFlags struct {
-	config    string
-	bus       string
-	store     string
-	source    string
-	namespace string
-	dataDir   string
-	logLevel  string
-}
-
-func addConnFlags(fs *flag.FlagSet, which ...string) *connFlags {
-	c := &connFlags{}
-	fs.StringVar(&c.config, "config", "", "YAML config file shared by all subcommands (env: EVENTSYNC_CONFIG)")
-	for _, w := range which {
-		switch w {
-		case "bus":
-			fs.StringVar(&c.bus, "bus", "", "bus URL: amqp://user:pass@host:5672/ or nats://host:4222; empty = embedded NATS (env: EVENTSYNC_BUS)")
-		case "store":
-			fs.StringVar(&c.store, "store", "", "state store URL: postgres://…, redis://… or nats://…; empty = embedded (env: EVENTSYNC_STORE)")
-		case "source":
-			fs.StringVar(&c.source, "source", "", "application database: postgres://… or sqlite://path (env: EVENTSYNC_SOURCE)")
-		}
-	}
-	fs.StringVar(&c.namespace, "namespace", "", "prefix of queues, keys and tables (default eventsync; env: EVENTSYNC_NAMESPACE)")
-	fs.StringVar(&c.dataDir, "data-dir", "", "embedded-mode data directory (default ./eventsync-data; env: EVENTSYNC_DATA_DIR)")
-	fs.StringVar(&c.logLevel, "log-level", "", "debug, info, warn or error (env: EVENTSYNC_LOG_LEVEL)")
-	return c
-}
-
-// load reads the config file and environment, applies flags, validates.
-func (c *connFlags) load(env Env) (*config.Config, error) {
-	path := c.config
-	if path == "" {
-		path = lookupEnv("EVENTSYNC_CONFIG")
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		return nil, err
-	}
-	for _, o := range []struct {
-		dst *string
-		val string
-	}{{&cfg.Bus, c.bus}, {&cfg.Store, c.store}, {&cfg.Source, c.source}, {&cfg.Namespace, c.namespace}, {&cfg.DataDir, c.dataDir}, {&cfg.Log.Level, c.logLevel}} {
-		if o.val != "" {
-			*o.dst = o.val
-		}
-	}
-	if cfg.Namespace == "" {
-		cfg.Namespace = "eventsync"
-	}
-	if cfg.DataDir == "" {
-		cfg.DataDir = "eventsync-data"
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("invalid configuration:\n%w", err)
-	}
-	return cfg, nil
-}
 
 func newLogger(w io.Writer, cfg config.Log) *slog.Logger {
 	level := slog.LevelInfo
@@ -117,7 +55,7 @@ func startAdmin(addr string, reg *prometheus.Registry, extra map[string]http.Han
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("admin listener on %s: %w (choose another port with --admin or admin.listen, or \"off\" to disable)", addr, err)
+		return nil, fmt.Errorf("admin listener on %s: %w (choose another address with --admin, or \"off\" to disable it)", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

@@ -12,54 +12,51 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/control"
 )
 
-const ctlUsage = `Usage: eventsync ctl <command> [flags]
-
-Commands:
-  pause  --stream live|resync [--reason TEXT]   stop every worker pulling a stream (within a second)
-  resume --stream live|resync                   let workers pull it again
-  status [--json]                               per stream: paused, queue depth, consumers, in-flight, rates
-  parked list   [filters] [--json]              list parked messages
-  parked show   --id ID                         one parked message with its body
-  parked replay [filters]                       send matching messages back to their original stream
-  parked purge  [filters] --yes                 delete matching parked messages
-
-Filters: --entity E  --reason SUBSTRING  --since 2026-11-25T10:00:00Z|1h  --until …  --limit N
-Every command takes --config, --bus, --store like the other subcommands.`
-
-func runCtl(ctx context.Context, env Env, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(env.Stdout, ctlUsage)
-		return nil
-	}
-	switch args[0] {
-	case "pause", "resume":
-		return ctlPause(ctx, env, args[0], args[1:])
-	case "status":
-		return ctlStatus(ctx, env, args[1:])
-	case "parked":
-		if len(args) < 2 {
-			return errors.New("ctl parked needs a command: list, show, replay or purge")
-		}
-		return ctlParked(ctx, env, args[1], args[2:])
-	}
-	return fmt.Errorf("unknown ctl command %q\n\n%s", args[0], ctlUsage)
+func newCtlCmd(env Env) *cobra.Command {
+	conn := &connFlags{}
+	cmd := newGroup("ctl", "operate a running deployment: pause, resume, status, parked events",
+		`Operate a running deployment through its bus and state store: pause and
+resume a stream for every worker, show the streams and workers, and list,
+show, replay or purge parked events.`)
+	conn.register(cmd.PersistentFlags(), flagConfig, flagNamespace, flagDataDir, flagLogLevel)
+	cmd.AddCommand(
+		newCtlPauseCmd(env, conn, "pause", "stop every worker pulling a stream (within a second)"),
+		newCtlPauseCmd(env, conn, "resume", "let workers pull a paused stream again"),
+		newCtlStatusCmd(env, conn),
+		newCtlParkedCmd(env, conn),
+	)
+	return cmd
 }
 
-func ctlPause(ctx context.Context, env Env, verb string, args []string) error {
-	fs := newFlagSet(env, "ctl "+verb, "--stream live|resync")
-	conn := addConnFlags(fs, "store")
-	streamName := fs.String("stream", "", "stream to "+verb+": live or resync (required)")
-	reason := fs.String("reason", "", "why (shown by ctl status)")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
+func newCtlPauseCmd(env Env, conn *connFlags, verb, short string) *cobra.Command {
+	var streamName, reason string
+	cmd := &cobra.Command{
+		Use:   verb + " --stream live|resync",
+		Short: short,
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return ctlPause(cmd.Context(), env, conn, verb, streamName, reason)
+		},
 	}
-	stream, err := bus.ParseStream(*streamName)
+	conn.register(cmd.Flags(), flagStore)
+	cmd.Flags().StringVar(&streamName, "stream", "", "stream to "+verb+": live or resync")
+	if verb == "pause" {
+		cmd.Flags().StringVar(&reason, "reason", "", "why (shown by ctl status)")
+	}
+	markRequired(cmd, "stream")
+	return cmd
+}
+
+func ctlPause(ctx context.Context, env Env, conn *connFlags, verb, streamName, reason string) error {
+	stream, err := bus.ParseStream(streamName)
 	if err != nil {
-		return fmt.Errorf("--stream: %w", err)
+		return usagef("--stream: %w", err)
 	}
 	cfg, err := conn.load(env)
 	if err != nil {
@@ -71,7 +68,7 @@ func ctlPause(ctx context.Context, env Env, verb string, args []string) error {
 	}
 	defer res.Close()
 	host, _ := os.Hostname()
-	if err := control.SetPaused(ctx, res.Store, stream, verb == "pause", "ctl@"+host, *reason); err != nil {
+	if err := control.SetPaused(ctx, res.Store, stream, verb == "pause", "ctl@"+host, reason); err != nil {
 		return err
 	}
 	if verb == "pause" {
@@ -100,13 +97,20 @@ type ClusterStatus struct {
 	Workers []control.WorkerStatus `json:"workers"`
 }
 
-func ctlStatus(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "ctl status", "[--json]")
-	conn := addConnFlags(fs, "bus", "store")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
+func newCtlStatusCmd(env Env, conn *connFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "per stream: paused, queue depth, consumers, in-flight, rates; the live workers",
+		Args:  noArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return ctlStatus(cmd.Context(), env, conn, asJSON) },
 	}
+	conn.register(cmd.Flags(), flagBus, flagStore)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func ctlStatus(ctx context.Context, env Env, conn *connFlags, asJSON bool) error {
 	cfg, err := conn.load(env)
 	if err != nil {
 		return err
@@ -120,7 +124,7 @@ func ctlStatus(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
@@ -183,38 +187,72 @@ func printStatus(w io.Writer, st ClusterStatus) {
 	_ = tw.Flush()
 }
 
-func ctlParked(ctx context.Context, env Env, verb string, args []string) error {
-	fs := newFlagSet(env, "ctl parked "+verb, "[filters]")
-	conn := addConnFlags(fs, "bus")
-	entity := fs.String("entity", "", "only events of this entity type")
-	reason := fs.String("reason", "", "only messages whose reason contains this text")
-	since := fs.String("since", "", "parked at or after: RFC 3339 time or a duration ago like 1h")
-	until := fs.String("until", "", "parked at or before: RFC 3339 time or a duration ago")
-	limit := fs.Int("limit", 0, "at most this many (0: all)")
-	id := fs.String("id", "", "message id (show)")
-	asJSON := fs.Bool("json", false, "print JSON (list, show)")
-	yes := fs.Bool("yes", false, "confirm purge")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
+// parkedFlags are the flags of the "ctl parked" commands; each command
+// registers the ones it acts on.
+type parkedFlags struct {
+	entity, reason, since, until string
+	limit                        int
+	id                           string
+	asJSON, yes                  bool
+}
+
+func newCtlParkedCmd(env Env, conn *connFlags) *cobra.Command {
+	cmd := newGroup("parked", "list, show, replay or purge parked events",
+		`Parked events are those the workers could not apply (invalid, rejected by the
+API, or out of attempts), kept with their reason. Filters select them by
+entity, reason and time; run "list" with the same filters before "replay"
+or "purge".`)
+	for _, c := range []struct {
+		verb, use, short string
+		filters          bool
+	}{
+		{"list", "list [filters]", "list parked messages", true},
+		{"show", "show --id ID", "one parked message with its body", false},
+		{"replay", "replay [filters]", "send matching messages back to their original stream", true},
+		{"purge", "purge [filters] --yes", "delete matching parked messages for good", true},
+	} {
+		f := &parkedFlags{}
+		sub := &cobra.Command{
+			Use:   c.use,
+			Short: c.short,
+			Args:  noArgs,
+			RunE:  func(cmd *cobra.Command, _ []string) error { return ctlParked(cmd.Context(), env, conn, c.verb, f) },
+		}
+		fs := sub.Flags()
+		conn.register(fs, flagBus)
+		if c.filters {
+			fs.StringVar(&f.entity, "entity", "", "only events of this entity type")
+			fs.StringVar(&f.reason, "reason", "", "only messages whose reason contains this text")
+			fs.StringVar(&f.since, "since", "", "parked at or after: RFC 3339 time or a duration ago like 1h")
+			fs.StringVar(&f.until, "until", "", "parked at or before: RFC 3339 time or a duration ago")
+			fs.IntVar(&f.limit, "limit", 0, "at most this many (0: all)")
+		}
+		switch c.verb {
+		case "show":
+			fs.StringVar(&f.id, "id", "", "message id (see ctl parked list)")
+			markRequired(sub, "id")
+		case "purge":
+			fs.BoolVar(&f.yes, "yes", false, "confirm: delete the matching messages")
+		}
+		if c.verb == "list" || c.verb == "show" {
+			fs.BoolVar(&f.asJSON, "json", false, "print JSON")
+		}
+		cmd.AddCommand(sub)
 	}
-	f := bus.ParkedFilter{Entity: *entity, ReasonContains: *reason, Limit: *limit}
+	return cmd
+}
+
+func ctlParked(ctx context.Context, env Env, conn *connFlags, verb string, pf *parkedFlags) error {
+	f := bus.ParkedFilter{Entity: pf.entity, ReasonContains: pf.reason, Limit: pf.limit}
 	var err error
-	if f.Since, err = parseWhen(*since); err != nil {
-		return fmt.Errorf("--since: %w", err)
+	if f.Since, err = parseWhen(pf.since); err != nil {
+		return usagef("--since: %w", err)
 	}
-	if f.Until, err = parseWhen(*until); err != nil {
-		return fmt.Errorf("--until: %w", err)
+	if f.Until, err = parseWhen(pf.until); err != nil {
+		return usagef("--until: %w", err)
 	}
-	switch verb {
-	case "list", "show", "replay", "purge":
-	default:
-		return fmt.Errorf("unknown ctl parked command %q: use list, show, replay or purge", verb)
-	}
-	if verb == "show" && *id == "" {
-		return errors.New("ctl parked show needs --id (see ctl parked list)")
-	}
-	if verb == "purge" && !*yes {
-		return errors.New("ctl parked purge deletes messages for good: run ctl parked list with the same filters first, then add --yes")
+	if verb == "purge" && !pf.yes {
+		return usage(errors.New("ctl parked purge deletes messages for good: run ctl parked list with the same filters first, then add --yes"))
 	}
 	cfg, err := conn.load(env)
 	if err != nil {
@@ -240,11 +278,11 @@ func ctlParked(ctx context.Context, env Env, verb string, args []string) error {
 		return err
 	}
 	if verb == "show" {
-		if msgs = selectID(msgs, *id); len(msgs) == 0 {
-			return fmt.Errorf("no parked message with id %q (see ctl parked list)", *id)
+		if msgs = selectID(msgs, pf.id); len(msgs) == 0 {
+			return fmt.Errorf("no parked message with id %q (see ctl parked list)", pf.id)
 		}
 	}
-	if *asJSON {
+	if pf.asJSON {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(msgs)

@@ -7,17 +7,28 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/eventsync/eventsync/internal/demo"
 )
 
-// runDemo runs the whole system in this process and reports whether it
-// converged; see internal/demo and docs/demo.md.
-func runDemo(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "demo", "[flags]")
+func newDemoCmd(env Env) *cobra.Command {
+	var (
+		cfg   demo.Config
+		quiet bool
+	)
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "run everything in one process on an embedded bus and prove it converges",
+		Long: `Run the whole system in this process (embedded NATS, a SQLite application
+with a workload, relay, workers, faults, a resync with live paused half way)
+and report whether the API converged; exit 0 only if it did (docs/demo.md).`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDemo(cmd.Context(), env, cfg, quiet) },
+	}
+	fs := cmd.Flags()
 	def := demo.Config{}.WithDefaults()
-	var cfg demo.Config
 	fs.IntVar(&cfg.Entities, "entities", def.Entities, "listings in the application database at the start")
 	fs.DurationVar(&cfg.Duration, "duration", def.Duration, "how long the application workload writes after the initial sync; the resync starts half way")
 	fs.IntVar(&cfg.Rate, "rate", def.Rate, "workload transactions per second (1 to 5 row changes each, ~5% rolled back)")
@@ -25,11 +36,15 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 	fs.IntVar(&cfg.Concurrency, "concurrency", def.Concurrency, "events in flight per worker")
 	fs.StringVar(&cfg.Faults, "faults", def.Faults, "fake API faults and bus chaos: none, realistic or heavy")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the embedded NATS data, app.db, fakeapi.json and demo.log; cleared first if an earlier demo made it (default: a new temporary directory, kept)")
+	_ = fs.SetAnnotation("data-dir", cobra.BashCompSubdirsInDir, []string{})
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed for the workload, chaos and fault dice; 0 picks one (printed in the report)")
-	quiet := fs.Bool("quiet", false, "print only the final report, no progress")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
-	}
+	fs.BoolVar(&quiet, "quiet", false, "print only the final report, no progress")
+	return cmd
+}
+
+// runDemo runs the whole system in this process and reports whether it
+// converged; see internal/demo and docs/demo.md.
+func runDemo(ctx context.Context, env Env, cfg demo.Config, quiet bool) error {
 	// Zero would silently mean "default" in demo.Config; on the command
 	// line it is a mistake.
 	for _, f := range []struct {
@@ -37,16 +52,16 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 		val  int
 	}{{"entities", cfg.Entities}, {"rate", cfg.Rate}, {"workers", cfg.Workers}, {"concurrency", cfg.Concurrency}} {
 		if f.val < 1 {
-			return fmt.Errorf("--%s %d: must be at least 1", f.name, f.val)
+			return usagef("--%s %d: must be at least 1", f.name, f.val)
 		}
 	}
 	if cfg.Duration <= 0 {
-		return fmt.Errorf("--duration %s: must be positive, e.g. 20s", cfg.Duration)
+		return usagef("--duration %s: must be positive, e.g. 20s", cfg.Duration)
 	}
 	if err := cfg.WithDefaults().Validate(); err != nil {
-		return err
+		return usage(err)
 	}
-	if !*quiet {
+	if !quiet {
 		cfg.Progress = env.Stdout
 		if f, ok := env.Stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			cfg.Interactive = true

@@ -6,21 +6,39 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/eventsync/eventsync/fakeapi"
 )
 
-// runFakeAPI serves the third-party API simulator until ctx is cancelled.
-func runFakeAPI(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "fakeapi", "[flags]")
-	var (
-		cfg     fakeapi.Config
-		f       fakeapi.Faults
-		latency = fs.Duration("latency", 0, "base latency added to every /v1 request, e.g. 20ms")
-		jitter  = fs.Duration("jitter", 0, "extra random latency in [0, jitter)")
-		hold    = fs.Duration("timeout-hold", fakeapi.DefaultTimeoutHold, "how long a timed-out write's response is held (make it exceed client deadlines)")
-		seed    = fs.Uint64("seed", 0, "seed for the fault dice; 0 picks a random one")
-	)
+// fakeAPIFlags are the flags of "eventsync fakeapi".
+type fakeAPIFlags struct {
+	cfg                   fakeapi.Config
+	faults                fakeapi.Faults
+	latency, jitter, hold time.Duration
+	seed                  uint64
+}
+
+func newFakeAPICmd(env Env) *cobra.Command {
+	fl := &fakeAPIFlags{}
+	cmd := &cobra.Command{
+		Use:   "fakeapi",
+		Short: "run the third-party API simulator (faults, detectors)",
+		Long: `Serve an unfriendly third-party API: latency, errors, timeouts that still
+write, rate limits and a concurrency ceiling, with detectors for overlapping,
+duplicate and stale writes. Prints its URL on stdout; stops on SIGINT or
+SIGTERM.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runFakeAPI(cmd.Context(), env, fl) },
+	}
+	fs := cmd.Flags()
+	cfg, f := &fl.cfg, &fl.faults
+	fs.DurationVar(&fl.latency, "latency", 0, "base latency added to every /v1 request, e.g. 20ms")
+	fs.DurationVar(&fl.jitter, "jitter", 0, "extra random latency in [0, jitter)")
+	fs.DurationVar(&fl.hold, "timeout-hold", fakeapi.DefaultTimeoutHold, "how long a timed-out write's response is held (make it exceed client deadlines)")
+	fs.Uint64Var(&fl.seed, "seed", 0, "seed for the fault dice; 0 picks a random one")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "address to listen on; 127.0.0.1:0 picks a free port (the URL is printed on stdout)")
 	fs.Float64Var(&f.ErrorRate, "error-rate", 0, "fraction (0..1) of /v1 requests answered with a random 500/502/503")
 	fs.Float64Var(&f.TimeoutRate, "timeout-rate", 0, "fraction (0..1) of writes that happen but whose response is held for --timeout-hold")
@@ -29,17 +47,20 @@ func runFakeAPI(ctx context.Context, env Env, args []string) error {
 	fs.IntVar(&f.MaxConcurrency, "max-concurrency", 0, "requests in flight above which /v1 answers 503 at once; 0 means unlimited")
 	fs.StringVar(&cfg.VersionField, "version-field", fakeapi.DefaultVersionField, "numeric record field the stale-write detector compares")
 	fs.StringVar(&cfg.StateFile, "state-file", "", "load records from this file at start if it exists, save them atomically on shutdown and POST /_admin/save")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
-	}
-	f.Latency, f.Jitter, f.TimeoutHold = fakeapi.Duration(*latency), fakeapi.Duration(*jitter), fakeapi.Duration(*hold)
-	cfg.Faults, cfg.Seed = f, *seed
+	return cmd
+}
+
+// runFakeAPI serves the third-party API simulator until ctx is cancelled.
+func runFakeAPI(ctx context.Context, env Env, fl *fakeAPIFlags) error {
+	cfg, f := fl.cfg, fl.faults
+	f.Latency, f.Jitter, f.TimeoutHold = fakeapi.Duration(fl.latency), fakeapi.Duration(fl.jitter), fakeapi.Duration(fl.hold)
+	cfg.Faults, cfg.Seed = f, fl.seed
 	cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, nil))
 	if err := f.Validate(); err != nil {
-		return faultFlagError(err)
+		return usage(faultFlagError(err))
 	}
 	if strings.TrimSpace(cfg.VersionField) == "" {
-		return errors.New("--version-field must not be empty; the default is \"version\"")
+		return usage(errors.New("--version-field must not be empty; the default is \"version\""))
 	}
 
 	srv, err := fakeapi.Start(ctx, cfg)

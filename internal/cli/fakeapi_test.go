@@ -70,7 +70,7 @@ func TestFakeAPICommandRejectsBadFlags(t *testing.T) {
 		"invalid --error-rate: must be a fraction between 0 and 1": {"--error-rate", "1.5"},
 		"invalid --timeout-rate":                                   {"--timeout-rate", "-1"},
 		"invalid --max-concurrency":                                {"--max-concurrency", "-2"},
-		"invalid value \"soon\" for flag -latency":                 {"--latency", "soon"},
+		"invalid argument \"soon\" for \"--latency\" flag":         {"--latency", "soon"},
 		"--version-field must not be empty":                        {"--version-field", " "},
 		"unexpected argument":                                      {"extra"},
 	}

@@ -50,7 +50,8 @@ func (r *resources) Close() {
 }
 
 // openResources opens the bus and/or store named in cfg. An empty URL means
-// the embedded NATS server under cfg.DataDir, started once for both.
+// the embedded NATS server under cfg.DataDir, started once for both, and
+// only when a data directory was given.
 func openResources(ctx context.Context, cfg *config.Config, log *slog.Logger, what need) (_ *resources, err error) {
 	res := &resources{}
 	defer func() {
@@ -58,8 +59,11 @@ func openResources(ctx context.Context, cfg *config.Config, log *slog.Logger, wh
 			res.Close()
 		}
 	}()
-	embeddedURL := func() (string, error) {
+	embeddedURL := func(what string) (string, error) {
 		if res.Embedded == nil {
+			if cfg.DataDir == "" {
+				return "", errNoDeployment(what)
+			}
 			dir := filepath.Join(cfg.DataDir, "nats")
 			srv, err := embedded.Start(ctx, embedded.Config{DataDir: dir, Logger: log})
 			if err != nil {
@@ -75,7 +79,7 @@ func openResources(ctx context.Context, cfg *config.Config, log *slog.Logger, wh
 		url := cfg.Bus
 		res.BusName = config.Redact(url)
 		if url == "" {
-			if url, err = embeddedURL(); err != nil {
+			if url, err = embeddedURL("bus"); err != nil {
 				return nil, err
 			}
 			res.BusName = "embedded " + url
@@ -91,7 +95,7 @@ func openResources(ctx context.Context, cfg *config.Config, log *slog.Logger, wh
 		url := cfg.Store
 		res.StoreName = config.Redact(url)
 		if url == "" {
-			if url, err = embeddedURL(); err != nil {
+			if url, err = embeddedURL("state store"); err != nil {
 				return nil, err
 			}
 			res.StoreName = "embedded " + url

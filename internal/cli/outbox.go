@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/eventsync/eventsync/internal/config"
 	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/source/postgres"
@@ -21,13 +23,13 @@ import (
 func openSource(ctx context.Context, rawURL string, log *slog.Logger) (source.Source, error) {
 	switch {
 	case rawURL == "":
-		return nil, errors.New("no source database; set --source postgres://user@host:5432/db or sqlite:///path/app.db (or source: in the config file)")
+		return nil, usage(errors.New("no source database; set --source postgres://user@host:5432/db or sqlite:///path/app.db (or source: in the config file)"))
 	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
 		return postgres.Open(ctx, postgres.Config{DSN: rawURL, Logger: log})
 	case strings.HasPrefix(rawURL, "sqlite://"):
 		path := strings.TrimPrefix(rawURL, "sqlite://")
 		if path == "" {
-			return nil, errors.New("--source sqlite:// needs a path: sqlite:///abs/path/app.db or sqlite://relative/app.db")
+			return nil, usage(errors.New("--source sqlite:// needs a path: sqlite:///abs/path/app.db or sqlite://relative/app.db"))
 		}
 		// The application's database must exist; a typo must not create
 		// an empty one that the relay then watches forever.
@@ -36,32 +38,18 @@ func openSource(ctx context.Context, rawURL string, log *slog.Logger) (source.So
 		}
 		return sqlite.Open(ctx, sqlite.Config{Path: path, Logger: log})
 	}
-	return nil, fmt.Errorf("unsupported --source %q; use postgres://user@host:5432/db or sqlite:///path/app.db", config.Redact(rawURL))
+	return nil, usagef("unsupported --source %q; use postgres://user@host:5432/db or sqlite:///path/app.db", config.Redact(rawURL))
 }
 
-// runOutbox dispatches "eventsync outbox <install|install-trigger|remove-trigger>".
-func runOutbox(ctx context.Context, env Env, args []string) error {
-	const usage = `Usage: eventsync outbox <subcommand> [flags]
-
-Subcommands:
-  install          create or upgrade the outbox table, sequence and functions
-  install-trigger  capture a table's inserts, updates and deletes into the outbox
-  remove-trigger   stop capturing a table (versions keep being stamped)
-
-Run "eventsync outbox <subcommand> -h" for its flags.`
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(env.Stdout, usage)
-		return nil
-	}
-	switch args[0] {
-	case "install":
-		return runOutboxInstall(ctx, env, args[1:])
-	case "install-trigger":
-		return runOutboxInstallTrigger(ctx, env, args[1:])
-	case "remove-trigger":
-		return runOutboxRemoveTrigger(ctx, env, args[1:])
-	}
-	return fmt.Errorf("unknown subcommand %q; use install, install-trigger or remove-trigger", args[0])
+func newOutboxCmd(env Env) *cobra.Command {
+	conn := &connFlags{}
+	cmd := newGroup("outbox", "install the outbox and table triggers in the source database",
+		`Install the transactional outbox in the application database (--source) and
+capture tables into it with triggers, without changing application code
+(docs/outbox.md).`)
+	conn.register(cmd.PersistentFlags(), flagConfig, flagLogLevel)
+	cmd.AddCommand(newOutboxInstallCmd(env, conn), newOutboxInstallTriggerCmd(env, conn), newOutboxRemoveTriggerCmd(env, conn))
+	return cmd
 }
 
 // withSource loads the shared configuration, opens the source, runs fn and
@@ -80,12 +68,18 @@ func withSource(ctx context.Context, env Env, cf *connFlags, fn func(source.Sour
 	return fn(src, log)
 }
 
-func runOutboxInstall(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "outbox install", "--source URL")
-	cf := addConnFlags(fs, "source")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
+func newOutboxInstallCmd(env Env, conn *connFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "install --source URL",
+		Short: "create or upgrade the outbox table, sequence and functions",
+		Args:  noArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runOutboxInstall(cmd.Context(), env, conn) },
 	}
+	conn.register(cmd.Flags(), flagSource)
+	return cmd
+}
+
+func runOutboxInstall(ctx context.Context, env Env, cf *connFlags) error {
 	return withSource(ctx, env, cf, func(src source.Source, _ *slog.Logger) error {
 		if err := src.Install(ctx); err != nil {
 			return err
@@ -105,31 +99,34 @@ func splitList(s string) []string {
 	return out
 }
 
-func runOutboxInstallTrigger(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "outbox install-trigger", "--source URL --table T --entity E --key COL [--columns a,b] [--exclude-columns c,d]")
-	cf := addConnFlags(fs, "source")
-	var spec source.TriggerSpec
-	var cols, exclude string
+func newOutboxInstallTriggerCmd(env Env, conn *connFlags) *cobra.Command {
+	var (
+		spec          source.TriggerSpec
+		cols, exclude string
+	)
+	cmd := &cobra.Command{
+		Use:   "install-trigger --source URL --table T --entity E --key COL",
+		Short: "capture a table's inserts, updates and deletes into the outbox",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			spec.Columns, spec.ExcludeColumns = splitList(cols), splitList(exclude)
+			return runOutboxInstallTrigger(cmd.Context(), env, conn, spec)
+		},
+	}
+	fs := cmd.Flags()
+	conn.register(fs, flagSource)
 	fs.StringVar(&spec.Table, "table", "", "table to capture (schema.table allowed on PostgreSQL)")
 	fs.StringVar(&spec.Entity, "entity", "", "entity name of its events, [a-z][a-z0-9_]*")
 	fs.StringVar(&spec.KeyColumn, "key", "", "column whose value is the event key (usually the primary key)")
 	fs.StringVar(&cols, "columns", "", "comma-separated columns to put in the event data (default: all)")
 	fs.StringVar(&exclude, "exclude-columns", "", "comma-separated columns never to put in the event data (secrets)")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
-	}
-	spec.Columns, spec.ExcludeColumns = splitList(cols), splitList(exclude)
-	var missing []string
-	for _, f := range []struct{ flag, val string }{{"--table", spec.Table}, {"--entity", spec.Entity}, {"--key", spec.KeyColumn}} {
-		if f.val == "" {
-			missing = append(missing, f.flag)
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing %s; run \"eventsync outbox install-trigger -h\"", strings.Join(missing, ", "))
-	}
+	markRequired(cmd, "table", "entity", "key")
+	return cmd
+}
+
+func runOutboxInstallTrigger(ctx context.Context, env Env, cf *connFlags, spec source.TriggerSpec) error {
 	if err := spec.Validate(); err != nil {
-		return err
+		return usage(err)
 	}
 	return withSource(ctx, env, cf, func(src source.Source, _ *slog.Logger) error {
 		if err := src.InstallTrigger(ctx, spec); err != nil {
@@ -140,21 +137,28 @@ func runOutboxInstallTrigger(ctx context.Context, env Env, args []string) error 
 	})
 }
 
-func runOutboxRemoveTrigger(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "outbox remove-trigger", "--source URL --table T")
-	cf := addConnFlags(fs, "source")
-	table := fs.String("table", "", "table to stop capturing")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
+func newOutboxRemoveTriggerCmd(env Env, conn *connFlags) *cobra.Command {
+	var table string
+	cmd := &cobra.Command{
+		Use:   "remove-trigger --source URL --table T",
+		Short: "stop capturing a table (versions keep being stamped)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runOutboxRemoveTrigger(cmd.Context(), env, conn, table)
+		},
 	}
-	if *table == "" {
-		return errors.New("missing --table; run \"eventsync outbox remove-trigger -h\"")
-	}
+	conn.register(cmd.Flags(), flagSource)
+	cmd.Flags().StringVar(&table, "table", "", "table to stop capturing")
+	markRequired(cmd, "table")
+	return cmd
+}
+
+func runOutboxRemoveTrigger(ctx context.Context, env Env, cf *connFlags, table string) error {
 	return withSource(ctx, env, cf, func(src source.Source, _ *slog.Logger) error {
-		if err := src.RemoveTrigger(ctx, *table); err != nil {
+		if err := src.RemoveTrigger(ctx, table); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stdout, "stopped capturing %s\n", *table)
+		fmt.Fprintf(env.Stdout, "stopped capturing %s\n", table)
 		return nil
 	})
 }

@@ -67,7 +67,7 @@ func TestOutboxCommandsSQLite(t *testing.T) {
 		{[]string{"outbox", "install", "--source", "sqlite://" + filepath.Join(t.TempDir(), "missing.db")}, "no such file"},
 		{[]string{"outbox", "install", "--source", "mysql://x"}, "unsupported scheme"},
 		{[]string{"outbox", "install-trigger", "--source", src, "--table", "hosts"}, "missing --entity, --key"},
-		{[]string{"outbox", "frobnicate"}, "unknown subcommand"},
+		{[]string{"outbox", "frobnicate"}, `unknown command "frobnicate" for "eventsync outbox"`},
 		{[]string{"relay", "--source", src, "--bus", "kafka://x"}, "unsupported scheme"},
 	} {
 		code, _, errOut := run(t, "", tc.args...)

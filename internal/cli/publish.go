@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/spf13/cobra"
+
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/event"
 )
@@ -16,27 +18,44 @@ import (
 // publishBatch is how many events go to the broker per confirmed batch.
 const publishBatch = 500
 
-func runPublish(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "publish", "--stream live|resync [FILE]")
-	conn := addConnFlags(fs, "bus")
-	streamName := fs.String("stream", "live", "stream to publish to: live or resync")
-	maxBytes := fs.Int("max-event-bytes", event.DefaultMaxSize, "reject events larger than this")
-	if err := parseFlags(fs, args, 1); err != nil {
-		return err
+func newPublishCmd(env Env) *cobra.Command {
+	var (
+		conn       connFlags
+		streamName string
+		maxBytes   int
+	)
+	cmd := &cobra.Command{
+		Use:   "publish --stream live|resync [FILE]",
+		Short: "publish newline-delimited events from a file or stdin, with confirms",
+		Long: `Publish newline-delimited JSON events (docs/events.md) from FILE, or from
+stdin when FILE is absent or "-", in confirmed batches. A bad line stops the
+run after the lines before it were published.`,
+		Args: maxArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runPublish(cmd.Context(), env, &conn, streamName, maxBytes, args)
+		},
 	}
-	stream, err := bus.ParseStream(*streamName)
+	fs := cmd.Flags()
+	conn.register(fs, flagConfig, flagBus, flagNamespace, flagDataDir, flagLogLevel)
+	fs.StringVar(&streamName, "stream", "live", "stream to publish to: live or resync")
+	fs.IntVar(&maxBytes, "max-event-bytes", event.DefaultMaxSize, "reject events larger than this")
+	return cmd
+}
+
+func runPublish(ctx context.Context, env Env, conn *connFlags, streamName string, maxBytes int, args []string) error {
+	stream, err := bus.ParseStream(streamName)
 	if err != nil {
-		return fmt.Errorf("--stream: %w", err)
+		return usagef("--stream: %w", err)
 	}
 	in := env.Stdin
 	name := "stdin"
-	if fs.NArg() == 1 && fs.Arg(0) != "-" {
-		f, err := os.Open(fs.Arg(0))
+	if len(args) == 1 && args[0] != "-" {
+		f, err := os.Open(args[0])
 		if err != nil {
 			return fmt.Errorf("open events file: %w", err)
 		}
 		defer f.Close()
-		in, name = f, fs.Arg(0)
+		in, name = f, args[0]
 	}
 	cfg, err := conn.load(env)
 	if err != nil {
@@ -48,7 +67,7 @@ func runPublish(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer res.Close()
-	n, err := publishNDJSON(ctx, res.Bus, stream, in, *maxBytes)
+	n, err := publishNDJSON(ctx, res.Bus, stream, in, maxBytes)
 	fmt.Fprintf(env.Stdout, "published %d events from %s to %s\n", n, name, stream)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)

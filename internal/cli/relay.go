@@ -2,28 +2,54 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/eventsync/eventsync/internal/config"
 	"github.com/eventsync/eventsync/internal/relay"
 	"github.com/eventsync/eventsync/source/sqlite"
 )
 
-// runRelay publishes outbox rows to the live stream until interrupted.
-func runRelay(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "relay", "--source URL --bus URL [flags]")
-	cf := addConnFlags(fs, "source", "bus")
-	var rc relay.Config
-	fs.IntVar(&rc.BatchSize, "batch-size", 500, "outbox rows per claim and per confirmed publish")
-	fs.DurationVar(&rc.PollInterval, "poll-interval", time.Second, "longest wait for new rows when no notification arrives (SQLite polls at least every 100ms)")
-	fs.DurationVar(&rc.Retention, "retention", 24*time.Hour, "how long sent rows stay in the outbox before cleanup deletes them")
-	fs.IntVar(&rc.Concurrency, "concurrency", 4, "claim-publish loops running at once (claims never overlap; 1 on SQLite unless set)")
-	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9091", "address for /metrics and /healthz; empty disables")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
+// relayFlags are the flags of "eventsync relay".
+type relayFlags struct {
+	conn           connFlags
+	rc             relay.Config
+	admin          string
+	concurrencySet bool // --concurrency given: keep it even on SQLite
+}
+
+func newRelayCmd(env Env) *cobra.Command {
+	f := &relayFlags{}
+	cmd := &cobra.Command{
+		Use:   "relay --source URL --bus URL",
+		Short: "publish outbox rows to the live stream",
+		Long: `Claim committed outbox rows, publish them to the live stream with confirms
+and mark them sent, until SIGINT or SIGTERM. Several relays may run at once.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.concurrencySet = cmd.Flags().Changed("concurrency")
+			return runRelay(cmd.Context(), env, f)
+		},
 	}
-	cfg, err := cf.load(env)
+	fs := cmd.Flags()
+	f.conn.register(fs, flagConfig, flagSource, flagBus, flagNamespace, flagDataDir, flagLogLevel)
+	fs.IntVar(&f.rc.BatchSize, "batch-size", 500, "outbox rows per claim and per confirmed publish")
+	fs.DurationVar(&f.rc.PollInterval, "poll-interval", time.Second, "longest wait for new rows when no notification arrives (SQLite polls at least every 100ms)")
+	fs.DurationVar(&f.rc.Retention, "retention", 24*time.Hour, "how long sent rows stay in the outbox before cleanup deletes them")
+	fs.IntVar(&f.rc.Concurrency, "concurrency", 4, "claim-publish loops running at once (claims never overlap; 1 on SQLite unless set)")
+	const adminDefault = "127.0.0.1:9091"
+	fs.StringVar(&f.admin, "admin", adminDefault, "admin HTTP address for /metrics and /healthz; \"off\" (or empty) disables")
+	// The relay's name for --admin before it matched the worker's.
+	fs.StringVar(&f.admin, "metrics-addr", adminDefault, "same as --admin")
+	deprecate(fs, "metrics-addr", "admin")
+	return cmd
+}
+
+// runRelay publishes outbox rows to the live stream until interrupted.
+func runRelay(ctx context.Context, env Env, f *relayFlags) error {
+	rc := f.rc
+	cfg, err := f.conn.load(env)
 	if err != nil {
 		return err
 	}
@@ -48,24 +74,22 @@ func runRelay(ctx context.Context, env Env, args []string) error {
 	rc.Registerer, rc.Logger = reg, log
 	// The relay rejects what the worker would park as too large.
 	rc.MaxEventBytes = cfg.Worker.MaxEventBytes
-	if _, isSQLite := src.(*sqlite.Source); isSQLite && !flagSet(fs, "concurrency") {
+	if _, isSQLite := src.(*sqlite.Source); isSQLite && !f.concurrencySet {
 		rc.Concurrency = 1 // SQLite has one writer at a time; a second loop only waits
 	}
 	r, err := relay.New(src, res.Bus, rc)
 	if err != nil {
 		return err
 	}
-	admin, err := startAdmin(*metricsAddr, reg, nil, log)
+	addr := f.admin
+	if addr == "off" {
+		addr = ""
+	}
+	admin, err := startAdmin(addr, reg, nil, log)
 	if err != nil {
 		return err
 	}
 	defer admin.Stop()
 	log.Info("relaying outbox", "source", config.Redact(cfg.Source), "bus", res.BusName)
 	return r.Run(ctx)
-}
-
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }

@@ -9,27 +9,43 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/eventsync/eventsync/internal/config"
 	"github.com/eventsync/eventsync/internal/resync"
 )
 
-const resyncSynopsis = "--source URL --table T --entity E --key COL [--version-col C] [--where SQL] [--columns a,b | --exclude-columns c,d] [--page-size N] [--run-id ID] [--restart] [--dry-run] [--pause-live] [--delete-missing [--yes]]"
+// resyncFlags are the flags of "eventsync resync".
+type resyncFlags struct {
+	conn          connFlags
+	spec          resync.Spec
+	cols, exclude string
+	drainStable   time.Duration
+	jsonOut       bool
+}
 
-// runResync publishes a consistent snapshot of a table to the resync stream.
-func runResync(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "resync", resyncSynopsis)
-	cf := addConnFlags(fs, "source", "bus", "store")
-	var spec resync.Spec
-	var cols, exclude string
+func newResyncCmd(env Env) *cobra.Command {
+	f := &resyncFlags{}
+	cmd := &cobra.Command{
+		Use:   "resync --source URL --table T --entity E --key COL",
+		Short: "publish a consistent snapshot of a table to the resync stream, resumable",
+		Long: `Read a table in one consistent snapshot, page by page, and publish an upsert
+event per row to the resync stream, checkpointing each page in the state
+store: an interrupted run continues where it stopped when run again.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runResync(cmd.Context(), env, f) },
+	}
+	fs := cmd.Flags()
+	f.conn.register(fs, flagConfig, flagSource, flagBus, flagStore, flagNamespace, flagDataDir, flagLogLevel)
+	spec := &f.spec
 	fs.StringVar(&spec.Table, "table", "", "table to snapshot (schema.table allowed on PostgreSQL)")
 	fs.StringVar(&spec.Entity, "entity", "", "entity name of its events, [a-z][a-z0-9_]*")
 	fs.StringVar(&spec.KeyColumn, "key", "", "column whose value is the event key; pages are read in its order")
 	fs.StringVar(&spec.VersionColumn, "version-col", "", "column holding the row's version (default eventsync_version, stamped by \"eventsync outbox install-trigger\")")
 	fs.StringVar(&spec.Where, "where", "", "SQL condition selecting the rows to resync, e.g. \"archived = false\"")
-	fs.StringVar(&cols, "columns", "", "comma-separated columns to put in the event data (default: all; must match the trigger's)")
-	fs.StringVar(&exclude, "exclude-columns", "", "comma-separated columns never to put in the event data (must match the trigger's)")
+	fs.StringVar(&f.cols, "columns", "", "comma-separated columns to put in the event data (default: all; must match the trigger's)")
+	fs.StringVar(&f.exclude, "exclude-columns", "", "comma-separated columns never to put in the event data (must match the trigger's)")
 	fs.IntVar(&spec.PageSize, "page-size", resync.DefaultPageSize, "rows per page, per confirmed publish and per checkpoint")
 	fs.StringVar(&spec.RunID, "run-id", "", "name of the run and its checkpoint (default: entity plus a hash of table, key, where and columns)")
 	fs.BoolVar(&spec.Restart, "restart", false, "ignore the run's checkpoint and start from the first row")
@@ -37,31 +53,26 @@ func runResync(ctx context.Context, env Env, args []string) error {
 	fs.BoolVar(&spec.PauseLive, "pause-live", false, "pause the live stream for every worker, resume it once the resync stream is applied")
 	fs.BoolVar(&spec.DeleteMissing, "delete-missing", false, "after a complete run, find entities the state store knows but the table no longer has (report only without --yes)")
 	fs.BoolVar(&spec.ApplyDeletes, "yes", false, "with --delete-missing: publish a delete for each missing entity")
-	drainStable := fs.Duration("drain-stable", 3*time.Second, "with --pause-live: how long the resync stream must stay drained before live resumes")
-	jsonOut := fs.Bool("json", false, "print the result as JSON")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
-	}
-	spec.Columns, spec.ExcludeColumns = splitList(cols), splitList(exclude)
-	var missing []string
-	for _, f := range []struct{ flag, val string }{{"--table", spec.Table}, {"--entity", spec.Entity}, {"--key", spec.KeyColumn}} {
-		if f.val == "" {
-			missing = append(missing, f.flag)
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing %s; run \"eventsync resync -h\"", strings.Join(missing, ", "))
-	}
+	fs.DurationVar(&f.drainStable, "drain-stable", 3*time.Second, "with --pause-live: how long the resync stream must stay drained before live resumes")
+	fs.BoolVar(&f.jsonOut, "json", false, "print the result as JSON")
+	markRequired(cmd, "table", "entity", "key")
+	return cmd
+}
+
+// runResync publishes a consistent snapshot of a table to the resync stream.
+func runResync(ctx context.Context, env Env, f *resyncFlags) error {
+	spec := f.spec
+	spec.Columns, spec.ExcludeColumns = splitList(f.cols), splitList(f.exclude)
 	if spec.ApplyDeletes && !spec.DeleteMissing {
-		return errors.New("--yes only confirms --delete-missing; add --delete-missing or drop --yes")
+		return usage(errors.New("--yes only confirms --delete-missing; add --delete-missing or drop --yes"))
 	}
 	if spec.DryRun && spec.PauseLive {
-		return errors.New("--dry-run does not pause anything; drop --pause-live or --dry-run")
+		return usage(errors.New("--dry-run does not pause anything; drop --pause-live or --dry-run"))
 	}
 	if err := spec.WithDefaults().Validate(); err != nil {
-		return err
+		return usage(err)
 	}
-	cfg, err := cf.load(env)
+	cfg, err := f.conn.load(env)
 	if err != nil {
 		return err
 	}
@@ -85,14 +96,14 @@ func runResync(ctx context.Context, env Env, args []string) error {
 	printer := resync.NewPrinter(env.Stderr, isTerminal(env.Stderr), log)
 	opts := []resync.Option{resync.WithLogger(log), resync.WithProgress(printer.Update), resync.WithStore(res.Store)}
 	if spec.PauseLive {
-		opts = append(opts, resync.WithDrain(res.Bus, 0, *drainStable))
+		opts = append(opts, resync.WithDrain(res.Bus, 0, f.drainStable))
 	}
 	if !spec.DryRun {
 		log.Info("resync starting", "table", spec.Table, "entity", spec.Entity, "source", config.Redact(cfg.Source), "bus", res.BusName, "store", res.StoreName)
 	}
 	result, err := resync.Run(ctx, src, res.Bus, res.Store, spec, opts...)
 	printer.Finish()
-	if *jsonOut {
+	if f.jsonOut {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(result)

@@ -4,12 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/url"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/config"
@@ -27,7 +28,7 @@ const (
 )
 
 type verifyFlags struct {
-	conn       *connFlags
+	conn       connFlags
 	entity     string
 	table      string
 	key        string
@@ -65,9 +66,23 @@ type verifyDedupOutput struct {
 	Actions []verify.DedupAction `json:"actions"`
 }
 
-func runVerify(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "verify", "--entity E (--source URL --table T --key COL | --expected FILE.ndjson) (--fakeapi URL | --config FILE) [flags]")
-	f := verifyFlags{conn: addConnFlags(fs, "bus", "store", "source")}
+func newVerifyCmd(env Env) *cobra.Command {
+	f := &verifyFlags{}
+	cmd := &cobra.Command{
+		Use:   "verify --entity E (--source URL --table T --key COL | --expected FILE.ndjson) (--fakeapi URL | --config FILE)",
+		Short: "compare the source of truth with the API; report and repair drift",
+		Long: `Compare the source of truth (a table, or an NDJSON file of expected states)
+with the API's records of one entity, and report what is missing, extra,
+differing or duplicated; --repair publishes corrective events and
+--delete-duplicates removes surplus records (docs/verify.md).
+
+Exit status, like diff(1): 0 converged, 1 diverged, 2 could not check (bad
+flags or configuration included).`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runVerify(cmd.Context(), env, f) },
+	}
+	fs := cmd.Flags()
+	f.conn.register(fs, flagConfig, flagSource, flagBus, flagStore, flagNamespace, flagDataDir, flagLogLevel)
 	fs.StringVar(&f.entity, "entity", "", "entity to compare, e.g. listing")
 	fs.StringVar(&f.table, "table", "", "source table holding the entity (with --source)")
 	fs.StringVar(&f.key, "key", "", "key column of --table")
@@ -85,12 +100,15 @@ func runVerify(ctx context.Context, env Env, args []string) error {
 	fs.StringVar(&f.stream, "stream", "live", "stream --repair publishes to: live or resync")
 	fs.BoolVar(&f.deleteDups, "delete-duplicates", false, "delete surplus remote records of duplicated keys through the sink (prints the plan; add --yes to act)")
 	fs.BoolVar(&f.yes, "yes", false, "with --delete-duplicates: really delete")
-	if err := parseFlags(fs, args, 0); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &ExitError{Code: verifyCannot, Err: err}
-	}
+	_ = cmd.MarkFlagFilename("expected", "ndjson", "jsonl", "json")
+	markRequired(cmd, "entity")
+	return cmd
+}
+
+// runVerify maps the check's outcome to verify's exit codes. Usage errors
+// (flags, configuration) already exit 2 like every command's; verify's 2
+// also covers a check that could not be made.
+func runVerify(ctx context.Context, env Env, f *verifyFlags) error {
 	code, err := f.run(ctx, env)
 	if err != nil {
 		return &ExitError{Code: verifyCannot, Err: err}

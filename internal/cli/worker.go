@@ -3,10 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/engine"
@@ -15,29 +16,50 @@ import (
 	"github.com/eventsync/eventsync/throttle"
 )
 
-func runWorker(ctx context.Context, env Env, args []string) error {
-	fs := newFlagSet(env, "worker", "--config FILE [flags]")
-	conn := addConnFlags(fs, "bus", "store")
-	concurrency := fs.Int("concurrency", 0, "events in flight at once (default 256; env: EVENTSYNC_WORKER_CONCURRENCY)")
-	streams := fs.String("streams", "", "streams to consume: live, resync or live,resync (default both; env: EVENTSYNC_WORKER_STREAMS)")
-	admin := fs.String("admin", "", "admin HTTP address for /metrics, /healthz and /status (default 127.0.0.1:9090; \"off\" disables; env: EVENTSYNC_ADMIN_LISTEN)")
-	workerID := fs.String("worker-id", "", "name of this worker in leases and status (default host-pid)")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
+// workerFlags are the flags of "eventsync worker".
+type workerFlags struct {
+	conn        connFlags
+	concurrency int
+	streams     string
+	admin       string
+	workerID    string
+}
+
+func newWorkerCmd(env Env) *cobra.Command {
+	f := &workerFlags{}
+	cmd := &cobra.Command{
+		Use:   "worker --config FILE",
+		Short: "apply events from the bus to the third-party API",
+		Long: `Consume the live and resync streams and apply each event to the third-party
+API of the config file's sink section, until SIGINT or SIGTERM (in-flight
+events finish within worker.shutdown_grace). Run as many workers as you like
+against the same bus and state store.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runWorker(cmd.Context(), env, f) },
 	}
-	cfg, err := conn.load(env)
+	fs := cmd.Flags()
+	f.conn.register(fs, flagConfig, flagBus, flagStore, flagNamespace, flagDataDir, flagLogLevel)
+	fs.IntVar(&f.concurrency, "concurrency", 0, "events in flight at once (default 256; env: EVENTSYNC_WORKER_CONCURRENCY)")
+	fs.StringVar(&f.streams, "streams", "", "streams to consume: live, resync or live,resync (default both; env: EVENTSYNC_WORKER_STREAMS)")
+	fs.StringVar(&f.admin, "admin", "", "admin HTTP address for /metrics, /healthz and /status (default 127.0.0.1:9090; \"off\" disables; env: EVENTSYNC_ADMIN_LISTEN)")
+	fs.StringVar(&f.workerID, "worker-id", "", "name of this worker in leases and status (default host-pid)")
+	return cmd
+}
+
+func runWorker(ctx context.Context, env Env, f *workerFlags) error {
+	cfg, err := f.conn.load(env)
 	if err != nil {
 		return err
 	}
 	log := newLogger(env.Stderr, cfg.Log)
 
 	if !cfg.HasSink() {
-		return errors.New("no sink configured: add a \"sink:\" section with your entities to the file given with --config (see README, \"Configuration\")")
+		return usagef("no sink configured: add a \"sink:\" section with your entities to the file given with --config (see README, \"Configuration\")")
 	}
 	sinkCfg := cfg.Sink
 
 	wcfg := engine.Config{
-		WorkerID:           *workerID,
+		WorkerID:           f.workerID,
 		Concurrency:        cfg.Worker.Concurrency,
 		Prefetch:           cfg.Worker.Prefetch,
 		ResyncConcurrency:  cfg.Worker.ResyncConcurrency,
@@ -52,14 +74,14 @@ func runWorker(ctx context.Context, env Env, args []string) error {
 		Logger:             log,
 		Breaker:            engine.BreakerConfig{Failures: cfg.Worker.BreakerFails, OpenFor: cfg.Worker.BreakerOpenFor},
 	}
-	if *concurrency != 0 {
-		wcfg.Concurrency = *concurrency
+	if f.concurrency != 0 {
+		wcfg.Concurrency = f.concurrency
 	}
 	streamList := cfg.Worker.Streams
-	if *streams != "" {
-		parsed, err := bus.ParseStreams(*streams)
+	if f.streams != "" {
+		parsed, err := bus.ParseStreams(f.streams)
 		if err != nil {
-			return fmt.Errorf("--streams: %w", err)
+			return usagef("--streams: %w", err)
 		}
 		wcfg.Streams = parsed
 	} else {
@@ -68,7 +90,7 @@ func runWorker(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	if err := wcfg.WithDefaults().Validate(); err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
+		return usagef("invalid configuration:\n%w", err)
 	}
 
 	reg := newRegistry()
@@ -105,8 +127,8 @@ func runWorker(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	addr := cfg.Admin.Listen
-	if *admin != "" {
-		addr = *admin
+	if f.admin != "" {
+		addr = f.admin
 	}
 	if addr == "" {
 		addr = "127.0.0.1:9090"
