@@ -11,6 +11,7 @@ import (
 	"os"
 
 	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/source"
 )
 
@@ -46,7 +47,7 @@ type Table struct {
 func (t Table) Each(ctx context.Context, fn func(Item) error) error {
 	spec := t.Spec
 	spec.AfterKey = ""
-	return t.Source.Snapshot(ctx, spec, func(page []event.Event, _ string) error {
+	err := t.Source.Snapshot(ctx, spec, func(page []event.Event, _ string) error {
 		for _, ev := range page {
 			if err := fn(Item{Key: ev.Key, Version: ev.Version, Data: ev.Data}); err != nil {
 				return err
@@ -54,6 +55,10 @@ func (t Table) Each(ctx context.Context, fn func(Item) error) error {
 		}
 		return nil
 	})
+	if errors.Is(err, source.ErrTableNotFound) {
+		return setting.Wrap("verify.table", err)
+	}
+	return err
 }
 
 func (t Table) String() string {
@@ -79,7 +84,7 @@ type NDJSONFile struct {
 func (f NDJSONFile) Each(ctx context.Context, fn func(Item) error) error {
 	file, err := os.Open(f.Path)
 	if err != nil {
-		return fmt.Errorf("open expected states: %w (pass an existing NDJSON file to --expected)", err)
+		return setting.Errorf("verify.expected", "open expected states: %w (want an existing NDJSON file)", err)
 	}
 	defer func() { _ = file.Close() }()
 	if err := ReadNDJSON(ctx, file, f.Entity, f.MaxLineBytes, fn); err != nil {

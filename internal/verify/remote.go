@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/sink"
 )
 
@@ -47,7 +48,7 @@ func (f FakeAPIDump) List(ctx context.Context, entity string, fn func(sink.Remot
 	target := strings.TrimRight(f.BaseURL, "/") + "/_admin/records/" + url.PathEscape(coll)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
-		return fmt.Errorf("fake API dump %s: %w (check --fakeapi, e.g. http://127.0.0.1:8081)", target, err)
+		return setting.Errorf("verify.fakeapi", "fake API dump %s: %w (want the fake API's base URL, e.g. http://127.0.0.1:8081)", target, err)
 	}
 	client := f.Client
 	if client == nil {
@@ -56,12 +57,12 @@ func (f FakeAPIDump) List(ctx context.Context, entity string, fn func(sink.Remot
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("fake API dump %s: %w; is \"eventsync fakeapi\" running there? set --fakeapi", target, err)
+		return setting.Errorf("verify.fakeapi", "fake API dump %s: %w; is \"eventsync fakeapi\" running there?", target, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("fake API dump %s: HTTP %d %s: %s; is this an eventsync fake API? for another API use --config with a sink list endpoint",
+		return setting.Errorf("verify.fakeapi", "fake API dump %s: HTTP %d %s: %s; is this an eventsync fake API? another API is listed through a sink with a list endpoint",
 			target, resp.StatusCode, http.StatusText(resp.StatusCode), strings.TrimSpace(string(body)))
 	}
 	if err := ReadRecordDump(resp.Body, f.MaxLineBytes, fn); err != nil {

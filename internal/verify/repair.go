@@ -11,6 +11,7 @@ import (
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/sink"
 	"github.com/eventsync/eventsync/store"
 )
@@ -90,10 +91,10 @@ func (r *Result) Repair(ctx context.Context, opts RepairOptions) (RepairSummary,
 	opts = opts.withDefaults()
 	sum := RepairSummary{DryRun: opts.DryRun}
 	if opts.Store == nil {
-		return sum, errors.New("repair needs the state store; set --store (the workers' store)")
+		return sum, setting.Errorf("store", "repair needs the state store (the workers' store)")
 	}
 	if !opts.DryRun && opts.Publisher == nil {
-		return sum, errors.New("repair needs the bus; set --bus (the workers' bus)")
+		return sum, setting.Errorf("bus", "repair needs the bus (the workers' bus)")
 	}
 	p := &publisher{opts: opts, entity: r.cfg.Entity, run: strconv.FormatInt(r.cfg.Now().UnixNano(), 36), sum: &sum}
 	if err := r.repairUpserts(ctx, p); err != nil {
@@ -300,7 +301,7 @@ func (p *publisher) flush(ctx context.Context) error {
 			}
 		}
 		if err := p.opts.Publisher.Publish(ctx, p.opts.Stream, p.batch...); err != nil {
-			return fmt.Errorf("publish %d corrective events to %s: %w (run verify --repair again; versions absorb duplicates)", len(p.batch), p.opts.Stream, err)
+			return fmt.Errorf("publish %d corrective events to %s: %w (repairing again is safe: versions absorb duplicates)", len(p.batch), p.opts.Stream, err)
 		}
 	}
 	for _, a := range p.acts {
@@ -358,7 +359,7 @@ type DedupSummary struct {
 func (r *Result) DeleteDuplicates(ctx context.Context, opts DedupOptions) (DedupSummary, error) {
 	sum := DedupSummary{DryRun: opts.DryRun}
 	if !opts.DryRun && opts.Sink == nil {
-		return sum, errors.New("deleting duplicates needs the sink; set --config or --fakeapi")
+		return sum, setting.Errorf("verify.remote", "deleting duplicates needs the sink (DedupOptions.Sink)")
 	}
 	if opts.OnAction == nil {
 		opts.OnAction = func(DedupAction) {}

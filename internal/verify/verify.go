@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/sink"
 )
 
@@ -41,6 +42,11 @@ type Config struct {
 	Expected Expected
 	// Remote lists the API's records (the HTTP sink, or FakeAPIDump).
 	Remote sink.Lister
+	// SinkEntities are the entities the sink configuration knows; when
+	// any are given, an Entity outside them is refused before anything is
+	// read. nil takes them from Remote when it names them (an
+	// Entities() []string method, as httpsink.Sink has).
+	SinkEntities []string
 	// RemoteName describes the remote side in reports.
 	RemoteName string
 	// IgnoreFields are left out of the comparison; nil means
@@ -72,20 +78,31 @@ func (c Config) WithDefaults() Config {
 	if c.RemoteName == "" {
 		c.RemoteName = "remote API"
 	}
+	if r, ok := c.Remote.(interface{ Entities() []string }); ok && c.SinkEntities == nil {
+		c.SinkEntities = r.Entities()
+	}
 	return c
 }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Entity == "" {
-		errs = append(errs, errors.New("no entity; set --entity (e.g. listing)"))
+	switch {
+	case c.Entity == "":
+		errs = append(errs, setting.Errorf("verify.entity", "verify: no entity (e.g. listing)"))
+	case len(c.SinkEntities) > 0 && !slices.Contains(c.SinkEntities, c.Entity):
+		known := slices.Sorted(slices.Values(c.SinkEntities))
+		msg := fmt.Sprintf("entity %s is not in the sink configuration (known: %s)", c.Entity, strings.Join(known, ", "))
+		if near := setting.Closest(c.Entity, known); near != "" {
+			msg += "; did you mean " + near + "?"
+		}
+		errs = append(errs, setting.Errorf("verify.entity", "verify: %s", msg))
 	}
 	if c.Expected == nil {
-		errs = append(errs, errors.New("no expected side; set --source with --table and --key, or --expected FILE.ndjson"))
+		errs = append(errs, setting.Errorf("verify.expected", "verify: no expected side: a source table or a file of expected states (Config.Expected)"))
 	}
 	if c.Remote == nil {
-		errs = append(errs, errors.New("no remote side; set --fakeapi URL or --config FILE with a sink list endpoint"))
+		errs = append(errs, setting.Errorf("verify.remote", "verify: no remote side: a sink that lists records or a fake API dump (Config.Remote)"))
 	}
 	return errors.Join(errs...)
 }

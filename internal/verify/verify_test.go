@@ -3,6 +3,7 @@ package verify_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,7 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/internal/verify"
+	"github.com/eventsync/eventsync/source"
 )
 
 func sources() []struct {
@@ -247,8 +250,45 @@ func TestNDJSONErrors(t *testing.T) {
 		}
 	}
 	cfg := verify.Config{Entity: "listing", Expected: verify.NDJSONFile{Path: filepath.Join(t.TempDir(), "missing.ndjson"), Entity: "listing"}, Remote: verify.FakeAPIDump{BaseURL: a.api.URL}}
-	if _, err := verify.Check(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "--expected") {
-		t.Errorf("missing file: %v", err)
+	if _, err := verify.Check(context.Background(), cfg); err == nil || setting.Key(err) != "verify.expected" {
+		t.Errorf("missing file: %v, want an error about the expected side's setting", err)
+	}
+}
+
+// unread is an expected side the check must not reach.
+type unread struct{ t *testing.T }
+
+func (u unread) Each(context.Context, func(verify.Item) error) error {
+	u.t.Error("the expected side was read")
+	return nil
+}
+
+func (unread) String() string { return "unread" }
+
+// A mistyped entity fails the configuration check before anything is read
+// (no DIVERGED report), naming the sink configuration's entities, which
+// come from the remote sink unless given; a mistyped table names the table
+// setting and the closest table.
+func TestMistypedEntityAndTable(t *testing.T) {
+	t.Parallel()
+	a := newSQLiteApp(t)
+	cfg := a.config()
+	cfg.Entity, cfg.Expected = "lsting", unread{t}
+	res, err := verify.Check(context.Background(), cfg)
+	want := "entity lsting is not in the sink configuration (known: listing); did you mean listing?"
+	if res != nil || err == nil || !strings.Contains(err.Error(), want) || setting.Key(err) != "verify.entity" {
+		t.Errorf("entity from the sink's entities: %v, %v; want %q about verify.entity", res, err, want)
+	}
+	cfg.Remote, cfg.SinkEntities = verify.FakeAPIDump{BaseURL: a.api.URL}, []string{"listing", "host"}
+	if _, err := verify.Check(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "(known: host, listing)") {
+		t.Errorf("entity from SinkEntities: %v", err)
+	}
+
+	cfg = a.config()
+	cfg.Expected = verify.Table{Source: a.src, Spec: source.SnapshotSpec{Table: "listngs", Entity: "listing", KeyColumn: "id"}}
+	_, err = verify.Check(context.Background(), cfg)
+	if !errors.Is(err, source.ErrTableNotFound) || !strings.Contains(err.Error(), "did you mean listings?") || setting.Key(err) != "verify.table" {
+		t.Errorf("mistyped table: %v, want the closest table and the table setting", err)
 	}
 }
 
@@ -257,8 +297,8 @@ func TestRemoteErrors(t *testing.T) {
 	a := newSQLiteApp(t)
 	path := writeFile(t, ev("a", 1, "upsert", `{}`))
 	cfg := verify.Config{Entity: "listing", Expected: verify.NDJSONFile{Path: path, Entity: "listing"}, Remote: verify.FakeAPIDump{BaseURL: "http://127.0.0.1:1"}}
-	if _, err := verify.Check(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "--fakeapi") {
-		t.Errorf("unreachable fake API: %v", err)
+	if _, err := verify.Check(context.Background(), cfg); err == nil || setting.Key(err) != "verify.fakeapi" {
+		t.Errorf("unreachable fake API: %v, want an error about the fake API setting", err)
 	}
 	// A plain HTTP server that is not a fake API.
 	cfg.Remote = verify.FakeAPIDump{BaseURL: a.api.URL + "/v1/nothing"}
