@@ -31,7 +31,7 @@ func (s *Server) adminMux() *http.ServeMux {
 	})
 	mux.HandleFunc("POST /_admin/save", func(w http.ResponseWriter, _ *http.Request) {
 		if s.cfg.StateFile == "" {
-			writeError(w, http.StatusConflict, "no state file configured; start the server with --state-file PATH")
+			writeError(w, http.StatusConflict, "no state file configured; start the fake API with one (\"eventsync fakeapi --state-file PATH\", or Config.StateFile)")
 			return
 		}
 		if err := s.Save(); err != nil {

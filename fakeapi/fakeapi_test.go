@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/eventsync/eventsync/fakeapi"
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -675,8 +676,8 @@ func TestStartReportsBusyPort(t *testing.T) {
 	t.Parallel()
 	a := start(t, fakeapi.Config{})
 	_, err := fakeapi.Start(t.Context(), fakeapi.Config{Listen: strings.TrimPrefix(a.srv.URL, "http://"), Logger: discardLogger()})
-	if err == nil || !strings.Contains(err.Error(), "--listen") {
-		t.Fatalf("Start on a busy port: err = %v, want one suggesting --listen", err)
+	if err == nil || !strings.Contains(err.Error(), "pick another address") || setting.Key(err) != "fakeapi.listen" {
+		t.Fatalf("Start on a busy port: err = %v, want one suggesting another listen address", err)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 // Running is a fake API listening on a TCP address.
@@ -34,7 +36,7 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	cfg = srv.cfg
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w; is the port in use? pick another with --listen (127.0.0.1:0 for any free port)", cfg.Listen, err)
+		return nil, setting.Errorf("fakeapi.listen", "listen on %s: %w; is the port in use? pick another address (127.0.0.1:0 for any free port)", cfg.Listen, err)
 	}
 	r := &Running{
 		Server: srv,

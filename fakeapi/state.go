@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 // stateFormat identifies a state file; the first line of one is a header
@@ -35,7 +37,7 @@ type stateLine struct {
 // temporary file in the same directory, synced, then renamed over it.
 func (s *Server) Save() error {
 	if s.cfg.StateFile == "" {
-		return errors.New("save state: no state file configured; set Config.StateFile (--state-file)")
+		return setting.Errorf("fakeapi.state_file", "save state: no state file configured (Config.StateFile)")
 	}
 	return s.SaveTo(s.cfg.StateFile)
 }

@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/eventsync/eventsync"
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 // Config is the whole file: the public eventsync.Config, which documents
@@ -40,7 +41,7 @@ func Load(path string) (*Config, error) {
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("read config: %w (pass --config with an existing YAML file)", err)
+			return nil, setting.Errorf("config", "read config: %w (want an existing YAML file)", err)
 		}
 		parsed, err := Parse(data)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/eventsync/eventsync/fakeapi"
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 // Fault levels of the fake API and of the chaos between bus and workers.
@@ -92,23 +93,24 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports every invalid setting, named as the command-line flag.
+// Validate reports every invalid setting, each marked with its setting key
+// (internal/setting: demo.entities, ...).
 func (c Config) Validate() error {
 	var errs []error
 	if c.Entities < 1 || c.Entities > 10_000_000 {
-		errs = append(errs, fmt.Errorf("--entities %d: use 1 to 10000000", c.Entities))
+		errs = append(errs, setting.Errorf("demo.entities", "demo: entities %d: use 1 to 10000000", c.Entities))
 	}
 	if c.Duration < time.Second || c.Duration > 24*time.Hour {
-		errs = append(errs, fmt.Errorf("--duration %s: use at least 1s (e.g. 20s) and at most 24h", c.Duration))
+		errs = append(errs, setting.Errorf("demo.duration", "demo: duration %s: use at least 1s (e.g. 20s) and at most 24h", c.Duration))
 	}
 	if c.Rate < 1 || c.Rate > 100_000 {
-		errs = append(errs, fmt.Errorf("--rate %d: use 1 to 100000 transactions per second", c.Rate))
+		errs = append(errs, setting.Errorf("demo.rate", "demo: rate %d: use 1 to 100000 transactions per second", c.Rate))
 	}
 	if c.Workers < 1 || c.Workers > 64 {
-		errs = append(errs, fmt.Errorf("--workers %d: use 1 to 64", c.Workers))
+		errs = append(errs, setting.Errorf("demo.workers", "demo: workers %d: use 1 to 64", c.Workers))
 	}
 	if c.Concurrency < 1 || c.Concurrency > 4096 {
-		errs = append(errs, fmt.Errorf("--concurrency %d: use 1 to 4096 events in flight per worker", c.Concurrency))
+		errs = append(errs, setting.Errorf("demo.concurrency", "demo: concurrency %d: use 1 to 4096 events in flight per worker", c.Concurrency))
 	}
 	if _, err := Plan(c.Faults); err != nil {
 		errs = append(errs, err)
@@ -192,5 +194,5 @@ func Plan(level string) (FaultPlan, error) {
 			SinkTimeout:   2 * time.Second,
 		}, nil
 	}
-	return FaultPlan{}, fmt.Errorf("--faults %q: use none, realistic or heavy", level)
+	return FaultPlan{}, setting.Errorf("demo.faults", "demo: faults %q: use none, realistic or heavy", level)
 }

@@ -8,7 +8,6 @@ package embedded
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,6 +19,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 // Config configures an embedded server.
@@ -50,7 +51,7 @@ func (c Config) WithDefaults() Config {
 // Validate reports configuration errors with the fix.
 func (c Config) Validate() error {
 	if c.DataDir == "" {
-		return errors.New("embedded NATS: no data directory given; set a data dir (e.g. --data-dir ./eventsync-data) so queued events survive a restart")
+		return setting.Errorf("data_dir", "embedded NATS: no data directory given (e.g. ./eventsync-data); queued events live there and survive a restart")
 	}
 	if c.Port < 0 || c.Port > 65535 {
 		return fmt.Errorf("embedded NATS: port %d out of range; use 1-65535, or 0 for a free port", c.Port)
@@ -166,7 +167,7 @@ func lockDir(dir string) (*os.File, error) {
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		_ = f.Close()
-		return nil, fmt.Errorf("embedded NATS: data dir %s is in use by another eventsync process (%v); stop it, use another --data-dir, or connect to its server with --bus/--store nats://127.0.0.1:<its port>", dir, err)
+		return nil, setting.Errorf("data_dir", "embedded NATS: data dir %s is in use by another eventsync process (%v); stop it, use another data dir, or connect to its server as bus and store at nats://127.0.0.1:<its port>", dir, err)
 	}
 	return f, nil
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
+
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -19,7 +21,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func TestValidate(t *testing.T) {
 	t.Parallel()
-	if err := (Config{}).Validate(); err == nil || !strings.Contains(err.Error(), "data dir") {
+	if err := (Config{}).Validate(); err == nil || !strings.Contains(err.Error(), "data directory") || setting.Key(err) != "data_dir" {
 		t.Fatalf("missing data dir: got %v, want an error naming the data dir", err)
 	}
 	if err := (Config{DataDir: "x", Port: 70000}).Validate(); err == nil {

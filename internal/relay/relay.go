@@ -33,6 +33,7 @@ import (
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/source"
 )
 
@@ -125,16 +126,16 @@ func (c Config) WithDefaults() Config {
 // Validate checks the configuration (after WithDefaults).
 func (c Config) Validate() error {
 	if c.BatchSize > 10000 {
-		return fmt.Errorf("relay: batch size %d is above 10000; smaller batches re-publish less after a crash (set --batch-size)", c.BatchSize)
+		return setting.Errorf("relay.batch_size", "relay: batch size %d is above 10000; smaller batches re-publish less after a crash", c.BatchSize)
 	}
 	if c.Concurrency > 64 {
-		return fmt.Errorf("relay: concurrency %d is above 64; each loop holds a database connection", c.Concurrency)
+		return setting.Errorf("relay.concurrency", "relay: concurrency %d is above 64; each loop holds a database connection", c.Concurrency)
 	}
 	if c.MaxEventBytes < 64 {
 		return fmt.Errorf("relay: max event bytes %d is too small; use the worker's max event bytes", c.MaxEventBytes)
 	}
 	if c.PollInterval < 10*time.Millisecond {
-		return fmt.Errorf("relay: poll interval %s is below 10ms (set --poll-interval)", c.PollInterval)
+		return setting.Errorf("relay.poll_interval", "relay: poll interval %s is below 10ms", c.PollInterval)
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/internal/engine"
 	"github.com/eventsync/eventsync/internal/relay"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/sink"
 	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/source/sqlite"
@@ -290,8 +291,8 @@ func TestConfigValidation(t *testing.T) {
 	if _, err := relay.New(nil, &recorder{}, relay.Config{}); err == nil {
 		t.Error("New without a source succeeded")
 	}
-	if _, err := relay.New(src, &recorder{}, relay.Config{BatchSize: 1_000_000}); err == nil || !strings.Contains(err.Error(), "--batch-size") {
-		t.Errorf("huge batch size: %v", err)
+	if _, err := relay.New(src, &recorder{}, relay.Config{BatchSize: 1_000_000}); err == nil || !strings.Contains(err.Error(), "batch size") || setting.Key(err) != "relay.batch_size" {
+		t.Errorf("huge batch size: %v, want an error about the batch size setting", err)
 	}
 	if _, err := relay.New(src, &recorder{}, relay.Config{PollInterval: time.Microsecond}); err == nil {
 		t.Error("tiny poll interval accepted")
