@@ -270,7 +270,9 @@ type runner struct {
 
 // Run performs one resync run (or one segment of it, when it resumes a
 // checkpoint) and returns what it did. ctl holds the checkpoint and the
-// pause flag; it is usually the state store.
+// pause flag; it is usually the state store. A run that fails before it
+// starts (an invalid spec, a table the source does not have) returns the
+// zero Result, whose empty RunID tells it from an interrupted run.
 func Run(ctx context.Context, src source.Source, pub bus.Publisher, ctl store.Control, spec Spec, opts ...Option) (Result, error) {
 	host, _ := os.Hostname()
 	r := &runner{
