@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strconv"
 	"time"
 )
@@ -66,7 +65,18 @@ func invalid(field, format string, args ...any) error {
 	return &ValidationError{Field: field, Problem: fmt.Sprintf(format, args...)}
 }
 
-var entityPattern = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+// validEntity reports whether s matches [a-z][a-z0-9_]*.
+func validEntity(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, c := range []byte(s[1:]) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
 
 // wire mirrors Event with loosely typed fields so that Parse can say exactly
 // which field is wrong instead of surfacing encoding/json's generic errors.
@@ -80,10 +90,34 @@ type wire struct {
 	OccurredAt json.RawMessage `json:"occurred_at"`
 }
 
+// decodeWire decodes doc with encoding/json, for the documents the scanner
+// leaves to it; its errors are the ones Parse reports for invalid JSON.
+func decodeWire(doc []byte) (wire, error) {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.DisallowUnknownFields()
+	var w wire
+	if err := dec.Decode(&w); err != nil {
+		return wire{}, invalid("", "not valid JSON: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return wire{}, invalid("", "trailing data after the JSON object")
+	}
+	return w, nil
+}
+
 // Parse decodes and validates one event. maxSize <= 0 means DefaultMaxSize.
 // Unknown fields are rejected so that a publisher's typo (say "verison") is
 // reported instead of silently producing an event without a version.
+//
+// The returned Data shares memory with body; copy it to keep it past a
+// change to body (a reused read buffer, for example).
 func Parse(body []byte, maxSize int) (Event, error) {
+	return parse(body, maxSize, true)
+}
+
+// parse is Parse; without scan it leaves every document to encoding/json,
+// which the fuzz targets compare the scanner against.
+func parse(body []byte, maxSize int, scan bool) (Event, error) {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxSize
 	}
@@ -97,14 +131,12 @@ func Parse(body []byte, maxSize int) (Event, error) {
 	if trimmed[0] != '{' {
 		return Event{}, invalid("", "payload is not a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.DisallowUnknownFields()
 	var w wire
-	if err := dec.Decode(&w); err != nil {
-		return Event{}, invalid("", "not valid JSON: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return Event{}, invalid("", "trailing data after the JSON object")
+	if !scan || !w.scan(trimmed) {
+		var err error
+		if w, err = decodeWire(trimmed); err != nil {
+			return Event{}, err
+		}
 	}
 	var ev Event
 	var err error
@@ -114,7 +146,7 @@ func Parse(body []byte, maxSize int) (Event, error) {
 	if ev.Entity, err = requiredString("entity", w.Entity); err != nil {
 		return Event{}, err
 	}
-	if !entityPattern.MatchString(ev.Entity) {
+	if !validEntity(ev.Entity) {
 		return Event{}, invalid("entity", "%q does not match [a-z][a-z0-9_]*", ev.Entity)
 	}
 	if ev.Key, err = requiredString("key", w.Key); err != nil {
@@ -123,7 +155,7 @@ func Parse(body []byte, maxSize int) (Event, error) {
 	if ev.Version, err = parseVersion(w.Version); err != nil {
 		return Event{}, err
 	}
-	op, err := requiredString("op", w.Op)
+	op, err := parseOp(w.Op)
 	if err != nil {
 		return Event{}, err
 	}
@@ -148,8 +180,8 @@ func Parse(body []byte, maxSize int) (Event, error) {
 		return Event{}, invalid("op", "%q is not one of \"upsert\", \"delete\"", op)
 	}
 	if !isNull(w.OccurredAt) {
-		var s string
-		if err := json.Unmarshal(w.OccurredAt, &s); err != nil {
+		s, ok := decodeString(w.OccurredAt)
+		if !ok {
 			return Event{}, invalid("occurred_at", "must be an RFC 3339 string")
 		}
 		t, err := time.Parse(time.RFC3339Nano, s)
@@ -169,8 +201,8 @@ func requiredString(field string, raw json.RawMessage) (string, error) {
 	if isNull(raw) {
 		return "", invalid(field, "required")
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	s, ok := decodeString(raw)
+	if !ok {
 		return "", invalid(field, "must be a string")
 	}
 	if s == "" {
@@ -179,9 +211,23 @@ func requiredString(field string, raw json.RawMessage) (string, error) {
 	return s, nil
 }
 
+// parseOp is requiredString("op", raw) without a copy for the two ops.
+func parseOp(raw json.RawMessage) (string, error) {
+	switch string(raw) {
+	case `"upsert"`:
+		return string(OpUpsert), nil
+	case `"delete"`:
+		return string(OpDelete), nil
+	}
+	return requiredString("op", raw)
+}
+
 func parseVersion(raw json.RawMessage) (int64, error) {
 	if isNull(raw) {
 		return 0, invalid("version", "required")
+	}
+	if v, ok := smallPositive(raw); ok {
+		return v, nil
 	}
 	s := string(raw)
 	if s[0] == '"' {
@@ -195,6 +241,22 @@ func parseVersion(raw json.RawMessage) (int64, error) {
 		return 0, invalid("version", "%d is below the minimum of 1", v)
 	}
 	return v, nil
+}
+
+// smallPositive reads raw as a decimal of 1 to 18 digits without a leading
+// zero, which is a valid version, without the string strconv would need.
+func smallPositive(raw []byte) (int64, bool) {
+	if len(raw) == 0 || len(raw) > 18 || raw[0] == '0' {
+		return 0, false
+	}
+	var v int64
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	return v, true
 }
 
 func truncate(s string, n int) string {
@@ -215,7 +277,7 @@ func (e Event) Validate() error {
 	if e.Entity == "" {
 		return invalid("entity", "must not be empty")
 	}
-	if !entityPattern.MatchString(e.Entity) {
+	if !validEntity(e.Entity) {
 		return invalid("entity", "%q does not match [a-z][a-z0-9_]*", e.Entity)
 	}
 	if e.Key == "" {

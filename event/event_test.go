@@ -1,8 +1,11 @@
 package event
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -132,4 +135,109 @@ func FuzzValidateAgreesWithParse(f *testing.F) {
 			t.Fatalf("Validate says %v, Parse of %s says %v", verr, body, perr)
 		}
 	})
+}
+
+// FuzzScanAgreesWithDecoder: the one-pass scanner Parse uses must accept
+// only what encoding/json accepts, slice out the same field values, and
+// leave Parse's result (event or error text) exactly as with encoding/json
+// alone; its string and version shortcuts must agree with encoding/json
+// and strconv.
+func FuzzScanAgreesWithDecoder(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"e1","entity":"listing","key":"42","version":3,"op":"upsert","data":{"title":"Loft","n":[1,-2.5e3,true,null,{}]},"occurred_at":"2026-01-02T15:04:05Z"}`,
+		` {"id":"e2","entity":"listing","key":"42","version":4,"op":"delete"} `,
+		`{"ID":"e1","Entity":"listing","KEY":"42","version":3,"op":"delete"}`,
+		`{"i\u0064":"e1","entity":"listing","key":"k\u00e9\n","version":3,"op":"delete"}`,
+		`{"id":"e1","id":"e2","entity":"x","key":"\ud800","version":1,"op":"delete","data":null}`,
+		"{\"id\":\"\xff\xfe\",\"entity\":\"x\",\"key\":\"k\",\"version\":1,\"op\":\"upsert\",\"data\":{\"a\":\"\xc3\"}}",
+		`{"id":"a","entity":"x","key":"k","version":01,"op":"delete"}`,
+		`{"id":"a","entity":"x","key":"k","version":1.0,"op":"delete"}`,
+		`{"id":"a","entity":"x","key":"k","version":123456789012345678901,"op":"delete"}`,
+		`{"id":"a","entity":"x","key":"k","version":1,"op":"upsert","data":{"a":[[[[[[[[[[1]]]]]]]]]]}}`,
+		`{"id":"a","entity":"x","key":"k","version":1,"op":"upsert","data":{"a":1,}}`,
+		`{"id":"a","entity":"x","key":"k","version":1,"op":"upsert","data":{"a":-}}`,
+		`{"id":"a","entity":"x","key":"k","version":1,"op":"upsert","data":{"a":"\x"}}`,
+		`{"id":"a","entity":"x","key":"k","version":1,"op":"delete"}{}`,
+		`{"id":"a","entity":"x","key":"k","version":1,"op":"delete","extra":1}`,
+		`{}`, `{ }`, `{"id":}`, `{"id" "a"}`, "{\"id\":\"a\"\t,\r\n\"op\":\"upsert\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ferr := parse(body, 4096, true)
+		slow, serr := parse(body, 4096, false)
+		if (ferr == nil) != (serr == nil) || ferr != nil && ferr.Error() != serr.Error() {
+			t.Fatalf("scanner: %v\nencoding/json: %v", ferr, serr)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("scanner: %+v\nencoding/json: %+v", fast, slow)
+		}
+		trimmed := bytes.TrimSpace(body)
+		var w wire
+		if len(trimmed) == 0 || trimmed[0] != '{' || !w.scan(trimmed) {
+			return
+		}
+		d, err := decodeWire(trimmed)
+		if err != nil {
+			t.Fatalf("scanner accepted what encoding/json refuses: %v", err)
+		}
+		if !reflect.DeepEqual(w, d) {
+			t.Fatalf("scanner: %+v\nencoding/json: %+v", w, d)
+		}
+		for _, raw := range [][]byte{w.ID, w.Entity, w.Key, w.Op, w.OccurredAt} {
+			if len(raw) == 0 || raw[0] != '"' {
+				continue
+			}
+			var want string
+			if err := json.Unmarshal(raw, &want); err != nil {
+				t.Fatalf("unmarshal %s: %v", raw, err)
+			}
+			if got, ok := decodeString(raw); !ok || got != want {
+				t.Fatalf("decodeString(%s) = %q, %v; encoding/json says %q", raw, got, ok, want)
+			}
+		}
+		if v, ok := smallPositive(w.Version); ok {
+			if want, err := strconv.ParseInt(string(w.Version), 10, 64); err != nil || want != v || v < 1 {
+				t.Fatalf("smallPositive(%s) = %d; strconv says %d, %v", w.Version, v, want, err)
+			}
+		}
+	})
+}
+
+// TestParseDataSharesBody documents that Data is a slice of the body, not
+// a copy, and that documents the scanner leaves to encoding/json parse the
+// same.
+func TestParseDataSharesBody(t *testing.T) {
+	body := []byte(`{"id":"e1","entity":"listing","key":"42","version":3,"op":"upsert","data":{"title":"Loft"}}`)
+	ev, err := Parse(body, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(body[bytes.Index(body, []byte("Loft")):], "Barn")
+	if string(ev.Data) != `{"title":"Barn"}` {
+		t.Fatalf("Data = %s; want it to share memory with the body", ev.Data)
+	}
+	folded, err := Parse([]byte(`{"ID":"e1","Entity":"listing","key":"4\u0032","VERSION":3,"op":"upsert","data":{"title":"Loft"}}`), 0)
+	if err != nil || folded.ID != "e1" || folded.Entity != "listing" || folded.Key != "42" || folded.Version != 3 {
+		t.Fatalf("case-folded names: %+v, %v", folded, err)
+	}
+}
+
+// Data nested deeper than the scanner follows is left to encoding/json,
+// which accepts it up to its own limit.
+func TestParseDeepData(t *testing.T) {
+	for _, c := range []struct {
+		depth int
+		ok    bool
+	}{{scanMaxDepth - 2, true}, {scanMaxDepth + 10, true}, {10001, false}} {
+		data := strings.Repeat(`{"a":`, c.depth) + "1" + strings.Repeat("}", c.depth)
+		body := []byte(`{"id":"e1","entity":"listing","key":"42","version":3,"op":"upsert","data":` + data + `}`)
+		ev, err := Parse(body, len(body))
+		if (err == nil) != c.ok {
+			t.Fatalf("depth %d: %v", c.depth, err)
+		}
+		if err == nil && len(ev.Data) != len(data) {
+			t.Fatalf("depth %d: data has %d bytes, want %d", c.depth, len(ev.Data), len(data))
+		}
+	}
 }
