@@ -271,8 +271,9 @@ type runner struct {
 // Run performs one resync run (or one segment of it, when it resumes a
 // checkpoint) and returns what it did. ctl holds the checkpoint and the
 // pause flag; it is usually the state store. A run that fails before it
-// starts (an invalid spec, a table the source does not have) returns the
-// zero Result, whose empty RunID tells it from an interrupted run.
+// starts (an invalid spec, a table the source does not have, a run id
+// taken by other settings) returns a Result whose empty RunID tells it
+// from an interrupted run.
 func Run(ctx context.Context, src source.Source, pub bus.Publisher, ctl store.Control, spec Spec, opts ...Option) (Result, error) {
 	host, _ := os.Hostname()
 	r := &runner{
@@ -330,7 +331,7 @@ func (r *runner) run(ctx context.Context) (res Result, err error) {
 	defer func() { res.Elapsed = time.Since(begin) }()
 
 	if err := r.loadOrStart(ctx, &res); err != nil {
-		return res, err
+		return Result{}, err // not started: no run id, see Run
 	}
 	remaining, err := r.src.Count(ctx, r.spec.snapshotSpec(r.cp.LastKey))
 	if err != nil {

@@ -363,8 +363,8 @@ func TestRerunAfterCompletionStartsANewRun(t *testing.T) {
 	// The same run id with other settings is refused, not mixed up.
 	other := spec()
 	other.RunID, other.Where = first.RunID, "price > 100"
-	if _, err := resync.Run(ctx, src, b, st, other); err == nil || !contains(err.Error(), "other settings") {
-		t.Errorf("run id reused with another filter: %v", err)
+	if res, err := resync.Run(ctx, src, b, st, other); err == nil || !contains(err.Error(), "other settings") || res.RunID != "" {
+		t.Errorf("run id reused with another filter: %+v, %v; want a run that never started", res, err)
 	}
 	// Unless restarted: then the where condition applies.
 	other.Restart = true
