@@ -228,7 +228,9 @@ func readState(ctx context.Context, st store.Store, k store.Key, owner string, w
 	for {
 		lease, state, err := st.Acquire(ctx, k, owner, 10*time.Second, 0)
 		if err == nil {
-			if rerr := st.Release(ctx, lease); rerr != nil {
+			// A lease taken over meanwhile (ErrFenced) is harmless here:
+			// nothing was written under it.
+			if rerr := st.Release(ctx, lease); rerr != nil && !errors.Is(rerr, store.ErrFenced) {
 				return state, fmt.Errorf("release lease on %s: %w", k, rerr)
 			}
 			return state, nil
