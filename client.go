@@ -15,6 +15,7 @@ import (
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/embedded"
 	"github.com/eventsync/eventsync/internal/engine"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/sink"
 	"github.com/eventsync/eventsync/sink/httpsink"
 	"github.com/eventsync/eventsync/source"
@@ -142,17 +143,17 @@ func (c *Client) params(url string) openParams {
 
 // embeddedURL starts the embedded server once, for the bus and the store.
 // Callers hold c.mu.
-func (c *Client) embeddedURL(ctx context.Context, setting string) (string, error) {
+func (c *Client) embeddedURL(ctx context.Context, key string) (string, error) {
 	if c.embedded != nil {
 		return c.embedded.ClientURL(), nil
 	}
 	if c.cfg.DataDir == "" {
-		return "", fmt.Errorf("no %s: set the %s URL, or a data directory for an embedded deployment", setting, setting)
+		return "", setting.Errorf(key, "no %s: set the %s URL, or a data directory for an embedded deployment", key, key)
 	}
 	dir := filepath.Join(c.cfg.DataDir, "nats")
 	srv, err := embedded.Start(ctx, embedded.Config{DataDir: dir, Logger: c.log})
 	if err != nil {
-		return "", fmt.Errorf("start the embedded NATS server in %s: %w", dir, err)
+		return "", setting.Errorf("data_dir", "start the embedded NATS server in %s: %w", dir, err)
 	}
 	c.embedded = srv
 	c.closers = append(c.closers, func() error { srv.Shutdown(); return nil })
@@ -187,7 +188,7 @@ func (c *Client) busLocked(ctx context.Context) (bus.Bus, error) {
 	}
 	b, err := openBus(ctx, c.params(url))
 	if err != nil {
-		return nil, fmt.Errorf("open the bus: %w", err)
+		return nil, setting.Errorf("bus", "open the bus: %w", err)
 	}
 	c.bus, c.busName = b, name
 	c.closers = append(c.closers, b.Close)
@@ -221,7 +222,7 @@ func (c *Client) storeLocked(ctx context.Context) (store.Store, error) {
 	}
 	st, err := openStore(ctx, c.params(url))
 	if err != nil {
-		return nil, fmt.Errorf("open the state store: %w", err)
+		return nil, setting.Errorf("store", "open the state store: %w", err)
 	}
 	c.store, c.storeName = st, name
 	c.closers = append(c.closers, st.Close)
@@ -245,11 +246,11 @@ func (c *Client) sourceLocked(ctx context.Context) (source.Source, error) {
 	case c.source != nil:
 		return c.source, nil
 	case c.cfg.Source == "":
-		return nil, errors.New("no source: set the source database URL (postgres://… or sqlite://path)")
+		return nil, setting.Errorf("source", "no source: set the source database URL (postgres://… or sqlite://path)")
 	}
 	src, err := openSource(ctx, c.params(c.cfg.Source))
 	if err != nil {
-		return nil, fmt.Errorf("open the source: %w", err)
+		return nil, setting.Errorf("source", "open the source: %w", err)
 	}
 	c.source = src
 	c.closers = append(c.closers, src.Close)
@@ -300,14 +301,14 @@ func (c *Client) sinkLocked(ctx context.Context) (sink.Sink, error) {
 	base := c.opts.sink
 	if base == nil {
 		if !c.cfg.HasSink() {
-			return nil, errors.New("no sink: configure the HTTP sink's entities, or give a Go sink")
+			return nil, setting.Errorf("sink", "no sink: configure the HTTP sink's entities, or give a Go sink")
 		}
 		metrics := c.engineMetrics()
 		hs, err := httpsink.New(c.cfg.Sink, httpsink.WithLogger(c.log), httpsink.WithObserver(func(op, entity string, status int, d time.Duration, err error) {
 			metrics.ObserveSink(op, entity, status, d, err)
 		}))
 		if err != nil {
-			return nil, fmt.Errorf("sink: %w", err)
+			return nil, setting.Errorf("sink", "sink: %w", err)
 		}
 		c.closers = append(c.closers, func() error { hs.Close(); return nil })
 		base = hs

@@ -7,6 +7,7 @@ import (
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/engine"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/sink/httpsink"
 	"github.com/eventsync/eventsync/throttle"
 )
@@ -179,7 +180,7 @@ func (c Config) Validate() error {
 			continue
 		}
 		if _, err := lookupScheme(chk.kind, chk.url); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", chk.key, err))
+			errs = append(errs, setting.Errorf(chk.key, "%s: %w", chk.key, err))
 		}
 	}
 	d := c.WithDefaults()
@@ -201,7 +202,7 @@ func (c Config) Validate() error {
 	}
 	if d.HasSink() {
 		if timeout, key := longestSinkTimeout(d.Sink); d.Worker.LeaseTTL < timeout {
-			errs = append(errs, fmt.Errorf("worker.lease_ttl: %s is shorter than the sink timeout %s (%s); a call still running when a stalled store lets its lease lapse is abandoned and paid for again, so set worker.lease_ttl to at least %s or shorten the timeout",
+			errs = append(errs, setting.Errorf("worker.lease_ttl", "worker.lease_ttl: %s is shorter than the sink timeout %s (%s); a call still running when a stalled store lets its lease lapse is abandoned and paid for again, so set worker.lease_ttl to at least %s or shorten the timeout",
 				d.Worker.LeaseTTL, timeout, key, timeout))
 		}
 	}
