@@ -94,6 +94,9 @@ func report(w io.Writer, cmd *cobra.Command, err error) int {
 		name = cmd.CommandPath()
 	}
 	fmt.Fprintf(w, "%s: %v\n", name, err)
+	if h := hint(err); h != "" {
+		fmt.Fprintln(w, h)
+	}
 	return code
 }
 

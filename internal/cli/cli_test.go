@@ -27,7 +27,7 @@ func TestHelpVersionCompletion(t *testing.T) {
 		{[]string{"help", "worker"}, []string{"Usage:\n  eventsync worker --config FILE [flags]", "--streams string", "-h, --help", "Connection flags", "--bus URL"}},
 		{[]string{"worker", "-h"}, []string{"Usage:\n  eventsync worker --config FILE [flags]", "--concurrency int"}},
 		{[]string{"ctl", "parked", "-h"}, []string{"eventsync ctl parked <command> [flags]", "list ", "show ", "replay ", "purge "}},
-		{[]string{"ctl", "parked", "show", "-h"}, []string{"--id string", "--bus URL", "--config FILE"}},
+		{[]string{"ctl", "parked", "show", "-h"}, []string{"--id string", "(see ctl parked list) (required)", "--bus URL", "--config FILE"}},
 		{[]string{"version"}, []string{"eventsync dev (commit "}},
 		{[]string{"--version"}, []string{"eventsync dev (commit "}},
 		{[]string{"completion", "bash"}, []string{"bash completion"}},
@@ -92,7 +92,7 @@ func TestMistakesAreUsageErrorsWithSuggestions(t *testing.T) {
 		{[]string{"publish", "a.ndjson", "b.ndjson"}, `unexpected argument(s) "b.ndjson"`},
 		{[]string{"demo", "--entities", "0"}, "--entities 0: must be at least 1"},
 		{[]string{"fakeapi", "--error-rate", "2"}, "invalid --error-rate"},
-		{[]string{"worker", "--config", filepath.Join(t.TempDir(), "missing.yaml")}, "pass --config with an existing YAML file"},
+		{[]string{"worker", "--config", filepath.Join(t.TempDir(), "missing.yaml")}, "an existing YAML file"},
 	} {
 		code, out, errOut := run(t, "", tc.args...)
 		if code != 2 || !strings.Contains(errOut, tc.want) {
@@ -110,6 +110,23 @@ func TestFailureIsExitOne(t *testing.T) {
 	code, _, errOut := run(t, "", "ctl", "status", "--store", "postgres://nobody@127.0.0.1:1/x", "--bus", "amqp://guest:guest@127.0.0.1:1/")
 	if code != 1 || !strings.HasPrefix(errOut, "eventsync ctl status: ") {
 		t.Fatalf("unreachable services: exit %d, stderr %q; want 1 and the command's name first", code, errOut)
+	}
+}
+
+// TestErrorThenHint: the error is printed once, with the command's name,
+// and the hint saying how to set the setting it names on the next line.
+func TestErrorThenHint(t *testing.T) {
+	t.Parallel()
+	code, out, errOut := run(t, "", "ctl", "status", "--bus", "amqp://guest:guest@127.0.0.1:1/", "--store", "redis://127.0.0.1:1")
+	lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
+	if code != 1 || out != "" || len(lines) != 2 {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 1 and two lines on stderr", code, out, errOut)
+	}
+	if !strings.HasPrefix(lines[0], "eventsync ctl status: connect to RabbitMQ at 127.0.0.1:1") {
+		t.Errorf("first line %q: want the command and the error", lines[0])
+	}
+	if lines[1] != "set it with --bus, the config key bus, or EVENTSYNC_BUS" {
+		t.Errorf("second line %q: want the hint for the bus setting", lines[1])
 	}
 }
 

@@ -142,7 +142,7 @@ func TestBadFlagsAndURLsAreClear(t *testing.T) {
 		{[]string{"nonsense"}, `unknown command "nonsense"`},
 		{[]string{"publish", "--stream", "bulk"}, `unknown stream "bulk"`},
 		{[]string{"worker", "--bus", "kafka://x"}, "bus: \"kafka://x\" has an unsupported scheme"},
-		{[]string{"worker", "--config", "/does/not/exist.yaml"}, "pass --config with an existing YAML file"},
+		{[]string{"worker", "--config", "/does/not/exist.yaml"}, "an existing YAML file"},
 		{[]string{"ctl", "pause"}, `missing --stream`},
 		{[]string{"ctl", "pause", "--stream", "lve", "--store", "redis://127.0.0.1:1"}, `--stream: unknown stream "lve"`},
 		{[]string{"ctl", "frobnicate"}, `unknown command "frobnicate" for "eventsync ctl"`},

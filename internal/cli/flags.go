@@ -47,7 +47,7 @@ func (c *connFlags) register(fs *pflag.FlagSet, names ...string) {
 	for _, n := range names {
 		switch n {
 		case flagConfig:
-			fs.StringVar(&c.config, n, "", "YAML config `FILE` shared by all commands (env: EVENTSYNC_CONFIG)")
+			fs.StringVar(&c.config, n, "", "YAML config `FILE` (env: EVENTSYNC_CONFIG)")
 		case flagBus:
 			fs.StringVar(&c.bus, n, "", "bus `URL`: amqp://user:pass@host:5672/ or nats://host:4222 (env: EVENTSYNC_BUS)")
 		case flagStore:
@@ -311,6 +311,11 @@ func writeUsage(c *cobra.Command) error {
 	}
 	own, conn := pflag.NewFlagSet("own", pflag.ContinueOnError), pflag.NewFlagSet("conn", pflag.ContinueOnError)
 	c.Flags().VisitAll(func(f *pflag.Flag) {
+		if req := f.Annotations[cobra.BashCompOneRequiredFlag]; len(req) == 1 && req[0] == "true" {
+			shown := *f // a copy: the flag itself keeps its usage
+			shown.Usage += " (required)"
+			f = &shown
+		}
 		if _, ok := f.Annotations[connAnnotation]; ok {
 			conn.AddFlag(f)
 		} else {
