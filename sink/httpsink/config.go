@@ -353,6 +353,14 @@ func compileEntity(name, where string, e EntityConfig, d Defaults, defaultHeader
 	for k, v := range headers {
 		ent.headers[k] = v
 	}
+	// Defaults the call would otherwise set on every request.
+	if ent.headers.Get("Accept") == "" {
+		ent.headers.Set("Accept", "application/json")
+	}
+	ent.bodyHeaders = ent.headers.Clone()
+	if ent.bodyHeaders.Get("Content-Type") == "" {
+		ent.bodyHeaders.Set("Content-Type", "application/json")
+	}
 
 	var err error
 	if ent.idPath, err = parsePath(e.IDPath); err != nil {

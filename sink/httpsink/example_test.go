@@ -106,9 +106,9 @@ entities: {listing: {collection: listings}}
 	err = s.Delete(ctx, "listing", id)
 	fmt.Println("delete gone:", errors.Is(err, sink.ErrNotFound))
 	// Output:
-	// API got POST /v1/listings {"external_id":"42","title":"Sea view","version":3}
+	// API got POST /v1/listings {"title":"Sea view","external_id":"42","version":3}
 	// created L-1 <nil>
-	// API got PUT /v1/listings/L-1 {"external_id":"42","title":"Sea view","version":3}
+	// API got PUT /v1/listings/L-1 {"title":"Sea view","external_id":"42","version":3}
 	// update: sink update: HTTP 429 Too Many Requests | retry: true 30s
 	// API got DELETE /v1/listings/L-1
 	// delete gone: true

@@ -1,15 +1,18 @@
 package httpsink
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"text/template"
 	"time"
 	"unicode/utf8"
 )
 
 // FuzzExtractID feeds arbitrary response bodies and paths to every response
 // parser: they must never panic, and errors must carry a bounded, valid
-// UTF-8 excerpt.
+// UTF-8 excerpt. Where the id scan vouches for a body, it must find the ids
+// that decoding the whole body finds, and fail where that fails.
 func FuzzExtractID(f *testing.F) {
 	seeds := [][2]string{
 		{`{"id":"abc"}`, "id"},
@@ -23,6 +26,10 @@ func FuzzExtractID(f *testing.F) {
 		{`{"a":[[[1]]]}`, "a[0][0][0]"},
 		{"\xff\xfe{", "id"},
 		{``, "[]"},
+		{`{"id":"a","id":7}`, "id"}, {`{"i\u0064":"x","id":"y"}`, "id"},
+		{`{"data":{"id":"x"},"data":{"id":2}}`, "data.id"}, {`[{"id":5},{"x":1},{"id":"b"}]`, "[].id"},
+		{`{"data":[[1,2],[3]]}`, "data[][]"}, {`{"ids":[1,"b",2.0]}`, "ids"}, {`{"ids":[1,{}]}`, "ids"},
+		{`{"id":""}`, "id"}, {"{\"id\":\"\xff\"}", "id"}, {`{"id":null}`, "id"}, {` [] `, "[]"},
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s[0]), s[1])
@@ -52,6 +59,18 @@ func FuzzExtractID(f *testing.F) {
 		}
 		_, err = listItems(body, p, n)
 		check(err)
+		if id, found, ok := scanID(body, p); ok {
+			want, err := decodedID(body, p, "create", n)
+			if found != (err == nil) || found && id != want {
+				t.Fatalf("scanID(%q, %q) = %q, %v; decoding gives %q, %v", body, rawPath, id, found, want, err)
+			}
+		}
+		if ids, allIDs, ok := scanIDs(body, p); ok {
+			want, err := decodedIDs(body, p, "lookup", n)
+			if allIDs != (err == nil) || allIDs && !slices.Equal(ids, want) {
+				t.Fatalf("scanIDs(%q, %q) = %q, %v; decoding gives %q, %v", body, rawPath, ids, allIDs, want, err)
+			}
+		}
 		if ex := excerptBytes(body, n); len(ex) > n || !utf8.ValidString(ex) {
 			t.Fatalf("excerpt %q is not a valid ≤%d-byte string", ex, n)
 		}
@@ -105,6 +124,67 @@ func FuzzParseRetryAfter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, v string) {
 		if d := parseRetryAfter(v, now); d < 0 || d > MaxRetryAfter {
 			t.Fatalf("parseRetryAfter(%q) = %v, outside 0..%v", v, d, MaxRetryAfter)
+		}
+	})
+}
+
+// FuzzSpliceBody: whatever data spliceBody takes, the map path takes too,
+// and the body it builds means the same as the map path's, with no
+// repeated names for a receiver to read differently.
+func FuzzSpliceBody(f *testing.F) {
+	for _, s := range []string{
+		`{"title":"Sea view","n":1.50,"tags":["a",{"b":null}]}`,
+		`{"external_id":"x","a":1,"version":2}`, `{"a":1,"version":1,"external_id":2}`, `{"version":1}`,
+		` { } `, `{"a":{"a":1,"a":2}}`, `{"a\u0062":1,"ab":2}`, `{"s":"\ud83d\ude00\u00e9\n"}`,
+		"{\"s\":\"\xe9\"}", `{"a":1}x`, `[1]`, `{"a":-0.5e+3,"b":true,"c":false}`, `{"a":01}`,
+	} {
+		f.Add([]byte(s), `k"1/é<`, int64(9))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, key string, version int64) {
+		body, ok := spliceBody(data, key, version)
+		if !ok {
+			return // the caller takes the map path
+		}
+		want, ok := decodedBody(t, data, key, version)
+		if !ok {
+			t.Fatalf("spliced data the map path refuses: %q", data)
+		}
+		if !plainJSON(body) {
+			t.Fatalf("spliced body %q has repeated names or text that decodes differently", body)
+		}
+		if !sameJSON(t, body, want) {
+			t.Fatalf("spliced body %s\nmeans other than %s", body, want)
+		}
+	})
+}
+
+// FuzzPlainPathAgreesWithTemplate: a template compilePlain takes renders
+// exactly as text/template renders it.
+func FuzzPlainPathAgreesWithTemplate(f *testing.F) {
+	for _, src := range []string{
+		"/v1/listings", "/v1/listings/{{.RemoteID | path}}", "/v1/listings?external_id={{.Key | query}}",
+		"/v1/{{.Entity}}?page={{.Page}}&per_page={{.PerPage}}", "/{{path .Key}}/{{query .RemoteID}}/{{.Version}}",
+		"{{- .Key -}} x {{ .Key|path }}", "{{.Version | path}}", "{{.Data.x}}", "{{.Key | query | path}}", "",
+		"{{.Key .Key}}", "{{.Key | .Key}}", "{{json .Key}}", "{{.Key | printf}}",
+	} {
+		f.Add(src, `k "1"/?#%é`, "r/1", "listing", int64(7), 2)
+	}
+	f.Fuzz(func(t *testing.T, src, key, remoteID, entity string, version int64, page int) {
+		tmpl, err := template.New("path").Funcs(templateFuncs).Parse(src)
+		if err != nil {
+			return
+		}
+		parts := compilePlain(tmpl)
+		if parts == nil {
+			return
+		}
+		d := TemplateData{Entity: entity, Key: key, Version: version, RemoteID: remoteID, Page: page, PerPage: page / 2}
+		want, err := execute(tmpl, d)
+		if err != nil {
+			t.Fatalf("compilePlain took %q, which text/template fails to render: %v", src, err)
+		}
+		if got := renderPlain("http://h", parts, d); got != "http://h"+want {
+			t.Fatalf("%q renders %q, text/template %q", src, got, want)
 		}
 	})
 }

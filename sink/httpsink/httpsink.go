@@ -25,6 +25,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/eventsync/eventsync/sink"
@@ -95,11 +96,13 @@ type Sink struct {
 
 // entity is one entity's compiled configuration.
 type entity struct {
-	name       string
-	baseURL    string
-	timeout    time.Duration
-	headers    http.Header
-	maxExcerpt int
+	name    string
+	baseURL string
+	timeout time.Duration
+	headers http.Header // with Accept unless configured
+	// bodyHeaders are headers with Content-Type unless configured.
+	bodyHeaders http.Header
+	maxExcerpt  int
 
 	create, update, delete *operation
 	lookup                 *operation
@@ -170,23 +173,24 @@ func (s *Sink) Create(ctx context.Context, r sink.Record) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	data, err := recordData(opCreate, r)
+	data, body, err := recordData(ent.create, r)
 	if err != nil {
 		return "", err
 	}
-	status, body, err := s.call(ctx, ent, ent.create, data)
-	if err != nil {
-		return "", err
-	}
-	id, err := extractID(body, ent.idPath, "create", ent.maxExcerpt)
-	if err != nil {
-		// The record probably exists now; a permanent error parks the event
-		// for an operator to fix id_path, and the pending intent makes the
-		// next attempt look the record up instead of creating it again.
-		return "", fmt.Errorf("%w (fix sink.entities.%s.id_path): %w", err, ent.name,
-			&sink.Error{Op: "create", Status: status, Retryable: false})
-	}
-	return id, nil
+	var id string
+	err = s.call(ctx, ent, ent.create, data, body, func(status int, resp []byte) error {
+		var err error
+		if id, err = extractID(resp, ent.idPath, "create", ent.maxExcerpt); err != nil {
+			// The record probably exists now; a permanent error parks the
+			// event for an operator to fix id_path, and the pending intent
+			// makes the next attempt look the record up instead of creating
+			// it again.
+			return fmt.Errorf("%w (fix sink.entities.%s.id_path): %w", err, ent.name,
+				&sink.Error{Op: "create", Status: status, Retryable: false})
+		}
+		return nil
+	})
+	return id, err
 }
 
 // Update replaces the remote record; sink.ErrNotFound when it is gone.
@@ -195,13 +199,12 @@ func (s *Sink) Update(ctx context.Context, remoteID string, r sink.Record) error
 	if err != nil {
 		return err
 	}
-	data, err := recordData(opUpdate, r)
+	data, body, err := recordData(ent.update, r)
 	if err != nil {
 		return err
 	}
 	data.RemoteID = remoteID
-	_, _, err = s.call(ctx, ent, ent.update, data)
-	return err
+	return s.call(ctx, ent, ent.update, data, body, nil)
 }
 
 // Delete removes the remote record; sink.ErrNotFound when already gone.
@@ -210,8 +213,7 @@ func (s *Sink) Delete(ctx context.Context, entityName, remoteID string) error {
 	if err != nil {
 		return err
 	}
-	_, _, err = s.call(ctx, ent, ent.delete, TemplateData{Entity: entityName, RemoteID: remoteID})
-	return err
+	return s.call(ctx, ent, ent.delete, TemplateData{Entity: entityName, RemoteID: remoteID}, nil, nil)
 }
 
 // Lookup returns the remote ids of records whose external id is key.
@@ -223,14 +225,17 @@ func (s *Sink) Lookup(ctx context.Context, entityName, key string) ([]string, er
 	if ent.lookup == nil {
 		return nil, &sink.Error{Op: "lookup", Err: fmt.Errorf("entity %q has no lookup configured; add sink.entities.%s.lookup so ambiguous creates can be resolved", entityName, entityName)}
 	}
-	status, body, err := s.call(ctx, ent, ent.lookup, TemplateData{Entity: entityName, Key: key})
+	var ids []string
+	err = s.call(ctx, ent, ent.lookup, TemplateData{Entity: entityName, Key: key}, nil, func(status int, resp []byte) error {
+		var err error
+		if ids, err = extractIDs(resp, ent.lookupIDs, "lookup", ent.maxExcerpt); err != nil {
+			return fmt.Errorf("%w (fix sink.entities.%s.lookup.ids): %w", err, ent.name,
+				&sink.Error{Op: "lookup", Status: status, Retryable: false})
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	ids, err := extractIDs(body, ent.lookupIDs, "lookup", ent.maxExcerpt)
-	if err != nil {
-		return nil, fmt.Errorf("%w (fix sink.entities.%s.lookup.ids): %w", err, ent.name,
-			&sink.Error{Op: "lookup", Status: status, Retryable: false})
 	}
 	return ids, nil
 }
@@ -250,13 +255,19 @@ func (s *Sink) List(ctx context.Context, entityName string, fn func(sink.RemoteR
 	// forever; compare first ids to stop instead of looping.
 	prevFirst := ""
 	for page := ent.firstPage; ; page++ {
-		status, body, err := s.call(ctx, ent, ent.list, TemplateData{Entity: entityName, Page: page, PerPage: ent.perPage})
+		var items []map[string]any
+		var status int
+		var perr error
+		err := s.call(ctx, ent, ent.list, TemplateData{Entity: entityName, Page: page, PerPage: ent.perPage}, nil, func(st int, resp []byte) error {
+			status = st
+			items, perr = listItems(resp, ent.listItems, ent.maxExcerpt)
+			return nil
+		})
 		if err != nil {
 			return fmt.Errorf("list %s page %d: %w", entityName, page, err)
 		}
-		items, err := listItems(body, ent.listItems, ent.maxExcerpt)
-		if err != nil {
-			return fmt.Errorf("list %s page %d: %w (fix sink.entities.%s.list.items): %w", entityName, page, err, entityName,
+		if perr != nil {
+			return fmt.Errorf("list %s page %d: %w (fix sink.entities.%s.list.items): %w", entityName, page, perr, entityName,
 				&sink.Error{Op: "list", Status: status})
 		}
 		for i, item := range items {
@@ -300,37 +311,89 @@ func (s *Sink) entity(kind opKind, name string) (*entity, error) {
 	return ent, nil
 }
 
-// recordData prepares the template data of a create or update.
-func recordData(kind opKind, r sink.Record) (TemplateData, error) {
-	d := TemplateData{Entity: r.Entity, Key: r.Key, Version: r.Version, DataJSON: string(r.Data)}
-	if len(bytes.TrimSpace(r.Data)) == 0 || string(bytes.TrimSpace(r.Data)) == "null" {
-		d.Data = map[string]any{}
-		d.DataJSON = "{}"
-		return d, nil
+// recordData prepares the template data of a create or update and, when
+// op has the default body, the body. The data is decoded only when a
+// template reads it or spliceBody cannot vouch for it.
+func recordData(op *operation, r sink.Record) (TemplateData, []byte, error) {
+	d := TemplateData{Entity: r.Entity, Key: r.Key, Version: r.Version}
+	raw := r.Data
+	if trimmed := bytes.TrimSpace(raw); len(trimmed) == 0 || string(trimmed) == "null" {
+		raw = []byte("{}")
+		if op.usesData {
+			d.Data, d.DataJSON = map[string]any{}, "{}"
+		}
+	} else if op.usesData {
+		d.DataJSON = string(raw)
 	}
-	dec := json.NewDecoder(bytes.NewReader(r.Data))
-	dec.UseNumber()
-	if err := dec.Decode(&d.Data); err != nil {
-		return d, &sink.Error{Op: kind.String(), Err: fmt.Errorf("event data of %s/%s is not a JSON object: %w", r.Entity, r.Key, err)}
+	var body []byte
+	ok := false
+	switch {
+	case op.body == nil:
+		body, ok = spliceBody(raw, r.Key, r.Version)
+	case !op.usesData:
+		ok = objectStart(raw)
 	}
-	return d, nil
+	if ok && (!op.usesData || d.Data != nil) {
+		return d, body, nil
+	}
+	var err error
+	if d.Data, err = decodeData(raw); err != nil {
+		return d, nil, &sink.Error{Op: op.kind.String(), Err: fmt.Errorf("event data of %s/%s is not a JSON object: %w", r.Entity, r.Key, err)}
+	}
+	if op.body == nil && !ok {
+		if body, err = mapBody(d.Data, d.Key, d.Version); err != nil {
+			return d, nil, &sink.Error{Op: op.kind.String(), Err: fmt.Errorf("encode %s body: %w", op.kind, err)}
+		}
+	}
+	if !op.usesData {
+		d.Data = nil
+	}
+	return d, body, nil
 }
 
-// call renders op, sends it and classifies the outcome. It returns the
-// status and body of a 2xx and a *sink.Error otherwise.
-func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data TemplateData) (int, []byte, error) {
+// decodeData decodes the first JSON value of data into a map, numbers kept
+// exact.
+func decodeData(data []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var m map[string]any
+	err := dec.Decode(&m)
+	return m, err
+}
+
+// objectStart reports whether data starts with a valid JSON object, which
+// is what decoding it into a map needs.
+func objectStart(data []byte) bool {
+	i := skipWS(data, 0)
+	return i < len(data) && data[i] == '{' && (&walker{b: data}).value(i, 1) >= 0
+}
+
+// responses holds response buffers between calls; one larger than
+// maxPooledResponse is left to the garbage collector.
+var responses = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledResponse = 1 << 20
+
+// call renders op's path (and body template; body is the default body or
+// nil), sends it and classifies the outcome: a *sink.Error unless the
+// status is 2xx. The response of a 2xx goes to read when it is not nil,
+// whose error call returns; read must not keep the slice.
+func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data TemplateData, body []byte, read func(status int, resp []byte) error) error {
 	opName := op.kind.String()
-	fail := func(format string, args ...any) (int, []byte, error) {
-		return 0, nil, &sink.Error{Op: opName, Err: fmt.Errorf(format, args...)}
+	fail := func(format string, args ...any) error {
+		return &sink.Error{Op: opName, Err: fmt.Errorf(format, args...)}
 	}
-	path, err := execute(op.path, data)
-	if err != nil {
-		return fail("render %s.path: %w", op.where, err)
+	var target string
+	if op.plainPath != nil {
+		target = renderPlain(ent.baseURL, op.plainPath, data)
+	} else {
+		path, err := execute(op.path, data)
+		if err != nil {
+			return fail("render %s.path: %w", op.where, err)
+		}
+		target = ent.baseURL + path
 	}
-	target := ent.baseURL + path
-	var body []byte
-	switch {
-	case op.body != nil:
+	if op.body != nil {
 		rendered, err := execute(op.body, data)
 		if err != nil {
 			return fail("render %s.body: %w", op.where, err)
@@ -339,10 +402,6 @@ func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data Templa
 			return fail("%s.body rendered invalid JSON for key %q: %s", op.where, data.Key, excerptString(rendered, ent.maxExcerpt))
 		}
 		body = []byte(rendered)
-	case op.kind == opCreate || op.kind == opUpdate:
-		if body, err = defaultBody(data.Data, data.Key, data.Version); err != nil {
-			return fail("encode %s body: %w", opName, err)
-		}
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, ent.timeout)
@@ -355,14 +414,12 @@ func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data Templa
 	if err != nil {
 		return fail("%s.path rendered an unusable URL: %w", op.where, err)
 	}
-	for k, v := range ent.headers {
+	headers := ent.headers
+	if body != nil {
+		headers = ent.bodyHeaders
+	}
+	for k, v := range headers {
 		req.Header[k] = v
-	}
-	if body != nil && req.Header.Get("Content-Type") == "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if req.Header.Get("Accept") == "" {
-		req.Header.Set("Accept", "application/json")
 	}
 
 	start := s.now()
@@ -370,23 +427,37 @@ func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data Templa
 	if err != nil {
 		err = s.transportError(opName, ent, op, target, err)
 		s.finish(opName, ent.name, 0, start, err)
-		return 0, nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	status := resp.StatusCode
 	if status >= 200 && status < 300 {
-		respBody, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+		limited := &io.LimitedReader{R: resp.Body, N: maxResponseBytes + 1}
+		var buf *bytes.Buffer
+		var n int64
+		if read == nil {
+			n, err = io.Copy(io.Discard, limited)
+		} else {
+			buf = responses.Get().(*bytes.Buffer)
+			buf.Reset()
+			defer func() {
+				if buf.Cap() <= maxPooledResponse {
+					responses.Put(buf)
+				}
+			}()
+			n, err = buf.ReadFrom(limited)
+		}
 		switch {
 		case err != nil:
 			err = s.transportError(opName, ent, op, target, fmt.Errorf("read response: %w", err))
-		case len(respBody) > maxResponseBytes:
+		case n > maxResponseBytes:
 			err = &sink.Error{Op: opName, Status: status, Err: fmt.Errorf("%s %s: response is over %d bytes", op.method, redactURL(target), maxResponseBytes)}
 		}
 		s.finish(opName, ent.name, status, start, err)
-		if err != nil {
-			return status, nil, err
+		if err != nil || read == nil {
+			return err
 		}
-		return status, respBody, nil
+		return read(status, buf.Bytes())
 	}
 
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, int64(ent.maxExcerpt)))
@@ -401,7 +472,7 @@ func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data Templa
 		serr.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), s.now())
 	}
 	s.finish(opName, ent.name, status, start, serr)
-	return status, nil, serr
+	return serr
 }
 
 func (s *Sink) transportError(opName string, ent *entity, op *operation, target string, err error) error {

@@ -118,7 +118,9 @@ func TestDefaultRoutesFromCollection(t *testing.T) {
 	if len(reqs) != 4 {
 		t.Fatalf("got %d requests, want 4", len(reqs))
 	}
-	wantBody := `{"big":12345678901234567890,"external_id":"k/1 ?#","price":12.50,"title":"Sea <view>","version":3}`
+	// The data's members as published, in their order, numbers as written
+	// and no HTML escaping, then the external id and the version.
+	wantBody := `{"title":"Sea <view>","price":12.50,"big":12345678901234567890,"external_id":"k/1 ?#","version":3}`
 	checks := []struct {
 		method, path, query, body string
 	}{

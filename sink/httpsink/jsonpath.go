@@ -159,8 +159,41 @@ func isDigits(s string) bool {
 	return true
 }
 
-// extractID returns the single id at path in a response body.
+// extractID returns the single id at path in a response body. It reads
+// only what path needs (scanID); a body the scan gives up on is decoded
+// whole, which words the error.
 func extractID(body []byte, path jsonPath, what string, excerptLen int) (string, error) {
+	if id, found, ok := scanID(body, path); ok {
+		if !found {
+			return "", noIDError(body, path, what, excerptLen)
+		}
+		return id, nil
+	}
+	return decodedID(body, path, what, excerptLen)
+}
+
+// scanID finds the id at path with jsonPath.scan. ok is false when the
+// scan gave up on body; found is false when path selects no single id.
+func scanID(body []byte, path jsonPath) (id string, found, ok bool) {
+	var first []byte
+	n := 0
+	if !path.scan(body, func(v []byte) {
+		if n == 0 {
+			first = v
+		}
+		n++
+	}) {
+		return "", false, false
+	}
+	if n != 1 {
+		return "", false, true
+	}
+	id, found = rawID(first)
+	return id, found, true
+}
+
+// decodedID is extractID by decoding the whole body.
+func decodedID(body []byte, path jsonPath, what string, excerptLen int) (string, error) {
 	doc, err := decodeJSON(body)
 	if err != nil {
 		return "", fmt.Errorf("%s response is %v: got %s", what, err, excerptBytes(body, excerptLen))
@@ -171,12 +204,66 @@ func extractID(body []byte, path jsonPath, what string, excerptLen int) (string,
 			return id, nil
 		}
 	}
-	return "", fmt.Errorf("%s response has no string or number at id path %q: got %s", what, path.raw, excerptBytes(body, excerptLen))
+	return "", noIDError(body, path, what, excerptLen)
+}
+
+func noIDError(body []byte, path jsonPath, what string, excerptLen int) error {
+	return fmt.Errorf("%s response has no string or number at id path %q: got %s", what, path.raw, excerptBytes(body, excerptLen))
+}
+
+func badIDError(body []byte, path jsonPath, what string, excerptLen int) error {
+	return fmt.Errorf("%s response has a value at id path %q that is not a string or integer id: got %s", what, path.raw, excerptBytes(body, excerptLen))
 }
 
 // extractIDs returns every id the path selects; a path that selects nothing
-// (an empty array) yields no ids.
+// (an empty array) yields no ids. A path without [] may select the array
+// of ids itself. Like extractID it reads only what path needs.
 func extractIDs(body []byte, path jsonPath, what string, excerptLen int) ([]string, error) {
+	if ids, allIDs, ok := scanIDs(body, path); ok {
+		if !allIDs {
+			return nil, badIDError(body, path, what, excerptLen)
+		}
+		return ids, nil
+	}
+	return decodedIDs(body, path, what, excerptLen)
+}
+
+// scanIDs finds the ids at path with jsonPath.scan. ok is false when the
+// scan gave up on body; allIDs is false when a selected value is no id.
+func scanIDs(body []byte, path jsonPath) (ids []string, allIDs, ok bool) {
+	ids, allIDs = []string{}, true
+	add := func(v []byte) {
+		id, isID := rawID(v)
+		allIDs = allIDs && isID
+		ids = append(ids, id)
+	}
+	var single []byte // the one value a path without [] selects
+	if !path.scan(body, func(v []byte) {
+		if path.multi {
+			add(v)
+		} else {
+			single = v
+		}
+	}) {
+		return nil, false, false
+	}
+	switch {
+	case single == nil:
+	case single[0] == '[':
+		w := &walker{b: single}
+		w.composite(0, 1, func(_ []byte, _, at int) int {
+			end := w.value(at, 2)
+			add(single[at:end])
+			return end
+		})
+	default:
+		add(single)
+	}
+	return ids, allIDs, true
+}
+
+// decodedIDs is extractIDs by decoding the whole body.
+func decodedIDs(body []byte, path jsonPath, what string, excerptLen int) ([]string, error) {
 	doc, err := decodeJSON(body)
 	if err != nil {
 		return nil, fmt.Errorf("%s response is %v: got %s", what, err, excerptBytes(body, excerptLen))
@@ -191,7 +278,7 @@ func extractIDs(body []byte, path jsonPath, what string, excerptLen int) ([]stri
 	for _, v := range values {
 		id, ok := idString(v)
 		if !ok {
-			return nil, fmt.Errorf("%s response has a value at id path %q that is not a string or integer id: got %s", what, path.raw, excerptBytes(body, excerptLen))
+			return nil, badIDError(body, path, what, excerptLen)
 		}
 		ids = append(ids, id)
 	}

@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
+	"text/template/parse"
 )
 
 // TemplateData is what request path and body templates see. Which fields
@@ -105,6 +107,10 @@ type operation struct {
 	method string
 	path   *template.Template
 	body   *template.Template // nil: default body (create, update) or none
+	// usesData is whether path or body may read .Data or .DataJSON.
+	usesData bool
+	// plainPath is path as parts when it is that simple (compilePlain).
+	plainPath []plainPart
 }
 
 // Sample values used to render templates at load. The key and remote id
@@ -188,6 +194,8 @@ func compileRequest(where string, kind opKind, r *Request, errs *[]error) *opera
 	if len(*errs) > before {
 		return nil
 	}
+	op.usesData = usesData(op.path) || op.body != nil && usesData(op.body)
+	op.plainPath = compilePlain(op.path)
 	return op
 }
 
@@ -277,9 +285,11 @@ func listFields(fields []templateField) string {
 	return b.String()
 }
 
-// defaultBody is the data object with "external_id" and "version" added,
-// which is what most APIs with an external-id field want.
-func defaultBody(data map[string]any, key string, version int64) ([]byte, error) {
+// mapBody is the default body built from decoded data: the data object
+// with "external_id" and "version" added, which is what most APIs with an
+// external-id field want. spliceBody builds the same from data's bytes;
+// this is for the data it leaves alone.
+func mapBody(data map[string]any, key string, version int64) ([]byte, error) {
 	merged := make(map[string]any, len(data)+2)
 	for k, v := range data {
 		merged[k] = v
@@ -287,4 +297,183 @@ func defaultBody(data map[string]any, key string, version int64) ([]byte, error)
 	merged["external_id"] = key
 	merged["version"] = version
 	return marshalJSON(merged)
+}
+
+// usesData reports whether t may read .Data or .DataJSON, so that a call
+// whose templates do not skips decoding the event's data. It errs towards
+// yes: any use of the whole dot (passed to a function or a template, or
+// under with and range) counts.
+func usesData(t *template.Template) bool {
+	for _, tt := range t.Templates() {
+		if tt.Tree != nil && nodeUsesData(tt.Tree.Root) {
+			return true
+		}
+	}
+	return false
+}
+
+func nodeUsesData(n parse.Node) bool {
+	isData := func(ident []string, first int) bool {
+		return len(ident) <= first || ident[first] == "Data" || ident[first] == "DataJSON"
+	}
+	switch n := n.(type) {
+	case nil:
+		return false
+	case *parse.TextNode, *parse.CommentNode, *parse.BoolNode, *parse.NumberNode, *parse.StringNode,
+		*parse.NilNode, *parse.IdentifierNode, *parse.BreakNode, *parse.ContinueNode:
+		return false
+	case *parse.DotNode:
+		return true
+	case *parse.FieldNode:
+		return isData(n.Ident, 0)
+	case *parse.VariableNode:
+		return n.Ident[0] == "$" && isData(n.Ident, 1)
+	case *parse.ChainNode:
+		return nodeUsesData(n.Node)
+	case *parse.ListNode:
+		return n != nil && slices.ContainsFunc(n.Nodes, nodeUsesData)
+	case *parse.ActionNode:
+		return nodeUsesData(n.Pipe)
+	case *parse.PipeNode:
+		if n == nil {
+			return false
+		}
+		for _, c := range n.Cmds {
+			if slices.ContainsFunc(c.Args, nodeUsesData) {
+				return true
+			}
+		}
+		return false
+	case *parse.CommandNode:
+		return slices.ContainsFunc(n.Args, nodeUsesData)
+	case *parse.IfNode:
+		return branchUsesData(&n.BranchNode)
+	case *parse.RangeNode:
+		return branchUsesData(&n.BranchNode)
+	case *parse.WithNode:
+		return branchUsesData(&n.BranchNode)
+	case *parse.TemplateNode:
+		return nodeUsesData(n.Pipe)
+	}
+	return true // a node this function does not know
+}
+
+func branchUsesData(b *parse.BranchNode) bool {
+	return nodeUsesData(b.Pipe) || nodeUsesData(b.List) || nodeUsesData(b.ElseList)
+}
+
+// plainPart is text, or one field of TemplateData (str or num) optionally
+// escaped by path or query.
+type plainPart struct {
+	text   string
+	str    func(*TemplateData) string
+	num    func(*TemplateData) int64
+	escape func(string) string
+}
+
+var (
+	plainStrings = map[string]func(*TemplateData) string{
+		"Entity":   func(d *TemplateData) string { return d.Entity },
+		"Key":      func(d *TemplateData) string { return d.Key },
+		"RemoteID": func(d *TemplateData) string { return d.RemoteID },
+	}
+	plainNumbers = map[string]func(*TemplateData) int64{
+		"Version": func(d *TemplateData) int64 { return d.Version },
+		"Page":    func(d *TemplateData) int64 { return int64(d.Page) },
+		"PerPage": func(d *TemplateData) int64 { return int64(d.PerPage) },
+	}
+	plainEscapes = map[string]func(string) string{"path": url.PathEscape, "query": url.QueryEscape}
+)
+
+// compilePlain turns a template made only of text and the actions
+// {{.F}}, {{.F | path}}, {{path .F}} (and query alike) on the scalar fields
+// of TemplateData into parts that render without text/template's
+// reflection, which is most of the cost of a default route's path. It
+// returns nil for any other template (FuzzPlainPathAgreesWithTemplate).
+func compilePlain(t *template.Template) []plainPart {
+	if t == nil || t.Tree == nil || t.Tree.Root == nil {
+		return nil
+	}
+	var parts []plainPart
+	for _, n := range t.Tree.Root.Nodes {
+		switch n := n.(type) {
+		case *parse.TextNode:
+			parts = append(parts, plainPart{text: string(n.Text)})
+		case *parse.ActionNode:
+			p, ok := plainAction(n.Pipe)
+			if !ok {
+				return nil
+			}
+			parts = append(parts, p)
+		default:
+			return nil
+		}
+	}
+	if parts == nil {
+		parts = []plainPart{} // an empty path still renders
+	}
+	return parts
+}
+
+func plainAction(pipe *parse.PipeNode) (plainPart, bool) {
+	if pipe == nil || len(pipe.Decl) > 0 || pipe.IsAssign {
+		return plainPart{}, false
+	}
+	var field, escape string
+	switch cmds := pipe.Cmds; {
+	case len(cmds) == 1 && len(cmds[0].Args) == 1: // {{.F}}
+		field = fieldName(cmds[0].Args[0])
+	case len(cmds) == 1 && len(cmds[0].Args) == 2: // {{path .F}}
+		escape, field = identName(cmds[0].Args[0]), fieldName(cmds[0].Args[1])
+	case len(cmds) == 2 && len(cmds[0].Args) == 1 && len(cmds[1].Args) == 1: // {{.F | path}}
+		field, escape = fieldName(cmds[0].Args[0]), identName(cmds[1].Args[0])
+	}
+	if len(pipe.Cmds) > 1 || len(pipe.Cmds) == 1 && len(pipe.Cmds[0].Args) > 1 {
+		if escape == "" {
+			return plainPart{}, false // the second operand is no function
+		}
+	}
+	p := plainPart{str: plainStrings[field], num: plainNumbers[field], escape: plainEscapes[escape]}
+	switch {
+	case p.str == nil && p.num == nil, escape != "" && p.escape == nil:
+		return plainPart{}, false
+	case p.num != nil && escape != "":
+		return plainPart{}, false // text/template refuses a number for a string argument
+	}
+	return p, true
+}
+
+func fieldName(n parse.Node) string {
+	if f, ok := n.(*parse.FieldNode); ok && len(f.Ident) == 1 {
+		return f.Ident[0]
+	}
+	return ""
+}
+
+func identName(n parse.Node) string {
+	if id, ok := n.(*parse.IdentifierNode); ok {
+		return id.Ident
+	}
+	return ""
+}
+
+// renderPlain appends parts rendered with d to prefix.
+func renderPlain(prefix string, parts []plainPart, d TemplateData) string {
+	var b strings.Builder
+	b.Grow(len(prefix) + 64)
+	b.WriteString(prefix)
+	var num [20]byte
+	for _, p := range parts {
+		switch {
+		case p.num != nil:
+			b.Write(strconv.AppendInt(num[:0], p.num(&d), 10))
+		case p.str == nil:
+			b.WriteString(p.text)
+		case p.escape != nil:
+			b.WriteString(p.escape(p.str(&d)))
+		default:
+			b.WriteString(p.str(&d))
+		}
+	}
+	return b.String()
 }
