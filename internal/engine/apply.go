@@ -28,7 +28,7 @@ const (
 	ResultSuperseded Result = "superseded"
 	ResultRepaired   Result = "repaired" // a stale event triggered a repair of the newest state
 	ResultRetried    Result = "retried"  // scheduled for a delayed retry
-	ResultLocked     Result = "locked"   // entity leased elsewhere, retried later
+	ResultLocked     Result = "locked"   // entity leased by another process (or too many waiting here), retried later
 	ResultParked     Result = "parked"   // moved to the parked queue with a reason
 	ResultReleased   Result = "released" // handed back on shutdown
 )
@@ -98,8 +98,18 @@ func (a *Applier) owner() string {
 func (a *Applier) Apply(ctx context.Context, body []byte, attempt int) Outcome {
 	ev, err := event.Parse(body, a.cfg.MaxEventBytes)
 	if err != nil {
-		return Outcome{Result: ResultParked, Reason: err.Error(), Err: err}
+		return invalid(err)
 	}
+	return a.applyEvent(ctx, ev, body, attempt)
+}
+
+// invalid is the fate of a body that is no valid event.
+func invalid(err error) Outcome {
+	return Outcome{Result: ResultParked, Reason: err.Error(), Err: err}
+}
+
+// applyEvent is Apply for an event parsed from body already.
+func (a *Applier) applyEvent(ctx context.Context, ev event.Event, body []byte, attempt int) Outcome {
 	out := a.apply(ctx, ev, body, attempt)
 	out.Key = store.Key{Entity: ev.Entity, Key: ev.Key}
 	if ev.OccurredAt != nil {
@@ -565,12 +575,16 @@ func Backoff(attempt int, base, max time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// jitter spreads d by ±25% so retried events do not return in lockstep.
+// jitter spreads d over its last quarter (3/4 d to d) so retried events do
+// not return in lockstep. Never above d: RabbitMQ rounds a delay up to the
+// next retry tier, so a locked retry of 1s ± 25% used to land in the 5s
+// tier half the time; at or below LockedRetryDelay (1s, the shortest
+// default tier) it stays in the shortest one.
 func jitter(d time.Duration) time.Duration {
 	if d <= 0 {
 		return 0
 	}
-	return d*3/4 + rand.N(d/2+1)
+	return d*3/4 + rand.N(d/4+1)
 }
 
 func pick(ids []string, prefer string) string {

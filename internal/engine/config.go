@@ -51,7 +51,10 @@ type Config struct {
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
 	// LockedRetryDelay is how long an event waits when its entity is leased
-	// by another worker. Default 1s (bounded by the lease's remaining time).
+	// by another worker process (events of one key in this process wait for
+	// each other in memory instead). Default 1s (bounded by the lease's
+	// remaining time); retries spread over its last quarter, never above
+	// it, so at or below the bus's shortest retry tier they stay in it.
 	LockedRetryDelay time.Duration
 	// MaxEventBytes larger payloads are parked. Default event.DefaultMaxSize.
 	MaxEventBytes int

@@ -14,6 +14,7 @@ import (
 type Metrics struct {
 	events      *prometheus.CounterVec
 	inFlight    *prometheus.GaugeVec
+	waiting     *prometheus.GaugeVec
 	duration    *prometheus.HistogramVec
 	lag         *prometheus.HistogramVec
 	sinkLatency *prometheus.HistogramVec
@@ -31,6 +32,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "eventsync_in_flight",
 			Help: "Events being applied right now, by stream.",
+		}, []string{"stream"}),
+		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "eventsync_events_waiting_for_key",
+			Help: "Events waiting in memory for another event of their key in this worker, by stream.",
 		}, []string{"stream"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "eventsync_event_duration_seconds",
@@ -59,7 +64,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"stream"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.inFlight, m.duration, m.lag, m.sinkLatency, m.breakerOpen, m.paused)
+		reg.MustRegister(m.events, m.inFlight, m.waiting, m.duration, m.lag, m.sinkLatency, m.breakerOpen, m.paused)
 	}
 	return m
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/internal/control"
 	"github.com/eventsync/eventsync/sink"
 	"github.com/eventsync/eventsync/store"
@@ -28,6 +29,8 @@ type Worker struct {
 	started atomic.Pointer[time.Time] // set by Run, read by Status from any goroutine
 
 	slots chan struct{}
+	// keys makes events of one key wait for each other in memory.
+	keys *keyQueue
 	// streamSlots caps one stream's share of slots (resync only); taken
 	// before a shared slot, so a capped stream never holds a shared slot
 	// while it waits.
@@ -80,6 +83,8 @@ func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, m *Metrics) 
 	if w.metrics == nil {
 		w.metrics = NewMetrics(nil)
 	}
+	// Waiting deliveries hold prefetch: half of it stays for other keys.
+	w.keys = newKeyQueue(cfg.Prefetch/2, w.metrics.waiting)
 	for _, s := range cfg.Streams {
 		w.inFlight[s] = new(atomic.Int64)
 		w.done[s] = new(atomic.Int64)
@@ -243,15 +248,77 @@ func (w *Worker) pump(ctx, handlerCtx context.Context, stream bus.Stream, sub bu
 			continue
 		}
 		handlers.Add(1)
-		w.inFlight[stream].Add(1)
-		w.metrics.inFlight.WithLabelValues(string(stream)).Inc()
+		t := w.begin(task{stream: stream, d: d, probe: probe, since: w.cfg.Now()})
 		go func() {
 			defer handlers.Done()
-			defer w.releaseSlot(stream)
-			w.handle(handlerCtx, stream, d, probe)
-			w.inFlight[stream].Add(-1)
-			w.metrics.inFlight.WithLabelValues(string(stream)).Dec()
+			w.serve(ctx, handlerCtx, t)
 		}()
+	}
+}
+
+// task is a delivery a handler works on, holding a slot.
+type task struct {
+	stream bus.Stream
+	d      bus.Delivery
+	probe  bool      // the breaker's half-open probe
+	since  time.Time // when the worker received it
+	// held is set for a delivery that waited for its key: its handler
+	// holds the key already, and ev is parsed.
+	held bool
+	ev   event.Event
+}
+
+// begin counts t in flight; it holds a slot.
+func (w *Worker) begin(t task) task {
+	w.inFlight[t.stream].Add(1)
+	w.metrics.inFlight.WithLabelValues(string(t.stream)).Inc()
+	return t
+}
+
+// end gives back t's slot.
+func (w *Worker) end(t task) {
+	w.inFlight[t.stream].Add(-1)
+	w.metrics.inFlight.WithLabelValues(string(t.stream)).Dec()
+	w.releaseSlot(t.stream)
+}
+
+// serve handles t and then, while its handler holds t's key, the
+// deliveries that waited for that key, each with a slot and the breaker's
+// leave of its own (the pump's rules). ctx stops taking new ones on (the
+// rest are handed back); handlerCtx bounds the work on each.
+func (w *Worker) serve(ctx, handlerCtx context.Context, t task) {
+	for {
+		key, holds := w.handle(handlerCtx, t)
+		w.end(t)
+		if !holds {
+			return
+		}
+		var ok bool
+		if t, ok = w.handOn(ctx, key); !ok {
+			return
+		}
+	}
+}
+
+// handOn takes on the next delivery waiting for key, which the caller
+// held; false when none waits (key is free then). A waiting delivery that
+// cannot start (the worker stops, its stream paused) is handed back.
+func (w *Worker) handOn(ctx context.Context, key store.Key) (task, bool) {
+	for {
+		next := w.keys.handOn(key)
+		if next == nil {
+			return task{}, false
+		}
+		paused, changed := w.isPaused(next.stream)
+		// (acquireSlot may pick a free slot over an ended ctx.)
+		if ctx.Err() == nil && !paused && w.acquireSlot(ctx, next.stream, changed) {
+			probe, err := w.breaker.Admit(ctx, changed)
+			if err == nil {
+				return w.begin(task{stream: next.stream, d: next.d, probe: probe, since: next.since, held: true, ev: next.ev}), true
+			}
+			w.releaseSlot(next.stream)
+		}
+		w.handBack(ctx, next.stream, next.d)
 	}
 }
 
@@ -295,16 +362,53 @@ func (w *Worker) handBack(ctx context.Context, stream bus.Stream, d bus.Delivery
 	}
 }
 
-// handle applies one delivery and settles it according to the outcome.
-func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, probe bool) {
-	start := w.cfg.Now()
-	var out Outcome
-	if reason := d.Headers()[bus.HeaderRejected]; reason != "" {
-		// Its producer knew it is no valid event and said why.
-		out = Outcome{Result: ResultParked, Reason: reason}
-	} else {
-		out = w.applier.Apply(bus.WithStream(ctx, stream), d.Body(), d.Attempt())
+// handle applies t's delivery and settles it according to the outcome.
+// holds reports that the caller holds key and must hand it on (handOn).
+// A delivery of a key another handler holds is queued behind it,
+// unsettled (holds false): that handler takes it on.
+func (w *Worker) handle(ctx context.Context, t task) (key store.Key, holds bool) {
+	ev, err := w.parse(t)
+	if err != nil {
+		w.settle(ctx, t, invalid(err))
+		return key, false
 	}
+	key = store.Key{Entity: ev.Entity, Key: ev.Key}
+	if !t.held {
+		switch w.keys.enter(key, &waiter{stream: t.stream, d: t.d, ev: ev, since: t.since}) {
+		case entryQueued:
+			if t.probe {
+				// It has not gone to the API: another event may probe.
+				w.breaker.Record(true, false, false)
+			}
+			return key, false
+		case entryFull:
+			// As for a key another process holds: the broker's shortest
+			// retry tier.
+			w.settle(ctx, t, Outcome{Result: ResultLocked, Delay: jitter(w.cfg.LockedRetryDelay),
+				Reason: "entity busy in this worker, and too many events wait for their keys", Key: key})
+			return key, false
+		}
+	}
+	w.settle(ctx, t, w.applier.applyEvent(bus.WithStream(ctx, t.stream), ev, t.d.Body(), t.d.Attempt()))
+	return key, true
+}
+
+// parse reads t's event: parsed already for one that waited for its key,
+// an error for one its producer marked rejected or that is no valid event.
+func (w *Worker) parse(t task) (event.Event, error) {
+	if t.held {
+		return t.ev, nil
+	}
+	if reason := t.d.Headers()[bus.HeaderRejected]; reason != "" {
+		// Its producer knew it is no valid event and said why.
+		return event.Event{}, errors.New(reason)
+	}
+	return event.Parse(t.d.Body(), w.cfg.MaxEventBytes)
+}
+
+// settle carries out out on t's delivery and records it.
+func (w *Worker) settle(ctx context.Context, t task, out Outcome) {
+	stream, d, probe := t.stream, t.d, t.probe
 	var err error
 	switch out.Result {
 	case ResultApplied, ResultDuplicate, ResultStale, ResultSuperseded, ResultRepaired:
@@ -348,7 +452,7 @@ func (w *Worker) handle(ctx context.Context, stream bus.Stream, d bus.Delivery, 
 	}
 	w.metrics.events.WithLabelValues(string(stream), string(out.Result)).Inc()
 	end := w.cfg.Now()
-	w.metrics.duration.WithLabelValues(string(stream)).Observe(end.Sub(start).Seconds())
+	w.metrics.duration.WithLabelValues(string(stream)).Observe(end.Sub(t.since).Seconds())
 	if success && !out.OccurredAt.IsZero() {
 		w.metrics.lag.WithLabelValues(string(stream)).Observe(max(0, end.Sub(out.OccurredAt).Seconds()))
 	}
@@ -422,11 +526,27 @@ func (w *Worker) controlLoop(ctx context.Context) {
 		if err := w.pollControl(ctx); err != nil && ctx.Err() == nil {
 			w.cfg.Logger.Warn("reading control flags failed; keeping the last known state", "err", err)
 		}
+		w.retryLongWaits(ctx)
 		if time.Since(lastBeat) >= 2*time.Second {
 			w.sampleRates()
 			w.heartbeat(ctx, 10*time.Second)
 			lastBeat = time.Now()
 		}
+	}
+}
+
+// retryLongWaits sends the events that waited a lease TTL for their key in
+// memory (its holder is slow, or stuck on an unreachable store) to the
+// broker's shortest retry tier, as if another process held the key: a
+// delivery must not sit unacknowledged for ever (JetStream redelivers it
+// after its ack wait anyway).
+func (w *Worker) retryLongWaits(ctx context.Context) {
+	for _, late := range w.keys.expired(w.cfg.Now().Add(-w.cfg.LeaseTTL)) {
+		w.settle(ctx, task{stream: late.stream, d: late.d, since: late.since}, Outcome{
+			Result: ResultLocked, Delay: jitter(w.cfg.LockedRetryDelay),
+			Reason: "waited a lease TTL for another event of its key in this worker",
+			Key:    store.Key{Entity: late.ev.Entity, Key: late.ev.Key},
+		})
 	}
 }
 

@@ -263,13 +263,17 @@ func lagSamples(t *testing.T, reg *prometheus.Registry) (count uint64, sum float
 	return count, sum
 }
 
-// flakySettleBus wraps a real bus: the first Retry of any delivery fails
-// without settling it, as a retry whose publish to the retry queue failed.
-// It also counts hand-backs (Release).
+// flakySettleBus wraps a real bus and counts hand-backs (Release) and
+// retries, keeping the longest delay a retry asked for. With
+// failFirstRetry, the first Retry of any delivery fails without settling
+// it, as a retry whose publish to the retry queue failed.
 type flakySettleBus struct {
 	bus.Bus
-	failed   atomic.Bool
-	releases atomic.Int64
+	failFirstRetry bool
+	failed         atomic.Bool
+	releases       atomic.Int64
+	retries        atomic.Int64
+	longestRetry   atomic.Int64 // nanoseconds
 }
 
 func (b *flakySettleBus) Subscribe(ctx context.Context, s bus.Stream, o bus.SubscribeOptions) (bus.Subscription, error) {
@@ -318,7 +322,11 @@ func (d *flakySettleDelivery) Release(ctx context.Context) error {
 }
 
 func (d *flakySettleDelivery) Retry(ctx context.Context, delay time.Duration, reason string) error {
-	if d.bus.failed.CompareAndSwap(false, true) {
+	d.bus.retries.Add(1)
+	for longest := d.bus.longestRetry.Load(); int64(delay) > longest && !d.bus.longestRetry.CompareAndSwap(longest, int64(delay)); {
+		longest = d.bus.longestRetry.Load()
+	}
+	if d.bus.failFirstRetry && d.bus.failed.CompareAndSwap(false, true) {
 		return fmt.Errorf("publish to the retry queue: %w", errors.New("injected failure"))
 	}
 	return d.Delivery.Retry(ctx, delay, reason)
@@ -344,7 +352,7 @@ func TestWorkerHandsBackADeliveryWhoseRetryFailed(t *testing.T) {
 	sf := stores()[0]
 	h := newHarness(t, sf, nil)
 	h.applier.sink = &failOnceSink{Sink: h.applier.sink}
-	b := &flakySettleBus{Bus: rabbitmqtest.Open(t, rabbitmq.Config{})}
+	b := &flakySettleBus{Bus: rabbitmqtest.Open(t, rabbitmq.Config{}), failFirstRetry: true}
 	runWorker(t, h, b, func(c *Config) { c.Streams = []bus.Stream{bus.Live} })
 	publishN(t, b, bus.Live, 0, 1)
 	waitUntil(t, 10*time.Second, "the event applied after its failed retry", func() bool { return len(h.api.Records("listings")) == 1 })

@@ -1,0 +1,156 @@
+package engine
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/store"
+)
+
+// keyQueue makes the events of one key that are in this process wait for
+// each other in memory. Without it they would collide on the store's lease
+// and go round the broker's retry tiers (a second or more each), which is
+// what gave every hot-key run its tail. One handler at a time holds a key;
+// a delivery of a held key is queued, without a slot, and the holder takes
+// it on when it is done.
+//
+// The holder takes the newest version first and then the older ones that
+// waited with it (they are stale by then: a store round trip each, no API
+// call); events that arrive meanwhile form the next round. So a hot key
+// costs one API call per round rather than one per event, and no event
+// waits behind more than one round.
+//
+// Waiting deliveries are unacknowledged, so they count against the
+// stream's prefetch: at most limit of them wait per stream, and a delivery
+// beyond that takes the broker's shortest retry tier, as one whose key
+// another process holds. They leave the queue only to be handled, handed
+// back (shutdown, pause) or retried (waited too long): never dropped.
+type keyQueue struct {
+	limit  int
+	gauges *prometheus.GaugeVec // waiting deliveries by stream; nil for none
+
+	mu      sync.Mutex
+	keys    map[store.Key]*keyWait // present while a handler holds the key
+	waiting map[bus.Stream]int
+}
+
+// keyWait is one held key's waiting deliveries.
+type keyWait struct {
+	round []*waiter // the round being worked off, newest taken first
+	next  []*waiter // arrived since the round began
+}
+
+// waiter is a delivery waiting for its key.
+type waiter struct {
+	stream bus.Stream
+	d      bus.Delivery
+	ev     event.Event
+	since  time.Time // when the worker received it
+}
+
+// entry is enter's verdict.
+type entry int
+
+const (
+	entryHold   entry = iota // the caller holds the key now
+	entryQueued              // queued: the holder takes it on
+	entryFull                // the stream's waiting limit is reached
+)
+
+func newKeyQueue(limit int, gauges *prometheus.GaugeVec) *keyQueue {
+	return &keyQueue{limit: max(1, limit), gauges: gauges, keys: map[store.Key]*keyWait{}, waiting: map[bus.Stream]int{}}
+}
+
+// count moves s's waiting count by delta; q.mu is held.
+func (q *keyQueue) count(s bus.Stream, delta int) {
+	q.waiting[s] += delta
+	if q.gauges != nil {
+		q.gauges.WithLabelValues(string(s)).Add(float64(delta))
+	}
+}
+
+// enter lets w's handler hold k, or queues w behind k's holder.
+func (q *keyQueue) enter(k store.Key, w *waiter) entry {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	kw, held := q.keys[k]
+	switch {
+	case !held:
+		q.keys[k] = &keyWait{}
+		return entryHold
+	case q.waiting[w.stream] >= q.limit:
+		return entryFull
+	}
+	kw.next = append(kw.next, w)
+	q.count(w.stream, 1)
+	return entryQueued
+}
+
+// handOn is called by k's holder when it is done: it returns the waiter
+// that holds k now, or nil when none waits (k is free then).
+func (q *keyQueue) handOn(k store.Key) *waiter {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	kw := q.keys[k]
+	if kw == nil {
+		return nil
+	}
+	if len(kw.round) == 0 {
+		if len(kw.next) == 0 {
+			delete(q.keys, k)
+			return nil
+		}
+		// A new round, newest last so it is taken first; the rest follow
+		// newest to oldest.
+		kw.round, kw.next = kw.next, kw.round[:0]
+		slices.SortStableFunc(kw.round, func(a, b *waiter) int {
+			switch {
+			case a.ev.Version < b.ev.Version:
+				return -1
+			case a.ev.Version > b.ev.Version:
+				return 1
+			}
+			return 0
+		})
+	}
+	w := kw.round[len(kw.round)-1]
+	kw.round[len(kw.round)-1] = nil
+	kw.round = kw.round[:len(kw.round)-1]
+	q.count(w.stream, -1)
+	return w
+}
+
+// expired removes and returns the waiters received before cutoff (their
+// holder is slow, or stuck on an unreachable store). Their keys stay held.
+func (q *keyQueue) expired(cutoff time.Time) []*waiter {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []*waiter
+	keep := func(ws []*waiter) []*waiter {
+		return slices.DeleteFunc(ws, func(w *waiter) bool {
+			if w.since.Before(cutoff) {
+				out = append(out, w)
+				q.count(w.stream, -1)
+				return true
+			}
+			return false
+		})
+	}
+	for _, kw := range q.keys {
+		kw.round = keep(kw.round)
+		kw.next = keep(kw.next)
+	}
+	return out
+}
+
+// waitingOn reports how many deliveries of stream wait for their key.
+func (q *keyQueue) waitingOn(s bus.Stream) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.waiting[s]
+}

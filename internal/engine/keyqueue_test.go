@@ -1,0 +1,113 @@
+package engine
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/store"
+)
+
+func waiterOf(s bus.Stream, version int64, since time.Time) *waiter {
+	return &waiter{stream: s, ev: event.Event{Entity: "listing", Key: "k", Version: version}, since: since}
+}
+
+// handOnAll hands k on until it is free and returns the versions taken.
+func handOnAll(q *keyQueue, k store.Key) []int64 {
+	var got []int64
+	for w := q.handOn(k); w != nil; w = q.handOn(k) {
+		got = append(got, w.ev.Version)
+	}
+	return got
+}
+
+// The holder takes the newest version of a round first, then the older
+// ones of that round; what arrived meanwhile is the next round.
+func TestKeyQueueTakesTheNewestOfEachRoundFirst(t *testing.T) {
+	q := newKeyQueue(100, nil)
+	k := store.Key{Entity: "listing", Key: "k"}
+	now := time.Now()
+	if got := q.enter(k, waiterOf(bus.Live, 1, now)); got != entryHold {
+		t.Fatalf("first enter = %d, want hold", got)
+	}
+	for _, v := range []int64{3, 2, 5, 4} {
+		if got := q.enter(k, waiterOf(bus.Live, v, now)); got != entryQueued {
+			t.Fatalf("enter of version %d on a held key = %d, want queued", v, got)
+		}
+	}
+	var got []int64
+	w := q.handOn(k)
+	got = append(got, w.ev.Version)
+	// Arrive during the round: they wait for the next one, even the newer.
+	for _, v := range []int64{9, 6} {
+		q.enter(k, waiterOf(bus.Resync, v, now))
+	}
+	got = append(got, handOnAll(q, k)...)
+	if want := []int64{5, 4, 3, 2, 9, 6}; !slices.Equal(got, want) {
+		t.Fatalf("handed on %v, want %v", got, want)
+	}
+	if n := q.waitingOn(bus.Live) + q.waitingOn(bus.Resync); n != 0 {
+		t.Fatalf("%d waiting after all were handed on", n)
+	}
+	// The key is free again: the next event holds it at once.
+	if got := q.enter(k, waiterOf(bus.Live, 10, now)); got != entryHold {
+		t.Fatalf("enter after the key was freed = %d, want hold", got)
+	}
+}
+
+// At most limit deliveries of a stream wait; the other stream has its own.
+func TestKeyQueueBoundsTheWaitingPerStream(t *testing.T) {
+	q := newKeyQueue(2, nil)
+	now := time.Now()
+	a, b := store.Key{Entity: "listing", Key: "a"}, store.Key{Entity: "listing", Key: "b"}
+	q.enter(a, waiterOf(bus.Live, 1, now))
+	q.enter(b, waiterOf(bus.Live, 1, now))
+	if q.enter(a, waiterOf(bus.Live, 2, now)) != entryQueued || q.enter(b, waiterOf(bus.Live, 2, now)) != entryQueued {
+		t.Fatal("the first two waiting deliveries were not queued")
+	}
+	if got := q.enter(a, waiterOf(bus.Live, 3, now)); got != entryFull {
+		t.Fatalf("a third waiting live delivery = %d, want full", got)
+	}
+	if got := q.enter(a, waiterOf(bus.Resync, 3, now)); got != entryQueued {
+		t.Fatalf("a resync delivery when live is full = %d, want queued", got)
+	}
+	// A free key is held whatever the limit.
+	if got := q.enter(store.Key{Entity: "listing", Key: "c"}, waiterOf(bus.Live, 1, now)); got != entryHold {
+		t.Fatalf("enter of a free key when live is full = %d, want hold", got)
+	}
+	if w := q.handOn(b); w == nil || w.stream != bus.Live {
+		t.Fatalf("handed on %v, want b's live delivery", w)
+	}
+	if got := q.enter(b, waiterOf(bus.Live, 3, now)); got != entryQueued {
+		t.Fatalf("enter after one was handed on = %d, want queued", got)
+	}
+}
+
+// Waiters received before the cutoff leave the queue (for the broker's
+// retry); the key stays held and the others stay queued.
+func TestKeyQueueExpiredRemovesOnlyLongWaits(t *testing.T) {
+	q := newKeyQueue(10, nil)
+	k := store.Key{Entity: "listing", Key: "k"}
+	now := time.Now()
+	q.enter(k, waiterOf(bus.Live, 1, now))
+	q.enter(k, waiterOf(bus.Live, 2, now.Add(-time.Minute)))
+	q.enter(k, waiterOf(bus.Live, 3, now))
+	q.enter(k, waiterOf(bus.Live, 4, now.Add(-time.Minute)))
+	late := q.expired(now.Add(-time.Second))
+	var versions []int64
+	for _, w := range late {
+		versions = append(versions, w.ev.Version)
+	}
+	slices.Sort(versions)
+	if !slices.Equal(versions, []int64{2, 4}) {
+		t.Fatalf("expired %v, want [2 4]", versions)
+	}
+	if n := q.waitingOn(bus.Live); n != 1 {
+		t.Fatalf("%d waiting after expiry, want 1", n)
+	}
+	if got := handOnAll(q, k); !slices.Equal(got, []int64{3}) {
+		t.Fatalf("handed on %v after expiry, want [3]", got)
+	}
+}
