@@ -219,6 +219,18 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Warnings lists settings that are valid but cannot do what they seem to
+// ask, each naming its keys and the fix; a program logs them at start.
+func (c Config) Warnings() []string {
+	d := c.WithDefaults()
+	var out []string
+	// 0 follows the worker; a cap below it leaves events waiting for a slot.
+	if m, n := d.Throttle.MaxInFlight, d.Worker.Concurrency; d.Throttle.On() && m > 0 && m < n {
+		out = append(out, fmt.Sprintf("throttle.max_in_flight (%d) is below worker.concurrency (%d): at most %d API calls run at once and the other events wait for a slot; set throttle.max_in_flight to 0 to follow worker.concurrency, or lower worker.concurrency", m, n, m))
+	}
+	return out
+}
+
 // longestSinkTimeout returns the longest call timeout of a defaulted sink
 // configuration and the key that sets it.
 func longestSinkTimeout(s httpsink.Config) (time.Duration, string) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/eventsync/eventsync/sink/httpsink"
+	"github.com/eventsync/eventsync/throttle"
 )
 
 func sinkConfig(timeout time.Duration) httpsink.Config {
@@ -100,5 +101,37 @@ func TestNoDeploymentWithoutURLOrDataDir(t *testing.T) {
 	}
 	if _, err := c.Store(context.Background()); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("a closed client opened a store: %v", err)
+	}
+}
+
+// throttle.max_in_flight follows worker.concurrency unless set; set below
+// it, the configuration is valid (a hard cap of the API's) but warned
+// about, naming both keys.
+func TestMaxInFlightFollowsWorkerConcurrency(t *testing.T) {
+	cfg := Config{Worker: WorkerConfig{Concurrency: 1000}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if m := cfg.WithDefaults().Throttle.MaxInFlight; m != 0 {
+		t.Fatalf("throttle.max_in_flight defaults to %d; want 0, following worker.concurrency", m)
+	}
+	if w := cfg.Warnings(); len(w) != 0 {
+		t.Fatalf("warnings for the defaults: %q", w)
+	}
+	cfg.Throttle.MaxInFlight = 256
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("a cap below the concurrency is valid: %v", err)
+	}
+	w := cfg.Warnings()
+	if len(w) != 1 || !strings.Contains(w[0], "throttle.max_in_flight (256)") || !strings.Contains(w[0], "worker.concurrency (1000)") {
+		t.Fatalf("warnings = %q; want one naming throttle.max_in_flight (256) and worker.concurrency (1000)", w)
+	}
+	off := false
+	cfg.Throttle.Enabled = &off
+	if w := cfg.Warnings(); len(w) != 0 {
+		t.Fatalf("warnings with the throttle off: %q", w)
+	}
+	if w := (Config{Throttle: ThrottleConfig{Config: throttle.Config{MaxInFlight: 300}}}).Warnings(); len(w) != 0 {
+		t.Fatalf("warnings for a cap above the default concurrency: %q", w)
 	}
 }

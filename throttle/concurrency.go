@@ -34,6 +34,12 @@ const liveWindow = time.Second
 type concurrency struct {
 	backoff, tolerance, share float64
 	maxLimit                  float64
+	// atCap is called once, the first time a call waits for a slot
+	// because the limit stands at a configured maximum (callers want more
+	// calls at once than it allows).
+	atCap  func(max int)
+	capped bool // the maximum is configured, not the callers' own concurrency
+	warned bool
 
 	mu        sync.Mutex
 	limit     float64
@@ -52,11 +58,18 @@ type slotWaiter struct {
 	granted bool
 }
 
+// newConcurrency returns the limit for cfg. Without a configured maximum
+// the limit has none of its own: it grows only while every slot is taken,
+// so it stops one above the most calls the callers make at once.
 func newConcurrency(cfg Config) *concurrency {
-	return &concurrency{
+	c := &concurrency{
 		backoff: cfg.Backoff, tolerance: cfg.LatencyTolerance, share: cfg.LiveShare,
-		maxLimit: float64(cfg.MaxInFlight), limit: float64(cfg.InitialLimit), slowStart: true,
+		maxLimit: math.MaxInt32, limit: float64(cfg.InitialLimit), slowStart: true,
 	}
+	if cfg.MaxInFlight > 0 {
+		c.maxLimit, c.capped = float64(cfg.MaxInFlight), true
+	}
+	return c
 }
 
 // Limit returns the current limit (whole slots).
@@ -74,6 +87,14 @@ func (c *concurrency) InFlight() [2]int {
 }
 
 func (c *concurrency) slots() int { return max(1, int(c.limit)) }
+
+// latency is the long-term average latency of successful calls (0 before
+// the first).
+func (c *concurrency) latency() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Duration(c.long * float64(time.Second))
+}
 
 func (c *concurrency) liveActive(now time.Time) bool {
 	return len(c.waiters[Live]) > 0 || c.inFlight[Live] > 0 || now.Sub(c.lastLive) < liveWindow
@@ -103,7 +124,14 @@ func (c *concurrency) acquire(ctx context.Context, p Priority, now time.Time) er
 	}
 	w := &slotWaiter{ready: make(chan struct{})}
 	c.waiters[p] = append(c.waiters[p], w)
+	warn := c.capped && !c.warned && c.limit >= c.maxLimit && c.inFlight[Live]+c.inFlight[Resync] >= c.slots()
+	if warn {
+		c.warned = true
+	}
 	c.mu.Unlock()
+	if warn && c.atCap != nil {
+		c.atCap(int(c.maxLimit))
+	}
 
 	select {
 	case <-w.ready:

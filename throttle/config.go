@@ -20,14 +20,18 @@ type Config struct {
 	// MaxBurst; 0 means 50 ms worth of the rate (at least 1).
 	Burst int `yaml:"burst" doc:"calls that may start at once above the rate, at most 1000000; 0 = 50ms worth of the rate"`
 	// MaxInFlight caps this process's concurrent calls; the adaptive limit
-	// moves between 1 and this.
-	MaxInFlight int `yaml:"max_in_flight" doc:"most concurrent API calls of one process; the adaptive limit stays below (default 256)"`
+	// moves between 1 and this. 0 means no cap of its own: the limit then
+	// stops one above the calls its callers make at once, so it follows
+	// the worker's concurrency.
+	MaxInFlight int `yaml:"max_in_flight" doc:"most concurrent API calls of one process, the adaptive limit stays below; 0 = as many as the worker makes at once (worker.concurrency) (default 0)"`
 	// InitialLimit is where the adaptive concurrency limit starts.
 	InitialLimit int `yaml:"initial_limit" doc:"starting concurrency limit per process (default 8)"`
 	// InitialRate is where learning starts when Rate is 0, between MinRate
 	// and MaxRate; it doubles every second while it is the bottleneck until
-	// the first 429, and never passes MaxRate.
-	InitialRate float64 `yaml:"initial_rate" doc:"starting rate when rate is unknown, 0.001 to 1000000; doubles each second until the first 429 (default 50)"`
+	// the first 429, and never passes MaxRate. 0 means no rate at all until
+	// the first 429 (or a limit the cluster learned before); slow start then
+	// begins from the throughput the API served.
+	InitialRate float64 `yaml:"initial_rate" doc:"starting rate when rate is unknown, 0.001 to 1000000, doubling each second until the first 429; 0 = no rate until the API answers 429, then slow start from the throughput it served (default 0)"`
 	// LiveShare is the part of the concurrency limit resync calls leave free
 	// while live calls are active, and the extra burst live calls may use
 	// above resync ones while resync calls share the budget.
@@ -53,14 +57,11 @@ type Config struct {
 
 // WithDefaults returns c with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = 256
-	}
 	if c.InitialLimit == 0 {
-		c.InitialLimit = min(8, c.MaxInFlight)
-	}
-	if c.InitialRate == 0 {
-		c.InitialRate = 50
+		c.InitialLimit = 8
+		if c.MaxInFlight > 0 {
+			c.InitialLimit = min(8, c.MaxInFlight)
+		}
 	}
 	if c.LiveShare == 0 {
 		c.LiveShare = 0.3
@@ -98,14 +99,17 @@ func (c Config) Validate() error {
 	if c.Burst < 0 || c.Burst > MaxBurst {
 		bad("burst", "%d is out of range; use a number of calls between 0 and %d (0 = 50ms worth of the rate)", c.Burst, MaxBurst)
 	}
-	if c.MaxInFlight < 1 {
-		bad("max_in_flight", "%d must be at least 1", c.MaxInFlight)
+	if c.MaxInFlight < 0 {
+		bad("max_in_flight", "%d must be at least 1, or 0 to follow the worker's concurrency", c.MaxInFlight)
 	}
-	if c.InitialLimit < 1 || c.InitialLimit > c.MaxInFlight {
+	switch {
+	case c.InitialLimit < 1:
+		bad("initial_limit", "%d must be at least 1", c.InitialLimit)
+	case c.MaxInFlight > 0 && c.InitialLimit > c.MaxInFlight:
 		bad("initial_limit", "%d must be between 1 and max_in_flight (%d)", c.InitialLimit, c.MaxInFlight)
 	}
-	if !rateInRange(c.InitialRate) {
-		bad("initial_rate", "%v is out of range; use a rate between %s and %s requests per second", c.InitialRate, rateText(MinRate), rateText(MaxRate))
+	if c.InitialRate != 0 && !rateInRange(c.InitialRate) {
+		bad("initial_rate", "%v is out of range; use 0 (none until the first 429) or a rate between %s and %s requests per second", c.InitialRate, rateText(MinRate), rateText(MaxRate))
 	}
 	if math.IsNaN(c.LiveShare) || c.LiveShare < 0 || c.LiveShare > 0.9 {
 		bad("live_share", "%v must be a fraction between 0 and 0.9", c.LiveShare)

@@ -26,11 +26,11 @@ type faultyLimiter struct {
 
 var errStoreDown = errors.New("dial tcp 127.0.0.1:5432: connect: connection refused")
 
-func (l *faultyLimiter) Take(ctx context.Context, name string, rate float64, burst int) (bool, time.Duration, error) {
+func (l *faultyLimiter) Take(ctx context.Context, name string, rate float64, burst, n int) (int, time.Duration, error) {
 	if l.failTake.Load() {
-		return false, 0, errStoreDown
+		return 0, 0, errStoreDown
 	}
-	return l.MemoryLimiter.Take(ctx, name, rate, burst)
+	return l.MemoryLimiter.Take(ctx, name, rate, burst, n)
 }
 
 func (l *faultyLimiter) TryProbe(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
@@ -221,18 +221,18 @@ type boundsLimiter struct {
 	maxBurst, minBurst int
 }
 
-func (l *boundsLimiter) Take(ctx context.Context, name string, rate float64, burst int) (bool, time.Duration, error) {
+func (l *boundsLimiter) Take(ctx context.Context, name string, rate float64, burst, n int) (int, time.Duration, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.takes++
 	l.maxRate, l.maxBurst, l.minBurst = max(l.maxRate, rate), max(l.maxBurst, burst), min(l.minBurst, burst)
-	if math.IsNaN(rate) || rate < throttle.MinRate || rate > throttle.MaxRate || burst < 1 || burst > throttle.MaxBurst {
-		return false, 0, fmt.Errorf("unable to encode rate %v burst %d", rate, burst)
+	if math.IsNaN(rate) || rate < throttle.MinRate || rate > throttle.MaxRate || burst < 1 || burst > throttle.MaxBurst || n < 1 || n > throttle.MaxBurst {
+		return 0, 0, fmt.Errorf("unable to encode rate %v burst %d batch %d", rate, burst, n)
 	}
 	if l.takes%2 == 0 {
-		return false, time.Microsecond, nil
+		return 0, time.Microsecond, nil
 	}
-	return true, 0, nil
+	return 1, 0, nil
 }
 
 // The rate learner, binding for ever and never told to stop by a 429,
@@ -246,7 +246,7 @@ func TestRunawayRateStaysBounded(t *testing.T) {
 	now := func() time.Time { return start.Add(time.Duration(clock.Add(int64(10 * time.Millisecond)))) }
 	lim := &boundsLimiter{MemoryLimiter: throttle.NewMemoryLimiter(now), minBurst: math.MaxInt}
 	api := &scriptedSink{}
-	s, err := throttle.New(api, throttle.Config{}, throttle.Options{Name: "api", Limiter: lim, Logger: quiet, Now: now})
+	s, err := throttle.New(api, throttle.Config{InitialRate: 50}, throttle.Options{Name: "api", Limiter: lim, Logger: quiet, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}

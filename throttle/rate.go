@@ -12,8 +12,12 @@ import (
 // below the limit. Instead every process keeps a rate for the whole cluster
 // and passes it to the shared GCRA:
 //
-//   - Slow start: the rate doubles every second while it is the bottleneck,
-//     until the first congestion; then it halves.
+//   - Unbound start: no rate at all until the first congestion (see
+//     rateController), so an API without a limit costs nothing to learn.
+//   - Slow start: from the throughput the API served over the second
+//     before the first congestion (or from a configured initial rate), the
+//     rate doubles every second while it is the bottleneck, until the next
+//     congestion; then it halves.
 //   - Congestion is a 429 seen by this process, or a new hold another
 //     process set after its 429. Holds are cluster-wide, so every process
 //     cuts at the same moment, and additive-increase/multiplicative-decrease
@@ -46,18 +50,33 @@ const (
 	rateStep         = 50 * time.Millisecond
 	congestionMargin = 200 * time.Millisecond
 	minRate          = 0.1             // no cut goes lower (a lower configured rate is kept)
+	firstRate        = 50              // slow start after an unbound start begins at least here
 	gentleProbe      = 0.0005          // growth per second above the estimate while live and resync mix
 	mixedWindow      = 2 * time.Second // a priority counts as active this long after its last call
 )
 
+// servedBuckets split the last second of served calls into tenths.
+const servedBuckets = 10
+
 // rateController learns (or, with a configured rate, enforces and lowers
 // after 429s) the cluster-wide call rate. All methods take the time so tests
 // can drive it with a fake clock.
+//
+// Learning starts unbound (unless Config.InitialRate is set): while no 429
+// has been seen and the cluster has learned no limit, there is no rate at
+// all, the shared GCRA is asked at MaxRate only so that holds are seen, and
+// the controller counts the calls the API served. The first congestion
+// starts slow start from the throughput actually achieved over the last
+// second (or from the rate another process published with its hold); a
+// rate the cluster learned before (stored with an ended hold) is taken as
+// the starting estimate instead.
 type rateController struct {
 	ceiling float64 // configured rate, or MaxRate when learning
 	floor   float64 // minRate, or the configured rate when lower
 
 	mu          sync.Mutex
+	unbound     bool // learning, no limit known yet: rate is MaxRate and does not move
+	served      [servedBuckets]struct{ tenth, n int64 }
 	rate        float64
 	slowStart   bool
 	lastStep    time.Time
@@ -74,11 +93,79 @@ type rateController struct {
 
 func newRateController(cfg Config, now time.Time) *rateController {
 	r := &rateController{ceiling: MaxRate, rate: ClampRate(cfg.InitialRate), slowStart: true, lastStep: now, cycleStart: now}
-	if cfg.Rate > 0 {
+	switch {
+	case cfg.Rate > 0:
 		r.ceiling, r.rate, r.slowStart = ClampRate(cfg.Rate), ClampRate(cfg.Rate), false
+	case cfg.InitialRate == 0:
+		r.unbound, r.rate = true, MaxRate
 	}
 	r.floor = min(minRate, r.ceiling)
 	return r
+}
+
+// Allowed returns the rate for status and metrics (0 while unbound) and
+// the number of cuts so far.
+func (r *rateController) Allowed() (rate float64, cuts int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.unbound {
+		return 0, r.cuts
+	}
+	return r.rate, r.cuts
+}
+
+// Served records a call the API served (not refused), for the throughput
+// slow start begins from.
+func (r *rateController) Served(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.unbound {
+		return
+	}
+	tenth := now.UnixNano() / int64(time.Second/servedBuckets)
+	b := &r.served[tenth%servedBuckets]
+	if b.tenth != tenth {
+		b.tenth, b.n = tenth, 0
+	}
+	b.n++
+}
+
+// achieved is the calls served in the last second, per second.
+func (r *rateController) achieved(now time.Time) float64 {
+	tenth := now.UnixNano() / int64(time.Second/servedBuckets)
+	var n int64
+	for _, b := range r.served {
+		if b.tenth > tenth-servedBuckets && b.tenth <= tenth {
+			n += b.n
+		}
+	}
+	return float64(n)
+}
+
+// bind ends the unbound start at rate, in slow start or not, and opens a
+// new cycle at from. Callers hold mu.
+func (r *rateController) bind(rate float64, slowStart bool, from time.Time) {
+	r.unbound, r.slowStart, r.gentleFrom = false, slowStart, 0
+	r.rate = r.bound(rate)
+	r.newCycle(from)
+}
+
+// newCycle starts measuring what the API grants from from (the end of a
+// congestion's hold) on. Callers hold mu.
+func (r *rateController) newCycle(from time.Time) {
+	r.cycleStart, r.lastStep = from, from
+	r.granted, r.bindingTime, r.binding, r.probeTime = 0, 0, false, 0
+}
+
+// Known starts from a limit the cluster learned before (the rate stored
+// with a hold that has ended): while unbound, it is taken as an estimate
+// and probed above at the normal pace.
+func (r *rateController) Known(now time.Time, rate float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.unbound && rate > 0 {
+		r.bind(rate, false, now)
+	}
 }
 
 // bound returns x within [floor, ceiling]; NaN is the floor.
@@ -127,6 +214,9 @@ func (r *rateController) Refused(now time.Time) {
 
 // advance integrates the granted calls and grows the rate while it binds.
 func (r *rateController) advance(now time.Time) {
+	if r.unbound {
+		return
+	}
 	dt := now.Sub(r.lastStep)
 	if dt < rateStep {
 		return
@@ -176,6 +266,16 @@ func (r *rateController) Congested(now, holdEnd time.Time) float64 {
 	if holdEnd.Before(now) {
 		holdEnd = now
 	}
+	if r.unbound {
+		// Slow start from what the API served over the last second: a
+		// lower bound of its limit once the burst is spent (for one
+		// process of many, of its share), doubled each second from here;
+		// from firstRate at least, for a process that served little yet.
+		r.bind(max(r.achieved(now), firstRate), true, holdEnd)
+		r.cuts++
+		r.ignoreUntil = holdEnd.Add(congestionMargin)
+		return r.rate
+	}
 	span := r.bindingTime + holdEnd.Sub(now)
 	// Gentle probing needs an estimate to stand on: after a halving or a
 	// blind cut the rate may sit far below the limit.
@@ -193,8 +293,7 @@ func (r *rateController) Congested(now, holdEnd time.Time) float64 {
 	}
 	r.rate = r.bound(r.rate)
 	r.cuts++
-	r.cycleStart, r.lastStep = holdEnd, holdEnd
-	r.granted, r.bindingTime, r.binding, r.probeTime = 0, 0, false, 0
+	r.newCycle(holdEnd)
 	r.ignoreUntil = holdEnd.Add(congestionMargin)
 	return r.rate
 }
@@ -209,18 +308,24 @@ func (r *rateController) Adopt(now, holdEnd time.Time, rate float64) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.advance(now)
-	if now.Before(r.ignoreUntil) && rate >= r.rate {
-		return
+	switch {
+	case r.unbound:
+		// The publisher was unbound too, most likely: its rate is what it
+		// achieved, a start for slow start rather than an estimate.
+		r.bind(rate, true, holdEnd)
+	default:
+		r.advance(now)
+		if now.Before(r.ignoreUntil) && rate >= r.rate {
+			return
+		}
+		r.rate = r.bound(rate)
+		r.gentleFrom = 0
+		if !r.slowStart { // the publisher was past slow start too, so its cut was most likely an estimate
+			r.gentleFrom = r.rate / estimateMargin
+		}
+		r.slowStart = false
+		r.newCycle(holdEnd)
 	}
-	r.rate = r.bound(rate)
-	r.gentleFrom = 0
-	if !r.slowStart { // the publisher was past slow start too, so its cut was most likely an estimate
-		r.gentleFrom = r.rate / estimateMargin
-	}
-	r.slowStart = false
 	r.cuts++
-	r.cycleStart, r.lastStep = holdEnd, holdEnd
-	r.granted, r.bindingTime, r.binding, r.probeTime = 0, 0, false, 0
 	r.ignoreUntil = holdEnd.Add(congestionMargin)
 }

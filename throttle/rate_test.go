@@ -17,9 +17,75 @@ func drive(r *rateController, now time.Time, d time.Duration) time.Time {
 
 func near(a, b float64) bool { return math.Abs(a-b) <= 0.02*b }
 
+// fromFifty learns the rate by slow start from 50/s, as every learner did
+// before the unbound start.
+var fromFifty = Config{InitialRate: 50}.WithDefaults()
+
+// serve records n calls served, spread over the second before now.
+func serve(r *rateController, now time.Time, n int) {
+	for i := range n {
+		r.Served(now.Add(-time.Duration(i) * time.Second / time.Duration(n)))
+	}
+}
+
+// By default the learner has no rate until the first congestion: it
+// passes MaxRate (the limiter only relays holds), shows none, and refusals
+// do not move it. The first 429 starts slow start from the calls the API
+// served in the last second.
+func TestRateStartsUnboundAndSlowStartsFromTheAchievedThroughput(t *testing.T) {
+	now := time.Unix(100, 0)
+	r := newRateController(Config{}.WithDefaults(), now)
+	now = drive(r, now, 5*time.Second)
+	if got := r.Rate(now); got != MaxRate {
+		t.Fatalf("rate before any 429 = %v; want MaxRate (no limit)", got)
+	}
+	if shown, _ := r.Allowed(); shown != 0 {
+		t.Fatalf("rate shown before any 429 = %v; want 0 (none known)", shown)
+	}
+	serve(r, now.Add(-2*time.Second), 5000) // older than a second: not counted
+	serve(r, now, 700)
+	got := r.Congested(now, now.Add(time.Second))
+	// Counted in tenths of a second, the current one included: 0.9 to 1 s.
+	if got < 630 || got > 700 || !r.slowStart {
+		t.Fatalf("rate after the first 429 = %v (slow start %v); want the 700 calls/s served in the last second (630 to 700), in slow start", got, r.slowStart)
+	}
+	now = drive(r, now.Add(time.Second), 2*time.Second)
+	if want := got * math.Pow(2, 1.9); !near(r.Rate(now), want) {
+		t.Fatalf("rate 2 binding seconds after the first 429 = %v; want doubling from %v (about %v)", r.Rate(now), got, want)
+	}
+	before := r.Rate(now)
+	if got := r.Congested(now, now.Add(time.Second)); !near(got, before/2) {
+		t.Fatalf("rate after the second 429 = %v; want half of %v (the end of slow start)", got, before)
+	}
+}
+
+// An unbound learner that adopts another process's hold starts slow start
+// from the rate published with it; one that finds a limit the cluster
+// learned before starts from that, past slow start; a bound one ignores it.
+func TestRateUnboundAdoptsAndKnownLimits(t *testing.T) {
+	now := time.Unix(100, 0)
+	r := newRateController(Config{}.WithDefaults(), now)
+	r.Adopt(now, now.Add(time.Second), 321)
+	if got := r.Rate(now); got != 321 || !r.slowStart {
+		t.Fatalf("rate after adopting 321 while unbound = %v (slow start %v); want 321 in slow start", got, r.slowStart)
+	}
+	k := newRateController(Config{}.WithDefaults(), now)
+	k.Known(now, 480)
+	if got := k.Rate(now); got != 480 || k.slowStart {
+		t.Fatalf("rate after a known limit of 480 = %v (slow start %v); want 480, probing", got, k.slowStart)
+	}
+	k.Known(now, 10)
+	if got := k.Rate(now); got != 480 {
+		t.Fatalf("a second known limit moved a bound rate to %v; want 480 kept", got)
+	}
+	if n := newRateController(Config{}.WithDefaults(), now); n.Congested(now, now) != firstRate {
+		t.Fatalf("a 429 with nothing served did not start slow start from %v/s", float64(firstRate))
+	}
+}
+
 func TestRateSlowStartDoublesPerSecondWhileBinding(t *testing.T) {
 	now := time.Unix(0, 0)
-	r := newRateController(Config{}.WithDefaults(), now)
+	r := newRateController(fromFifty, now)
 	now = drive(r, now, 2*time.Second)
 	// The first step only notices binding: 1.9 s of doubling.
 	if got := r.Rate(now); !near(got, 50*math.Pow(2, 1.9)) {
@@ -33,7 +99,7 @@ func TestRateSlowStartDoublesPerSecondWhileBinding(t *testing.T) {
 
 func TestRateFirstCongestionHalves(t *testing.T) {
 	now := time.Unix(0, 0)
-	r := newRateController(Config{}.WithDefaults(), now)
+	r := newRateController(fromFifty, now)
 	now = drive(r, now, 3*time.Second)
 	before := r.Rate(now)
 	if got := r.Congested(now, now.Add(time.Second)); !near(got, before/2) {
@@ -93,7 +159,7 @@ func TestRateConfiguredIsACeiling(t *testing.T) {
 
 func TestRateProbingFindsADoubledLimitWithinTenSeconds(t *testing.T) {
 	now := time.Unix(0, 0)
-	r := newRateController(Config{Rate: 0}.WithDefaults(), now)
+	r := newRateController(fromFifty, now)
 	r.Adopt(now, now, 240) // just cut below a 250/s limit
 	now = drive(r, now, 10*time.Second)
 	if got := r.Rate(now); got < 450 {
@@ -103,7 +169,7 @@ func TestRateProbingFindsADoubledLimitWithinTenSeconds(t *testing.T) {
 
 func TestRateAdoptsPublishedRate(t *testing.T) {
 	now := time.Unix(0, 0)
-	r := newRateController(Config{}.WithDefaults(), now)
+	r := newRateController(fromFifty, now)
 	now = drive(r, now, 4*time.Second)
 	r.Adopt(now, now.Add(time.Second), 321)
 	if got := r.Rate(now); got != 321 {
@@ -119,7 +185,7 @@ func TestRateAdoptsPublishedRate(t *testing.T) {
 func cutAt500(t *testing.T) (*rateController, time.Time) {
 	t.Helper()
 	now := time.Unix(0, 0)
-	r := newRateController(Config{}.WithDefaults(), now)
+	r := newRateController(fromFifty, now)
 	r.slowStart = false // past slow start, like the process that cut
 	hold := now.Add(time.Second)
 	r.Adopt(now, hold, 475)
@@ -180,7 +246,7 @@ func TestRateDoesNotLeapAfterAQuietSpell(t *testing.T) {
 // until a cut has estimated the limit.
 func TestRateProbesAtTheNormalPaceAfterTheSlowStartHalving(t *testing.T) {
 	now := time.Unix(0, 0)
-	r := newRateController(Config{}.WithDefaults(), now)
+	r := newRateController(fromFifty, now)
 	now = driveMixed(r, now, 3*time.Second, Live, Resync)
 	halved := r.Congested(now, now.Add(time.Second))
 	now = driveMixed(r, now.Add(time.Second), 10*time.Second, Live, Resync)
@@ -193,7 +259,7 @@ func TestRateProbesAtTheNormalPaceAfterTheSlowStartHalving(t *testing.T) {
 // limiter's range) ends at MaxRate, with bursts within MaxBurst.
 func TestRateStaysWithinLimits(t *testing.T) {
 	now := time.Unix(0, 0)
-	r := newRateController(Config{}.WithDefaults(), now)
+	r := newRateController(fromFifty, now)
 	now = drive(r, now, time.Hour)
 	if got := r.Rate(now); got != MaxRate {
 		t.Fatalf("rate after an hour of slow start = %v; want MaxRate %v", got, MaxRate)

@@ -21,12 +21,6 @@ import (
 // probe instead of rushing in when it ends.
 const outageSuffix = "/outage"
 
-// takers is how many callers of one process and priority ask the limiter
-// for a token at once: enough round trips in parallel that a slow store
-// (or a busy machine) does not cap the rate, few enough that refused takes
-// do not flood the store.
-const takers = 4
-
 // defaultRateLimitHold is the hold after a 429 without Retry-After.
 const defaultRateLimitHold = time.Second
 
@@ -62,7 +56,7 @@ type Sink struct {
 
 	conc *concurrency
 	rate *rateController
-	gate [2]chan struct{} // a few rate-token takers per priority at a time
+	res  [2]reservation // rate tokens by priority, taken in batches
 
 	holdMu      sync.Mutex
 	holdFetched time.Time
@@ -126,12 +120,15 @@ func New(next sink.Sink, cfg Config, opts Options) (*Sink, error) {
 		conc:           newConcurrency(cfg),
 		rate:           newRateController(cfg, opts.Now()),
 		suspectChanged: make(chan struct{}),
-		gate:           [2]chan struct{}{make(chan struct{}, takers), make(chan struct{}, takers)},
 		limit:          m.limit.WithLabelValues(n), rateG: m.rate.WithLabelValues(n),
 		inFlight: [2]prometheus.Gauge{m.inFlight.WithLabelValues(n, Live.String()), m.inFlight.WithLabelValues(n, Resync.String())},
 		calls:    m.calls.MustCurryWith(prometheus.Labels{"sink": n}),
 		wait:     [2]prometheus.Observer{m.wait.WithLabelValues(n, Live.String()), m.wait.WithLabelValues(n, Resync.String())},
 		holds:    m.holds.MustCurryWith(prometheus.Labels{"sink": n}),
+	}
+	s.conc.atCap = func(most int) {
+		s.log.Warn("throttle: more calls than throttle.max_in_flight allows want to run at once; the rest wait for a slot, so a worker.concurrency above it is never reached; raise throttle.max_in_flight, or set it to 0 to follow the worker's concurrency",
+			"sink", s.name, "max_in_flight", most)
 	}
 	s.limit.Set(float64(cfg.InitialLimit))
 	for _, reason := range []string{"retry_after", "outage"} {
@@ -150,16 +147,14 @@ func defaultOwner() string {
 // Stats is a snapshot for status pages and benchmarks.
 type Stats struct {
 	Limit    int     // current concurrency limit of this process
-	Rate     float64 // cluster-wide rate this process allows, calls/s
+	Rate     float64 // cluster-wide rate this process allows, calls/s; 0 while none is known
 	RateCuts int     // congestion episodes that cut the rate
 	InFlight [2]int  // by Priority
 }
 
 // Stats returns the throttle's current state.
 func (s *Sink) Stats() Stats {
-	s.rate.mu.Lock()
-	rate, cuts := s.rate.rate, s.rate.cuts
-	s.rate.mu.Unlock()
+	rate, cuts := s.rate.Allowed()
 	return Stats{Limit: s.conc.Limit(), Rate: rate, RateCuts: cuts, InFlight: s.conc.InFlight()}
 }
 
@@ -242,11 +237,23 @@ func (s *Sink) do(ctx context.Context, call func(context.Context) error) error {
 	end := s.now()
 	s.inFlight[p].Dec()
 	v := sink.Classify(ctx, err)
-	s.conc.release(p, end, end.Sub(began), signalOf(v.Class))
+	sig := signalOf(v.Class)
 	s.calls.WithLabelValues(p.String(), string(v.Class)).Inc()
 	s.after(ctx, v, probe, began)
+	if sig == signalOverload {
+		// A refusal that came back at once would hand its slot to the
+		// next call at once, and a ceiling that answers 503 to every call
+		// above it would get them as fast as they can be sent: the slot
+		// stays taken as long as a call usually takes.
+		_ = sleep(ctx, s.conc.latency()-end.Sub(began))
+	}
+	s.conc.release(p, s.now(), end.Sub(began), sig)
+	if sig == signalOK {
+		s.rate.Served(end)
+	}
 	s.limit.Set(float64(s.conc.Limit()))
-	s.rateG.Set(s.rate.Rate(end))
+	rate, _ := s.rate.Allowed()
+	s.rateG.Set(rate)
 	return err
 }
 
@@ -327,8 +334,14 @@ func (s *Sink) holdEnd(ctx context.Context, force bool) (time.Time, error) {
 		s.setSuspect(true)
 		s.outMu.Unlock()
 	}
-	if until.After(now) && until.After(s.heldUntil) && outage.Before(until) { // a 429's hold, not an outage's
-		s.rate.Adopt(now, until, rate)
+	if until.After(now) && until.After(s.heldUntil) {
+		s.dropReserved()
+		if outage.Before(until) { // a 429's hold, not an outage's
+			s.rate.Adopt(now, until, rate)
+		}
+	}
+	if !until.After(now) && rate > 0 {
+		s.rate.Known(now, rate) // a limit the cluster learned before this process started
 	}
 	s.outageUntil = outage
 	if until.After(s.heldUntil) {
@@ -339,6 +352,7 @@ func (s *Sink) holdEnd(ctx context.Context, force bool) (time.Time, error) {
 
 // noteHold records a hold this process set.
 func (s *Sink) noteHold(until, outage time.Time) {
+	s.dropReserved()
 	s.holdMu.Lock()
 	defer s.holdMu.Unlock()
 	if until.After(s.heldUntil) {
@@ -346,57 +360,6 @@ func (s *Sink) noteHold(until, outage time.Time) {
 	}
 	if outage.After(s.outageUntil) {
 		s.outageUntil = outage
-	}
-}
-
-// takeToken waits for a cluster-wide rate token. held reports that a hold
-// started meanwhile; the caller waits for it and tries again.
-func (s *Sink) takeToken(ctx context.Context, p Priority) (held bool, err error) {
-	select {
-	case s.gate[p] <- struct{}{}:
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
-	defer func() { <-s.gate[p] }()
-	for {
-		now := s.now()
-		rate := s.rate.Rate(now)
-		// Live's extra burst lets it pass a saturating resync; with no
-		// resync it would only make the calls bunch up.
-		bp := p
-		if !s.rate.Mixed(now) {
-			bp = Resync
-		}
-		ok, wait, err := s.lim.Take(ctx, s.name, rate, s.cfg.burstFor(rate, bp))
-		if err != nil {
-			if ctx.Err() != nil {
-				return false, ctx.Err()
-			}
-			return false, s.localError("take a rate token", err)
-		}
-		if ok {
-			return false, nil
-		}
-		interval := EmissionInterval(rate)
-		if wait <= 0 { // a refusal without a wait: a limiter's bug must not spin
-			wait = interval
-		}
-		binding := true
-		if wait > 50*time.Millisecond && wait > 20*interval {
-			until, err := s.holdEnd(ctx, true)
-			if until.After(now) {
-				return true, nil
-			}
-			// A long refusal the hold cannot explain may still be one:
-			// only a limiter that answers counts as the rate binding.
-			binding = err == nil
-		}
-		if binding {
-			s.rate.Refused(now)
-		}
-		if err := sleep(ctx, wait); err != nil {
-			return false, err
-		}
 	}
 }
 
@@ -510,7 +473,11 @@ func (s *Sink) after(ctx context.Context, v sink.Verdict, probe bool, began time
 		case began.After(s.streakStart):
 			s.consecutive++
 		}
-		trip := probe || (!s.suspect && s.consecutive >= s.cfg.OutageFailures)
+		// Nor do refusals that return at once while calls keep
+		// succeeding (a concurrency ceiling answering 503 to every call
+		// above it, each freed slot sent again at once): an outage also
+		// lasts longer than two calls usually take, without a success.
+		trip := probe || (!s.suspect && s.consecutive >= s.cfg.OutageFailures && now.Sub(s.streakStart) >= 2*s.conc.latency())
 		if trip {
 			s.setSuspect(true)
 		}

@@ -15,10 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventsync/eventsync/fakeapi"
-	"github.com/eventsync/eventsync/internal/testenv"
 	"github.com/eventsync/eventsync/sink"
 	"github.com/eventsync/eventsync/throttle"
-	"github.com/eventsync/eventsync/throttle/redislimit"
 )
 
 // scriptedSink answers every call with fail(n) for the n-th call (from 1)
@@ -63,20 +61,7 @@ func record(i int) sink.Record {
 // share one real Redis limiter, each through its own connection.
 func TestRetryAfterHoldsEveryProcess(t *testing.T) {
 	t.Parallel()
-	url := testenv.Redis(t)
-	prefix, name := testenv.UniqueName("tsk"), testenv.UniqueName("api")
-	newProcess := func(next sink.Sink) *throttle.Sink {
-		lim, err := redislimit.Open(context.Background(), redislimit.Config{URL: url, Prefix: prefix})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = lim.Close() })
-		s, err := throttle.New(next, throttle.Config{Rate: 1000}, throttle.Options{Name: name, Limiter: lim, Logger: quiet})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	newProcess := redisProcesses(t, throttle.Config{Rate: 1000})
 	apiA := &scriptedSink{fail: func(int) error {
 		return &sink.Error{Op: "create", Status: http.StatusTooManyRequests, Retryable: true, RetryAfter: time.Second}
 	}}

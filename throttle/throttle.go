@@ -6,9 +6,13 @@
 //     detected by any process, stops every process until it ends;
 //  2. a cluster-wide rate token (GCRA through the Limiter port): the
 //     configured rate when the API's limit is known, otherwise a rate learned
-//     from 429s (see rateController);
+//     from 429s (see rateController), and none at all until the first 429.
+//     Tokens are taken in batches, one round trip for every caller waiting
+//     and reserveSpan (20 ms) of demand ahead (see reservation), so a busy
+//     process asks the limiter a few dozen times a second, not per call;
 //  3. a slot of the per-process adaptive concurrency limit (AIMD on 503s,
-//     timeouts, connection errors and latency blow-ups, see concurrency).
+//     timeouts, connection errors and latency blow-ups, see concurrency),
+//     capped by MaxInFlight or else by the callers' own concurrency.
 //
 // Live calls keep a share of the budget while resync calls run: set the
 // priority on the context with WithPriority. During an outage only the
@@ -46,14 +50,17 @@ import (
 // lease. Adapters judge time by their server's clock where it has one, so
 // hold times passed between processes assume clocks in sync (NTP).
 type Limiter interface {
-	// Take asks for one call at rate calls/s with a burst of burst calls
-	// (GCRA: the theoretical arrival time advances by 1/rate per call and
-	// may run ahead of now by at most burst/rate). When the name is held or
-	// no token is free it returns ok=false and how long to wait (> 0);
-	// nothing is consumed then. Callers may change rate and burst between
-	// calls. Any rate and burst are accepted and clamped into [MinRate,
-	// MaxRate] and [1, MaxBurst] (EmissionInterval, ClampBurst).
-	Take(ctx context.Context, name string, rate float64, burst int) (ok bool, retryAfter time.Duration, err error)
+	// Take asks for up to n calls at once at rate calls/s with a burst of
+	// burst calls (GCRA: the theoretical arrival time advances by 1/rate
+	// per call and may run ahead of now by at most burst/rate). It grants
+	// as many as n single takes in a row would get, at least 1 unless none
+	// is free, and consumes them; one round trip serves a batch. When the
+	// name is held or no token is free it returns 0 and how long until one
+	// is (> 0); nothing is consumed then. Callers may change rate, burst
+	// and n between calls. Any rate, burst and n are accepted and clamped
+	// into [MinRate, MaxRate], [1, MaxBurst] and [1, MaxBurst]
+	// (EmissionInterval, ClampBurst).
+	Take(ctx context.Context, name string, rate float64, burst, n int) (granted int, retryAfter time.Duration, err error)
 	// Hold stops Take for name until until, at most MaxSpan from now.
 	// Holds only extend: a hold ending earlier than the current one does
 	// not shorten it, and one that has ended already sets nothing (but for
@@ -114,24 +121,27 @@ func PriorityFrom(ctx context.Context) Priority {
 	return Live
 }
 
-// GCRA is one step of the generic cell rate algorithm, for adapters that
-// compute it in Go: given the stored theoretical arrival time tat (zero when
-// none), it returns the new tat and ok when a call at now conforms to rate
-// and burst, or the wait until it would. rate and burst are clamped into
-// the limits first (EmissionInterval, ClampBurst). Adapters that run it on
-// a server (Lua, SQL) implement the same arithmetic in microseconds.
-func GCRA(now, tat time.Time, rate float64, burst int) (newTAT time.Time, ok bool, retryAfter time.Duration) {
+// GCRA is one step of the generic cell rate algorithm for up to n calls,
+// for adapters that compute it in Go: given the stored theoretical arrival
+// time tat (zero when none), it returns the new tat and how many calls
+// conform at now to rate and burst (as many as n single steps in a row
+// would grant), or, when none does, the wait until one would. rate, burst
+// and n are clamped into the limits first (EmissionInterval, ClampBurst).
+// Adapters that run it on a server (Lua, SQL) implement the same
+// arithmetic in microseconds.
+func GCRA(now, tat time.Time, rate float64, burst, n int) (newTAT time.Time, granted int, retryAfter time.Duration) {
 	interval := EmissionInterval(rate)
 	if tat.Before(now) {
 		tat = now
 	}
-	newTAT = tat.Add(interval)
-	// At most MaxBurst × 1000 s: no overflow.
-	allowAt := newTAT.Add(-time.Duration(ClampBurst(burst)) * interval)
-	if allowAt.After(now) {
-		return tat, false, allowAt.Sub(now)
+	// The k-th call conforms while tat + k×interval - burst×interval ≤ now.
+	// At most MaxBurst × 1000 s = 10¹⁵ µs ahead: no overflow.
+	free := (time.Duration(ClampBurst(burst))*interval - tat.Sub(now)) / interval
+	if free < 1 {
+		return tat, 0, tat.Add(interval).Add(-time.Duration(ClampBurst(burst)) * interval).Sub(now)
 	}
-	return newTAT, true, 0
+	granted = int(min(free, time.Duration(ClampBurst(n))))
+	return tat.Add(time.Duration(granted) * interval), granted, 0
 }
 
 // MemoryLimiter is a Limiter inside one process: correct for a single
@@ -169,19 +179,19 @@ func (m *MemoryLimiter) state(name string) *memoryState {
 }
 
 // Take implements Limiter.
-func (m *MemoryLimiter) Take(ctx context.Context, name string, rate float64, burst int) (bool, time.Duration, error) {
+func (m *MemoryLimiter) Take(ctx context.Context, name string, rate float64, burst, n int) (int, time.Duration, error) {
 	if err := ctx.Err(); err != nil {
-		return false, 0, err
+		return 0, 0, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now, st := m.now(), m.state(name)
 	if st.heldUntil.After(now) {
-		return false, st.heldUntil.Sub(now), nil
+		return 0, st.heldUntil.Sub(now), nil
 	}
-	tat, ok, wait := GCRA(now, st.tat, rate, burst)
+	tat, granted, wait := GCRA(now, st.tat, rate, burst, n)
 	st.tat = tat
-	return ok, wait, nil
+	return granted, wait, nil
 }
 
 // Hold implements Limiter.

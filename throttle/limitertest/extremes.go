@@ -31,7 +31,7 @@ func runExtremes(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 			l, name, ctx := newLimiter(t), testenv.UniqueName("lt"), context.Background()
 			start := time.Now()
 			mustTake(t, l, name, c.rate, c.burst)
-			ok, wait, err := l.Take(ctx, name, c.rate, c.burst)
+			ok, wait, err := take1(ctx, l, name, c.rate, c.burst)
 			if err != nil || ok {
 				t.Fatalf("second take at rate %v burst %d: ok=%v wait=%v err=%v; want refused for about %v (rate %v, burst 1)", c.rate, c.burst, ok, wait, err, minInterval, throttle.MinRate)
 			}
@@ -53,7 +53,7 @@ func runExtremes(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 			for range 3 {
 				mustTake(t, l, name, throttle.MinRate, throttle.MaxBurst)
 			}
-			ok, wait, err := l.Take(ctx, name, rate, throttle.MaxBurst)
+			ok, wait, err := take1(ctx, l, name, rate, throttle.MaxBurst)
 			want := 3*minInterval - (throttle.MaxBurst-1)*time.Microsecond
 			if err != nil || ok || wait > want || wait < want-time.Since(start)-slack {
 				t.Fatalf("take at rate %v burst %d, 3000s behind: ok=%v wait=%v err=%v; want refused for about %v (an interval of 1µs)", rate, throttle.MaxBurst, ok, wait, err, want)
@@ -71,13 +71,40 @@ func runExtremes(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 			}
 			// Three calls at MinRate put the arrival time three intervals
 			// ahead: a take with burst 1 waits for all of them.
-			ok, wait, err := l.Take(ctx, name, throttle.MinRate, 1)
+			ok, wait, err := take1(ctx, l, name, throttle.MinRate, 1)
 			want := 3 * minInterval
 			if err != nil || ok || wait > want || wait < want-time.Since(start)-slack {
 				t.Fatalf("take with burst 1 after 3 with burst %d at rate %v: ok=%v wait=%v err=%v; want refused for about %v", burst, throttle.MinRate, ok, wait, err, want)
 			}
 		})
 	}
+
+	// A batch of 0 or fewer calls asks for 1; one larger than MaxBurst for
+	// MaxBurst, which at MinRate puts the arrival time 32 years ahead: the
+	// adapter's arithmetic must hold it exactly.
+	t.Run("BatchSizeIsClamped", func(t *testing.T) {
+		t.Parallel()
+		l, ctx := newLimiter(t), context.Background()
+		for _, n := range []int{0, -1, math.MinInt} {
+			name := testenv.UniqueName("lt")
+			if got, wait, err := l.Take(ctx, name, throttle.MinRate, 3, n); err != nil || got != 1 || wait != 0 {
+				t.Fatalf("batch of %d on a fresh name: granted %d, wait %v, err %v; want 1", n, got, wait, err)
+			}
+			if got, wait, err := l.Take(ctx, name, throttle.MinRate, 3, math.MaxInt); err != nil || got != 2 || wait != 0 {
+				t.Fatalf("batch of %d after a batch of %d with burst 3: granted %d, wait %v, err %v; want the 2 left", math.MaxInt, n, got, wait, err)
+			}
+		}
+		name := testenv.UniqueName("lt")
+		start := time.Now()
+		if got, wait, err := l.Take(ctx, name, throttle.MinRate, throttle.MaxBurst, math.MaxInt); err != nil || got != throttle.MaxBurst || wait != 0 {
+			t.Fatalf("batch of %d at rate %v burst %d: granted %d, wait %v, err %v; want %d", math.MaxInt, throttle.MinRate, throttle.MaxBurst, got, wait, err, throttle.MaxBurst)
+		}
+		// The whole burst is spent: the next call waits one interval.
+		ok, wait, err := take1(ctx, l, name, throttle.MinRate, throttle.MaxBurst)
+		if err != nil || ok || wait > minInterval || wait < minInterval-time.Since(start)-slack {
+			t.Fatalf("take after a batch of the whole burst: ok=%v wait=%v err=%v; want refused for about %v", ok, wait, err, minInterval)
+		}
+	})
 
 	t.Run("HoldEndsWithinMaxSpan", func(t *testing.T) {
 		t.Parallel()
@@ -92,7 +119,7 @@ func runExtremes(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 			if err != nil || got.Before(before.Add(throttle.MaxSpan-slack)) || got.After(time.Now().Add(throttle.MaxSpan+slack)) {
 				t.Fatalf("HeldUntil after a hold until %v = %v, %v; want now + %v", until, got, err, throttle.MaxSpan)
 			}
-			ok, wait, err := l.Take(ctx, name, 10, 1)
+			ok, wait, err := take1(ctx, l, name, 10, 1)
 			if err != nil || ok || wait > throttle.MaxSpan+slack || wait < throttle.MaxSpan-time.Since(before)-slack {
 				t.Fatalf("take during a hold until %v: ok=%v wait=%v err=%v; want refused for about %v", until, ok, wait, err, throttle.MaxSpan)
 			}
@@ -181,7 +208,7 @@ func runExtremes(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 
 func mustTake(t *testing.T, l throttle.Limiter, name string, rate float64, burst int) {
 	t.Helper()
-	if ok, wait, err := l.Take(context.Background(), name, rate, burst); err != nil || !ok || wait != 0 {
+	if ok, wait, err := take1(context.Background(), l, name, rate, burst); err != nil || !ok || wait != 0 {
 		t.Fatalf("first take of %s at rate %v burst %d: ok=%v wait=%v err=%v; want ok", name, rate, burst, ok, wait, err)
 	}
 }

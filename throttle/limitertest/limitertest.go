@@ -1,5 +1,5 @@
 // Package limitertest is the conformance suite every throttle.Limiter
-// adapter passes. An adapter's test calls Run with a constructor; every
+// adapter passes, for single takes and batches (Take of n calls). An adapter's test calls Run with a constructor; every
 // subtest uses its own names, so one limiter may serve them all in parallel.
 // The checks allow a few milliseconds of scheduling and clock slack but
 // would fail for a limiter that lets a burst or a hold through. Extreme
@@ -11,6 +11,7 @@ package limitertest
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,11 +33,11 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 		// refill one between two takes.
 		l, name, ctx := newLimiter(t), testenv.UniqueName("lt"), context.Background()
 		for i := range 3 {
-			if ok, wait, err := l.Take(ctx, name, 2, 3); err != nil || !ok {
+			if ok, wait, err := take1(ctx, l, name, 2, 3); err != nil || !ok {
 				t.Fatalf("take %d of a burst of 3: ok=%v wait=%v err=%v; want ok", i+1, ok, wait, err)
 			}
 		}
-		ok, wait, err := l.Take(ctx, name, 2, 3)
+		ok, wait, err := take1(ctx, l, name, 2, 3)
 		if err != nil || ok {
 			t.Fatalf("4th take right after a burst of 3: ok=%v err=%v; want refused", ok, err)
 		}
@@ -44,10 +45,10 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 			t.Fatalf("retryAfter %v at 2/s; want (0, 500ms]", wait)
 		}
 		time.Sleep(wait + 5*time.Millisecond)
-		if ok, wait, err := l.Take(ctx, name, 2, 3); err != nil || !ok {
+		if ok, wait, err := take1(ctx, l, name, 2, 3); err != nil || !ok {
 			t.Fatalf("take after waiting retryAfter: ok=%v wait=%v err=%v; want ok", ok, wait, err)
 		}
-		if ok, _, _ := l.Take(ctx, name, 2, 3); ok {
+		if ok, _, _ := take1(ctx, l, name, 2, 3); ok {
 			t.Fatal("a second take right after the refilled token was granted; want refused")
 		}
 	})
@@ -56,10 +57,10 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 		t.Parallel()
 		l, ctx := newLimiter(t), context.Background()
 		a, b := testenv.UniqueName("lt"), testenv.UniqueName("lt")
-		if ok, _, err := l.Take(ctx, a, 1, 1); err != nil || !ok {
+		if ok, _, err := take1(ctx, l, a, 1, 1); err != nil || !ok {
 			t.Fatalf("first take on %s: ok=%v err=%v", a, ok, err)
 		}
-		if ok, _, err := l.Take(ctx, b, 1, 1); err != nil || !ok {
+		if ok, _, err := take1(ctx, l, b, 1, 1); err != nil || !ok {
 			t.Fatalf("first take on %s after %s was drained: ok=%v err=%v; names must not share a budget", b, a, ok, err)
 		}
 		if err := l.Hold(ctx, a, time.Now().Add(time.Minute), 0); err != nil {
@@ -88,7 +89,7 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 		// call: bound it by the remaining time before and after the call
 		// (a busy machine may take a while to answer).
 		before := time.Until(until)
-		ok, wait, err := l.Take(ctx, name, 1000, 100)
+		ok, wait, err := take1(ctx, l, name, 1000, 100)
 		after := time.Until(until)
 		if err != nil || ok {
 			t.Fatalf("take during a hold: ok=%v err=%v; want refused", ok, err)
@@ -96,9 +97,36 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 		if wait < after-slack || wait > before+slack {
 			t.Fatalf("retryAfter during a hold = %v; want the hold's remaining time, between %v and %v", wait, after, before)
 		}
+		if got, wait, err := l.Take(ctx, name, 1000, 100, 50); err != nil || got != 0 || wait <= 0 || wait > before+slack {
+			t.Fatalf("take of a batch of 50 during a hold: granted %d, wait %v, err %v; want none, and the hold's remaining time", got, wait, err)
+		}
 		time.Sleep(time.Until(until) + slack)
-		if ok, wait, err := l.Take(ctx, name, 1000, 100); err != nil || !ok {
+		if ok, wait, err := take1(ctx, l, name, 1000, 100); err != nil || !ok {
 			t.Fatalf("take after the hold ended: ok=%v wait=%v err=%v; want ok", ok, wait, err)
+		}
+	})
+
+	t.Run("BatchGrantsWhatConforms", func(t *testing.T) {
+		t.Parallel()
+		// 2/s with a burst of 4: a batch gets what single takes in a row
+		// would, never more than the burst left.
+		l, name, ctx := newLimiter(t), testenv.UniqueName("lt"), context.Background()
+		if got, wait, err := l.Take(ctx, name, 2, 4, 3); err != nil || got != 3 || wait != 0 {
+			t.Fatalf("batch of 3 on a fresh name, burst 4: granted %d, wait %v, err %v; want all 3", got, wait, err)
+		}
+		if got, wait, err := l.Take(ctx, name, 2, 4, 5); err != nil || got != 1 || wait != 0 {
+			t.Fatalf("batch of 5 with 1 of the burst of 4 left: granted %d, wait %v, err %v; want the 1 left", got, wait, err)
+		}
+		got, wait, err := l.Take(ctx, name, 2, 4, 5)
+		if err != nil || got != 0 || wait <= 0 || wait > 500*time.Millisecond+slack {
+			t.Fatalf("batch of 5 with the burst spent: granted %d, wait %v, err %v; want none, and a wait of at most 500ms", got, wait, err)
+		}
+		time.Sleep(wait + 5*time.Millisecond)
+		if got, wait, err := l.Take(ctx, name, 2, 4, 5); err != nil || got != 1 {
+			t.Fatalf("batch of 5 one interval later: granted %d, wait %v, err %v; want exactly 1 (one call per 500ms)", got, wait, err)
+		}
+		if ok, _, _ := take1(ctx, l, name, 2, 4); ok {
+			t.Fatal("a single take right after the batch emptied the burst was granted; want refused")
 		}
 	})
 
@@ -190,18 +218,23 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 		start := time.Now()
 		var granted atomic.Int64
 		var wg sync.WaitGroup
-		for range workers {
+		for w := range workers {
 			wg.Go(func() {
+				n := 1 + w%3 // single takes and batches share the rate
 				for ctx.Err() == nil {
-					ok, wait, err := l.Take(ctx, name, rate, burst)
+					got, wait, err := l.Take(ctx, name, rate, burst, n)
 					if err != nil {
 						if ctx.Err() == nil {
 							t.Error(err)
 						}
 						return
 					}
-					if ok {
-						granted.Add(1)
+					if got < 0 || got > n {
+						t.Errorf("Take of %d granted %d", n, got)
+						return
+					}
+					if got > 0 {
+						granted.Add(int64(got))
 						continue
 					}
 					select {
@@ -225,7 +258,7 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 		l, name := newLimiter(t), testenv.UniqueName("lt")
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		if _, _, err := l.Take(ctx, name, 10, 1); err == nil {
+		if _, _, err := l.Take(ctx, name, 10, 1, 1); err == nil {
 			t.Fatal("Take with a cancelled context returned no error")
 		}
 		if err := l.Hold(ctx, name, time.Now().Add(time.Second), 0); err == nil {
@@ -233,4 +266,14 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 		}
 	})
 	t.Run("Extremes", func(t *testing.T) { runExtremes(t, newLimiter) })
+}
+
+// take1 takes one call and checks the answer's shape: 1 granted and no
+// wait, or none and a wait.
+func take1(ctx context.Context, l throttle.Limiter, name string, rate float64, burst int) (ok bool, wait time.Duration, err error) {
+	granted, wait, err := l.Take(ctx, name, rate, burst, 1)
+	if err == nil && (granted < 0 || granted > 1 || (granted == 1) != (wait == 0)) {
+		return false, wait, fmt.Errorf("take of 1 call granted %d with a wait of %v; want 1 and no wait, or 0 and a wait", granted, wait)
+	}
+	return granted == 1, wait, err
 }

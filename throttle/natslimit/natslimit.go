@@ -195,10 +195,10 @@ func (l *Limiter) update(ctx context.Context, name string, fn func(now time.Time
 }
 
 // Take implements throttle.Limiter.
-func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst int) (ok bool, wait time.Duration, err error) {
+func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst, n int) (granted int, wait time.Duration, err error) {
 	err = l.update(ctx, name, func(now time.Time, r *record) bool {
 		if held := time.Unix(0, r.HeldUntil); r.HeldUntil != 0 && held.After(now) {
-			ok, wait = false, held.Sub(now)
+			granted, wait = 0, held.Sub(now)
 			return false
 		}
 		var tat time.Time
@@ -206,17 +206,17 @@ func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst int
 			tat = time.Unix(0, r.TAT)
 		}
 		var newTAT time.Time
-		newTAT, ok, wait = throttle.GCRA(now, tat, rate, burst)
-		if !ok {
+		newTAT, granted, wait = throttle.GCRA(now, tat, rate, burst, n)
+		if granted == 0 {
 			return false
 		}
 		r.TAT = newTAT.UnixNano()
 		return true
 	})
 	if err != nil {
-		return false, 0, fmt.Errorf("nats limiter: take %q: %w", name, err)
+		return 0, 0, fmt.Errorf("nats limiter: take %q: %w", name, err)
 	}
-	return ok, wait, nil
+	return granted, wait, nil
 }
 
 // Hold implements throttle.Limiter.

@@ -2,8 +2,10 @@
 // sink name holds the GCRA theoretical arrival time, the hold and the probe
 // lease, and each operation is one INSERT … ON CONFLICT DO UPDATE …
 // RETURNING statement judged by the database clock (now()), so it is atomic
-// and one round trip. The row lock serialises takes of one name; a few
-// thousand takes per second on one row are well within PostgreSQL's reach.
+// and one round trip. The row lock serialises takes of one name; the table
+// is UNLOGGED, so a take waits for no WAL flush (see migrate), and the
+// throttle takes tokens in batches, tens of round trips a second per
+// process rather than one per call.
 package pglimit
 
 import (
@@ -121,21 +123,22 @@ func (l *Limiter) Close() error {
 
 func newLimiter(pool *pgxpool.Pool, schema string) *Limiter {
 	table := pgx.Identifier{schema, "throttle"}.Sanitize()
-	// $2 is the emission interval in whole microseconds, $3 the burst, both
-	// clamped by throttle first: their product stays below 10^15 µs, well
-	// within bigint and interval. A take conforms when the name is not held
-	// and the new arrival time stays within burst intervals of now.
-	const conforms = `(l.held_until IS NULL OR l.held_until <= now())
-		AND greatest(l.tat, now()) + (1 - $3::bigint) * $2::bigint * interval '1 microsecond' <= now()`
+	// $2 is the emission interval in whole microseconds, $3 the burst, $4
+	// the calls asked for, all clamped by throttle first: $2 × $3 stays
+	// below 10^15 µs, well within bigint, numeric and interval. granted is
+	// throttle.GCRA's count: none while the name is held, else as many of
+	// $4 as fit between the arrival time and burst intervals past now.
+	const granted = `CASE WHEN l.held_until > now() THEN 0 ELSE greatest(0, least($4::bigint,
+		floor(($3::bigint * $2::bigint - extract(epoch FROM greatest(l.tat, now()) - now()) * 1e6) / $2::bigint)::bigint)) END`
 	return &Limiter{
 		pool: pool,
-		take: `INSERT INTO ` + table + ` AS l (name, tat, last_ok)
-			VALUES ($1, now() + $2::bigint * interval '1 microsecond', true)
+		take: `INSERT INTO ` + table + ` AS l (name, tat, last_granted)
+			VALUES ($1, now() + least($4::bigint, $3::bigint) * $2::bigint * interval '1 microsecond', least($4::bigint, $3::bigint))
 			ON CONFLICT (name) DO UPDATE SET
-				last_ok = ` + conforms + `,
-				tat = CASE WHEN ` + conforms + ` THEN greatest(l.tat, now()) + $2::bigint * interval '1 microsecond' ELSE l.tat END
-			RETURNING last_ok, CASE
-				WHEN last_ok THEN 0
+				last_granted = ` + granted + `,
+				tat = CASE WHEN ` + granted + ` > 0 THEN greatest(l.tat, now()) + (` + granted + `) * $2::bigint * interval '1 microsecond' ELSE l.tat END
+			RETURNING last_granted, CASE
+				WHEN last_granted > 0 THEN 0
 				WHEN held_until > now() THEN extract(epoch FROM held_until - now()) * 1e6
 				ELSE extract(epoch FROM greatest(tat, now()) + (1 - $3::bigint) * $2::bigint * interval '1 microsecond' - now()) * 1e6
 			END::bigint`,
@@ -162,8 +165,15 @@ func newLimiter(pool *pgxpool.Pool, schema string) *Limiter {
 }
 
 // migrate creates the schema and table once; the advisory lock keeps
-// concurrent first starts from racing on the catalog.
+// concurrent first starts from racing on the catalog. The table is
+// UNLOGGED: a take is then one row update that writes no WAL and waits for
+// no flush, instead of a durable commit that every worker's take of the
+// same row queues behind. A crash empties the table, which costs what a
+// restart of every worker costs (one burst, a hold forgotten until the
+// next 429, the learned rate learned again); a table created logged by an
+// older version is switched once.
 func (l *Limiter) migrate(ctx context.Context, schema string) error {
+	table := pgx.Identifier{schema, "throttle"}.Sanitize()
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "eventsync throttle "+schema); err != nil {
 			return err
@@ -171,16 +181,33 @@ func (l *Limiter) migrate(ctx context.Context, schema string) error {
 		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+pgx.Identifier{schema, "throttle"}.Sanitize()+` (
-			name        text PRIMARY KEY,
-			tat         timestamptz,
-			last_ok     boolean NOT NULL DEFAULT false,
-			held_until  timestamptz,
-			hold_rate   float8,
-			probe_owner text,
-			probe_until timestamptz
-		)`)
-		return err
+		if _, err := tx.Exec(ctx, `CREATE UNLOGGED TABLE IF NOT EXISTS `+table+` (
+			name         text PRIMARY KEY,
+			tat          timestamptz,
+			last_ok      boolean NOT NULL DEFAULT false,
+			last_granted bigint NOT NULL DEFAULT 0,
+			held_until   timestamptz,
+			hold_rate    float8,
+			probe_owner  text,
+			probe_until  timestamptz
+		)`); err != nil {
+			return err
+		}
+		// Tables of older versions: last_ok (kept for them while they
+		// still run) was their one-call answer.
+		if _, err := tx.Exec(ctx, `ALTER TABLE `+table+` ADD COLUMN IF NOT EXISTS last_granted bigint NOT NULL DEFAULT 0`); err != nil {
+			return err
+		}
+		var persistence string
+		if err := tx.QueryRow(ctx, `SELECT c.relpersistence FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = $1 AND c.relname = 'throttle'`, schema).Scan(&persistence); err != nil {
+			return err
+		}
+		if persistence == "p" {
+			_, err := tx.Exec(ctx, `ALTER TABLE `+table+` SET UNLOGGED`)
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("postgres limiter: create table %s.throttle: %w; does the user have CREATE on the database?", schema, err)
@@ -189,17 +216,16 @@ func (l *Limiter) migrate(ctx context.Context, schema string) error {
 }
 
 // Take implements throttle.Limiter.
-func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst int) (bool, time.Duration, error) {
+func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst, n int) (int, time.Duration, error) {
 	interval := throttle.EmissionInterval(rate).Microseconds()
-	var ok bool
-	var waitMicros int64
-	if err := l.pool.QueryRow(ctx, l.take, name, interval, throttle.ClampBurst(burst)).Scan(&ok, &waitMicros); err != nil {
-		return false, 0, fmt.Errorf("postgres limiter: take %q: %w", name, err)
+	var granted, waitMicros int64
+	if err := l.pool.QueryRow(ctx, l.take, name, interval, throttle.ClampBurst(burst), throttle.ClampBurst(n)).Scan(&granted, &waitMicros); err != nil {
+		return 0, 0, fmt.Errorf("postgres limiter: take %q: %w", name, err)
 	}
-	if ok {
-		return true, 0, nil
+	if granted > 0 {
+		return int(granted), 0, nil
 	}
-	return false, micros(waitMicros), nil
+	return 0, micros(waitMicros), nil
 }
 
 // micros converts a wait in microseconds, at least 1µs (a refusal always

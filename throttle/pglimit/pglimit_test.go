@@ -74,8 +74,45 @@ func TestOpen(t *testing.T) {
 		}
 	}()
 	defer l.Close()
-	if ok, _, err := l.Take(context.Background(), "s", 5, 1); err != nil || !ok {
-		t.Fatalf("first take: %v %v", ok, err)
+	if got, _, err := l.Take(context.Background(), "s", 5, 1, 1); err != nil || got != 1 {
+		t.Fatalf("first take: %v %v", got, err)
+	}
+}
+
+// The table is UNLOGGED, so a take waits for no WAL flush; a table an
+// older version created (logged, without last_granted) is switched and
+// extended, keeping its rows.
+func TestTableIsUnloggedAndOldTablesAreMigrated(t *testing.T) {
+	ctx := context.Background()
+	pool, schema := newPool(t)
+	table := pgx.Identifier{schema, "throttle"}.Sanitize()
+	for _, q := range []string{
+		`CREATE SCHEMA ` + pgx.Identifier{schema}.Sanitize(),
+		`CREATE TABLE ` + table + ` (name text PRIMARY KEY, tat timestamptz, last_ok boolean NOT NULL DEFAULT false,
+			held_until timestamptz, hold_rate float8, probe_owner text, probe_until timestamptz)`,
+		`INSERT INTO ` + table + ` (name, held_until, hold_rate) VALUES ('old', now() + interval '1 hour', 123)`,
+	} {
+		if _, err := pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := pglimit.New(ctx, pool, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var persistence string
+	if err := pool.QueryRow(ctx, `SELECT c.relpersistence FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = 'throttle'`, schema).Scan(&persistence); err != nil || persistence != "u" {
+		t.Fatalf("relpersistence of %s = %q, %v; want u (unlogged)", table, persistence, err)
+	}
+	if _, rate, err := l.HeldUntil(ctx, "old"); err != nil || rate != 123 {
+		t.Fatalf("hold kept through the migration: rate %v, %v; want 123", rate, err)
+	}
+	if got, _, err := l.Take(ctx, "new", 5, 2, 2); err != nil || got != 2 {
+		t.Fatalf("batch take on the migrated table: %v, %v; want 2", got, err)
+	}
+	if _, err := pglimit.New(ctx, pool, schema); err != nil { // a second start finds it done
+		t.Fatal(err)
 	}
 }
 

@@ -116,11 +116,12 @@ func (l *Limiter) key(name, kind string) string {
 	return l.prefix + ":throttle:{" + url.PathEscape(name) + "}:" + kind
 }
 
-// takeScript: KEYS tat, hold; ARGV interval µs, burst, both clamped by
-// throttle first: their product stays below 10^15 µs, so every sum here is
-// an exact integer in Lua's doubles (up to 2^53). Returns {ok, wait µs}.
-// Integers are formatted with %d because Lua's tostring would print large
-// numbers in exponent form and lose microseconds.
+// takeScript: KEYS tat, hold; ARGV interval µs, burst, n, all clamped by
+// throttle first: interval × burst stays below 10^15 µs, so every sum here
+// is an exact integer in Lua's doubles (up to 2^53). Returns {granted, wait
+// µs}: as many of n calls as conform (throttle.GCRA), or 0 and the wait
+// for one. Integers are formatted with %d because Lua's tostring would
+// print large numbers in exponent form and lose microseconds.
 var takeScript = goredis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -128,13 +129,15 @@ local held = tonumber(redis.call('HGET', KEYS[2], 'u') or '0')
 if held > now then return {0, held - now} end
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local newtat = tat + interval
-local allow = newtat - burst * interval
-if allow > now then return {0, allow - now} end
+local free = math.floor((burst * interval - (tat - now)) / interval)
+if free < 1 then return {0, tat + interval - burst * interval - now} end
+local granted = math.min(free, n)
+local newtat = tat + granted * interval
 redis.call('SET', KEYS[1], string.format('%d', newtat), 'PX', math.floor((newtat - now) / 1000) + 1000)
-return {1, 0}
+return {granted, 0}
 `)
 
 // holdScript: KEYS hold; ARGV until µs, rate (throttle.HoldRate's, 0:
@@ -177,19 +180,19 @@ return 1
 `)
 
 // Take implements throttle.Limiter.
-func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst int) (bool, time.Duration, error) {
+func (l *Limiter) Take(ctx context.Context, name string, rate float64, burst, n int) (int, time.Duration, error) {
 	interval := throttle.EmissionInterval(rate).Microseconds()
-	res, err := takeScript.Run(ctx, l.rdb, []string{l.key(name, "tat"), l.key(name, "hold")}, interval, throttle.ClampBurst(burst)).Int64Slice()
+	res, err := takeScript.Run(ctx, l.rdb, []string{l.key(name, "tat"), l.key(name, "hold")}, interval, throttle.ClampBurst(burst), throttle.ClampBurst(n)).Int64Slice()
 	if err != nil {
-		return false, 0, fmt.Errorf("redis limiter: take %q: %w", name, err)
+		return 0, 0, fmt.Errorf("redis limiter: take %q: %w", name, err)
 	}
-	if len(res) != 2 {
-		return false, 0, fmt.Errorf("redis limiter: take %q: script returned %v, want 2 numbers", name, res)
+	if len(res) != 2 || res[0] < 0 {
+		return 0, 0, fmt.Errorf("redis limiter: take %q: script returned %v, want a count and a wait", name, res)
 	}
-	if res[0] == 1 {
-		return true, 0, nil
+	if res[0] > 0 {
+		return int(res[0]), 0, nil
 	}
-	return false, micros(res[1]), nil
+	return 0, micros(res[1]), nil
 }
 
 // micros converts a wait in microseconds, at least 1µs (a refusal always
