@@ -122,7 +122,7 @@ func TestErrorThenHint(t *testing.T) {
 	if code != 1 || out != "" || len(lines) != 2 {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 1 and two lines on stderr", code, out, errOut)
 	}
-	if !strings.HasPrefix(lines[0], "eventsync ctl status: connect to RabbitMQ at 127.0.0.1:1") {
+	if !strings.HasPrefix(lines[0], "eventsync ctl status: open the bus: connect to RabbitMQ at 127.0.0.1:1") {
 		t.Errorf("first line %q: want the command and the error", lines[0])
 	}
 	if lines[1] != "set it with --bus, the config key bus, or EVENTSYNC_BUS" {

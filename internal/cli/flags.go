@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/eventsync/eventsync/internal/config"
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 // connAnnotation marks the shared connection flags so that help lists them
@@ -238,7 +239,7 @@ func closestFlag(fs *pflag.FlagSet, name string) string {
 		if !visible(f.Name) {
 			return
 		}
-		d := editDistance(name, f.Name)
+		d := setting.Distance(name, f.Name)
 		if len(name) >= 3 && strings.HasPrefix(f.Name, name) && d > 1 {
 			d = 1 // --conc → --concurrency
 		}
@@ -247,27 +248,6 @@ func closestFlag(fs *pflag.FlagSet, name string) string {
 		}
 	})
 	return best
-}
-
-// editDistance is the Levenshtein distance of a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // unknownCommand is the error for a mistyped command under cmd.

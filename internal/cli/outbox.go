@@ -2,44 +2,14 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/eventsync/eventsync/internal/config"
 	"github.com/eventsync/eventsync/source"
-	"github.com/eventsync/eventsync/source/postgres"
-	"github.com/eventsync/eventsync/source/sqlite"
 )
-
-// openSource picks the source adapter from the URL's scheme:
-// postgres:// or postgresql:// → PostgreSQL, sqlite://path → SQLite
-// (sqlite:///abs/path for an absolute path, sqlite://rel/path for a
-// relative one).
-func openSource(ctx context.Context, rawURL string, log *slog.Logger) (source.Source, error) {
-	switch {
-	case rawURL == "":
-		return nil, usage(errors.New("no source database; set --source postgres://user@host:5432/db or sqlite:///path/app.db (or source: in the config file)"))
-	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
-		return postgres.Open(ctx, postgres.Config{DSN: rawURL, Logger: log})
-	case strings.HasPrefix(rawURL, "sqlite://"):
-		path := strings.TrimPrefix(rawURL, "sqlite://")
-		if path == "" {
-			return nil, usage(errors.New("--source sqlite:// needs a path: sqlite:///abs/path/app.db or sqlite://relative/app.db"))
-		}
-		// The application's database must exist; a typo must not create
-		// an empty one that the relay then watches forever.
-		if _, err := os.Stat(path); err != nil {
-			return nil, fmt.Errorf("SQLite source %s: %w; check the path in --source (sqlite:///abs/path/app.db)", path, err)
-		}
-		return sqlite.Open(ctx, sqlite.Config{Path: path, Logger: log})
-	}
-	return nil, usagef("unsupported --source %q; use postgres://user@host:5432/db or sqlite:///path/app.db", config.Redact(rawURL))
-}
 
 func newOutboxCmd(env Env) *cobra.Command {
 	conn := &connFlags{}
@@ -60,12 +30,12 @@ func withSource(ctx context.Context, env Env, cf *connFlags, fn func(source.Sour
 		return err
 	}
 	log := newLogger(env.Stderr, cfg.Log)
-	src, err := openSource(ctx, cfg.Source, log)
+	res, err := openResources(ctx, cfg, log, needSource)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = src.Close() }()
-	return fn(src, log)
+	defer res.Close()
+	return fn(res.Source, log)
 }
 
 func newOutboxInstallCmd(env Env, conn *connFlags) *cobra.Command {

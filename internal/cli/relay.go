@@ -6,15 +6,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/eventsync/eventsync"
 	"github.com/eventsync/eventsync/internal/config"
-	"github.com/eventsync/eventsync/internal/relay"
-	"github.com/eventsync/eventsync/source/sqlite"
 )
 
 // relayFlags are the flags of "eventsync relay".
 type relayFlags struct {
 	conn           connFlags
-	rc             relay.Config
+	rc             eventsync.RelayConfig
 	admin          string
 	concurrencySet bool // --concurrency given: keep it even on SQLite
 }
@@ -55,29 +54,16 @@ func runRelay(ctx context.Context, env Env, f *relayFlags) error {
 	}
 	log := newLogger(env.Stderr, cfg.Log)
 
-	res, err := openResources(ctx, cfg, log, needBus)
+	reg := newRegistry()
+	res, err := openResources(ctx, cfg, log, needBus|needSource, eventsync.WithRegisterer(reg))
 	if err != nil {
 		return err
 	}
 	defer res.Close()
-	src, err := openSource(ctx, cfg.Source, log)
-	if err != nil {
-		return err
+	if !f.concurrencySet {
+		rc.Concurrency = 0 // the relay's default: 4, or 1 on SQLite (one writer at a time)
 	}
-	defer func() { _ = src.Close() }()
-	// Fail at start, not in a retry loop, when the outbox is missing.
-	if _, err := src.Backlog(ctx); err != nil {
-		return err
-	}
-
-	reg := newRegistry()
-	rc.Registerer, rc.Logger = reg, log
-	// The relay rejects what the worker would park as too large.
-	rc.MaxEventBytes = cfg.Worker.MaxEventBytes
-	if _, isSQLite := src.(*sqlite.Source); isSQLite && !f.concurrencySet {
-		rc.Concurrency = 1 // SQLite has one writer at a time; a second loop only waits
-	}
-	r, err := relay.New(src, res.Bus, rc)
+	r, err := res.Client.NewRelay(ctx, rc)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/eventsync/eventsync"
 	"github.com/eventsync/eventsync/internal/config"
 	"github.com/eventsync/eventsync/internal/resync"
 )
@@ -78,7 +79,7 @@ func runResync(ctx context.Context, env Env, f *resyncFlags) error {
 	}
 	log := newLogger(env.Stderr, cfg.Log)
 
-	what := needStore
+	what := needStore | needSource
 	if !spec.DryRun {
 		what |= needBus
 	}
@@ -87,22 +88,21 @@ func runResync(ctx context.Context, env Env, f *resyncFlags) error {
 		return err
 	}
 	defer res.Close()
-	src, err := openSource(ctx, cfg.Source, log)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = src.Close() }()
 
 	printer := resync.NewPrinter(env.Stderr, isTerminal(env.Stderr), log)
-	opts := []resync.Option{resync.WithLogger(log), resync.WithProgress(printer.Update), resync.WithStore(res.Store)}
-	if spec.PauseLive {
-		opts = append(opts, resync.WithDrain(res.Bus, 0, f.drainStable))
+	run, err := res.Client.NewResync(spec, eventsync.ResyncOptions{Progress: printer.Update, DrainStable: f.drainStable})
+	if err != nil {
+		return usage(err)
 	}
 	if !spec.DryRun {
 		log.Info("resync starting", "table", spec.Table, "entity", spec.Entity, "source", config.Redact(cfg.Source), "bus", res.BusName, "store", res.StoreName)
 	}
-	result, err := resync.Run(ctx, src, res.Bus, res.Store, spec, opts...)
+	err = run.Run(ctx)
+	result := run.Result()
 	printer.Finish()
+	if result.RunID == "" && err != nil {
+		return err // it failed before it started (a mistyped table): there is no run to report
+	}
 	if f.jsonOut {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")

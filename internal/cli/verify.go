@@ -12,12 +12,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/eventsync/eventsync"
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/config"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/internal/verify"
 	"github.com/eventsync/eventsync/sink"
 	"github.com/eventsync/eventsync/sink/httpsink"
 	"github.com/eventsync/eventsync/source"
+	"github.com/eventsync/eventsync/throttle"
 )
 
 // Exit codes of "eventsync verify".
@@ -180,12 +183,12 @@ func (f *verifyFlags) run(ctx context.Context, env Env) (int, error) {
 	if f.expected != "" {
 		vcfg.Expected = verify.NDJSONFile{Path: f.expected, Entity: f.entity, MaxLineBytes: cfg.Worker.MaxEventBytes}
 	} else {
-		src, err := openSource(ctx, cfg.Source, log)
+		res, err := openResources(ctx, cfg, log, needSource)
 		if err != nil {
 			return verifyCannot, err
 		}
-		defer func() { _ = src.Close() }()
-		vcfg.Expected = verify.Table{Source: src, Spec: source.SnapshotSpec{
+		defer res.Close()
+		vcfg.Expected = verify.Table{Source: res.Source, Spec: source.SnapshotSpec{
 			Table: f.table, Entity: f.entity, KeyColumn: f.key, Where: f.where,
 			Columns: splitList(f.columns), ExcludeColumns: splitList(f.exclude),
 		}}
@@ -199,6 +202,11 @@ func (f *verifyFlags) run(ctx context.Context, env Env) (int, error) {
 	}
 	vcfg.Remote = remote
 	vcfg.RemoteName = f.remoteName(cfg)
+	if f.fakeAPI != "" && cfg.HasSink() {
+		// The fake API serves any collection; the config says which
+		// entities exist, so a mistyped --entity is caught.
+		vcfg.SinkEntities = cfg.Sink.Entities()
+	}
 
 	res, err := verify.Check(ctx, vcfg)
 	if err != nil {
@@ -257,7 +265,12 @@ func (f *verifyFlags) remote(cfg *config.Config, log *slog.Logger) (sink.Lister,
 	}
 	ent, ok := cfg.Sink.WithDefaults().EntityConfigs[f.entity]
 	if !ok {
-		return nil, nil, fmt.Errorf("the sink config has no entity %q (it has %s); fix --entity or add sink.entities.%s", f.entity, strings.Join(cfg.Sink.Entities(), ", "), f.entity)
+		known := cfg.Sink.Entities()
+		guess := ""
+		if c := setting.Closest(f.entity, known); c != "" {
+			guess = "; did you mean " + c + "?"
+		}
+		return nil, nil, fmt.Errorf("entity %s is not in the sink configuration (known: %s)%s; fix --entity or add sink.entities.%s", f.entity, strings.Join(known, ", "), guess, f.entity)
 	}
 	if ent.List == nil {
 		return nil, nil, fmt.Errorf("sink.entities.%s has no list endpoint; verify needs one (set collection: or list:)", f.entity)
@@ -303,26 +316,34 @@ func (f *verifyFlags) act(ctx context.Context, env Env, cfg *config.Config, log 
 	if f.deleteDups && cfg.Store != "" {
 		needs |= needStore
 	}
-	var rs *resources
-	if needs != 0 {
-		var err error
-		if rs, err = openResources(ctx, cfg, log, needs); err != nil {
-			return err
-		}
-		defer rs.Close()
+	// Deletes go through the Client's sink, so the throttle paces them
+	// like the workers' calls: on the fleet's shared budget when a store
+	// is given, on this process's own otherwise.
+	opts := []eventsync.Option{eventsync.WithSink(sk)}
+	if needs&needStore == 0 {
+		opts = append(opts, eventsync.WithLimiter(throttle.NewMemoryLimiter(nil)))
 	}
+	rs, err := openResources(ctx, cfg, log, needs, opts...)
+	if err != nil {
+		return err
+	}
+	defer rs.Close()
 	text := !f.jsonOut
 	if f.deleteDups && res.Report.Counts.Duplicated > 0 {
 		dry := f.dryRun || !f.yes
 		d := &verifyDedupOutput{Actions: []verify.DedupAction{}}
-		opts := verify.DedupOptions{Sink: sk, DryRun: dry, OnAction: func(a verify.DedupAction) {
+		deleter, err := rs.Client.Sink(ctx)
+		if err != nil {
+			return err
+		}
+		opts := verify.DedupOptions{Sink: deleter, DryRun: dry, OnAction: func(a verify.DedupAction) {
 			if text {
 				fmt.Fprintln(env.Stdout, verify.FormatDedup(a, dry))
 			} else {
 				d.Actions = append(d.Actions, a)
 			}
 		}}
-		if rs != nil {
+		if rs.Store != nil {
 			opts.Store = rs.Store
 		} else if text {
 			fmt.Fprintln(env.Stdout, "no --store given: keeping the first listed record of each key")

@@ -3,17 +3,13 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"time"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/eventsync/eventsync"
 	"github.com/eventsync/eventsync/bus"
-	"github.com/eventsync/eventsync/internal/engine"
-	"github.com/eventsync/eventsync/sink"
-	"github.com/eventsync/eventsync/sink/httpsink"
-	"github.com/eventsync/eventsync/throttle"
 )
 
 // workerFlags are the flags of "eventsync worker".
@@ -56,73 +52,31 @@ func runWorker(ctx context.Context, env Env, f *workerFlags) error {
 	if !cfg.HasSink() {
 		return usagef("no sink configured: add a \"sink:\" section with your entities to the file given with --config (see README, \"Configuration\")")
 	}
-	sinkCfg := cfg.Sink
-
-	wcfg := engine.Config{
-		WorkerID:           f.workerID,
-		Concurrency:        cfg.Worker.Concurrency,
-		Prefetch:           cfg.Worker.Prefetch,
-		ResyncConcurrency:  cfg.Worker.ResyncConcurrency,
-		LeaseTTL:           cfg.Worker.LeaseTTL,
-		MaxAttempts:        cfg.Worker.MaxAttempts,
-		BackoffBase:        cfg.Worker.BackoffBase,
-		BackoffMax:         cfg.Worker.BackoffMax,
-		MaxEventBytes:      cfg.Worker.MaxEventBytes,
-		ShutdownGrace:      cfg.Worker.ShutdownGrace,
-		Entities:           sinkCfg.Entities(),
-		LookupBeforeCreate: cfg.Worker.LookupBeforeCreate,
-		Logger:             log,
-		Breaker:            engine.BreakerConfig{Failures: cfg.Worker.BreakerFails, OpenFor: cfg.Worker.BreakerOpenFor},
-	}
+	// Flags override the file and the environment; validate the result.
 	if f.concurrency != 0 {
-		wcfg.Concurrency = f.concurrency
+		cfg.Worker.Concurrency = f.concurrency
 	}
-	streamList := cfg.Worker.Streams
 	if f.streams != "" {
 		parsed, err := bus.ParseStreams(f.streams)
 		if err != nil {
 			return usagef("--streams: %w", err)
 		}
-		wcfg.Streams = parsed
-	} else {
-		for _, s := range streamList {
-			wcfg.Streams = append(wcfg.Streams, bus.Stream(s))
+		cfg.Worker.Streams = nil
+		for _, s := range parsed {
+			cfg.Worker.Streams = append(cfg.Worker.Streams, string(s))
 		}
 	}
-	if err := wcfg.WithDefaults().Validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return usagef("invalid configuration:\n%w", err)
 	}
 
 	reg := newRegistry()
-	metrics := engine.NewMetrics(reg)
-	sk, err := httpsink.New(sinkCfg, httpsink.WithLogger(log), httpsink.WithObserver(func(op, entity string, status int, d time.Duration, err error) {
-		metrics.ObserveSink(op, entity, status, d, err)
-	}))
-	if err != nil {
-		return fmt.Errorf("config key sink: %w", err)
-	}
-
-	res, err := openResources(ctx, cfg, log, needBus|needStore)
+	res, err := openResources(ctx, cfg, log, needBus|needStore, eventsync.WithRegisterer(reg))
 	if err != nil {
 		return err
 	}
 	defer res.Close()
-
-	var target sink.Sink = sk
-	if cfg.Throttle.On() {
-		lim, closeLimiter, err := openLimiter(ctx, res, cfg.Namespace)
-		if err != nil {
-			return fmt.Errorf("throttle: %w (or set throttle.enabled: false)", err)
-		}
-		defer closeLimiter()
-		ts, err := throttle.New(sk, cfg.Throttle.Config, throttle.Options{Name: cfg.Namespace + "/sink", Limiter: lim, Metrics: throttle.NewMetrics(reg), Logger: log})
-		if err != nil {
-			return fmt.Errorf("config key throttle: %w", err)
-		}
-		target = ts
-	}
-
-	w, err := engine.NewWorker(res.Bus, res.Store, target, wcfg, metrics)
+	w, err := res.Client.NewWorker(ctx, eventsync.WithWorkerID(f.workerID))
 	if err != nil {
 		return err
 	}
@@ -146,7 +100,8 @@ func runWorker(ctx context.Context, env Env, f *workerFlags) error {
 		return err
 	}
 	defer srv.Stop()
-	log.Info("worker starting", "streams", fmt.Sprint(wcfg.WithDefaults().Streams), "concurrency", wcfg.WithDefaults().Concurrency, "bus", res.BusName, "store", res.StoreName)
+	wc := res.Client.Config().Worker
+	log.Info("worker starting", "streams", strings.Join(wc.Streams, ","), "concurrency", wc.Concurrency, "bus", res.BusName, "store", res.StoreName)
 	err = w.Run(ctx)
 	log.Info("worker stopped")
 	return err
