@@ -29,6 +29,7 @@ import (
 	"github.com/eventsync/eventsync/bus/natsjs"
 	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/internal/embedded"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/sink/httpsink"
 	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/source/sqlite"
@@ -37,7 +38,7 @@ import (
 )
 
 // Names the demo uses; Namespace is eventsync's default, so the other
-// subcommands find the demo's streams and state with just --data-dir.
+// subcommands find the demo's streams and state given just its data directory.
 const (
 	Namespace  = "eventsync"
 	Table      = "listings"
@@ -147,7 +148,7 @@ func (d *demo) prepareDataDir() error {
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "eventsync-demo-")
 		if err != nil {
-			return fmt.Errorf("create a temporary data dir: %w; set --data-dir to a writable directory", err)
+			return setting.Errorf("data_dir", "create a temporary data dir: %w; give a writable data directory", err)
 		}
 		dir = tmp
 	} else {
@@ -155,28 +156,28 @@ func (d *demo) prepareDataDir() error {
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			if err := os.MkdirAll(dir, 0o750); err != nil {
-				return fmt.Errorf("create --data-dir %s: %w; choose a writable directory", dir, err)
+				return setting.Errorf("data_dir", "create the data dir %s: %w; choose a writable directory", dir, err)
 			}
 		case err != nil:
-			return fmt.Errorf("read --data-dir %s: %w", dir, err)
+			return setting.Errorf("data_dir", "read the data dir %s: %w", dir, err)
 		case len(entries) > 0:
 			if _, err := os.Stat(filepath.Join(dir, markerFile)); err != nil {
-				return fmt.Errorf("--data-dir %s is not empty and was not made by \"eventsync demo\"; refusing to clear it: choose a new or empty directory", dir)
+				return setting.Errorf("data_dir", "data dir %s is not empty and was not made by \"eventsync demo\"; refusing to clear it: choose a new or empty directory", dir)
 			}
 			for _, e := range entries {
 				if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-					return fmt.Errorf("clear --data-dir %s: %w", dir, err)
+					return setting.Errorf("data_dir", "clear the data dir %s: %w", dir, err)
 				}
 			}
 		}
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return fmt.Errorf("resolve --data-dir %s: %w", dir, err)
+		return setting.Errorf("data_dir", "resolve the data dir %s: %w", dir, err)
 	}
 	d.dataDir = abs
-	if err := os.WriteFile(filepath.Join(abs, markerFile), []byte("made by eventsync demo; the next demo run with this --data-dir clears it\n"), 0o640); err != nil {
-		return fmt.Errorf("write to --data-dir %s: %w; choose a writable directory", abs, err)
+	if err := os.WriteFile(filepath.Join(abs, markerFile), []byte("made by eventsync demo; the next demo run with this data directory clears it\n"), 0o640); err != nil {
+		return setting.Errorf("data_dir", "write to the data dir %s: %w; choose a writable directory", abs, err)
 	}
 	d.log = d.cfg.Logger
 	if d.log == nil {
