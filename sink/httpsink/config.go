@@ -87,7 +87,8 @@ type EntityConfig struct {
 // Request is one HTTP call. Path and Body are Go text/templates over
 // TemplateData with the functions json, query and path. For create and
 // update an empty Body means the event's data with "external_id" (the key)
-// and "version" added; for delete an empty Body sends no body.
+// and "version" set (replacing members of those names), the data's members
+// as published; for delete an empty Body sends no body.
 type Request struct {
 	Method string `yaml:"method"`
 	Path   string `yaml:"path"`
