@@ -45,8 +45,10 @@ var scenarioAPIFlags = []string{"--rate-limit", "500", "--max-concurrency", "150
 //
 // EVENTSYNC_SCENARIO_EVENTS (default 100000), EVENTSYNC_SCENARIO_PHASE_SECONDS
 // (default 30) and EVENTSYNC_SCENARIO_ONLY (a substring of the variant
-// names: naive, learned, known, changes) shape the run. It reports; it
-// asserts only that every event reached the API.
+// names: naive, learned, known, changes) shape the run. It reports, and
+// fails a variant that misses its target: every event reached the API;
+// learned ≥ 90% of the limit with ≤ 1% of calls refused, known ≥ 95% with
+// ≤ 0.1%.
 func TestThroughputScenarioProcesses(t *testing.T) {
 	if os.Getenv("EVENTSYNC_THROTTLE_SCENARIO") != "1" {
 		t.Skip("set EVENTSYNC_THROTTLE_SCENARIO=1 to run (drains 100,000 events per variant; takes many minutes)")
@@ -57,8 +59,8 @@ func TestThroughputScenarioProcesses(t *testing.T) {
 	only := os.Getenv("EVENTSYNC_SCENARIO_ONLY")
 	variants := []scenarioVariant{
 		{name: "naive: 150 in flight, no limiter", throttle: "throttle:\n  enabled: false\n", naive: true, events: events},
-		{name: "learned: limit unknown", throttle: "throttle:\n  enabled: true\n", events: events},
-		{name: "known: rate 500 configured", throttle: "throttle:\n  enabled: true\n  rate: 500\n", events: events},
+		{name: "learned: limit unknown", throttle: "throttle:\n  enabled: true\n", events: events, target: &scenarioTarget{0.90, 0.01}},
+		{name: "known: rate 500 configured", throttle: "throttle:\n  enabled: true\n  rate: 500\n", events: events, target: &scenarioTarget{0.95, 0.001}},
 		{name: "changes: learned, limit 500→250→500", throttle: "throttle:\n  enabled: true\n", phase: phase,
 			events: int(1.2 * float64(phase/time.Second) * (250 + 500 + 500))},
 	}
@@ -80,7 +82,12 @@ type scenarioVariant struct {
 	naive    bool   // 150 in flight across the fleet, no limiter
 	events   int
 	phase    time.Duration // >0: halve the limit after one phase, restore it after two, stop after three
+	target   *scenarioTarget
 }
+
+// scenarioTarget is what a variant must reach: a share of the API's limit
+// and at most a share of the calls refused (429 or 503).
+type scenarioTarget struct{ ofLimit, refused float64 }
 
 type scenarioEnv struct {
 	binary, amqpURL, redisURL string
@@ -259,6 +266,12 @@ func (env *scenarioEnv) run(t *testing.T, v scenarioVariant) string {
 		t.Logf("%s: worker0 learned rate/s,concurrency limit per second: %s", v.name, strings.Join(trace, " "))
 	}
 	rejected := final.tooMany + final.unavailable
+	if tg := v.target; tg != nil {
+		share, refused := float64(last.created)/elapsed/scenarioRate, float64(rejected)/float64(max(final.posts, 1))
+		if share < tg.ofLimit || refused > tg.refused {
+			t.Errorf("%s: %.1f%% of the limit with %.2f%% of calls refused; want ≥ %.0f%% with ≤ %.1f%%", v.name, 100*share, 100*refused, 100*tg.ofLimit, 100*tg.refused)
+		}
+	}
 	summary := fmt.Sprintf("%d created in %.1fs = %.0f/s (%.1f%% of %d); %d POSTs, 429: %d, 503: %d (%.2f%% rejected); peak in flight at the API %d",
 		last.created, elapsed, float64(last.created)/elapsed, 100*float64(last.created)/elapsed/scenarioRate, scenarioRate,
 		final.posts, final.tooMany, final.unavailable, 100*float64(rejected)/float64(max(final.posts, 1)), final.maxInFlight)
