@@ -84,6 +84,10 @@ func (t ThrottleConfig) On() bool { return t.Enabled == nil || *t.Enabled }
 // registerer given with WithRegisterer.
 type AdminConfig struct {
 	Listen string `yaml:"listen" doc:"admin HTTP address for /metrics, /healthz, /status (default 127.0.0.1:9090; \"off\" disables)"`
+	// Pprof serves Go's profiler on the admin address. It is off by
+	// default: a profile shows the process's internals and costs CPU
+	// while it runs, so keep the admin address private when it is on.
+	Pprof bool `yaml:"pprof" doc:"serve Go's profiler under /debug/pprof/ on the admin address; keep that address private (default false)"`
 }
 
 // LogConfig configures the eventsync binary's log/slog handler. A Go

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,8 +50,9 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// startAdmin listens on addr ("" means none) and serves until Stop.
-func startAdmin(addr string, reg *prometheus.Registry, extra map[string]http.Handler, log *slog.Logger) (*adminServer, error) {
+// startAdmin listens on addr ("" means none) and serves until Stop; with
+// profile, also Go's profiler under /debug/pprof/.
+func startAdmin(addr string, reg *prometheus.Registry, extra map[string]http.Handler, profile bool, log *slog.Logger) (*adminServer, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -65,6 +68,20 @@ func startAdmin(addr string, reg *prometheus.Registry, extra map[string]http.Han
 	for path, h := range extra {
 		mux.Handle(path, h)
 	}
+	paths := "/metrics /healthz"
+	for path := range extra {
+		paths += " " + strings.TrimPrefix(path, "GET ")
+	}
+	if profile {
+		// Registered by hand: importing net/http/pprof for its side effect
+		// would put it on http.DefaultServeMux of every embedding program.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		paths += " /debug/pprof/"
+	}
 	a := &adminServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln, done: make(chan error, 1)}
 	go func() {
 		err := a.srv.Serve(ln)
@@ -73,7 +90,7 @@ func startAdmin(addr string, reg *prometheus.Registry, extra map[string]http.Han
 		}
 		a.done <- err
 	}()
-	log.Info("admin HTTP listening", "addr", "http://"+ln.Addr().String(), "paths", "/metrics /healthz")
+	log.Info("admin HTTP listening", "addr", "http://"+ln.Addr().String(), "paths", paths)
 	return a, nil
 }
 

@@ -71,7 +71,7 @@ func runRelay(ctx context.Context, env Env, f *relayFlags) error {
 	if addr == "off" {
 		addr = ""
 	}
-	admin, err := startAdmin(addr, reg, nil, log)
+	admin, err := startAdmin(addr, reg, nil, cfg.Admin.Pprof, log)
 	if err != nil {
 		return err
 	}
