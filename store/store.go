@@ -32,6 +32,10 @@ type Lease struct {
 	Expires time.Time
 }
 
+// Held reports whether l is a lease at all: Acquire takes none (Token 0)
+// for an event with nothing to write (see NothingToWrite).
+func (l Lease) Held() bool { return l.Token > 0 }
+
 // Intent is a write in doubt: the newest version a lease holder set out to
 // write to the API and whose outcome is not known yet. Acquire records it in
 // the same round trip that takes the lease; Commit clears it. While it
@@ -66,6 +70,26 @@ type State struct {
 	// LastEvent is the encoded event applied at AppliedVersion, kept so a
 	// repair can re-apply the newest state without the source.
 	LastEvent []byte
+}
+
+// Superseded reports whether a write of a version newer than version is in
+// doubt on st: an event at version must not pass it (its outcome is
+// unknown, and it may have landed), so it is skipped; the newer event's own
+// retry lands that write.
+func Superseded(version int64, st State) bool {
+	return st.Intent != nil && st.Intent.Version > version && st.Intent.Version > st.AppliedVersion
+}
+
+// NothingToWrite reports whether an event at version (above 0) has nothing
+// to write on st: no repair is flagged, and it is superseded or at or
+// below the applied version (a duplicate or stale event). Acquire takes no
+// lease for it. A flagged key always takes the lease (or waits for it):
+// the flag may have been set by a zombie during the current holder's
+// lease, which that holder's commit keeps, and the zombie's own retry is
+// then the one left to repair it; it must not be acked without a lease
+// while the holder still writes (simulation seed 702).
+func NothingToWrite(version int64, st State) bool {
+	return version > 0 && !st.RepairNeeded && (Superseded(version, st) || version <= st.AppliedVersion)
 }
 
 // Commit is the result of a successful sink call.
@@ -116,6 +140,15 @@ type Store interface {
 	// one that stood, so the caller can tell whether a newer write is in
 	// doubt and how often this version failed already. version 0 records
 	// nothing (verify and tests take leases to look).
+	//
+	// When version has nothing to write (NothingToWrite: superseded, or a
+	// duplicate or stale event, on a key not flagged for repair), Acquire
+	// takes no
+	// lease, whoever holds k: it changes nothing and returns k's state
+	// with a Lease that is not Held (Key and Owner set, Token 0), so the
+	// caller settles the event without a second round trip to give a lease
+	// back. The decision needs no lease: the applied version only grows,
+	// and an intent only goes when a version at or above it is committed.
 	Acquire(ctx context.Context, k Key, owner string, ttl time.Duration, version int64) (Lease, State, error)
 	// Extend prolongs a held lease. ErrFenced if it was lost.
 	Extend(ctx context.Context, l Lease, ttl time.Duration) (Lease, error)

@@ -138,7 +138,9 @@ func (a *Applier) apply(ctx context.Context, ev event.Event, body []byte, attemp
 		return a.storeFailure(attempt, fmt.Errorf("acquire lease on %s: %w", key, err))
 	}
 
-	if doubt := state.Intent; doubt != nil && doubt.Version > ev.Version && doubt.Version > state.AppliedVersion {
+	// With nothing to write (the two cases below) the store took no lease
+	// (store.NothingToWrite), and release does nothing.
+	if store.Superseded(ev.Version, state) {
 		// A newer write's outcome is unknown (it timed out, its worker
 		// crashed, its commit failed): it may have landed, so this older
 		// event must not overwrite it. That newer event is still in the
@@ -156,6 +158,10 @@ func (a *Applier) apply(ctx context.Context, ev event.Event, body []byte, attemp
 			a.release(ctx, lease)
 			return Outcome{Result: result}
 		}
+	}
+	if !lease.Held() {
+		// The store judged otherwise: never write without a lease.
+		return a.storeFailure(attempt, fmt.Errorf("acquire lease on %s: the store took no lease for version %d, which has something to write (applied version %d, repair flagged %t)", key, ev.Version, state.AppliedVersion, state.RepairNeeded))
 	}
 	// The API calls may wait long (the throttle's budget, a slow API):
 	// the lease is renewed meanwhile, so it does not expire under a call
@@ -411,6 +417,9 @@ func (a *Applier) repair(ctx, held context.Context, lease store.Lease, state sto
 // release gives back a lease no API call went out under: whether it was
 // lost does not matter.
 func (a *Applier) release(ctx context.Context, lease store.Lease) {
+	if !lease.Held() {
+		return
+	}
 	if err := a.store.Release(ctx, lease); err != nil && !errors.Is(err, store.ErrFenced) {
 		// The lease expires on its own; other workers wait at most its TTL.
 		a.cfg.Logger.Warn("release lease failed; it will expire", "key", lease.Key.String(), "err", err)

@@ -166,13 +166,18 @@ func (fs *FaultStore) Acquire(ctx context.Context, k store.Key, owner string, tt
 			fs.tr.Addf("%s store acquire %s v%d -> %v", t.Name, k, version, ierr)
 			return ierr
 		}
+		fs.obs.Acquired(t, k, version, st)
+		if !lease.Held() {
+			// Nothing to write (store.NothingToWrite): no lease to book.
+			fs.tr.Addf("%s store acquire %s v%d -> no lease (nothing to write), %s", t.Name, k, version, stateFmt(st))
+			return nil
+		}
 		fs.tr.Addf("%s store acquire %s v%d -> token %d, %s", t.Name, k, version, lease.Token, stateFmt(st))
 		now := fs.s.Now()
 		if e := fs.book[k]; e != nil && !e.released && !e.unknown && e.expires.After(now) && e.owner != owner {
 			fs.obs.Violation("lease granted twice", "%s got token %d on %s while %s's token %d stands until +%s",
 				t.Name, lease.Token, k, e.task.Name, e.token, fmtDur(e.expires.Sub(Epoch)))
 		}
-		fs.obs.Acquired(t, k, version, st)
 		fs.book[k] = &leaseEntry{token: lease.Token, owner: owner, task: t, expires: lease.Expires}
 		fs.tokens[taskLease{t, k}] = lease.Token
 		delete(fs.released, taskLease{t, k})

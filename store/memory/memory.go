@@ -160,10 +160,13 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 	defer s.mu.Unlock()
 	now := s.now()
 	e := s.entry(k)
+	prev := e.state()
+	if store.NothingToWrite(version, prev) {
+		return store.Lease{Key: k, Owner: owner}, prev, nil
+	}
 	if e.leased && e.owner != owner && now.Before(e.expires) {
 		return store.Lease{}, store.State{}, &store.LockedError{Key: k, RetryAfter: e.expires.Sub(now)}
 	}
-	prev := e.state()
 	e.token++
 	e.leased, e.owner = true, owner
 	e.expires = now.Add(ttl)

@@ -395,11 +395,14 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 	var lease store.Lease
 	var st store.State
 	rec, rev, err := s.update(ctx, k, func(rec *record, rev uint64) error {
+		st = rec.state()
+		if store.NothingToWrite(version, st) {
+			return errNothingToWrite
+		}
 		now := s.now()
 		if rec.LeaseOwner != "" && rec.LeaseOwner != owner && now.Before(rec.LeaseExpires) {
 			return &store.LockedError{Key: k, RetryAfter: rec.LeaseExpires.Sub(now)}
 		}
-		st = rec.state()
 		rec.LeaseOwner = owner
 		rec.LeaseToken = int64(rev) + 1
 		rec.LeaseExpires = now.Add(ttl)
@@ -409,12 +412,19 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 		lease = store.Lease{Key: k, Owner: owner, Token: rec.LeaseToken, Expires: rec.LeaseExpires}
 		return nil
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, errNothingToWrite):
+		// Read, nothing written: one round trip.
+		return store.Lease{Key: k, Owner: owner}, st, nil
+	case err != nil:
 		return store.Lease{}, store.State{}, err
 	}
 	s.remember(k, lease.Token, rev, rec)
 	return lease, st, nil
 }
+
+// errNothingToWrite ends an Acquire that takes no lease.
+var errNothingToWrite = errors.New("natskv: nothing to write")
 
 // errReleased is the ErrFenced of a lease whose token is still current but
 // which was released already: Commit and Extend are fenced by it, a

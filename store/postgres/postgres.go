@@ -271,16 +271,27 @@ const priorStateColumns = `applied_version, remote_id, deleted, last_event,
 // which Acquire records $5 as the intent.
 const recordIntent = `$5::bigint > s.applied_version AND $5::bigint > coalesce(s.intent_version, 0)`
 
+// nothingToWrite is store.NothingToWrite of version $5 on row %[1]s.
+const nothingToWrite = `($5::bigint > 0 AND NOT %[1]s.repair_needed AND (
+	    coalesce(%[1]s.intent_version, 0) > $5::bigint AND coalesce(%[1]s.intent_version, 0) > %[1]s.applied_version
+	    OR $5::bigint <= %[1]s.applied_version))`
+
 func newQueries(schema string) queries {
 	st := pgx.Identifier{schema, "state"}.Sanitize()
 	ctl := pgx.Identifier{schema, "control"}.Sanitize()
 	return queries{
 		// The conflict branch takes the lease only when it is free, expired
-		// or already ours; otherwise nothing is returned and nothing
+		// or already ours, and $5 has something to write; otherwise nothing
 		// changes. It records version $5 as the intent when it is above
 		// the applied version and the standing intent, and keeps the old
-		// intent in prior_intent_* for RETURNING; a new row had none.
-		acquire: `INSERT INTO ` + st + ` AS s (entity, key, lease_owner, lease_token, lease_expires,
+		// intent in prior_intent_* for RETURNING; a new row had none. The
+		// first column says whether the lease was taken: when $5 has
+		// nothing to write, the row as the statement found it is returned
+		// instead (cur: no lease, no write), and no row when it is locked.
+		acquire: `WITH cur AS (
+			    SELECT ` + stateColumns + ` FROM ` + st + ` WHERE entity = $1 AND key = $2
+			), up AS (
+			INSERT INTO ` + st + ` AS s (entity, key, lease_owner, lease_token, lease_expires,
 			    intent_version, intent_token, intent_at)
 			VALUES ($1, $2, $3, 1, clock_timestamp() + $4::bigint * interval '1 microsecond',
 			    CASE WHEN $5::bigint > 0 THEN $5::bigint END, CASE WHEN $5::bigint > 0 THEN 1 END,
@@ -297,8 +308,14 @@ func newQueries(schema string) queries {
 			    intent_token = CASE WHEN ` + recordIntent + ` THEN s.lease_token + 1 ELSE s.intent_token END,
 			    intent_at = CASE WHEN ` + recordIntent + ` THEN clock_timestamp() ELSE s.intent_at END,
 			    intent_failures = CASE WHEN ` + recordIntent + ` THEN 0 ELSE s.intent_failures END
-			WHERE s.lease_owner IS NULL OR s.lease_expires <= clock_timestamp() OR s.lease_owner = EXCLUDED.lease_owner
-			RETURNING lease_token, lease_expires, ` + priorStateColumns,
+			WHERE (s.lease_owner IS NULL OR s.lease_expires <= clock_timestamp() OR s.lease_owner = EXCLUDED.lease_owner)
+			    AND NOT ` + fmt.Sprintf(nothingToWrite, "s") + `
+			RETURNING lease_token, lease_expires, ` + priorStateColumns + `
+			)
+			SELECT true, up.* FROM up
+			UNION ALL
+			SELECT false, 0::bigint, NULL::timestamptz, cur.* FROM cur
+			WHERE NOT EXISTS (SELECT 1 FROM up) AND ` + fmt.Sprintf(nothingToWrite, "cur"),
 		remaining: `SELECT (extract(epoch FROM lease_expires - clock_timestamp()) * 1000000)::bigint
 			FROM ` + st + ` WHERE entity = $1 AND key = $2 AND lease_owner IS NOT NULL`,
 		extend: `UPDATE ` + st + ` SET lease_expires = clock_timestamp() + $4::bigint * interval '1 microsecond'
@@ -397,14 +414,16 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 		return store.Lease{}, store.State{}, fmt.Errorf("postgres store: acquire %s: ttl %s must be positive", k, ttl)
 	}
 	var (
-		l   = store.Lease{Key: k, Owner: owner}
-		row stateRow
+		l       = store.Lease{Key: k, Owner: owner}
+		row     stateRow
+		leased  bool
+		expires *time.Time
 	)
-	var acquired bool
+	var answered bool
 	err := s.lease(ctx, &call{key: k, sql: s.q.acquire, args: []any{k.Entity, k.Key, owner, ttl.Microseconds(), version},
 		read: func(br pgx.BatchResults) error {
-			err := br.QueryRow().Scan(append([]any{&l.Token, &l.Expires}, row.dest()...)...)
-			acquired = err == nil
+			err := br.QueryRow().Scan(append([]any{&leased, &l.Token, &expires}, row.dest()...)...)
+			answered = err == nil
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil
 			}
@@ -413,7 +432,13 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 	if err != nil {
 		return store.Lease{}, store.State{}, fmt.Errorf("postgres store: acquire %s: %w", k, err)
 	}
-	if acquired {
+	if answered {
+		if !leased { // nothing to write: no lease taken
+			return store.Lease{Key: k, Owner: owner}, row.state(), nil
+		}
+		if expires != nil {
+			l.Expires = *expires
+		}
 		return l, row.state(), nil
 	}
 	// Held by another owner: report how long it has left.

@@ -281,20 +281,29 @@ var (
 	// KEYS: state hash, token counter. ARGV: owner, ttl ms, version
 	// (decimal, "0" for none). Records version as the intent when it is
 	// above the applied version and the standing intent.
-	// Returns {0, remaining ms} when locked, else {1, token, expires ms,
-	// state before...}.
+	// Returns {2, 0, 0, state...} when version has nothing to write
+	// (store.NothingToWrite; no lease taken, nothing changed), {0,
+	// remaining ms} when locked, else {1, token, expires ms, state
+	// before...}.
 	acquireScript = goredis.NewScript(luaPrelude + `
+local st = redis.call('HMGET', KEYS[1], ` + stateFields + `)
+local version = ARGV[3]
+if version ~= '0' and st[9] ~= '1' then
+	local applied = st[1] or '0'
+	local superseded = st[5] and version_less(version, st[5]) and version_less(applied, st[5])
+	if superseded or not version_less(applied, version) then
+		return {2, 0, 0, st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9]}
+	end
+end
 local now = now_ms()
 local lease = redis.call('HMGET', KEYS[1], 'lo', 'lx')
 local expires_at = tonumber(lease[2]) or 0
 if lease[1] and lease[1] ~= ARGV[1] and expires_at > now then
 	return {0, expires_at - now}
 end
-local st = redis.call('HMGET', KEYS[1], ` + stateFields + `)
 local token = redis.call('INCR', KEYS[2])
 local expires = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'lo', ARGV[1], 'lx', expires)
-local version = ARGV[3]
 if version ~= '0' and version_less(st[1] or '0', version) and (not st[5] or version_less(st[5], version)) then
 	redis.call('HSET', KEYS[1], 'iv', version, 'it', string.format('%d', token), 'iat', string.format('%d', now), 'if', '0')
 	redis.call('HDEL', KEYS[1], 'ia')
@@ -423,15 +432,18 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 		remaining, _ := res[1].(int64)
 		return store.Lease{}, store.State{}, &store.LockedError{Key: k, RetryAfter: time.Duration(max(remaining, 1)) * time.Millisecond}
 	}
-	if len(res) != 12 || res[0] != int64(1) {
+	if len(res) != 12 || res[0] != int64(1) && res[0] != int64(2) {
 		return store.Lease{}, store.State{}, fmt.Errorf("redis store: acquire %s: unexpected script reply %v", k, res)
 	}
-	token, _ := res[1].(int64)
-	expires, _ := res[2].(int64)
 	st, err := decodeState(res[3:])
 	if err != nil {
 		return store.Lease{}, store.State{}, fmt.Errorf("redis store: acquire %s: %w", k, err)
 	}
+	if res[0] == int64(2) { // nothing to write: no lease taken
+		return store.Lease{Key: k, Owner: owner}, st, nil
+	}
+	token, _ := res[1].(int64)
+	expires, _ := res[2].(int64)
 	return store.Lease{Key: k, Owner: owner, Token: token, Expires: time.UnixMilli(expires)}, st, nil
 }
 

@@ -9,7 +9,9 @@
 // The suite checks the contracts documented in package store: monotonic
 // fencing tokens, lease expiry and takeover, fenced writes, stale-commit
 // rejection, the write in doubt (the intent Acquire records, its failure
-// count and when Commit clears it), repair flags, scans and the control
+// count and when Commit clears it), no lease for an event with nothing to
+// write (one round trip for a duplicate, stale or superseded event),
+// repair flags, scans and the control
 // space, plus a race of many goroutines over one key that must never let two
 // holders overlap.
 //
@@ -77,6 +79,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AcquireOlderVersionKeepsIntent", testAcquireOlderVersionKeepsIntent},
 		{"AcquireSameVersionKeepsIntent", testAcquireSameVersionKeepsIntent},
 		{"AcquireLockedRecordsNothing", testAcquireLockedRecordsNothing},
+		{"AcquireNothingToWriteTakesNoLease", testAcquireNothingToWriteTakesNoLease},
+		{"AcquireNothingToWriteWhileLocked", testAcquireNothingToWriteWhileLocked},
+		{"AcquireForARepairTakesTheLease", testAcquireForARepairTakesTheLease},
 		{"ReleaseFailedCountsFailures", testReleaseFailedCountsFailures},
 		{"ReleaseFailedFenced", testReleaseFailedFenced},
 		{"CommitClearsIntentAtOrBelowItsVersion", testCommitClearsIntentAtOrBelow},
@@ -1046,6 +1051,13 @@ func touchKey(ctx context.Context, s store.Store, n int, owner string, mode int,
 	}
 	if l.Key != k {
 		return fmt.Errorf("Acquire %s returned a lease on %s", k, l.Key)
+	}
+	if !l.Held() {
+		// Another commit landed first: version has nothing to write.
+		if !store.NothingToWrite(version, st) {
+			return fmt.Errorf("%s: no lease for version %d, which has something to write on applied version %d", k, version, st.AppliedVersion)
+		}
+		return nil
 	}
 	if st.AppliedVersion != commits.Load() {
 		return fmt.Errorf("%s: holder sees applied version %d after %d commits", k, st.AppliedVersion, commits.Load())
