@@ -10,14 +10,18 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/config"
+	"github.com/eventsync/eventsync/store"
 )
 
 func newLogger(w io.Writer, cfg config.Log) *slog.Logger {
@@ -50,9 +54,16 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
+// healthCheck reports whether one dependency answers; it must return
+// within its context's deadline.
+type healthCheck func(ctx context.Context) error
+
 // startAdmin listens on addr ("" means none) and serves until Stop; with
-// profile, also Go's profiler under /debug/pprof/.
-func startAdmin(addr string, reg *prometheus.Registry, extra map[string]http.Handler, profile bool, log *slog.Logger) (*adminServer, error) {
+// profile, also Go's profiler under /debug/pprof/. /healthz and /readyz
+// run checks (bus and store reachable) and answer 503 naming the failing
+// ones; /livez only says the process serves HTTP, for a liveness probe
+// that must not restart a worker because the broker is down.
+func startAdmin(addr string, reg *prometheus.Registry, extra map[string]http.Handler, checks map[string]healthCheck, profile bool, log *slog.Logger) (*adminServer, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -62,13 +73,16 @@ func startAdmin(addr string, reg *prometheus.Registry, extra map[string]http.Han
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
+	health := healthHandler(checks)
+	mux.Handle("GET /healthz", health)
+	mux.Handle("GET /readyz", health)
 	for path, h := range extra {
 		mux.Handle(path, h)
 	}
-	paths := "/metrics /healthz"
+	paths := "/metrics /healthz /readyz /livez"
 	for path := range extra {
 		paths += " " + strings.TrimPrefix(path, "GET ")
 	}
@@ -114,3 +128,53 @@ func (a *adminServer) Addr() string {
 }
 
 func lookupEnv(name string) string { return os.Getenv(name) }
+
+// healthHandler runs every check at once, each bounded by two seconds,
+// and answers 200 "ok" or 503 with one line per failing dependency.
+func healthHandler(checks map[string]healthCheck) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		names := make([]string, 0, len(checks))
+		for name := range checks {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		errs := make([]error, len(names))
+		var wg sync.WaitGroup
+		for i, name := range names {
+			wg.Go(func() { errs[i] = checks[name](ctx) })
+		}
+		wg.Wait()
+		var failed []string
+		for i, err := range errs {
+			if err != nil {
+				failed = append(failed, fmt.Sprintf("%s: %v", names[i], err))
+			}
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if len(failed) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, strings.Join(failed, "\n")+"\n")
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+}
+
+// busCheck asks the bus for a stream's statistics: a round trip to the
+// broker.
+func busCheck(b bus.Bus, stream bus.Stream) healthCheck {
+	return func(ctx context.Context) error {
+		_, err := b.Stats(ctx, stream)
+		return err
+	}
+}
+
+// storeCheck reads a control record: a round trip to the state store.
+func storeCheck(st store.Control) healthCheck {
+	return func(ctx context.Context) error {
+		_, _, err := st.GetControl(ctx, "healthz")
+		return err
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/eventsync/eventsync"
+	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/config"
 )
 
@@ -71,7 +72,10 @@ func runRelay(ctx context.Context, env Env, f *relayFlags) error {
 	if addr == "off" {
 		addr = ""
 	}
-	admin, err := startAdmin(addr, reg, nil, cfg.Admin.Pprof, log)
+	admin, err := startAdmin(addr, reg, nil, map[string]healthCheck{"bus": busCheck(res.Bus, bus.Live), "source": func(ctx context.Context) error {
+		_, err := res.Source.Backlog(ctx)
+		return err
+	}}, cfg.Admin.Pprof, log)
 	if err != nil {
 		return err
 	}

@@ -95,7 +95,7 @@ func runWorker(ctx context.Context, env Env, f *workerFlags) error {
 			rw.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(rw).Encode(w.Status())
 		}),
-	}, cfg.Admin.Pprof, log)
+	}, map[string]healthCheck{"bus": busCheck(res.Bus, bus.Live), "store": storeCheck(res.Store)}, cfg.Admin.Pprof, log)
 	if err != nil {
 		return err
 	}
