@@ -170,22 +170,8 @@ func batchKeys(prefix string, n int) []string {
 // benchmark unless every one was applied, and returns the rate over the
 // middle 80% of them (steady state, without start-up and the last wave).
 func drain(b *testing.B, bs bus.Bus, st store.Store, sk sink.Sink, concurrency, prefetch, n int) (steady float64) {
-	cfg := Config{
-		WorkerID:    testenv.UniqueName("benchworker"),
-		Streams:     []bus.Stream{bus.Live},
-		Concurrency: concurrency,
-		Prefetch:    prefetch, // 0: the default, Concurrency
-		Logger:      slog.New(slog.DiscardHandler),
-	}
-	w, err := NewWorker(bs, st, sk, cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	w, done, cancel := startBenchWorker(b, bs, st, sk, concurrency, prefetch)
 	started := time.Now()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-
 	settled := w.done[bus.Live]
 	lo, hi := int64(n/10), int64(n-n/10)
 	var loAt, hiAt time.Time
@@ -224,6 +210,80 @@ func drain(b *testing.B, bs bus.Bus, st store.Store, sk sink.Sink, concurrency, 
 		return 0
 	}
 	return float64(hi-lo) / hiAt.Sub(loAt).Seconds()
+}
+
+// startBenchWorker starts a Worker on the live stream; done receives what
+// Run returns once cancel is called.
+func startBenchWorker(b *testing.B, bs bus.Bus, st store.Store, sk sink.Sink, concurrency, prefetch int) (w *Worker, done chan error, cancel func()) {
+	cfg := Config{
+		WorkerID:    testenv.UniqueName("benchworker"),
+		Streams:     []bus.Stream{bus.Live},
+		Concurrency: concurrency,
+		Prefetch:    prefetch, // 0: the default, Concurrency
+		Logger:      slog.New(slog.DiscardHandler),
+	}
+	w, err := NewWorker(bs, st, sk, cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done = make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	return w, done, cancel
+}
+
+// hotKeys is how many keys the hot-key benchmark spreads its events over:
+// with 256 events in flight, about five of each key at once.
+const hotKeys = 50
+
+// benchHotKeys measures one Worker draining n pre-published events of
+// hotKeys keys (n/hotKeys versions each, a create and then updates,
+// published in version order, as a busy source sends them) per op. Every event must end acked (applied, or
+// stale once a newer one is); events of a key in flight at once used to
+// wait for each other through the broker's retry tiers. retries/op counts
+// the deliveries that did.
+func benchHotKeys(b *testing.B, st store.Store, concurrency, n int) {
+	bs, _ := benchBus(b)
+	var retries int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		keys := batchKeys(fmt.Sprintf("h%d", i), hotKeys)
+		for v := 1; v <= n/hotKeys; v++ {
+			publishBatch(b, bs, keys, int64(v))
+		}
+		b.StartTimer()
+		w, done, cancel := startBenchWorker(b, bs, st, &latencySink{}, concurrency, 0)
+		started := time.Now()
+		var results map[string]int64
+		acked := func() int64 {
+			results = w.Status().Results
+			return results[string(ResultApplied)] + results[string(ResultDuplicate)] + results[string(ResultStale)] + results[string(ResultSuperseded)]
+		}
+		tick := time.NewTicker(time.Millisecond)
+		timeout := time.NewTimer(10 * time.Minute)
+		for w.done[bus.Live].Load() < int64(n) || acked() < int64(n) {
+			select {
+			case <-tick.C:
+			case err := <-done:
+				b.Fatalf("worker stopped early: %v", err)
+			case <-timeout.C:
+				b.Fatalf("worker acked %d of %d events in 10 minutes (results %v)", acked(), n, results)
+			}
+		}
+		b.StopTimer()
+		tick.Stop()
+		timeout.Stop()
+		b.Logf("drained %d events of %d keys at concurrency %d in %s: %v", n, hotKeys, concurrency, time.Since(started).Round(time.Millisecond), results)
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatalf("worker Run: %v", err)
+		}
+		retries += results[string(ResultLocked)] + results[string(ResultRetried)]
+		b.StartTimer()
+	}
+	reportRates(b, b.N*n, nil)
+	b.ReportMetric(float64(retries)/float64(b.N), "retries/op")
 }
 
 // benchWorker measures one Worker draining n pre-published creates (new
@@ -333,7 +393,7 @@ const zeroLatencyBatch = 5000
 // the same prefetch. The ratio worker/raw is the target (Redis ≥
 // 60%, PostgreSQL ≥ 30%). applier-only/* is the same work without the bus
 // (Applier.Apply from 256 goroutines), to tell the store's share of the
-// cost from the bus's.
+// cost from the bus's. */hot is 5,000 events of 50 keys (benchHotKeys).
 func BenchmarkWorkerZeroLatency(b *testing.B) {
 	const concurrency = 256
 	b.Run("raw", func(b *testing.B) { benchRaw(b, concurrency, zeroLatencyBatch) })
@@ -347,6 +407,7 @@ func BenchmarkWorkerZeroLatency(b *testing.B) {
 				benchWorker(b, st, &latencySink{}, concurrency, 0, zeroLatencyBatch, op == "update")
 			})
 		}
+		b.Run(kind+"/hot", func(b *testing.B) { benchHotKeys(b, openBenchStore(b, kind), concurrency, zeroLatencyBatch) })
 	}
 }
 

@@ -60,8 +60,8 @@ func TestWorkerHotKeysWaitInMemory(t *testing.T) {
 		// not turn into a retry this test would count.
 		h := newHarnessTimeout(t, sf, 10*time.Second, nil)
 		b := &flakySettleBus{Bus: rabbitmqtest.Open(t, rabbitmq.Config{})}
-		// Prefetch 64: every event below is in hand at once, and at most
-		// 27 wait, under the limit of half the prefetch.
+		// Prefetch 64: every event below is in hand at once, and at most 9
+		// of a key wait, under the limit of a quarter of the prefetch.
 		w, _ := runWorker(t, h, b, func(c *Config) {
 			c.Streams = []bus.Stream{bus.Live}
 			c.Concurrency, c.Prefetch = 16, 64
@@ -123,11 +123,12 @@ func TestWorkerHandsBackEventsWaitingForTheirKeyOnShutdown(t *testing.T) {
 	expectNewest(t, h, keys, 5)
 }
 
-// Beyond half the prefetch, deliveries do not wait in memory: they take
-// the broker's retry, in its shortest tier (never above LockedRetryDelay,
-// which RabbitMQ would round up to the next tier), and converge later.
+// Beyond a quarter of the prefetch per key, deliveries do not wait in
+// memory: they take the broker's retry, in its shortest tier (never above
+// LockedRetryDelay, which RabbitMQ would round up to the next tier), and
+// converge later.
 func TestWorkerRetriesEventsBeyondTheWaitingLimitInTheShortestTier(t *testing.T) {
-	h, _, gate, b, w, _ := gatedWorker(t, func(c *Config) { c.Prefetch = 4 }) // at most 2 wait
+	h, _, gate, b, w, _ := gatedWorker(t, func(c *Config) { c.Prefetch = 8 }) // at most 2 wait
 	keys := []string{"busy"}
 	publishVersions(t, b, keys, 8)
 	waitUntil(t, 10*time.Second, "a delivery beyond the limit retried", func() bool { return b.retries.Load() > 0 })

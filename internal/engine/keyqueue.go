@@ -25,13 +25,15 @@ import (
 // costs one API call per round rather than one per event, and no event
 // waits behind more than one round.
 //
-// Waiting deliveries are unacknowledged, so they count against the
-// stream's prefetch: at most limit of them wait per stream, and a delivery
-// beyond that takes the broker's shortest retry tier, as one whose key
-// another process holds. They leave the queue only to be handled, handed
-// back (shutdown, pause) or retried (waited too long): never dropped.
+// A held key costs one slot, however many wait for it. Waiting deliveries
+// are unacknowledged, though, so they count against the stream's prefetch:
+// at most limit of them wait per key, so that one slow key cannot take the
+// whole prefetch from the others, and a delivery beyond that takes the
+// broker's shortest retry tier, as one whose key another process holds.
+// They leave the queue only to be handled, handed back (shutdown, pause)
+// or retried (waited too long): never dropped.
 type keyQueue struct {
-	limit  int
+	limit  int                  // waiting deliveries per key
 	gauges *prometheus.GaugeVec // waiting deliveries by stream; nil for none
 
 	mu      sync.Mutex
@@ -59,7 +61,7 @@ type entry int
 const (
 	entryHold   entry = iota // the caller holds the key now
 	entryQueued              // queued: the holder takes it on
-	entryFull                // the stream's waiting limit is reached
+	entryFull                // the key's waiting limit is reached
 )
 
 func newKeyQueue(limit int, gauges *prometheus.GaugeVec) *keyQueue {
@@ -83,7 +85,7 @@ func (q *keyQueue) enter(k store.Key, w *waiter) entry {
 	case !held:
 		q.keys[k] = &keyWait{}
 		return entryHold
-	case q.waiting[w.stream] >= q.limit:
+	case len(kw.round)+len(kw.next) >= q.limit:
 		return entryFull
 	}
 	kw.next = append(kw.next, w)

@@ -57,30 +57,28 @@ func TestKeyQueueTakesTheNewestOfEachRoundFirst(t *testing.T) {
 	}
 }
 
-// At most limit deliveries of a stream wait; the other stream has its own.
-func TestKeyQueueBoundsTheWaitingPerStream(t *testing.T) {
+// At most limit deliveries wait per key, whatever their stream; other keys
+// wait as before.
+func TestKeyQueueBoundsTheWaitingPerKey(t *testing.T) {
 	q := newKeyQueue(2, nil)
 	now := time.Now()
 	a, b := store.Key{Entity: "listing", Key: "a"}, store.Key{Entity: "listing", Key: "b"}
 	q.enter(a, waiterOf(bus.Live, 1, now))
-	q.enter(b, waiterOf(bus.Live, 1, now))
-	if q.enter(a, waiterOf(bus.Live, 2, now)) != entryQueued || q.enter(b, waiterOf(bus.Live, 2, now)) != entryQueued {
+	if q.enter(a, waiterOf(bus.Live, 2, now)) != entryQueued || q.enter(a, waiterOf(bus.Resync, 3, now)) != entryQueued {
 		t.Fatal("the first two waiting deliveries were not queued")
 	}
-	if got := q.enter(a, waiterOf(bus.Live, 3, now)); got != entryFull {
-		t.Fatalf("a third waiting live delivery = %d, want full", got)
+	if got := q.enter(a, waiterOf(bus.Live, 4, now)); got != entryFull {
+		t.Fatalf("a third waiting delivery of one key = %d, want full", got)
 	}
-	if got := q.enter(a, waiterOf(bus.Resync, 3, now)); got != entryQueued {
-		t.Fatalf("a resync delivery when live is full = %d, want queued", got)
+	q.enter(b, waiterOf(bus.Live, 1, now))
+	if got := q.enter(b, waiterOf(bus.Live, 2, now)); got != entryQueued {
+		t.Fatalf("a delivery of another key = %d, want queued", got)
 	}
-	// A free key is held whatever the limit.
-	if got := q.enter(store.Key{Entity: "listing", Key: "c"}, waiterOf(bus.Live, 1, now)); got != entryHold {
-		t.Fatalf("enter of a free key when live is full = %d, want hold", got)
+	if n := q.waitingOn(bus.Live); n != 2 {
+		t.Fatalf("%d live deliveries waiting, want 2", n)
 	}
-	if w := q.handOn(b); w == nil || w.stream != bus.Live {
-		t.Fatalf("handed on %v, want b's live delivery", w)
-	}
-	if got := q.enter(b, waiterOf(bus.Live, 3, now)); got != entryQueued {
+	q.handOn(a)
+	if got := q.enter(a, waiterOf(bus.Live, 5, now)); got != entryQueued {
 		t.Fatalf("enter after one was handed on = %d, want queued", got)
 	}
 }

@@ -83,8 +83,8 @@ func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, m *Metrics) 
 	if w.metrics == nil {
 		w.metrics = NewMetrics(nil)
 	}
-	// Waiting deliveries hold prefetch: half of it stays for other keys.
-	w.keys = newKeyQueue(cfg.Prefetch/2, w.metrics.waiting)
+	// Waiting deliveries hold prefetch: one key may take a quarter.
+	w.keys = newKeyQueue(cfg.Prefetch/4, w.metrics.waiting)
 	for _, s := range cfg.Streams {
 		w.inFlight[s] = new(atomic.Int64)
 		w.done[s] = new(atomic.Int64)
@@ -385,7 +385,7 @@ func (w *Worker) handle(ctx context.Context, t task) (key store.Key, holds bool)
 			// As for a key another process holds: the broker's shortest
 			// retry tier.
 			w.settle(ctx, t, Outcome{Result: ResultLocked, Delay: jitter(w.cfg.LockedRetryDelay),
-				Reason: "entity busy in this worker, and too many events wait for their keys", Key: key})
+				Reason: "entity busy in this worker, and too many of its events wait already", Key: key})
 			return key, false
 		}
 	}
