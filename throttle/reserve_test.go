@@ -262,3 +262,57 @@ func TestRefusalsAboveACeilingWhileCallsSucceedAreNoOutage(t *testing.T) {
 		t.Fatalf("%v outage holds while calls below a ceiling of %d kept succeeding; want 0", n, ceiling)
 	}
 }
+
+// slowHoldLimiter is a MemoryLimiter whose Hold takes 200 ms to reach it.
+type slowHoldLimiter struct {
+	*throttle.MemoryLimiter
+}
+
+func (l slowHoldLimiter) Hold(ctx context.Context, name string, until time.Time, rate float64) error {
+	time.Sleep(200 * time.Millisecond)
+	return l.MemoryLimiter.Hold(ctx, name, until, rate)
+}
+
+// The process that gets a 429 stops at once, not when the hold has reached
+// the limiter: 429s come back fast, and every freed slot would send
+// another call into the refusal meanwhile.
+func TestOwnRetryAfterStopsAtOnce(t *testing.T) {
+	t.Parallel()
+	var refused atomic.Int64 // unix nanoseconds of the 429
+	api := &scriptedSink{fail: func(n int) error {
+		if n == 200 {
+			refused.Store(time.Now().UnixNano())
+			return &sink.Error{Op: "update", Status: http.StatusTooManyRequests, Retryable: true, RetryAfter: time.Second}
+		}
+		return nil
+	}}
+	s, err := throttle.New(api, throttle.Config{Rate: 100_000}, throttle.Options{Name: "api", Limiter: slowHoldLimiter{throttle.NewMemoryLimiter(nil)}, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const callers = 16
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				_ = s.Update(ctx, "r", record(i))
+			}
+		})
+	}
+	waitFor(t, func() bool { return refused.Load() != 0 })
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	at := time.Unix(0, refused.Load())
+	var after int
+	for _, a := range api.arrivals() {
+		if a.After(at) && a.Sub(at) < 500*time.Millisecond {
+			after++
+		}
+	}
+	// Calls already past the hold check may still go out: one per caller.
+	if after > callers {
+		t.Fatalf("%d calls within 500ms after a 429 with Retry-After 1s, while the hold took 200ms to reach the limiter; want at most the %d already admitted", after, callers)
+	}
+}

@@ -511,6 +511,13 @@ func (s *Sink) after(ctx context.Context, v sink.Verdict, probe bool, began time
 // that sees the hold also sees why). It outlives the caller's context: a
 // cancelled event must not leave other processes uninformed.
 func (s *Sink) hold(ctx context.Context, until time.Time, rate float64, outage bool) {
+	// This process stops at once, not one round trip later: refusals
+	// come back fast, and each freed slot would send another call.
+	var o time.Time
+	if outage {
+		o = until
+	}
+	s.noteHold(until, o)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	var err error
@@ -523,11 +530,6 @@ func (s *Sink) hold(ctx context.Context, until time.Time, rate float64, outage b
 	if err != nil {
 		s.log.Warn("throttle: cannot set the cluster-wide hold; only this process waits", "sink", s.name, "err", err)
 	}
-	var o time.Time
-	if outage {
-		o = until
-	}
-	s.noteHold(until, o)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
