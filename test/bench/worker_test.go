@@ -39,7 +39,7 @@ import (
 // consume-and-ack loop, a raw consume-and-POST loop at the worker's
 // concurrency, and a Watermill router whose handlers POST each message.
 //
-//	EVENTSYNC_BENCH_WORKER=1 go test -run TestWorkerAgainstBaselines -v -timeout 120m ./test/bench
+//	EVENTSYNC_BENCH_WORKER=1 go test -run TestWorkerAgainstBaselines -v -timeout 150m ./test/bench
 //
 // Scenarios: "zero" (API without latency; eventsync with Redis and with
 // PostgreSQL; Watermill at the same concurrency and with one handler, its
@@ -60,7 +60,7 @@ import (
 // (10: a run still going then fails). The table is logged after "RESULT".
 func TestWorkerAgainstBaselines(t *testing.T) {
 	if os.Getenv("EVENTSYNC_BENCH_WORKER") != "1" {
-		t.Skip("set EVENTSYNC_BENCH_WORKER=1 to run (publishes 50,000 events per run, dozens of runs; takes 15 minutes or more)")
+		t.Skip("set EVENTSYNC_BENCH_WORKER=1 to run (publishes 50,000 events per run, 36 runs; about an hour on a loaded 2-core machine)")
 	}
 	env := newCompareEnv(t)
 	var only []string
