@@ -316,3 +316,60 @@ func TestOwnRetryAfterStopsAtOnce(t *testing.T) {
 		t.Fatalf("%d calls within 500ms after a 429 with Retry-After 1s, while the hold took 200ms to reach the limiter; want at most the %d already admitted", after, callers)
 	}
 }
+
+// After a first contact, every process resumes at one rate: two processes
+// that learned different rates from their own 429s of one episode end up
+// on the lower, also the one whose own hold ends last (it sees no newer
+// hold to adopt).
+func TestProcessesAgreeOnTheLowestRateOfAHold(t *testing.T) {
+	t.Parallel()
+	lim := throttle.NewMemoryLimiter(nil)
+	tooMany := &sink.Error{Op: "update", Status: http.StatusTooManyRequests, Retryable: true, RetryAfter: time.Second}
+	bRefused := make(chan struct{})
+	apiA := &scriptedSink{fail: func(n int) error {
+		if n == 301 {
+			<-bRefused // B's 429 and hold come first
+			return tooMany
+		}
+		return nil
+	}}
+	apiB := &scriptedSink{fail: func(n int) error {
+		if n == 101 {
+			return tooMany
+		}
+		return nil
+	}}
+	cfg := throttle.Config{HoldPoll: 5 * time.Millisecond}
+	a, err := throttle.New(apiA, cfg, throttle.Options{Name: "api", Limiter: lim, Logger: quiet, Owner: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := throttle.New(apiB, cfg, throttle.Options{Name: "api", Limiter: lim, Logger: quiet, Owner: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 300 {
+		if err := a.Update(ctx, "r", record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aDone := make(chan error)
+	go func() { aDone <- a.Update(ctx, "r", record(300)) }() // in flight until B is refused
+	waitFor(t, func() bool { return len(apiA.arrivals()) == 301 })
+	for i := range 101 {
+		_ = b.Update(ctx, "r", record(i))
+	}
+	close(bRefused)
+	if err := <-aDone; err == nil {
+		t.Fatal("A's 429 was swallowed")
+	}
+	// A's next call waits for the hold; meanwhile it reads the hold again.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_ = a.Update(short, "r", record(0))
+	cancel()
+	ra, rb := a.Stats().Rate, b.Stats().Rate
+	if ra == 0 || ra != rb || ra > 150 {
+		t.Fatalf("rates after one 429 each: A %v (served 300 in the last second), B %v (served 100); want both on B's, the lower", ra, rb)
+	}
+}

@@ -336,9 +336,12 @@ func (s *Sink) holdEnd(ctx context.Context, force bool) (time.Time, error) {
 	}
 	if until.After(now) && until.After(s.heldUntil) {
 		s.dropReserved()
-		if outage.Before(until) { // a 429's hold, not an outage's
-			s.rate.Adopt(now, until, rate)
-		}
+	}
+	// A 429's hold, not an outage's: a new one is a congestion here too,
+	// and while it lasts a lower rate another process published with it
+	// is taken as well, so every process resumes at the same rate.
+	if until.After(now) && outage.Before(until) && (until.After(s.heldUntil) || rate > 0) {
+		s.rate.Adopt(now, until, rate)
 	}
 	if !until.After(now) && rate > 0 {
 		s.rate.Known(now, rate) // a limit the cluster learned before this process started
