@@ -315,7 +315,8 @@ func (r *rateController) Adopt(now, holdEnd time.Time, rate float64) {
 		r.bind(rate, true, holdEnd)
 	default:
 		r.advance(now)
-		if now.Before(r.ignoreUntil) && rate >= r.rate {
+		episode := now.Before(r.ignoreUntil) // the congestion this process is in already
+		if episode && rate >= r.rate {
 			return
 		}
 		r.rate = r.bound(rate)
@@ -323,7 +324,11 @@ func (r *rateController) Adopt(now, holdEnd time.Time, rate float64) {
 		if !r.slowStart { // the publisher was past slow start too, so its cut was most likely an estimate
 			r.gentleFrom = r.rate / estimateMargin
 		}
-		r.slowStart = false
+		// A lower rate of the same episode (another process's first
+		// contact) leaves a slow start begun in it running.
+		if !episode {
+			r.slowStart = false
+		}
 		r.newCycle(holdEnd)
 	}
 	r.cuts++

@@ -69,6 +69,12 @@ func TestRateUnboundAdoptsAndKnownLimits(t *testing.T) {
 	if got := r.Rate(now); got != 321 || !r.slowStart {
 		t.Fatalf("rate after adopting 321 while unbound = %v (slow start %v); want 321 in slow start", got, r.slowStart)
 	}
+	// A lower rate another process published for the same first contact
+	// is taken, and slow start goes on from it.
+	r.Adopt(now.Add(100*time.Millisecond), now.Add(time.Second), 200)
+	if got := r.Rate(now); got != 200 || !r.slowStart {
+		t.Fatalf("rate after a lower one of the same hold = %v (slow start %v); want 200 in slow start", got, r.slowStart)
+	}
 	k := newRateController(Config{}.WithDefaults(), now)
 	k.Known(now, 480)
 	if got := k.Rate(now); got != 480 || k.slowStart {
