@@ -36,8 +36,10 @@ type keyQueue struct {
 	limit  int                  // waiting deliveries per key
 	gauges *prometheus.GaugeVec // waiting deliveries by stream; nil for none
 
-	mu      sync.Mutex
-	keys    map[store.Key]*keyWait // present while a handler holds the key
+	mu sync.Mutex
+	// keys holds a key while a handler holds it; its keyWait is nil until
+	// a delivery waits (most keys never have one: no allocation).
+	keys    map[store.Key]*keyWait
 	waiting map[bus.Stream]int
 }
 
@@ -77,18 +79,23 @@ func (q *keyQueue) count(s bus.Stream, delta int) {
 }
 
 // enter lets w's handler hold k, or queues w behind k's holder.
-func (q *keyQueue) enter(k store.Key, w *waiter) entry {
+func (q *keyQueue) enter(k store.Key, w waiter) entry {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	kw, held := q.keys[k]
 	switch {
 	case !held:
-		q.keys[k] = &keyWait{}
+		q.keys[k] = nil
 		return entryHold
+	case kw == nil:
+		kw = &keyWait{}
+		q.keys[k] = kw
 	case len(kw.round)+len(kw.next) >= q.limit:
 		return entryFull
 	}
-	kw.next = append(kw.next, w)
+	p := new(waiter) // not &w: that would allocate w on every call
+	*p = w
+	kw.next = append(kw.next, p)
 	q.count(w.stream, 1)
 	return entryQueued
 }
@@ -99,14 +106,11 @@ func (q *keyQueue) handOn(k store.Key) *waiter {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	kw := q.keys[k]
-	if kw == nil {
+	if kw == nil || len(kw.round)+len(kw.next) == 0 {
+		delete(q.keys, k)
 		return nil
 	}
 	if len(kw.round) == 0 {
-		if len(kw.next) == 0 {
-			delete(q.keys, k)
-			return nil
-		}
 		// A new round, newest last so it is taken first; the rest follow
 		// newest to oldest.
 		kw.round, kw.next = kw.next, kw.round[:0]
@@ -144,8 +148,10 @@ func (q *keyQueue) expired(cutoff time.Time) []*waiter {
 		})
 	}
 	for _, kw := range q.keys {
-		kw.round = keep(kw.round)
-		kw.next = keep(kw.next)
+		if kw != nil {
+			kw.round = keep(kw.round)
+			kw.next = keep(kw.next)
+		}
 	}
 	return out
 }

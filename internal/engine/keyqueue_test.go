@@ -10,8 +10,8 @@ import (
 	"github.com/eventsync/eventsync/store"
 )
 
-func waiterOf(s bus.Stream, version int64, since time.Time) *waiter {
-	return &waiter{stream: s, ev: event.Event{Entity: "listing", Key: "k", Version: version}, since: since}
+func waiterOf(s bus.Stream, version int64, since time.Time) waiter {
+	return waiter{stream: s, ev: event.Event{Entity: "listing", Key: "k", Version: version}, since: since}
 }
 
 // handOnAll hands k on until it is free and returns the versions taken.

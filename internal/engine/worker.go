@@ -248,10 +248,13 @@ func (w *Worker) pump(ctx, handlerCtx context.Context, stream bus.Stream, sub bu
 			continue
 		}
 		handlers.Add(1)
-		t := w.begin(task{stream: stream, d: d, probe: probe, since: w.cfg.Now()})
+		w.begin(stream)
+		since := w.cfg.Now()
 		go func() {
 			defer handlers.Done()
-			w.serve(ctx, handlerCtx, t)
+			// The task is built here: captured whole, it would be
+			// allocated for every event.
+			w.serve(ctx, handlerCtx, task{stream: stream, d: d, probe: probe, since: since})
 		}()
 	}
 }
@@ -268,11 +271,10 @@ type task struct {
 	ev   event.Event
 }
 
-// begin counts t in flight; it holds a slot.
-func (w *Worker) begin(t task) task {
-	w.inFlight[t.stream].Add(1)
-	w.metrics.inFlight.WithLabelValues(string(t.stream)).Inc()
-	return t
+// begin counts a task of stream in flight; it holds a slot.
+func (w *Worker) begin(stream bus.Stream) {
+	w.inFlight[stream].Add(1)
+	w.metrics.inFlight.WithLabelValues(string(stream)).Inc()
 }
 
 // end gives back t's slot.
@@ -314,7 +316,8 @@ func (w *Worker) handOn(ctx context.Context, key store.Key) (task, bool) {
 		if ctx.Err() == nil && !paused && w.acquireSlot(ctx, next.stream, changed) {
 			probe, err := w.breaker.Admit(ctx, changed)
 			if err == nil {
-				return w.begin(task{stream: next.stream, d: next.d, probe: probe, since: next.since, held: true, ev: next.ev}), true
+				w.begin(next.stream)
+				return task{stream: next.stream, d: next.d, probe: probe, since: next.since, held: true, ev: next.ev}, true
 			}
 			w.releaseSlot(next.stream)
 		}
@@ -374,7 +377,7 @@ func (w *Worker) handle(ctx context.Context, t task) (key store.Key, holds bool)
 	}
 	key = store.Key{Entity: ev.Entity, Key: ev.Key}
 	if !t.held {
-		switch w.keys.enter(key, &waiter{stream: t.stream, d: t.d, ev: ev, since: t.since}) {
+		switch w.keys.enter(key, waiter{stream: t.stream, d: t.d, ev: ev, since: t.since}) {
 		case entryQueued:
 			if t.probe {
 				// It has not gone to the API: another event may probe.

@@ -314,7 +314,7 @@ func newQueries(schema string) queries {
 			)
 			SELECT true, up.* FROM up
 			UNION ALL
-			SELECT false, 0::bigint, NULL::timestamptz, cur.* FROM cur
+			SELECT false, 0::bigint, 'epoch'::timestamptz, cur.* FROM cur
 			WHERE NOT EXISTS (SELECT 1 FROM up) AND ` + fmt.Sprintf(nothingToWrite, "cur"),
 		remaining: `SELECT (extract(epoch FROM lease_expires - clock_timestamp()) * 1000000)::bigint
 			FROM ` + st + ` WHERE entity = $1 AND key = $2 AND lease_owner IS NOT NULL`,
@@ -414,15 +414,14 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 		return store.Lease{}, store.State{}, fmt.Errorf("postgres store: acquire %s: ttl %s must be positive", k, ttl)
 	}
 	var (
-		l       = store.Lease{Key: k, Owner: owner}
-		row     stateRow
-		leased  bool
-		expires *time.Time
+		l      = store.Lease{Key: k, Owner: owner}
+		row    stateRow
+		leased bool
 	)
 	var answered bool
 	err := s.lease(ctx, &call{key: k, sql: s.q.acquire, args: []any{k.Entity, k.Key, owner, ttl.Microseconds(), version},
 		read: func(br pgx.BatchResults) error {
-			err := br.QueryRow().Scan(append([]any{&leased, &l.Token, &expires}, row.dest()...)...)
+			err := br.QueryRow().Scan(append([]any{&leased, &l.Token, &l.Expires}, row.dest()...)...)
 			answered = err == nil
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil
@@ -435,9 +434,6 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 	if answered {
 		if !leased { // nothing to write: no lease taken
 			return store.Lease{Key: k, Owner: owner}, row.state(), nil
-		}
-		if expires != nil {
-			l.Expires = *expires
 		}
 		return l, row.state(), nil
 	}
