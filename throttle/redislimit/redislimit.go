@@ -1,7 +1,9 @@
 // Package redislimit is the throttle.Limiter adapter on Redis: GCRA, hold
 // check and probe lease are each one Lua script, so one atomic round trip
 // judged by Redis's own clock (TIME). Keys expire by themselves once they
-// no longer matter, so idle sinks leave nothing behind.
+// no longer matter, so idle sinks leave nothing behind; a hold stays a day
+// after it ended, because the rate stored with it is the limit the cluster
+// learned, and a fleet started again begins from it.
 //
 // Key layout under the prefix P, the sink name escaped and in a hash tag so
 // all keys of one name live on one cluster slot:
@@ -143,7 +145,9 @@ return {granted, 0}
 // holdScript: KEYS hold; ARGV until µs, rate (throttle.HoldRate's, 0:
 // none). Keeps the later of the two ends and the rate as
 // throttle.MergeHoldRate does; writes nothing when both have ended. The
-// rate is stored with 17 digits, which read back to the same float64.
+// rate is stored with 17 digits, which read back to the same float64. The
+// hash outlives the hold by a day (86,400,000 ms): its rate is the learned
+// limit a restarted fleet begins from.
 var holdScript = goredis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -162,7 +166,7 @@ local newu = cur
 if untilus > cur then newu = untilus end
 if newu > now then
   redis.call('HSET', KEYS[1], 'u', string.format('%d', newu), 'r', string.format('%.17g', newrate))
-  redis.call('PEXPIRE', KEYS[1], math.floor((newu - now) / 1000) + 60000)
+  redis.call('PEXPIRE', KEYS[1], math.floor((newu - now) / 1000) + 86400000)
 end
 return 1
 `)

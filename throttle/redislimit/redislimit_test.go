@@ -3,6 +3,7 @@ package redislimit_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -69,5 +70,34 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := (redislimit.Config{URL: "redis://x"}).WithDefaults().Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A hold's rate outlives the hold (the learned limit a restarted fleet
+// begins from) for a day, not a minute.
+func TestHoldRateOutlivesTheHold(t *testing.T) {
+	l, name := newLimiter(t), testenv.UniqueName("hold")
+	ctx := context.Background()
+	if err := l.Hold(ctx, name, time.Now().Add(time.Second), 480); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := goredis.ParseURL(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := goredis.NewClient(opts)
+	defer rdb.Close()
+	keys, err := rdb.Keys(ctx, "*:throttle:{"+name+"}:hold").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("hold key not found: %v %v", keys, err)
+	}
+	var ttl time.Duration
+	for _, k := range keys {
+		if d, err := rdb.PTTL(ctx, k).Result(); err == nil && d > ttl {
+			ttl = d
+		}
+	}
+	if ttl < 23*time.Hour {
+		t.Fatalf("hold key expires in %v; want about a day after the hold ends", ttl)
 	}
 }
