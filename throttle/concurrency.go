@@ -23,8 +23,8 @@ const liveWindow = time.Second
 // concurrency is the per-process adaptive concurrency limit (AIMD with a
 // latency check, after Netflix's concurrency-limits): it grows by one per
 // call in slow start and by 1/limit per call afterwards while calls are
-// queueing and latency stays healthy, and it is multiplied by backoff on
-// overload: 503s, timeouts, connection errors, or a short-term average
+// queueing and latency stays healthy, and it is multiplied by backoff (by
+// one half at the end of slow start) on overload: 503s, timeouts, connection errors, or a short-term average
 // latency above tolerance times the long-term one. Cuts happen at most once
 // per cooldown, because every call in flight when the API overloads fails
 // together and one overload deserves one cut.
@@ -213,7 +213,15 @@ func (c *concurrency) cut(now time.Time) bool {
 		return false
 	}
 	c.lastCut = now
+	factor := c.backoff
+	if c.slowStart {
+		// Slow start doubles the limit every round trip, so the first
+		// overload finds it up to twice what the API takes (as TCP's
+		// does): halve it, or a fleet of processes stays above a
+		// concurrency ceiling for many cooldowns.
+		factor = min(factor, 0.5)
+	}
 	c.slowStart = false
-	c.limit = max(1, c.limit*c.backoff)
+	c.limit = max(1, c.limit*factor)
 	return true
 }
