@@ -373,3 +373,47 @@ func TestProcessesAgreeOnTheLowestRateOfAHold(t *testing.T) {
 		t.Fatalf("rates after one 429 each: A %v (served 300 in the last second), B %v (served 100); want both on B's, the lower", ra, rb)
 	}
 }
+
+// Calls that waited for a concurrency slot when the hold began (a worker's
+// other events) do not go out when slots free up: they wait for the hold.
+func TestCallsWaitingForASlotStopAtAHold(t *testing.T) {
+	t.Parallel()
+	var refused atomic.Int64 // unix nanoseconds of the 429
+	api := &scriptedSink{fail: func(n int) error {
+		time.Sleep(5 * time.Millisecond)
+		if n == 100 {
+			refused.Store(time.Now().UnixNano())
+			return &sink.Error{Op: "update", Status: http.StatusTooManyRequests, Retryable: true, RetryAfter: time.Second}
+		}
+		return nil
+	}}
+	s, err := throttle.New(api, throttle.Config{Rate: 100_000, MaxInFlight: 4, InitialLimit: 4}, throttle.Options{Name: "api", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				_ = s.Update(ctx, "r", record(i))
+			}
+		})
+	}
+	waitFor(t, func() bool { return refused.Load() != 0 })
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	at := time.Unix(0, refused.Load())
+	var after int
+	for _, a := range api.arrivals() {
+		if a.After(at) && a.Sub(at) < 500*time.Millisecond {
+			after++
+		}
+	}
+	// A slot freed in the instant between the 429 and the throttle
+	// hearing of it may still send one call: at most the 3 other slots.
+	if after > 3 {
+		t.Fatalf("%d calls reached the API within 500ms after a 429 with Retry-After 1s, from callers that were waiting for one of 4 slots; want at most 3", after)
+	}
+}

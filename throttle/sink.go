@@ -285,8 +285,22 @@ func (s *Sink) admit(ctx context.Context, p Priority) (probe bool, err error) {
 			}
 			return false, err
 		}
+		// A hold this process learned of while the call waited for a
+		// slot (its own 429, most likely) stops it too: a worker's other
+		// events wait here, and each freed slot would send one more.
+		if !probe && s.heldNow() {
+			s.conc.release(p, s.now(), 0, signalNeutral)
+			continue
+		}
 		return probe, nil
 	}
+}
+
+// heldNow reports whether this process knows of a cluster hold now.
+func (s *Sink) heldNow() bool {
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	return s.heldUntil.After(s.now())
 }
 
 // waitHold sleeps until the cluster-wide hold has ended.
