@@ -77,7 +77,9 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 		if until, _, err := l.HeldUntil(ctx, name); err != nil || !until.IsZero() {
 			t.Fatalf("HeldUntil of a fresh name = %v, %v; want zero time", until, err)
 		}
-		until := time.Now().Add(300 * time.Millisecond)
+		// Long enough that the takes below start and end within it even on
+		// a busy machine (four round trips took over 300 ms in CI).
+		until := time.Now().Add(2 * time.Second)
 		if err := l.Hold(ctx, name, until, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -97,8 +99,17 @@ func Run(t *testing.T, newLimiter func(t *testing.T) throttle.Limiter) {
 		if wait < after-slack || wait > before+slack {
 			t.Fatalf("retryAfter during a hold = %v; want the hold's remaining time, between %v and %v", wait, after, before)
 		}
-		if got, wait, err := l.Take(ctx, name, 1000, 100, 50); err != nil || got != 0 || wait <= 0 || wait > before+slack {
-			t.Fatalf("take of a batch of 50 during a hold: granted %d, wait %v, err %v; want none, and the hold's remaining time", got, wait, err)
+		beforeBatch := time.Until(until)
+		granted, wait, err := l.Take(ctx, name, 1000, 100, 50)
+		switch {
+		case err != nil:
+			t.Fatalf("take of a batch of 50 during a hold: %v", err)
+		case time.Until(until) <= 0:
+			// The call returned after the hold ended: a grant is then
+			// right, and a refusal cannot be asserted.
+			t.Logf("the hold ended before the batch take returned (a busy machine); granted %d", granted)
+		case granted != 0 || wait <= 0 || wait > beforeBatch+slack:
+			t.Fatalf("take of a batch of 50 during a hold: granted %d, wait %v; want none, and the hold's remaining time", granted, wait)
 		}
 		time.Sleep(time.Until(until) + slack)
 		if ok, wait, err := take1(ctx, l, name, 1000, 100); err != nil || !ok {
