@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -133,18 +134,29 @@ type ParkedMessage struct {
 	Attempts int       `json:"attempts"`
 	ParkedAt time.Time `json:"parked_at"`
 	Body     []byte    `json:"body"`
+	// Headers are the message's headers as parked, the diagnosis headers
+	// included, with non-string values written as text.
+	Headers map[string]string `json:"headers,omitempty"`
 }
 
 // ParkedFilter selects parked messages; the zero value selects all.
 type ParkedFilter struct {
 	Entity         string    // the event's entity; messages that are not events never match a non-empty Entity
 	ReasonContains string    // substring of the reason
+	Stream         Stream    // the original stream, empty means any
+	IDs            []string  // only these message ids, empty means any
 	Since, Until   time.Time // ParkedAt bounds, zero means open
 	Limit          int       // 0 means no limit
 }
 
 // Match reports whether m satisfies the filter (Limit is the caller's job).
 func (f ParkedFilter) Match(m ParkedMessage) bool {
+	if f.Stream != "" && m.Stream != f.Stream {
+		return false
+	}
+	if len(f.IDs) > 0 && !slices.Contains(f.IDs, m.ID) {
+		return false
+	}
 	if f.ReasonContains != "" && !strings.Contains(m.Reason, f.ReasonContains) {
 		return false
 	}
@@ -172,7 +184,18 @@ type Parked interface {
 	// (with confirms) and only then removes them from the parked queue.
 	ReplayParked(ctx context.Context, f ParkedFilter) (int, error)
 	PurgeParked(ctx context.Context, f ParkedFilter) (int, error)
+	// ReplayParkedAs republishes the parked message id to its original
+	// stream with body in place of its own (headers kept, the diagnosis
+	// dropped, as ReplayParked does) and only then removes it from the
+	// parked queue. ErrNotParked: no parked message has that id (replayed or
+	// purged already); nothing was published. The body is published as
+	// given: validating it is the caller's job.
+	ReplayParkedAs(ctx context.Context, id string, body []byte) error
 }
+
+// ErrNotParked is returned for a parked message id that is not (or no
+// longer) in the parked queue.
+var ErrNotParked = errors.New("bus: no parked message with this id (replayed or purged already?)")
 
 // Bus is the port the engine and the commands use.
 type Bus interface {

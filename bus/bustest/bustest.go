@@ -72,6 +72,8 @@ func Run(t *testing.T, newBus func(t *testing.T) bus.Bus, features ...Features) 
 		{"ParkedFilter", s.parkedFilter},
 		{"ReplayParked", s.replayParked},
 		{"PurgeParked", s.purgeParked},
+		{"ParkedByIDAndStream", s.parkedByIDAndStream},
+		{"ReplayParkedAs", s.replayParkedAs},
 		{"Release", s.release},
 		{"CloseReturnsBuffered", s.closeReturnsBuffered},
 		{"StreamsIndependent", s.streamsIndependent},
@@ -531,6 +533,100 @@ func (s suite) purgeParked(t *testing.T) {
 	}
 	sub := subscribe(t, ctx, b, bus.Live, 10)
 	nothing(t, sub) // purged, not replayed
+}
+
+// parkedByIDAndStream checks the filters by id and by original stream, and
+// that a listing shows a message's headers.
+func (s suite) parkedByIDAndStream(t *testing.T) {
+	ctx := s.ctx(t)
+	b := s.newBus(t)
+	l1, l2, r1 := EventBody("listing", "1", 1), EventBody("listing", "2", 1), EventBody("listing", "3", 1)
+	s.parkAll(t, ctx, b, bus.Live, msg(l1, "a"), msg(l2, "b"))
+	s.parkAll(t, ctx, b, bus.Resync, msg(r1, "c"))
+	all, err := b.ListParked(ctx, bus.ParkedFilter{})
+	if err != nil || len(all) != 3 {
+		t.Fatalf("ListParked = %d messages, %v; want 3", len(all), err)
+	}
+	byBody := map[string]bus.ParkedMessage{}
+	for _, m := range all {
+		byBody[string(m.Body)] = m
+		if m.Headers["reason"] == "" || m.Headers[bus.HeaderReason] != m.Reason {
+			t.Errorf("parked %s: headers %v, want the published header \"reason\" and %s = %q", m.ID, m.Headers, bus.HeaderReason, m.Reason)
+		}
+	}
+	if got := parkedBodies(t, ctx, b, bus.ParkedFilter{Stream: bus.Resync}); len(got) != 1 || got[0] != string(r1) {
+		t.Errorf("ListParked(stream resync) = %q, want the resync message", got)
+	}
+	id1, id3 := byBody[string(l1)].ID, byBody[string(r1)].ID
+	if got := parkedBodies(t, ctx, b, bus.ParkedFilter{IDs: []string{id1, id3}}); len(got) != 2 {
+		t.Errorf("ListParked(ids %s %s) = %q, want 2", id1, id3, got)
+	}
+	if got := parkedBodies(t, ctx, b, bus.ParkedFilter{IDs: []string{id1}, Stream: bus.Resync}); len(got) != 0 {
+		t.Errorf("ListParked(id of a live message, stream resync) = %q, want none", got)
+	}
+	n, err := b.PurgeParked(ctx, bus.ParkedFilter{IDs: []string{id1}})
+	if err != nil || n != 1 {
+		t.Fatalf("PurgeParked(id) = %d, %v; want 1", n, err)
+	}
+	n, err = b.PurgeParked(ctx, bus.ParkedFilter{IDs: []string{id1}})
+	if err != nil || n != 0 {
+		t.Fatalf("PurgeParked(same id again) = %d, %v; want 0", n, err)
+	}
+	if got := parkedBodies(t, ctx, b, bus.ParkedFilter{}); len(got) != 2 {
+		t.Errorf("parked after purging one id = %q, want 2", got)
+	}
+	n, err = b.ReplayParked(ctx, bus.ParkedFilter{IDs: []string{id3}})
+	if err != nil || n != 1 {
+		t.Fatalf("ReplayParked(id) = %d, %v; want 1", n, err)
+	}
+	sub := subscribe(t, ctx, b, bus.Resync, 10)
+	if d := s.next(t, sub); string(d.Body()) != string(r1) {
+		t.Fatalf("replayed by id: %q", d.Body())
+	} else {
+		ack(t, ctx, d)
+	}
+	nothing(t, sub)
+}
+
+// replayParkedAs checks the replay of one parked message with an edited
+// body, and that a second replay of it finds it gone.
+func (s suite) replayParkedAs(t *testing.T) {
+	ctx := s.ctx(t)
+	b := s.newBus(t)
+	orig, other := EventBody("listing", "1", 4), EventBody("listing", "2", 4)
+	s.parkAll(t, ctx, b, bus.Resync,
+		bus.Message{Body: orig, Headers: map[string]string{"reason": "422 name too long", "trace-id": "t1"}},
+		msg(other, "x"))
+	parked, err := b.ListParked(ctx, bus.ParkedFilter{ReasonContains: "422"})
+	if err != nil || len(parked) != 1 {
+		t.Fatalf("ListParked = %d, %v", len(parked), err)
+	}
+	id := parked[0].ID
+	edited := EventBody("listing", "1", 5)
+	if err := b.ReplayParkedAs(ctx, id, edited); err != nil {
+		t.Fatalf("ReplayParkedAs: %v", err)
+	}
+	if got := parkedBodies(t, ctx, b, bus.ParkedFilter{}); len(got) != 1 || got[0] != string(other) {
+		t.Fatalf("parked after ReplayParkedAs = %q, want only the other message", got)
+	}
+	sub := subscribe(t, ctx, b, bus.Resync, 10)
+	d := s.next(t, sub)
+	if string(d.Body()) != string(edited) || d.Stream() != bus.Resync {
+		t.Fatalf("replayed %q on %s, want the edited body on resync", d.Body(), d.Stream())
+	}
+	if h := d.Headers(); h["trace-id"] != "t1" || h[bus.HeaderReason] != "" {
+		t.Errorf("replayed headers %v: want trace-id kept and no parking reason", h)
+	}
+	ack(t, ctx, d)
+	for _, again := range []string{id, "no-such-id", "999999"} {
+		if err := b.ReplayParkedAs(ctx, again, orig); !errors.Is(err, bus.ErrNotParked) {
+			t.Errorf("ReplayParkedAs(%q) after it was replayed = %v, want ErrNotParked", again, err)
+		}
+	}
+	nothing(t, sub)
+	if got := parkedBodies(t, ctx, b, bus.ParkedFilter{}); len(got) != 1 {
+		t.Errorf("a refused ReplayParkedAs changed the parked queue: %q", got)
+	}
 }
 
 func (s suite) release(t *testing.T) {

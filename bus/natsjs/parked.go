@@ -44,6 +44,10 @@ func parkedFromRaw(raw *jetstream.RawStreamMsg) parkedEntry {
 		ParkedAt: raw.Time,
 	}
 	if raw.Header != nil {
+		m.Headers = make(map[string]string, len(raw.Header))
+		for k := range raw.Header {
+			m.Headers[k] = raw.Header.Get(k)
+		}
 		m.Reason = raw.Header.Get(bus.HeaderReason)
 		if s, err := bus.ParseStream(raw.Header.Get(bus.HeaderStream)); err == nil {
 			m.Stream = s
@@ -109,25 +113,57 @@ func (b *Bus) ReplayParked(ctx context.Context, f bus.ParkedFilter) (int, error)
 			b.log.Warn("natsjs: parked message has no original stream; not replayed", "id", e.msg.ID)
 			return true, nil
 		}
-		h := nats.Header{}
-		for k, v := range e.header {
-			switch k {
-			case bus.HeaderReason, bus.HeaderAttempt, bus.HeaderStream, bus.HeaderParkedAt:
-				continue // the replayed message starts afresh
-			}
-			h[k] = v
-		}
-		m := &nats.Msg{Subject: b.subject(e.msg.Stream), Data: e.msg.Body, Header: h}
-		if _, err := b.js.PublishMsg(ctx, m, jetstream.WithExpectStream(b.streamName(e.msg.Stream))); err != nil {
-			return false, fmt.Errorf("natsjs: replay parked message %s to %s: %w (%d replayed so far)", e.msg.ID, e.msg.Stream, err, n)
-		}
-		if err := b.deleteParked(ctx, e.seq); err != nil {
-			return false, fmt.Errorf("%w; message %s was replayed but is still parked, purge it by id", err, e.msg.ID)
+		if err := b.replayEntry(ctx, e, e.msg.Body); err != nil {
+			return false, fmt.Errorf("%w (%d replayed so far)", err, n)
 		}
 		n++
 		return true, nil
 	})
 	return n, err
+}
+
+// replayEntry publishes the parked e with body to its original stream,
+// its headers without the diagnosis, and deletes the parked copy once the
+// publish was confirmed.
+func (b *Bus) replayEntry(ctx context.Context, e parkedEntry, body []byte) error {
+	h := nats.Header{}
+	for k, v := range e.header {
+		switch k {
+		case bus.HeaderReason, bus.HeaderAttempt, bus.HeaderStream, bus.HeaderParkedAt:
+			continue // the replayed message starts afresh
+		}
+		h[k] = v
+	}
+	m := &nats.Msg{Subject: b.subject(e.msg.Stream), Data: body, Header: h}
+	if _, err := b.js.PublishMsg(ctx, m, jetstream.WithExpectStream(b.streamName(e.msg.Stream))); err != nil {
+		return fmt.Errorf("natsjs: replay parked message %s to %s: %w", e.msg.ID, e.msg.Stream, err)
+	}
+	if err := b.deleteParked(ctx, e.seq); err != nil {
+		return fmt.Errorf("%w; message %s was replayed but is still parked, purge it by id", err, e.msg.ID)
+	}
+	return nil
+}
+
+// ReplayParkedAs republishes the parked message id (its stream sequence)
+// with body to its original stream, and deletes the parked copy once the
+// publish was confirmed.
+func (b *Bus) ReplayParkedAs(ctx context.Context, id string, body []byte) error {
+	seq, err := strconv.ParseUint(id, 10, 64)
+	if err != nil || seq == 0 {
+		return fmt.Errorf("natsjs: replay parked message %q: %w", id, bus.ErrNotParked)
+	}
+	raw, err := b.parked.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && raw.Subject != b.parkedSubject()) {
+		return fmt.Errorf("natsjs: replay parked message %s: %w", id, bus.ErrNotParked)
+	}
+	if err != nil {
+		return fmt.Errorf("natsjs: read parked message %s: %w", id, err)
+	}
+	e := parkedFromRaw(raw)
+	if e.msg.Stream == "" {
+		return fmt.Errorf("natsjs: replay parked message %s: it names no original stream, so it stays parked", id)
+	}
+	return b.replayEntry(ctx, e, body)
 }
 
 // PurgeParked deletes matching parked messages.

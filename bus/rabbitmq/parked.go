@@ -18,7 +18,14 @@ import (
 // parkedMessage decodes the diagnosis headers Park wrote. Messages the
 // broker dead-lettered (delivery limit) carry its x-death headers instead.
 func (t topology) parkedMessage(d amqp.Delivery) bus.ParkedMessage {
-	pm := bus.ParkedMessage{ID: d.MessageId, Body: d.Body, Attempts: 1}
+	pm := bus.ParkedMessage{ID: d.MessageId, Body: d.Body, Attempts: 1, Headers: make(map[string]string, len(d.Headers))}
+	for k, v := range d.Headers {
+		if s, ok := v.(string); ok {
+			pm.Headers[k] = s
+		} else {
+			pm.Headers[k] = fmt.Sprint(v)
+		}
+	}
 	// Our attempt header only: x-delivery-count here counts listings.
 	if n, ok := toInt(d.Headers[bus.HeaderAttempt]); ok && n >= 1 && n <= 1<<30 {
 		pm.Attempts = n
@@ -149,16 +156,7 @@ func (b *Bus) ReplayParked(ctx context.Context, f bus.ParkedFilter) (int, error)
 		out := make([]outgoing, len(batch))
 		now := time.Now()
 		for i, r := range batch {
-			d := r.d
-			h := copyHeaders(d.Headers)
-			for _, k := range []string{bus.HeaderReason, bus.HeaderParkedAt, bus.HeaderAttempt, bus.HeaderRetryReason, bus.HeaderStream} {
-				delete(h, k)
-			}
-			msg := persistent(d.Body, h, now)
-			if d.ContentType != "" {
-				msg.ContentType = d.ContentType
-			}
-			out[i] = outgoing{exchange: b.topo.exchange(), key: string(r.stream), msg: msg}
+			out[i] = b.replayOf(r.d, r.d.Body, r.stream, now)
 		}
 		if err := b.pub.publish(ctx, out); err != nil {
 			return err
@@ -201,6 +199,64 @@ func (b *Bus) ReplayParked(ctx context.Context, f bus.ParkedFilter) (int, error)
 		return replayed, fmt.Errorf("replay parked messages: %w", err)
 	}
 	return replayed, scan.finish()
+}
+
+// replayOf is the message that replays the parked d to stream with body:
+// its headers without the diagnosis, so it starts again at attempt 1.
+func (b *Bus) replayOf(d amqp.Delivery, body []byte, stream bus.Stream, now time.Time) outgoing {
+	h := copyHeaders(d.Headers)
+	for _, k := range []string{bus.HeaderReason, bus.HeaderParkedAt, bus.HeaderAttempt, bus.HeaderRetryReason, bus.HeaderStream} {
+		delete(h, k)
+	}
+	msg := persistent(body, h, now)
+	if d.ContentType != "" {
+		msg.ContentType = d.ContentType
+	}
+	return outgoing{exchange: b.topo.exchange(), key: string(stream), msg: msg}
+}
+
+// ReplayParkedAs republishes the parked message id with body to its
+// original stream, with confirm, and only then removes it from the parked
+// queue. A message another scan holds at that moment (a listing running
+// at once) is not seen, and the answer is bus.ErrNotParked.
+func (b *Bus) ReplayParkedAs(ctx context.Context, id string, body []byte) error {
+	scan, err := b.startScan(ctx, "replay")
+	if err != nil {
+		return err
+	}
+	for {
+		d, ok, err := scan.next(ctx)
+		if err != nil {
+			_ = scan.finish()
+			return fmt.Errorf("replay parked message %s: %w", id, err)
+		}
+		if !ok {
+			if err := scan.finish(); err != nil {
+				return err
+			}
+			return fmt.Errorf("replay parked message %s: %w", id, bus.ErrNotParked)
+		}
+		pm := b.topo.parkedMessage(d)
+		if pm.ID != id {
+			scan.keep(d)
+			continue
+		}
+		if _, serr := bus.ParseStream(string(pm.Stream)); serr != nil {
+			scan.keep(d)
+			_ = scan.finish()
+			return fmt.Errorf("replay parked message %s: it names no original stream (%q), so it stays parked", id, pm.Stream)
+		}
+		if err := b.pub.publish(ctx, []outgoing{b.replayOf(d, body, pm.Stream, time.Now())}); err != nil {
+			scan.keep(d)
+			_ = scan.finish()
+			return fmt.Errorf("replay parked message %s: %w", id, err)
+		}
+		if err := d.Ack(false); err != nil {
+			_ = scan.finish()
+			return fmt.Errorf("replay parked message %s: replayed, but removing it from %s failed (purge it by id): %w", id, scan.queue, err)
+		}
+		return scan.finish()
+	}
 }
 
 // PurgeParked deletes matching parked messages and returns how many.
