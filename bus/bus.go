@@ -124,6 +124,23 @@ type StreamStats struct {
 	Ready     int64  `json:"ready"`     // waiting to be delivered
 	Delayed   int64  `json:"delayed"`   // waiting in retry tiers, -1 if unknown
 	Consumers int    `json:"consumers"` // active consumers on the queue
+	// Unacked counts messages delivered to consumers and not yet settled,
+	// prefetched ones a consumer has not started on included; -1 when the
+	// broker does not tell its clients (RabbitMQ over AMQP: subscriptions
+	// then count their own, see UnackedCounter).
+	Unacked int64 `json:"unacked"`
+	// Parked counts the parked queue, which every stream shares: each
+	// stream's stats carry the same number. -1 if unknown.
+	Parked int64 `json:"parked"`
+}
+
+// UnackedCounter is implemented by subscriptions that count the messages
+// the broker has handed them and that are not yet settled, whether the
+// consumer has taken them from Deliveries or they still wait in a buffer.
+// Where Stats cannot count Unacked, the sum over every process's
+// subscriptions is the stream's unacked count.
+type UnackedCounter interface {
+	Unacked() int
 }
 
 // ParkedMessage is a message in the parked queue with its diagnosis.

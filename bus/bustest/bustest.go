@@ -79,6 +79,8 @@ func Run(t *testing.T, newBus func(t *testing.T) bus.Bus, features ...Features) 
 		{"StreamsIndependent", s.streamsIndependent},
 		{"Prefetch", s.prefetch},
 		{"Stats", s.stats},
+		{"StatsUnacked", s.statsUnacked},
+		{"StatsParked", s.statsParked},
 		{"ManyExactlyOnce", s.manyExactlyOnce},
 		{"ContextCancelClosesDeliveries", s.contextCancel},
 	}
@@ -793,6 +795,82 @@ func (s suite) stats(t *testing.T) {
 	s.eventually(t, "Stats after consuming all and closing", func() (bool, string) {
 		st, err := b.Stats(ctx, bus.Live)
 		return err == nil && st.Ready == 0 && st.Consumers == 0, fmt.Sprintf("stats %+v err %v", st, err)
+	})
+}
+
+// unacked is the stream's unacked count: Stats' where the broker tells,
+// else what sub counts (bus.UnackedCounter), which is then every
+// subscription of the stream.
+func unacked(ctx context.Context, b bus.Bus, sub bus.Subscription, stream bus.Stream) (bus.StreamStats, error) {
+	st, err := b.Stats(ctx, stream)
+	if err != nil || st.Unacked >= 0 {
+		return st, err
+	}
+	c, ok := sub.(bus.UnackedCounter)
+	if !ok {
+		return st, fmt.Errorf("Stats.Unacked is %d and the subscription is no bus.UnackedCounter: nothing counts unacked messages", st.Unacked)
+	}
+	st.Unacked = int64(c.Unacked())
+	return st, nil
+}
+
+// statsUnacked checks that messages a consumer was handed (prefetched ones
+// it has not taken included) count as unacked and no longer as ready, so
+// ready + unacked is every message not yet settled.
+func (s suite) statsUnacked(t *testing.T) {
+	ctx := s.ctx(t)
+	b := s.newBus(t)
+	const n, prefetch = 6, 4
+	var msgs []bus.Message
+	for i := range n {
+		msgs = append(msgs, bus.Message{Body: EventBody("listing", fmt.Sprint(i), 1)})
+	}
+	publish(t, ctx, b, bus.Live, msgs...)
+	sub := subscribe(t, ctx, b, bus.Live, prefetch)
+	held := s.next(t, sub) // taken; the rest of the prefetch is not
+	s.eventually(t, "one taken and one prefetched count as unacked", func() (bool, string) {
+		st, err := unacked(ctx, b, sub, bus.Live)
+		return err == nil && st.Unacked >= 2 && st.Ready+st.Unacked == n,
+			fmt.Sprintf("stats %+v err %v; want unacked >= 2 and ready + unacked = %d", st, err, n)
+	})
+	ack(t, ctx, held)
+	s.eventually(t, "an acked message counts nowhere", func() (bool, string) {
+		st, err := unacked(ctx, b, sub, bus.Live)
+		return err == nil && st.Unacked >= 1 && st.Ready+st.Unacked == n-1,
+			fmt.Sprintf("stats %+v err %v; want ready + unacked = %d", st, err, n-1)
+	})
+	for range n - 1 {
+		ack(t, ctx, s.next(t, sub))
+	}
+	s.eventually(t, "all acked", func() (bool, string) {
+		st, err := unacked(ctx, b, sub, bus.Live)
+		return err == nil && st.Unacked == 0 && st.Ready == 0, fmt.Sprintf("stats %+v err %v", st, err)
+	})
+}
+
+// statsParked checks that Stats counts the parked queue, which the streams
+// share.
+func (s suite) statsParked(t *testing.T) {
+	ctx := s.ctx(t)
+	b := s.newBus(t)
+	st, err := b.Stats(ctx, bus.Live)
+	if err != nil || st.Parked != 0 {
+		t.Fatalf("Stats = %+v, %v; want nothing parked", st, err)
+	}
+	s.parkAll(t, ctx, b, bus.Live, msg(EventBody("listing", "1", 1), "a"), msg(EventBody("listing", "2", 1), "b"))
+	s.parkAll(t, ctx, b, bus.Resync, msg(EventBody("listing", "3", 1), "c"))
+	for _, stream := range bus.Streams {
+		s.eventually(t, "Stats counts the parked queue", func() (bool, string) {
+			st, err := b.Stats(ctx, stream)
+			return err == nil && st.Parked == 3, fmt.Sprintf("%s stats %+v err %v; want parked 3", stream, st, err)
+		})
+	}
+	if _, err := b.PurgeParked(ctx, bus.ParkedFilter{ReasonContains: "a"}); err != nil {
+		t.Fatalf("PurgeParked: %v", err)
+	}
+	s.eventually(t, "Stats counts the parked queue after a purge", func() (bool, string) {
+		st, err := b.Stats(ctx, bus.Live)
+		return err == nil && st.Parked == 2, fmt.Sprintf("stats %+v err %v; want parked 2", st, err)
 	})
 }
 

@@ -348,7 +348,9 @@ func fromHeader(h nats.Header) map[string]string {
 // Stats reports the stream's undelivered messages and running subscribers.
 // Delayed is -1: JetStream counts messages waiting for a delayed retry
 // together with in-flight ones as ack-pending. Ready includes a retried copy
-// until a subscription first pulls it and hands it back until due.
+// until a subscription first pulls it and hands it back until due; Unacked
+// (the consumer's ack-pending count) includes it from then until it is due
+// and settled. Parked is the parked stream's message count.
 func (b *Bus) Stats(ctx context.Context, stream bus.Stream) (bus.StreamStats, error) {
 	if _, err := bus.ParseStream(string(stream)); err != nil {
 		return bus.StreamStats{}, fmt.Errorf("natsjs: stats: %w", err)
@@ -365,11 +367,17 @@ func (b *Bus) Stats(ctx context.Context, stream bus.Stream) (bus.StreamStats, er
 	if err != nil {
 		return bus.StreamStats{}, fmt.Errorf("natsjs: count subscribers of %s: %w", stream, err)
 	}
+	parked, err := b.parked.Info(ctx)
+	if err != nil {
+		return bus.StreamStats{}, fmt.Errorf("natsjs: count parked messages in %s: %w", b.parkedStream(), err)
+	}
 	return bus.StreamStats{
 		Stream:    stream,
 		Ready:     int64(info.NumPending),
 		Delayed:   -1,
 		Consumers: len(pinfo.State.Subjects),
+		Unacked:   int64(info.NumAckPending),
+		Parked:    int64(parked.State.Msgs),
 	}, nil
 }
 

@@ -131,7 +131,11 @@ func persistent(body []byte, headers amqp.Table, now time.Time) amqp.Publishing 
 }
 
 // Stats reads queue depths and consumer counts with passive declares.
-// Delayed is the sum of the stream's retry tiers.
+// Delayed is the sum of the stream's retry tiers. Unacked is -1: AMQP
+// tells a client only a queue's ready messages and consumers (the
+// management API knows more, but may not be enabled); each subscription
+// counts its own instead (UnackedCounter). Parked is the parked queue's
+// ready count, so messages a listing holds for the moment are missing.
 func (b *Bus) Stats(ctx context.Context, stream bus.Stream) (bus.StreamStats, error) {
 	if _, err := bus.ParseStream(string(stream)); err != nil {
 		return bus.StreamStats{}, fmt.Errorf("stats: %w", err)
@@ -145,7 +149,7 @@ func (b *Bus) Stats(ctx context.Context, stream bus.Stream) (bus.StreamStats, er
 	if err != nil {
 		return bus.StreamStats{}, fmt.Errorf("stats of %s: inspect queue %s: %w", stream, b.topo.streamQueue(stream), err)
 	}
-	st := bus.StreamStats{Stream: stream, Ready: int64(q.Messages), Consumers: q.Consumers}
+	st := bus.StreamStats{Stream: stream, Ready: int64(q.Messages), Consumers: q.Consumers, Unacked: -1}
 	for _, tier := range b.topo.tiers {
 		name := b.topo.tierQueue(stream, tier)
 		tq, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
@@ -154,6 +158,11 @@ func (b *Bus) Stats(ctx context.Context, stream bus.Stream) (bus.StreamStats, er
 		}
 		st.Delayed += int64(tq.Messages)
 	}
+	pq, err := ch.QueueDeclarePassive(b.topo.parkedQueue(), true, false, false, false, nil)
+	if err != nil {
+		return bus.StreamStats{}, fmt.Errorf("stats of %s: inspect parked queue %s: %w", stream, b.topo.parkedQueue(), err)
+	}
+	st.Parked = int64(pq.Messages)
 	return st, nil
 }
 

@@ -68,6 +68,12 @@ type subscription struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	stopped chan struct{} // closed after out is closed
+
+	// cur is the channel consumed now (nil after it died: the broker took
+	// its unsettled messages back), buffered the deliveries received on it
+	// and not yet handed out; together they are Unacked.
+	cur      atomic.Pointer[consumerChannel]
+	buffered atomic.Int64
 }
 
 // consumerChannel is one AMQP channel of a subscription and the count of
@@ -95,6 +101,12 @@ func (c *consumerChannel) settled() {
 	if c.draining && c.outstanding == 0 {
 		close(c.idle)
 	}
+}
+
+func (c *consumerChannel) unsettled() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return max(c.outstanding, 0)
 }
 
 func (c *consumerChannel) drain() {
@@ -126,6 +138,17 @@ func (s *subscription) open(ctx context.Context) (*consumerChannel, <-chan amqp.
 
 func (s *subscription) Deliveries() <-chan bus.Delivery { return s.out }
 
+// Unacked counts the deliveries the broker handed this subscription's
+// channel that are not settled: handed out, or received and waiting to be.
+// It implements bus.UnackedCounter.
+func (s *subscription) Unacked() int {
+	n := int(s.buffered.Load())
+	if cc := s.cur.Load(); cc != nil {
+		n += cc.unsettled()
+	}
+	return n
+}
+
 // Close stops consuming and returns buffered deliveries to the queue.
 // Deliveries already handed out stay valid until settled or Bus.Close.
 func (s *subscription) Close() error {
@@ -149,6 +172,7 @@ func (s *subscription) run(cc *consumerChannel, deliveries <-chan amqp.Delivery)
 			}
 			// The channel died (or the broker cancelled the consumer):
 			// its unsettled messages go back to the queue.
+			s.cur.Store(nil)
 			_ = cc.ch.Close()
 			s.b.conn.log.Warn("rabbitmq subscription interrupted; resubscribing", "stream", s.stream)
 			cc = nil
@@ -186,27 +210,42 @@ func (s *subscription) run(cc *consumerChannel, deliveries <-chan amqp.Delivery)
 }
 
 // consume hands deliveries out until the subscription stops (true) or the
-// channel dies (false).
+// channel dies (false). It takes every delivery as it arrives, so it knows
+// how many the broker handed it (Unacked) even while the consumer takes
+// none; the broker sends at most the prefetch unsettled.
 func (s *subscription) consume(cc *consumerChannel, deliveries <-chan amqp.Delivery) bool {
+	s.cur.Store(cc)
+	defer s.buffered.Store(0)
+	var waiting []amqp.Delivery
+	var next *delivery // waiting[0], ready to hand out
 	for {
+		var out chan bus.Delivery
+		if len(waiting) > 0 {
+			out = s.out
+			if next == nil {
+				next = s.newDelivery(cc, waiting[0])
+			}
+		}
 		select {
 		case <-s.ctx.Done():
+			for _, d := range waiting {
+				_ = d.Nack(false, true)
+			}
 			s.stopConsuming(cc, deliveries)
 			return true
 		case d, ok := <-deliveries:
 			if !ok {
-				return false
+				return false // the broker requeues the waiting ones
 			}
-			dv := s.newDelivery(cc, d)
+			waiting = append(waiting, d)
+			s.buffered.Add(1)
+		case out <- next:
+			// Counted once handed out: its settlement may come first,
+			// which only drain, after consume returns, would mind.
 			cc.handOut()
-			select {
-			case s.out <- dv:
-			case <-s.ctx.Done():
-				_ = d.Nack(false, true)
-				cc.settled()
-				s.stopConsuming(cc, deliveries)
-				return true
-			}
+			s.buffered.Add(-1)
+			waiting[0] = amqp.Delivery{}
+			waiting, next = waiting[1:], nil
 		}
 	}
 }
