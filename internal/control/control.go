@@ -80,6 +80,11 @@ type WorkerStatus struct {
 	PerStream   map[bus.Stream]int64   `json:"done"`    // settled deliveries per stream
 	Rates       map[bus.Stream]float64 `json:"rates"`   // settled deliveries per second since the previous heartbeat
 	Breaker     string                 `json:"breaker"`
+
+	// Unacked counts the deliveries the broker handed this worker and it
+	// has not settled, prefetched ones included, where the bus adapter
+	// counts them (bus.UnackedCounter; RabbitMQ).
+	Unacked map[bus.Stream]int64 `json:"unacked,omitempty"`
 }
 
 // Heartbeat publishes a worker's status; it disappears after ttl unless renewed.

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"errors"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,7 +20,7 @@ type Metrics struct {
 	duration    *prometheus.HistogramVec
 	lag         *prometheus.HistogramVec
 	sinkLatency *prometheus.HistogramVec
-	breakerOpen prometheus.Gauge
+	breaker     *breakerCollector
 	paused      *prometheus.GaugeVec
 }
 
@@ -54,17 +56,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Third-party API call latency by operation and HTTP status (0 for transport errors).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}, []string{"op", "status"}),
-		breakerOpen: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "eventsync_breaker_open",
-			Help: "1 while the circuit breaker stops pulling events because the API is failing.",
-		}),
+		breaker: newBreakerCollector(),
 		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "eventsync_stream_paused",
 			Help: "1 while a stream is paused by the control plane.",
 		}, []string{"stream"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.inFlight, m.waiting, m.duration, m.lag, m.sinkLatency, m.breakerOpen, m.paused)
+		reg.MustRegister(m.events, m.inFlight, m.waiting, m.duration, m.lag, m.sinkLatency, m.breaker, m.paused)
 	}
 	return m
 }
@@ -79,4 +78,67 @@ func (m *Metrics) ObserveSink(op, _ string, status int, d time.Duration, err err
 		}
 	}
 	m.sinkLatency.WithLabelValues(op, label).Observe(d.Seconds())
+}
+
+// Breaker states as the eventsync_breaker_state gauge reports them.
+const (
+	breakerClosed   = 0
+	breakerHalfOpen = 1
+	breakerOpen     = 2
+)
+
+// breakerCollector reports the breakers' state when scraped, so the gauges
+// follow the clock (an open breaker turns half-open when its time is up,
+// with no event to say so). Several workers sharing the metrics report
+// the worst state among them.
+type breakerCollector struct {
+	state, open *prometheus.Desc
+
+	mu      sync.Mutex
+	sources []*func() string
+}
+
+func newBreakerCollector() *breakerCollector {
+	return &breakerCollector{
+		state: prometheus.NewDesc("eventsync_breaker_state",
+			"Circuit breaker state: 0 closed, 1 half-open (probing the API with one event at a time), 2 open (not pulling events: the API is failing).", nil, nil),
+		open: prometheus.NewDesc("eventsync_breaker_open",
+			"1 while the circuit breaker is tripped (open or half-open): the API is failing and events wait in the queue.", nil, nil),
+	}
+}
+
+// follow adds a breaker's State to what the collector reports until the
+// returned func is called.
+func (c *breakerCollector) follow(state func() string) (stop func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	src := &state
+	c.sources = append(c.sources, src)
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.sources = slices.DeleteFunc(slices.Clone(c.sources), func(p *func() string) bool { return p == src })
+	}
+}
+
+func (c *breakerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.state
+	ch <- c.open
+}
+
+func (c *breakerCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	sources := c.sources
+	c.mu.Unlock()
+	worst := breakerClosed
+	for _, state := range sources {
+		switch (*state)() {
+		case "open":
+			worst = breakerOpen
+		case "half-open":
+			worst = max(worst, breakerHalfOpen)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, float64(worst))
+	ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(min(worst, 1)))
 }

@@ -45,6 +45,9 @@ type Worker struct {
 	// pauseChanged[s] is closed and replaced whenever s's pause flag flips.
 	pauseChanged map[bus.Stream]chan struct{}
 	consuming    map[bus.Stream]*atomic.Bool
+	// unacked[s] counts what the broker handed s's latest subscription,
+	// where the adapter counts it (bus.UnackedCounter), for heartbeats.
+	unacked map[bus.Stream]*atomic.Pointer[bus.UnackedCounter]
 
 	// rate sampling for heartbeats, touched only by controlLoop
 	lastSampleAt time.Time
@@ -76,6 +79,7 @@ func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, m *Metrics) 
 		inFlight:     map[bus.Stream]*atomic.Int64{},
 		done:         map[bus.Stream]*atomic.Int64{},
 		consuming:    map[bus.Stream]*atomic.Bool{},
+		unacked:      map[bus.Stream]*atomic.Pointer[bus.UnackedCounter]{},
 		results:      map[string]int64{},
 		paused:       map[bus.Stream]bool{},
 		pauseChanged: map[bus.Stream]chan struct{}{},
@@ -89,6 +93,7 @@ func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, m *Metrics) 
 		w.inFlight[s] = new(atomic.Int64)
 		w.done[s] = new(atomic.Int64)
 		w.consuming[s] = new(atomic.Bool)
+		w.unacked[s] = new(atomic.Pointer[bus.UnackedCounter])
 	}
 	return w, nil
 }
@@ -102,6 +107,7 @@ func (w *Worker) Metrics() *Metrics { return w.metrics }
 func (w *Worker) Run(ctx context.Context) error {
 	started := w.cfg.Now()
 	w.started.Store(&started)
+	defer w.metrics.breaker.follow(w.breaker.State)()
 	// Handlers outlive ctx by the grace period so that a SIGTERM does not
 	// abort API calls halfway.
 	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
@@ -185,6 +191,10 @@ func (w *Worker) consume(ctx, handlerCtx context.Context, stream bus.Stream, han
 			continue
 		}
 		w.consuming[stream].Store(true)
+		if c, ok := sub.(bus.UnackedCounter); ok {
+			// Kept after Close: it counts down to 0 as the rest settle.
+			w.unacked[stream].Store(&c)
+		}
 		log.Info("consuming")
 		err = w.pump(ctx, handlerCtx, stream, sub, handlers)
 		w.consuming[stream].Store(false)
@@ -210,7 +220,6 @@ func (w *Worker) pump(ctx, handlerCtx context.Context, stream bus.Stream, sub bu
 		if err := w.breaker.WaitPull(ctx); err != nil {
 			return nil
 		}
-		w.metrics.breakerOpen.Set(0)
 		var d bus.Delivery
 		var ok bool
 		select {
@@ -450,9 +459,6 @@ func (w *Worker) settle(ctx context.Context, t task, out Outcome) {
 	case closed:
 		w.cfg.Logger.Info("API answered the probe; pulling events again")
 	}
-	if w.breaker.State() == "open" {
-		w.metrics.breakerOpen.Set(1)
-	}
 	w.metrics.events.WithLabelValues(string(stream), string(out.Result)).Inc()
 	end := w.cfg.Now()
 	w.metrics.duration.WithLabelValues(string(stream)).Observe(end.Sub(t.since).Seconds())
@@ -600,6 +606,12 @@ func (w *Worker) Status() control.WorkerStatus {
 		s.InFlight[st] = w.inFlight[st].Load()
 		s.Consuming[st] = w.consuming[st].Load()
 		s.PerStream[st] = w.done[st].Load()
+		if c := w.unacked[st].Load(); c != nil {
+			if s.Unacked == nil {
+				s.Unacked = map[bus.Stream]int64{}
+			}
+			s.Unacked[st] = int64((*c).Unacked())
+		}
 	}
 	w.resultsM.Lock()
 	for k, v := range w.results {
