@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/eventsync/eventsync/bus"
-	"github.com/eventsync/eventsync/internal/control"
+	"github.com/eventsync/eventsync/internal/ops"
 )
 
 func newCtlCmd(env Env) *cobra.Command {
@@ -68,7 +67,8 @@ func ctlPause(ctx context.Context, env Env, conn *connFlags, verb, streamName, r
 	}
 	defer res.Close()
 	host, _ := os.Hostname()
-	if err := control.SetPaused(ctx, res.Store, stream, verb == "pause", "ctl@"+host, reason); err != nil {
+	o := &ops.Ops{Control: res.Store}
+	if _, err := o.SetPaused(ctx, stream, verb == "pause", "ctl@"+host, reason); err != nil {
 		return err
 	}
 	if verb == "pause" {
@@ -80,22 +80,10 @@ func ctlPause(ctx context.Context, env Env, conn *connFlags, verb, streamName, r
 }
 
 // StreamStatus is one line of `ctl status`.
-type StreamStatus struct {
-	Stream    bus.Stream `json:"stream"`
-	Paused    bool       `json:"paused"`
-	PausedBy  string     `json:"paused_by,omitempty"`
-	Ready     int64      `json:"ready"`
-	Delayed   int64      `json:"delayed"`
-	Consumers int        `json:"consumers"`
-	InFlight  int64      `json:"in_flight"`
-	Rate      float64    `json:"rate_per_s"`
-}
+type StreamStatus = ops.StreamStatus
 
 // ClusterStatus is the whole `ctl status --json` document.
-type ClusterStatus struct {
-	Streams []StreamStatus         `json:"streams"`
-	Workers []control.WorkerStatus `json:"workers"`
-}
+type ClusterStatus = ops.ClusterStatus
 
 func newCtlStatusCmd(env Env, conn *connFlags) *cobra.Command {
 	var asJSON bool
@@ -120,7 +108,7 @@ func ctlStatus(ctx context.Context, env Env, conn *connFlags, asJSON bool) error
 		return err
 	}
 	defer res.Close()
-	st, err := collectStatus(ctx, res)
+	st, err := (&ops.Ops{Bus: res.Bus, Control: res.Store}).Status(ctx)
 	if err != nil {
 		return err
 	}
@@ -131,36 +119,6 @@ func ctlStatus(ctx context.Context, env Env, conn *connFlags, asJSON bool) error
 	}
 	printStatus(env.Stdout, st)
 	return nil
-}
-
-func collectStatus(ctx context.Context, res *resources) (ClusterStatus, error) {
-	workers, err := control.Workers(ctx, res.Store)
-	if err != nil {
-		return ClusterStatus{}, err
-	}
-	var out ClusterStatus
-	out.Workers = workers
-	for _, s := range bus.Streams {
-		ss := StreamStatus{Stream: s}
-		p, err := control.Paused(ctx, res.Store, s)
-		if err != nil {
-			return out, err
-		}
-		if p != nil {
-			ss.Paused, ss.PausedBy = true, p.By
-		}
-		stats, err := res.Bus.Stats(ctx, s)
-		if err != nil {
-			return out, fmt.Errorf("queue stats of %s: %w", s, err)
-		}
-		ss.Ready, ss.Delayed, ss.Consumers = stats.Ready, stats.Delayed, stats.Consumers
-		for _, w := range workers {
-			ss.InFlight += w.InFlight[s]
-			ss.Rate += w.Rates[s]
-		}
-		out.Streams = append(out.Streams, ss)
-	}
-	return out, nil
 }
 
 func printStatus(w io.Writer, st ClusterStatus) {
@@ -243,14 +201,11 @@ or "purge".`)
 }
 
 func ctlParked(ctx context.Context, env Env, conn *connFlags, verb string, pf *parkedFlags) error {
-	f := bus.ParkedFilter{Entity: pf.entity, ReasonContains: pf.reason, Limit: pf.limit}
-	var err error
-	if f.Since, err = parseWhen(pf.since); err != nil {
-		return usagef("--since: %w", err)
+	f, err := ops.ParseFilter(ops.FilterInput{Entity: pf.entity, Reason: pf.reason, Since: pf.since, Until: pf.until}, time.Now())
+	if err != nil {
+		return usagef("--%w", err)
 	}
-	if f.Until, err = parseWhen(pf.until); err != nil {
-		return usagef("--until: %w", err)
-	}
+	f.Limit = pf.limit
 	if verb == "purge" && !pf.yes {
 		return usage(errors.New("ctl parked purge deletes messages for good: run ctl parked list with the same filters first, then add --yes"))
 	}
@@ -263,31 +218,35 @@ func ctlParked(ctx context.Context, env Env, conn *connFlags, verb string, pf *p
 		return err
 	}
 	defer res.Close()
+	o := &ops.Ops{Bus: res.Bus}
 	switch verb {
 	case "replay":
-		n, err := res.Bus.ReplayParked(ctx, f)
+		n, err := o.ReplayParked(ctx, f)
 		fmt.Fprintf(env.Stdout, "replayed %d parked message(s) to their original stream\n", n)
 		return err
 	case "purge":
-		n, err := res.Bus.PurgeParked(ctx, f)
+		n, err := o.PurgeParked(ctx, f)
 		fmt.Fprintf(env.Stdout, "purged %d parked message(s)\n", n)
 		return err
 	}
-	msgs, err := res.Bus.ListParked(ctx, f)
-	if err != nil {
-		return err
-	}
+	var msgs []bus.ParkedMessage
 	if verb == "show" {
-		if msgs = selectID(msgs, pf.id); len(msgs) == 0 {
+		m, err := o.ShowParked(ctx, pf.id)
+		if errors.Is(err, bus.ErrNotParked) {
 			return fmt.Errorf("no parked message with id %q (see ctl parked list)", pf.id)
 		}
+		if err != nil {
+			return err
+		}
+		msgs = []bus.ParkedMessage{m}
+	} else if msgs, err = o.ListParked(ctx, f); err != nil {
+		return err
 	}
 	if pf.asJSON {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(msgs)
 	}
-	sort.Slice(msgs, func(i, j int) bool { return msgs[i].ParkedAt.Before(msgs[j].ParkedAt) })
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTREAM\tATTEMPTS\tPARKED AT\tREASON")
 	for _, m := range msgs {
@@ -302,33 +261,10 @@ func ctlParked(ctx context.Context, env Env, conn *connFlags, verb string, pf *p
 	return nil
 }
 
-func parseWhen(s string) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil {
-		return time.Now().Add(-d), nil
-	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration like 90m", s)
-	}
-	return t, nil
-}
-
 func oneLine(s string, n int) string {
 	s = strings.ReplaceAll(s, "\n", " ")
 	if len(s) > n {
 		return s[:n] + "…"
 	}
 	return s
-}
-
-func selectID(msgs []bus.ParkedMessage, id string) []bus.ParkedMessage {
-	for _, m := range msgs {
-		if m.ID == id {
-			return []bus.ParkedMessage{m}
-		}
-	}
-	return nil
 }
