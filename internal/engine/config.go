@@ -15,6 +15,8 @@ import (
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/event"
 )
@@ -82,6 +84,11 @@ type Config struct {
 	// lease it sent calls under was lost. Default: a timer; the simulation
 	// passes its own clock's.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// TracerProvider, when set, traces every delivery: a span per
+	// delivery continuing the trace context of its message headers, with
+	// child spans for the lease calls and the API calls. nil (the
+	// default) turns tracing off, at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // BreakerConfig tunes the circuit breaker.

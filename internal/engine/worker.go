@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/internal/control"
@@ -26,6 +28,7 @@ type Worker struct {
 	cfg     Config
 	metrics *Metrics
 	breaker *breaker
+	tracer  trace.Tracer              // nil: tracing off
 	started atomic.Pointer[time.Time] // set by Run, read by Status from any goroutine
 
 	slots chan struct{}
@@ -60,7 +63,7 @@ type Worker struct {
 // exported); pass NewMetrics(registry) to export them.
 func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, m *Metrics) (*Worker, error) {
 	cfg = cfg.WithDefaults()
-	applier, err := NewApplier(st, sk, cfg)
+	applier, err := NewApplier(traced(st, sk, cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +77,7 @@ func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, m *Metrics) 
 		bus: b, store: st, applier: applier, cfg: cfg,
 		metrics:      m,
 		breaker:      newBreaker(cfg.Breaker, cfg.Now, health),
+		tracer:       cfg.tracer(),
 		slots:        make(chan struct{}, cfg.Concurrency),
 		streamSlots:  map[bus.Stream]chan struct{}{bus.Resync: make(chan struct{}, cfg.resyncSlots())},
 		inFlight:     map[bus.Stream]*atomic.Int64{},
@@ -299,7 +303,7 @@ func (w *Worker) end(t task) {
 // rest are handed back); handlerCtx bounds the work on each.
 func (w *Worker) serve(ctx, handlerCtx context.Context, t task) {
 	for {
-		key, holds := w.handle(handlerCtx, t)
+		key, holds := w.handleTraced(handlerCtx, t)
 		w.end(t)
 		if !holds {
 			return
@@ -388,6 +392,9 @@ func (w *Worker) handle(ctx context.Context, t task) (key store.Key, holds bool)
 	if !t.held {
 		switch w.keys.enter(key, waiter{stream: t.stream, d: t.d, ev: ev, since: t.since}) {
 		case entryQueued:
+			if w.tracer != nil {
+				traceQueued(ctx)
+			}
 			if t.probe {
 				// It has not gone to the API: another event may probe.
 				w.breaker.Record(true, false, false)
@@ -421,6 +428,9 @@ func (w *Worker) parse(t task) (event.Event, error) {
 // settle carries out out on t's delivery and records it.
 func (w *Worker) settle(ctx context.Context, t task, out Outcome) {
 	stream, d, probe := t.stream, t.d, t.probe
+	if w.tracer != nil {
+		traceOutcome(ctx, out)
+	}
 	var err error
 	switch out.Result {
 	case ResultApplied, ResultDuplicate, ResultStale, ResultSuperseded, ResultRepaired:
