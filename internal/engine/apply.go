@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,7 +91,8 @@ func NewApplier(st store.Store, sk sink.Sink, cfg Config) (*Applier, error) {
 // one process never share a lease (re-acquiring one's own lease is allowed
 // by the store and would let them overlap).
 func (a *Applier) owner() string {
-	return fmt.Sprintf("%s/%d", a.cfg.WorkerID, a.seq.Add(1))
+	// strconv rather than fmt: this runs for every event that takes a lease.
+	return a.cfg.WorkerID + "/" + strconv.FormatUint(a.seq.Add(1), 10)
 }
 
 // Apply decides and performs everything for one encoded event except
@@ -166,8 +168,9 @@ func (a *Applier) apply(ctx context.Context, ev event.Event, body []byte, attemp
 	// The API calls may wait long (the throttle's budget, a slow API):
 	// the lease is renewed meanwhile, so it does not expire under a call
 	// that has not even gone out, and held ends if it is lost anyway.
-	held, stop := a.keepLease(ctx, lease)
-	defer stop()
+	keeper := a.keepLease(ctx, lease)
+	defer keeper.stop()
+	held := keeper.held
 	if ev.Version <= state.AppliedVersion {
 		// A zombie write may have left older data remotely: re-apply the
 		// newest state we know, then commit it again to clear the flag.
@@ -436,57 +439,74 @@ var errLeaseLost = errors.New("engine: lease lost")
 // callFailure schedules a repair. A
 // timer rather than a goroutine per event: most events finish long before
 // the first renewal.
-func (a *Applier) keepLease(ctx context.Context, lease store.Lease) (held context.Context, stop func()) {
-	held, cancel := context.WithCancelCause(ctx)
-	var (
-		mu      sync.Mutex
-		stopped bool
-		running sync.WaitGroup
-		timer   *time.Timer
-		failed  int // renewals failed in a row; only the callback touches it
-	)
-	every := a.cfg.LeaseTTL / 3
-	mu.Lock() // the callback reads timer
-	defer mu.Unlock()
-	timer = time.AfterFunc(every, func() {
-		mu.Lock()
-		if stopped {
-			mu.Unlock()
-			return
-		}
-		running.Add(1)
-		mu.Unlock()
-		defer running.Done()
-		_, err := a.store.Extend(held, lease, a.cfg.LeaseTTL)
-		if errors.Is(err, store.ErrFenced) {
-			cancel(errLeaseLost)
-			return
-		}
-		if err == nil {
-			failed = 0
-		} else if failed++; failed >= 2 {
-			// The store has been unreachable for two renewals: the lease
-			// expires a third of its TTL from now and another worker may
-			// take the key. Abandon the call before that rather than let it
-			// land after the next holder's write.
-			cancel(errLeaseLost)
-			return
-		}
-		// After one failure, try again at the next tick.
-		mu.Lock()
-		if !stopped {
-			timer.Reset(every)
-		}
-		mu.Unlock()
-	})
-	return held, func() {
-		mu.Lock()
-		stopped = true
-		timer.Stop()
-		mu.Unlock()
-		running.Wait()
-		cancel(nil)
+func (a *Applier) keepLease(ctx context.Context, lease store.Lease) *leaseKeeper {
+	// One allocation for the keeper's state instead of one per captured
+	// variable: this runs for every event that writes.
+	k := &leaseKeeper{a: a, lease: lease, every: a.cfg.LeaseTTL / 3}
+	k.held, k.cancel = context.WithCancelCause(ctx)
+	k.mu.Lock() // renew reads timer
+	k.timer = time.AfterFunc(k.every, k.renew)
+	k.mu.Unlock()
+	return k
+}
+
+// leaseKeeper is keepLease's renewal state; held is the context the calls
+// under the lease run in.
+type leaseKeeper struct {
+	a      *Applier
+	lease  store.Lease
+	every  time.Duration
+	held   context.Context
+	cancel context.CancelCauseFunc
+
+	mu      sync.Mutex
+	stopped bool
+	running sync.WaitGroup
+	timer   *time.Timer
+	failed  int // renewals failed in a row; only renew touches it
+}
+
+// renew is the timer's callback.
+func (k *leaseKeeper) renew() {
+	k.mu.Lock()
+	if k.stopped {
+		k.mu.Unlock()
+		return
 	}
+	k.running.Add(1)
+	k.mu.Unlock()
+	defer k.running.Done()
+	_, err := k.a.store.Extend(k.held, k.lease, k.a.cfg.LeaseTTL)
+	if errors.Is(err, store.ErrFenced) {
+		k.cancel(errLeaseLost)
+		return
+	}
+	if err == nil {
+		k.failed = 0
+	} else if k.failed++; k.failed >= 2 {
+		// The store has been unreachable for two renewals: the lease
+		// expires a third of its TTL from now and another worker may
+		// take the key. Abandon the call before that rather than let it
+		// land after the next holder's write.
+		k.cancel(errLeaseLost)
+		return
+	}
+	// After one failure, try again at the next tick.
+	k.mu.Lock()
+	if !k.stopped {
+		k.timer.Reset(k.every)
+	}
+	k.mu.Unlock()
+}
+
+// stop ends the renewals, waits for one under way and ends held.
+func (k *leaseKeeper) stop() {
+	k.mu.Lock()
+	k.stopped = true
+	k.timer.Stop()
+	k.mu.Unlock()
+	k.running.Wait()
+	k.cancel(nil)
 }
 
 // callFailure judges a failed sink call (before the lease is released,

@@ -144,10 +144,14 @@ func (b *breaker) Record(probe bool, sinkFailure, success bool) (opened, closed 
 	if probe {
 		b.probing = false
 	}
+	// A success of a closed breaker changes nothing a waiter cares about:
+	// it does not wake them (nor allocate a channel) for every event.
+	changed := probe || b.failures != 0 || b.openFor != 0
 	switch {
 	case b.health != nil:
 		// The reporter judged the call already; recovery shows there.
 	case sinkFailure:
+		changed = true
 		b.failures++
 		if b.failures >= b.cfg.Failures {
 			opened = b.failures == b.cfg.Failures
@@ -163,7 +167,9 @@ func (b *breaker) Record(probe bool, sinkFailure, success bool) (opened, closed 
 		b.failures = 0
 		b.openFor = 0
 	}
-	b.signal()
+	if changed {
+		b.signal()
+	}
 	return opened, closed
 }
 
