@@ -30,10 +30,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/internal/setting"
+	"github.com/eventsync/eventsync/internal/tracing"
 	"github.com/eventsync/eventsync/source"
 )
 
@@ -80,6 +82,11 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// TracerProvider, when set, traces every published row: a span per
+	// row that starts the change's trace, its context in the message's
+	// traceparent header, and a span per batch publish linked from them.
+	// nil turns tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // WithDefaults fills unset fields.
@@ -155,10 +162,11 @@ type Stats struct {
 // Relay is one relay process's engine. Several relays may run against the
 // same outbox at once.
 type Relay struct {
-	src source.Source
-	pub bus.Publisher
-	cfg Config
-	log *slog.Logger
+	src    source.Source
+	pub    bus.Publisher
+	cfg    Config
+	log    *slog.Logger
+	tracer trace.Tracer // nil: tracing off
 
 	published, batches, errs, invalid, cleaned atomic.Uint64
 	backlog                                    atomic.Int64
@@ -178,6 +186,9 @@ func New(src source.Source, pub bus.Publisher, cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{src: src, pub: pub, cfg: cfg, log: cfg.Logger, wakeCh: make(chan struct{})}
+	if cfg.TracerProvider != nil {
+		r.tracer = cfg.TracerProvider.Tracer(tracing.InstrumentationName + "/relay")
+	}
 	if cfg.Registerer != nil {
 		if err := r.register(cfg.Registerer); err != nil {
 			return nil, err
@@ -308,7 +319,7 @@ func (r *Relay) loop(ctx context.Context) {
 
 // relayBatch claims, publishes and marks one batch; it returns the number
 // of rows relayed.
-func (r *Relay) relayBatch(ctx context.Context) (int, error) {
+func (r *Relay) relayBatch(ctx context.Context) (_ int, err error) {
 	b, err := r.src.Claim(ctx, r.cfg.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("claim: %w", err)
@@ -343,7 +354,13 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 			msgs[i].Headers = map[string]string{bus.HeaderRejected: reason}
 		}
 	}
-	if err := r.pub.Publish(bctx, bus.Live, msgs...); err != nil {
+	pctx := bctx // the publish's, in the batch's span when tracing
+	if r.tracer != nil {
+		var bt *batchTrace
+		pctx, bt = r.traceBatch(bctx, rows, msgs)
+		defer func() { bt.end(err) }()
+	}
+	if err := r.pub.Publish(pctx, bus.Live, msgs...); err != nil {
 		if rerr := b.Release(bctx); rerr != nil {
 			r.log.Warn("release claim after failed publish", "err", rerr)
 		}
