@@ -235,12 +235,20 @@ var (
 	globEscaper = strings.NewReplacer("*", "\\*", "?", "\\?", "[", "\\[", "]", "\\]", "\\", "\\\\")
 )
 
-func (s *Store) stateKey(k store.Key) string {
-	return s.prefix + ":s:{" + escaper.Replace(k.Entity) + "/" + escaper.Replace(k.Key) + "}"
-}
-
-func (s *Store) tokenKey(k store.Key) string {
-	return s.prefix + ":t:{" + escaper.Replace(k.Entity) + "/" + escaper.Replace(k.Key) + "}"
+// keyNames returns the key's state hash and token counter names, built in
+// one allocation (every lease call names both).
+func (s *Store) keyNames(k store.Key) (state, token string) {
+	tag := escaper.Replace(k.Entity) + "/" + escaper.Replace(k.Key)
+	var b strings.Builder
+	b.Grow(2 * (len(s.prefix) + len(":s:{}") + len(tag)))
+	for _, kind := range [2]string{":s:{", ":t:{"} {
+		b.WriteString(s.prefix)
+		b.WriteString(kind)
+		b.WriteString(tag)
+		b.WriteByte('}')
+	}
+	both := b.String()
+	return both[:len(both)/2], both[len(both)/2:]
 }
 
 // Control records and their index share one hash tag, so the index and the
@@ -369,25 +377,37 @@ return 1
 `)
 )
 
+// scriptHashes holds each lease script's SHA1 boxed once, so no EVALSHA
+// allocates it again.
+var scriptHashes = func() map[*goredis.Script]any {
+	m := map[*goredis.Script]any{}
+	for _, sc := range []*goredis.Script{acquireScript, extendScript, commitScript, markRepairScript, releaseScript, releaseFailedScript} {
+		m[sc] = sc.Hash()
+	}
+	return m
+}()
+
 // run executes one lease script. Through the autopipeliner the call joins
 // the next pipeline; ctx bounds the wait, but a call already queued still
 // runs on Redis after ctx ends, as a call whose reply is lost would: fencing
 // tokens and versions keep that safe, and at worst a lease nobody uses
 // blocks its key until its TTL. The EVALSHA is built here rather than by
 // script.EvalSha because only Submit returns a future whose wait honours ctx.
-func (s *Store) run(ctx context.Context, script *goredis.Script, keys []string, args ...any) *goredis.Cmd {
+//
+// Every script's keys are the key's state hash and token counter. The
+// arguments are copied straight into the command (args itself does not
+// escape): this runs twice for every event that writes.
+func (s *Store) run(ctx context.Context, script *goredis.Script, k store.Key, args ...any) *goredis.Cmd {
 	if err := ctx.Err(); err != nil {
 		return failedCmd(ctx, err)
 	}
-	if s.pipe == nil {
-		return script.Run(ctx, s.rdb, keys, args...)
-	}
-	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
-	cmdArgs = append(cmdArgs, "evalsha", script.Hash(), len(keys))
-	for _, k := range keys {
-		cmdArgs = append(cmdArgs, k)
-	}
+	state, token := s.keyNames(k)
+	cmdArgs := make([]any, 5, 5+len(args))
+	cmdArgs[0], cmdArgs[1], cmdArgs[2], cmdArgs[3], cmdArgs[4] = "evalsha", scriptHashes[script], 2, state, token
 	cmdArgs = append(cmdArgs, args...)
+	if s.pipe == nil {
+		return script.Run(ctx, s.rdb, []string{state, token}, cmdArgs[5:]...)
+	}
 	cmd := goredis.NewCmd(ctx, cmdArgs...)
 	cmd.SetFirstKeyPos(3)
 	err := s.pipe.Submit(ctx, cmd).WaitContext(ctx)
@@ -400,7 +420,7 @@ func (s *Store) run(ctx context.Context, script *goredis.Script, keys []string, 
 		return failedCmd(ctx, err)
 	case goredis.HasErrorPrefix(err, "NOSCRIPT"):
 		// Redis restarted or its script cache was flushed: EVAL loads it.
-		return script.Eval(ctx, s.rdb, keys, args...)
+		return script.Eval(ctx, s.rdb, []string{state, token}, cmdArgs[5:]...)
 	}
 	return cmd
 }
@@ -423,7 +443,7 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 	}
 	// The script compares non-negative decimal strings; no version at or
 	// below 0 is ever above the applied one.
-	res, err := s.run(ctx, acquireScript, []string{s.stateKey(k), s.tokenKey(k)}, owner, ttlMillis(ttl),
+	res, err := s.run(ctx, acquireScript, k, owner, ttlMillis(ttl),
 		strconv.FormatInt(max(version, 0), 10)).Slice()
 	if err != nil {
 		return store.Lease{}, store.State{}, fmt.Errorf("redis store: acquire %s: %w", k, err)
@@ -515,7 +535,7 @@ func (s *Store) Extend(ctx context.Context, l store.Lease, ttl time.Duration) (s
 	if ttl <= 0 {
 		return store.Lease{}, fmt.Errorf("redis store: extend %s: ttl %s must be positive", l.Key, ttl)
 	}
-	expires, err := s.run(ctx, extendScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l), ttlMillis(ttl)).Int64()
+	expires, err := s.run(ctx, extendScript, l.Key, tokenArg(l), ttlMillis(ttl)).Int64()
 	if err != nil {
 		return store.Lease{}, fmt.Errorf("redis store: extend %s: %w", l.Key, err)
 	}
@@ -532,7 +552,7 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 	if c.Deleted {
 		deleted = "1"
 	}
-	res, err := s.run(ctx, commitScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l),
+	res, err := s.run(ctx, commitScript, l.Key, tokenArg(l),
 		c.Version, c.RemoteID, deleted, c.Event).Result()
 	if err != nil {
 		return fmt.Errorf("redis store: commit %s version %d: %w", l.Key, c.Version, err)
@@ -552,7 +572,7 @@ func (s *Store) Commit(ctx context.Context, l store.Lease, c store.Commit) error
 
 // Release implements store.Store.
 func (s *Store) Release(ctx context.Context, l store.Lease) error {
-	held, err := s.run(ctx, releaseScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l)).Int64()
+	held, err := s.run(ctx, releaseScript, l.Key, tokenArg(l)).Int64()
 	if err != nil {
 		return fmt.Errorf("redis store: release %s: %w", l.Key, err)
 	}
@@ -564,7 +584,7 @@ func (s *Store) Release(ctx context.Context, l store.Lease) error {
 
 // ReleaseFailed implements store.Store.
 func (s *Store) ReleaseFailed(ctx context.Context, l store.Lease) error {
-	held, err := s.run(ctx, releaseFailedScript, []string{s.stateKey(l.Key), s.tokenKey(l.Key)}, tokenArg(l)).Int64()
+	held, err := s.run(ctx, releaseFailedScript, l.Key, tokenArg(l)).Int64()
 	if err != nil {
 		return fmt.Errorf("redis store: release %s after a failure: %w", l.Key, err)
 	}
@@ -576,7 +596,7 @@ func (s *Store) ReleaseFailed(ctx context.Context, l store.Lease) error {
 
 // MarkRepair implements store.Store.
 func (s *Store) MarkRepair(ctx context.Context, k store.Key) error {
-	if err := s.run(ctx, markRepairScript, []string{s.stateKey(k), s.tokenKey(k)}).Err(); err != nil {
+	if err := s.run(ctx, markRepairScript, k).Err(); err != nil {
 		return fmt.Errorf("redis store: mark %s for repair: %w", k, err)
 	}
 	return nil
