@@ -41,8 +41,11 @@ func (s *Server) adminMux() *http.ServeMux {
 		writeJSON(w, http.StatusOK, map[string]string{"saved": s.cfg.StateFile})
 	})
 	mux.HandleFunc("GET /_admin/records/{collection}", s.dumpRecords)
+	mux.HandleFunc("GET /_admin/traces", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, s.TracedRequests())
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such route "+r.Method+" "+r.URL.Path+"; the API is under /v1/{collection}, admin under /_admin/{faults,stats,reset,save,records/{collection}}")
+		writeError(w, http.StatusNotFound, "no such route "+r.Method+" "+r.URL.Path+"; the API is under /v1/{collection}, admin under /_admin/{faults,stats,reset,save,records/{collection},traces}")
 	})
 	return mux
 }

@@ -22,6 +22,7 @@
 //	POST   /_admin/reset                      drop records and counters (faults stay)
 //	POST   /_admin/save                       write the state file now
 //	GET    /_admin/records/{collection}       every record as NDJSON, streamed
+//	GET    /_admin/traces                     the newest /v1 requests that carried a traceparent
 //
 // Errors are JSON objects {"error":"..."}. Use New for an http.Handler or
 // Start for a listening server.
@@ -110,6 +111,7 @@ type Server struct {
 
 	writes   writeRegistry
 	counters counters
+	traces   traceLog
 	inFlight atomic.Int64
 	admin    *http.ServeMux
 }
@@ -161,6 +163,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/v1/") {
+			s.traces.note(r)
 			s.serveV1(w, r)
 			return
 		}
@@ -250,13 +253,15 @@ func decodeRecord(rec *record) Record {
 	return r
 }
 
-// Reset drops every record and zeroes the counters; faults (and a running
-// outage) stay. Requests still in flight keep being counted in in_flight.
+// Reset drops every record and the traced requests and zeroes the
+// counters; faults (and a running outage) stay. Requests still in flight
+// keep being counted in in_flight.
 func (s *Server) Reset() {
 	s.collMu.Lock()
 	s.colls = make(map[string]*collection)
 	s.collMu.Unlock()
 	s.counters.reset(s.inFlight.Load())
+	s.traces.reset()
 }
 
 // Close releases held responses and delays, and writes the state file if
