@@ -92,6 +92,7 @@ type Client struct {
 	sink       sink.Sink
 	metrics    *engine.Metrics
 	throttleMx *throttle.Metrics
+	queueMx    bool           // the bus's queue metrics are registered
 	closers    []func() error // in opening order; run in reverse
 }
 

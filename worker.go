@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/eventsync/eventsync/internal/busmetrics"
 	"github.com/eventsync/eventsync/internal/control"
 	"github.com/eventsync/eventsync/internal/engine"
 )
@@ -69,6 +70,11 @@ func (c *Client) NewWorker(ctx context.Context, opts ...WorkerOption) (*Worker, 
 	w, err := engine.NewWorker(b, st, sk, ecfg, c.engineMetrics())
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if !c.queueMx && c.opts.registerer != nil {
+		// A worker sees the bus anyway: it exports the queues' depths.
+		c.opts.registerer.MustRegister(busmetrics.New(b, busmetrics.Options{Control: st, Logger: c.log}))
+		c.queueMx = true
 	}
 	return &Worker{w: w}, nil
 }

@@ -118,3 +118,26 @@ func Workers(ctx context.Context, c store.Control) ([]WorkerStatus, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
+
+// FillUnacked sets st.Unacked, where the broker does not count it (-1),
+// to the sum the workers report in their heartbeats, and says whether it
+// did. It leaves -1 when the queue has consumers and no worker reports the
+// stream (they are no eventsync workers, or older ones).
+func FillUnacked(st *bus.StreamStats, workers []WorkerStatus) bool {
+	if st.Unacked >= 0 {
+		return false
+	}
+	var sum int64
+	reported := false
+	for _, w := range workers {
+		if n, ok := w.Unacked[st.Stream]; ok {
+			sum += n
+			reported = true
+		}
+	}
+	if !reported && st.Consumers > 0 {
+		return false
+	}
+	st.Unacked = sum
+	return true
+}
