@@ -28,6 +28,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/eventsync/eventsync/sink"
 )
 
@@ -92,6 +94,9 @@ type Sink struct {
 	log        *slog.Logger
 	observe    Observer
 	now        func() time.Time
+	// tracerProvider, when set, traces the client's requests (applied
+	// after every option, whatever their order).
+	tracerProvider trace.TracerProvider
 }
 
 // entity is one entity's compiled configuration.
@@ -140,6 +145,9 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 		if err := opt(s); err != nil {
 			return nil, err
 		}
+	}
+	if s.tracerProvider != nil {
+		s.client = traceClient(s.client, s.tracerProvider)
 	}
 	return s, nil
 }
