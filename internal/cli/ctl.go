@@ -123,15 +123,24 @@ func ctlStatus(ctx context.Context, env Env, conn *connFlags, asJSON bool) error
 
 func printStatus(w io.Writer, st ClusterStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STREAM\tSTATE\tREADY\tDELAYED\tCONSUMERS\tIN-FLIGHT\tRATE/s")
+	fmt.Fprintln(tw, "STREAM\tSTATE\tREADY\tDELAYED\tUNACKED\tCONSUMERS\tIN-FLIGHT\tRATE/s")
+	count := func(n int64) string {
+		if n < 0 {
+			return "?"
+		}
+		return fmt.Sprint(n)
+	}
+	var parked int64 = -1
 	for _, s := range st.Streams {
 		state := "running"
 		if s.Paused {
 			state = "paused by " + s.PausedBy
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%.1f\n", s.Stream, state, s.Ready, s.Delayed, s.Consumers, s.InFlight, s.Rate)
+		parked = s.Parked
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%.1f\n", s.Stream, state, s.Ready, count(s.Delayed), count(s.Unacked), s.Consumers, s.InFlight, s.Rate)
 	}
 	_ = tw.Flush()
+	fmt.Fprintf(w, "parked: %s\n", count(parked))
 	fmt.Fprintf(w, "\n%d worker(s)\n", len(st.Workers))
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WORKER\tBREAKER\tCONCURRENCY\tIN-FLIGHT\tAPPLIED\tSEEN")

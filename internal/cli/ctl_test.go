@@ -116,6 +116,9 @@ func TestCtlAndPublishAgainstRealServices(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &parked) != nil || len(parked) != 1 || parked[0].Stream != bus.Live {
 		t.Fatalf("parked list: %d %q %q", code, out, errOut)
 	}
+	if s := liveOf(statusOf(t, conn)); s.Parked != 1 || s.Unacked != 0 {
+		t.Errorf("status after parking one message: parked %d, unacked %d; want 1, 0", s.Parked, s.Unacked)
+	}
 	code, out, _ = run(t, "", append([]string{"ctl", "parked", "list", "--entity", "user"}, busOnly...)...)
 	if code != 0 || !strings.Contains(out, "0 parked message(s)") {
 		t.Fatalf("entity filter: %q", out)

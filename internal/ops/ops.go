@@ -86,7 +86,14 @@ type StreamStatus struct {
 	PausedSince *time.Time `json:"paused_since,omitempty"`
 	Ready       int64      `json:"ready"`
 	Delayed     int64      `json:"delayed"`
-	Consumers   int        `json:"consumers"`
+	// Unacked counts deliveries handed to consumers and not settled yet,
+	// prefetched ones included: the broker's count where it tells
+	// (NATS), else the sum the workers' heartbeats report (RabbitMQ), 0
+	// without consumers. -1 when none of these tells.
+	Unacked int64 `json:"unacked"`
+	// Parked counts the parked queue, which the streams share (-1 unknown).
+	Parked    int64 `json:"parked"`
+	Consumers int   `json:"consumers"`
 	// InFlight is what the workers' heartbeats report in flight.
 	InFlight int64 `json:"in_flight"`
 	// Rate is the sum of the workers' settled deliveries per second.
@@ -138,9 +145,19 @@ func (o *Ops) stream(ctx context.Context, s bus.Stream, workers []control.Worker
 		return ss, fmt.Errorf("queue stats of %s: %w", s, err)
 	}
 	ss.Ready, ss.Delayed, ss.Consumers = stats.Ready, stats.Delayed, stats.Consumers
+	ss.Unacked, ss.Parked = stats.Unacked, stats.Parked
+	var unacked int64
+	counted := false
 	for _, w := range workers {
 		ss.InFlight += w.InFlight[s]
 		ss.Rate += w.Rates[s]
+		if n, ok := w.Unacked[s]; ok {
+			unacked, counted = unacked+n, true
+		}
+	}
+	// Without a consumer on the queue nothing can be unacked.
+	if ss.Unacked < 0 && (counted || stats.Consumers == 0) {
+		ss.Unacked = unacked
 	}
 	return ss, nil
 }
