@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/bus/natsjs"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/source"
 	pgsource "github.com/eventsync/eventsync/source/postgres"
 	"github.com/eventsync/eventsync/source/sqlite"
@@ -153,16 +153,9 @@ func openSource(ctx context.Context, p openParams) (source.Source, error) {
 	return a.source(ctx, p)
 }
 
-// RedactURL hides a URL's password for logs and errors. A string that does
-// not parse as a URL is returned with everything between "://" and the
-// last "@" hidden.
-func RedactURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
-	}
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if at := strings.LastIndex(rest, "@"); ok && at >= 0 {
-		return scheme + "://xxxxx" + rest[at:]
-	}
-	return raw
-}
+// RedactURL returns a connection string (a URL, or a PostgreSQL key=value
+// DSN) with its secrets hidden, as everything eventsync prints shows it:
+// passwords (including ones holding '@'), token-only user names
+// (nats://TOKEN@host) and secret query parameters (password=,
+// sslpassword=, token=, …) read "xxxxx".
+func RedactURL(raw string) string { return redact.URL(raw) }

@@ -41,6 +41,7 @@ import (
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/natsconn"
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
 )
 
@@ -158,8 +159,11 @@ var _ bus.Bus = (*Bus)(nil)
 
 // Open connects (unless cfg.Conn is given) and creates or updates the
 // streams and consumers idempotently.
-func Open(ctx context.Context, cfg Config) (*Bus, error) {
+func Open(ctx context.Context, cfg Config) (_ *Bus, err error) {
+	secrets := redact.NewScrubber(cfg.URL) // no error or log line shows them
+	defer func() { err = secrets.Error(err) }()
 	cfg = cfg.WithDefaults()
+	cfg.Logger = secrets.Logger(cfg.Logger)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -4,13 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"regexp"
 	"slices"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
 )
 
@@ -86,7 +86,7 @@ func (c Config) Validate() error {
 	}
 	if _, err := amqp.ParseURI(c.URL); err != nil {
 		// The parser's message may quote the URL; never echo a password.
-		return setting.Errorf("bus", "rabbitmq: bus URL %s is not a valid AMQP URL: %w; want amqp://user:pass@host:5672/vhost", redact(c.URL), err)
+		return setting.Errorf("bus", "rabbitmq: bus URL %s is not a valid AMQP URL: %w; want amqp://user:pass@host:5672/vhost", redact.URL(c.URL), err)
 	}
 	if !namespacePattern.MatchString(c.Namespace) {
 		return fmt.Errorf("rabbitmq: namespace %q must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter or digit", c.Namespace)
@@ -106,20 +106,6 @@ func (c Config) Validate() error {
 		return errors.New("rabbitmq: ConnectTimeout and ReconnectMaxBackoff must not be negative")
 	}
 	return nil
-}
-
-// redact returns the URL's scheme, host and vhost without credentials, for
-// messages and logs.
-func redact(raw string) string {
-	u, err := amqp.ParseURI(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	vhost := u.Vhost
-	if vhost == "/" {
-		vhost = ""
-	}
-	return fmt.Sprintf("%s://%s:%d/%s", u.Scheme, u.Host, u.Port, url.PathEscape(vhost))
 }
 
 // hostPort is the broker address for error messages.

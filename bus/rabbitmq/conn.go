@@ -12,6 +12,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
 )
 
@@ -70,7 +71,7 @@ func explainDialError(rawURL string, err error) error {
 	case errors.As(err, &aerr) && aerr.Code == amqp.AccessRefused:
 		return setting.Errorf("bus", "connect to RabbitMQ at %s: login refused (%s); check the user and password in the bus URL amqp://user:pass@host:5672/: %w", where, aerr.Reason, err)
 	case errors.As(err, &aerr) && (aerr.Code == amqp.NotAllowed || aerr.Code == amqp.NotFound):
-		return setting.Errorf("bus", "connect to RabbitMQ at %s: vhost %s not accessible (%s); create it or fix the vhost in the bus URL amqp://user:pass@host:5672/vhost: %w", where, redact(rawURL), aerr.Reason, err)
+		return setting.Errorf("bus", "connect to RabbitMQ at %s: vhost %s not accessible (%s); create it or fix the vhost in the bus URL amqp://user:pass@host:5672/vhost: %w", where, redact.URL(rawURL), aerr.Reason, err)
 	case errors.As(err, &nerr):
 		return setting.Errorf("bus", "connect to RabbitMQ at %s: %w; is it running and reachable at that bus URL?", where, err)
 	default:

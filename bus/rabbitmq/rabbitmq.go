@@ -37,6 +37,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/internal/redact"
 )
 
 // Bus is the RabbitMQ implementation of bus.Bus. It is safe for concurrent use.
@@ -57,8 +58,11 @@ var _ bus.Bus = (*Bus)(nil)
 // Open validates cfg, connects, declares the topology and returns the bus.
 // A wrong URL or an unreachable broker fails here with a message naming the
 // broker's host and the fix.
-func Open(ctx context.Context, cfg Config) (*Bus, error) {
+func Open(ctx context.Context, cfg Config) (_ *Bus, err error) {
+	secrets := redact.NewScrubber(cfg.URL) // no error or log line shows them
+	defer func() { err = secrets.Error(err) }()
 	cfg = cfg.WithDefaults()
+	cfg.Logger = secrets.Logger(cfg.Logger)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

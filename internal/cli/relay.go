@@ -8,7 +8,7 @@ import (
 
 	"github.com/eventsync/eventsync"
 	"github.com/eventsync/eventsync/bus"
-	"github.com/eventsync/eventsync/internal/config"
+	"github.com/eventsync/eventsync/internal/redact"
 )
 
 // relayFlags are the flags of "eventsync relay".
@@ -80,6 +80,6 @@ func runRelay(ctx context.Context, env Env, f *relayFlags) error {
 		return err
 	}
 	defer admin.Stop()
-	log.Info("relaying outbox", "source", config.Redact(cfg.Source), "bus", res.BusName)
+	log.Info("relaying outbox", "source", redact.URL(cfg.Source), "bus", res.BusName)
 	return r.Run(ctx)
 }

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/eventsync/eventsync"
-	"github.com/eventsync/eventsync/internal/config"
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/resync"
 )
 
@@ -95,7 +95,7 @@ func runResync(ctx context.Context, env Env, f *resyncFlags) error {
 		return usage(err)
 	}
 	if !spec.DryRun {
-		log.Info("resync starting", "table", spec.Table, "entity", spec.Entity, "source", config.Redact(cfg.Source), "bus", res.BusName, "store", res.StoreName)
+		log.Info("resync starting", "table", spec.Table, "entity", spec.Entity, "source", redact.URL(cfg.Source), "bus", res.BusName, "store", res.StoreName)
 	}
 	err = run.Run(ctx)
 	result := run.Result()

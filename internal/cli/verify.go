@@ -15,6 +15,7 @@ import (
 	"github.com/eventsync/eventsync"
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/config"
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/internal/verify"
 	"github.com/eventsync/eventsync/sink"
@@ -301,7 +302,7 @@ func (f *verifyFlags) remoteName(cfg *config.Config) string {
 	if base == "" {
 		base = cfg.Sink.Defaults.BaseURL
 	}
-	return fmt.Sprintf("API %s (sink list of %s)", config.Redact(base), f.entity)
+	return fmt.Sprintf("API %s (sink list of %s)", redact.URL(base), f.entity)
 }
 
 // act runs --repair and --delete-duplicates.

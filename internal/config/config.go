@@ -183,9 +183,6 @@ func setScalar(v reflect.Value, raw string) error {
 	return nil
 }
 
-// Redact hides a URL's password for logs and errors.
-func Redact(raw string) string { return eventsync.RedactURL(raw) }
-
 // EnvTable renders the override table for docs, in file order.
 func EnvTable() string {
 	var b strings.Builder

@@ -9,16 +9,18 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/eventsync/eventsync/internal/redact"
 )
 
 // Connect dials url and keeps reconnecting forever: a broker restart must
 // not stop a worker. role names the user ("bus", "store", "throttle") in
 // the connection name and the logs. The caller marks the error with the
-// setting that gave url (internal/setting).
+// setting that gave url (internal/setting). Neither the error nor the
+// logs show url's secrets (internal/redact).
 func Connect(url, role string, log *slog.Logger) (*nats.Conn, error) {
-	if log == nil {
-		log = slog.Default()
-	}
+	secrets := redact.NewScrubber(url)
+	log = secrets.Logger(log)
 	nc, err := nats.Connect(url,
 		nats.Name("eventsync-"+role),
 		nats.MaxReconnects(-1),
@@ -33,7 +35,7 @@ func Connect(url, role string, log *slog.Logger) (*nats.Conn, error) {
 		}),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w; is it running with JetStream (-js)?", url, err)
+		return nil, secrets.Error(fmt.Errorf("connect to NATS at %s: %w; is it running with JetStream (-js)?", redact.URL(url), err))
 	}
 	return nc, nil
 }

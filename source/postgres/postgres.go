@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/source"
 )
@@ -87,8 +88,11 @@ var _ source.Source = (*Source)(nil)
 
 // Open connects and resolves the outbox schema. It does not install
 // anything; call Install for that.
-func Open(ctx context.Context, cfg Config) (*Source, error) {
+func Open(ctx context.Context, cfg Config) (_ *Source, err error) {
+	secrets := redact.NewScrubber(cfg.DSN) // no error or log line shows them
+	defer func() { err = secrets.Error(err) }()
 	cfg = cfg.WithDefaults()
+	cfg.Logger = secrets.Logger(cfg.Logger)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

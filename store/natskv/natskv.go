@@ -43,6 +43,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventsync/eventsync/internal/natsconn"
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/store"
 )
@@ -117,8 +118,11 @@ var _ store.Store = (*Store)(nil)
 
 // Open connects (unless cfg.Conn is given) and creates or updates the
 // buckets idempotently.
-func Open(ctx context.Context, cfg Config) (*Store, error) {
+func Open(ctx context.Context, cfg Config) (_ *Store, err error) {
+	secrets := redact.NewScrubber(cfg.URL) // no error or log line shows them
+	defer func() { err = secrets.Error(err) }()
 	cfg = cfg.WithDefaults()
+	cfg.Logger = secrets.Logger(cfg.Logger)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

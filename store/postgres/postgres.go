@@ -19,8 +19,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/store"
 )
@@ -93,8 +95,11 @@ var _ store.Store = (*Store)(nil)
 
 // Open connects to PostgreSQL, creates or migrates the schema and returns the
 // store. Close it when done.
-func Open(ctx context.Context, cfg Config) (*Store, error) {
+func Open(ctx context.Context, cfg Config) (_ *Store, err error) {
+	secrets := redact.NewScrubber(cfg.DSN) // no error or log line shows them
+	defer func() { err = secrets.Error(err) }()
 	cfg = cfg.WithDefaults()
+	cfg.Logger = secrets.Logger(cfg.Logger)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -368,20 +373,23 @@ func newQueries(schema string) queries {
 // stateRow receives the state columns; nullable intent fields decide whether
 // there is an intent.
 type stateRow struct {
-	applied        int64
-	remoteID       string
-	deleted        bool
-	lastEvent      []byte
-	intentVersion  *int64
-	intentToken    *int64
-	intentAt       *time.Time
-	intentFailures *int32
+	applied   int64
+	remoteID  string
+	deleted   bool
+	lastEvent []byte
+	// pgtype's nullable values scan without the per-row plan a pointer
+	// to a pointer needs (a few allocations per lease call).
+	intentVersion  pgtype.Int8
+	intentToken    pgtype.Int8
+	intentAt       pgtype.Timestamptz
+	intentFailures pgtype.Int4
 	repair         bool
 }
 
-func (r *stateRow) dest() []any {
-	return []any{&r.applied, &r.remoteID, &r.deleted, &r.lastEvent,
-		&r.intentVersion, &r.intentToken, &r.intentAt, &r.intentFailures, &r.repair}
+// dest appends the row's scan destinations to to.
+func (r *stateRow) dest(to []any) []any {
+	return append(to, &r.applied, &r.remoteID, &r.deleted, &r.lastEvent,
+		&r.intentVersion, &r.intentToken, &r.intentAt, &r.intentFailures, &r.repair)
 }
 
 func (r *stateRow) state() store.State {
@@ -392,16 +400,16 @@ func (r *stateRow) state() store.State {
 		RepairNeeded:   r.repair,
 		LastEvent:      r.lastEvent,
 	}
-	if r.intentVersion != nil {
-		in := store.Intent{Version: *r.intentVersion}
-		if r.intentFailures != nil {
-			in.Failures = int(*r.intentFailures)
+	if r.intentVersion.Valid {
+		in := store.Intent{Version: r.intentVersion.Int64}
+		if r.intentFailures.Valid {
+			in.Failures = int(r.intentFailures.Int32)
 		}
-		if r.intentToken != nil {
-			in.Token = *r.intentToken
+		if r.intentToken.Valid {
+			in.Token = r.intentToken.Int64
 		}
-		if r.intentAt != nil {
-			in.At = *r.intentAt
+		if r.intentAt.Valid {
+			in.At = r.intentAt.Time
 		}
 		st.Intent = &in
 	}
@@ -413,21 +421,24 @@ func (s *Store) Acquire(ctx context.Context, k store.Key, owner string, ttl time
 	if ttl <= 0 {
 		return store.Lease{}, store.State{}, fmt.Errorf("postgres store: acquire %s: ttl %s must be positive", k, ttl)
 	}
-	var (
-		l      = store.Lease{Key: k, Owner: owner}
-		row    stateRow
-		leased bool
-	)
-	var answered bool
+	// One allocation for everything the reply is scanned into.
+	var r struct {
+		l                store.Lease
+		row              stateRow
+		leased, answered bool
+		dest             [12]any
+	}
+	r.l = store.Lease{Key: k, Owner: owner}
 	err := s.lease(ctx, &call{key: k, sql: s.q.acquire, args: []any{k.Entity, k.Key, owner, ttl.Microseconds(), version},
 		read: func(br pgx.BatchResults) error {
-			err := br.QueryRow().Scan(append([]any{&leased, &l.Token, &l.Expires}, row.dest()...)...)
-			answered = err == nil
+			err := br.QueryRow().Scan(r.row.dest(append(r.dest[:0], &r.leased, &r.l.Token, &r.l.Expires))...)
+			r.answered = err == nil
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil
 			}
 			return err
 		}})
+	l, row, leased, answered := r.l, &r.row, r.leased, r.answered
 	if err != nil {
 		return store.Lease{}, store.State{}, fmt.Errorf("postgres store: acquire %s: %w", k, err)
 	}
@@ -565,7 +576,7 @@ func (s *Store) Scan(ctx context.Context, entity string, fn func(store.Key, stor
 				key string
 				row stateRow
 			)
-			if err := rows.Scan(append([]any{&key}, row.dest()...)...); err != nil {
+			if err := rows.Scan(row.dest([]any{&key})...); err != nil {
 				rows.Close()
 				return fmt.Errorf("postgres store: scan %s: %w", entity, err)
 			}

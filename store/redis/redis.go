@@ -36,6 +36,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/redislog"
 	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/store"
@@ -102,8 +103,11 @@ var _ store.Store = (*Store)(nil)
 
 // Open connects to Redis, checks its persistence (warning when it has none)
 // and returns the store. Close it when done.
-func Open(ctx context.Context, cfg Config) (*Store, error) {
+func Open(ctx context.Context, cfg Config) (_ *Store, err error) {
+	secrets := redact.NewScrubber(cfg.URL) // no error or log line shows them
+	defer func() { err = secrets.Error(err) }()
 	cfg = cfg.WithDefaults()
+	cfg.Logger = secrets.Logger(cfg.Logger)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
