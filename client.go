@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/embedded"
@@ -34,6 +35,7 @@ type options struct {
 	store      store.Store
 	source     source.Source
 	limiter    throttle.Limiter
+	tracer     trace.TracerProvider
 }
 
 // WithLogger sets the logger of the Client and everything it runs. Default
@@ -45,6 +47,16 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // not exported).
 func WithRegisterer(r prometheus.Registerer) Option {
 	return func(o *options) { o.registerer = r }
+}
+
+// WithTracerProvider traces what the Client runs with OpenTelemetry: a
+// relay starts a trace per published outbox row and puts its W3C
+// traceparent in the message's headers; a worker continues it with a span
+// per delivery, child spans for its lease calls and API calls, and sends
+// the traceparent to the API. Default: none (tracing off, at no cost).
+// The caller owns tp and shuts it down after the Client's work ends.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tracer = tp }
 }
 
 // WithSink makes workers write through s instead of the HTTP sink of
@@ -305,7 +317,7 @@ func (c *Client) sinkLocked(ctx context.Context) (sink.Sink, error) {
 			return nil, setting.Errorf("sink", "no sink: configure the HTTP sink's entities, or give a Go sink")
 		}
 		metrics := c.engineMetrics()
-		hs, err := httpsink.New(c.cfg.Sink, httpsink.WithLogger(c.log), httpsink.WithObserver(func(op, entity string, status int, d time.Duration, err error) {
+		hs, err := httpsink.New(c.cfg.Sink, httpsink.WithLogger(c.log), httpsink.WithTracerProvider(c.opts.tracer), httpsink.WithObserver(func(op, entity string, status int, d time.Duration, err error) {
 			metrics.ObserveSink(op, entity, status, d, err)
 		}))
 		if err != nil {

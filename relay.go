@@ -9,9 +9,10 @@ import (
 )
 
 // RelayConfig tunes a relay; zero values take the defaults its fields
-// name. Registerer and Logger default to the Client's, MaxEventBytes to
-// Config.Worker.MaxEventBytes (the relay rejects what workers would park
-// as too large), and Concurrency to 1 on SQLite, which has one writer.
+// name. Registerer, Logger and TracerProvider default to the Client's,
+// MaxEventBytes to Config.Worker.MaxEventBytes (the relay rejects what
+// workers would park as too large), and Concurrency to 1 on SQLite, which
+// has one writer.
 type RelayConfig = relay.Config
 
 // Relay publishes the source's outbox rows to the live stream, in commit
@@ -42,6 +43,9 @@ func (c *Client) NewRelay(ctx context.Context, rc RelayConfig) (*Relay, error) {
 	}
 	if rc.Logger == nil {
 		rc.Logger = c.log
+	}
+	if rc.TracerProvider == nil {
+		rc.TracerProvider = c.opts.tracer
 	}
 	if rc.MaxEventBytes == 0 {
 		rc.MaxEventBytes = c.cfg.Worker.MaxEventBytes

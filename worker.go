@@ -58,6 +58,7 @@ func (c *Client) NewWorker(ctx context.Context, opts ...WorkerOption) (*Worker, 
 	ecfg := c.cfg.Worker.engine()
 	ecfg.WorkerID = o.id
 	ecfg.Logger = c.log
+	ecfg.TracerProvider = c.opts.tracer
 	if o.id != "" {
 		ecfg.Logger = c.log.With("worker", o.id)
 	}
