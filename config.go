@@ -232,6 +232,11 @@ func (c Config) Warnings() []string {
 	if m, n := d.Throttle.MaxInFlight, d.Worker.Concurrency; d.Throttle.On() && m > 0 && m < n {
 		out = append(out, fmt.Sprintf("throttle.max_in_flight (%d) is below worker.concurrency (%d): at most %d API calls run at once and the other events wait for a slot; set throttle.max_in_flight to 0 to follow worker.concurrency, or lower worker.concurrency", m, n, m))
 	}
+	// The broker hands a worker at most prefetch deliveries per stream: on
+	// one stream, fewer than the concurrency leaves handlers idle.
+	if p, n := d.Worker.Prefetch, d.Worker.Concurrency; p > 0 && p < n {
+		out = append(out, fmt.Sprintf("worker.prefetch (%d) is below worker.concurrency (%d): the broker hands this worker at most %d deliveries of a stream at once, so on one stream at most %d events are worked on; set worker.prefetch to 0 to follow worker.concurrency, or at least %d", p, n, p, p, n))
+	}
 	return out
 }
 

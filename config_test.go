@@ -134,4 +134,11 @@ func TestMaxInFlightFollowsWorkerConcurrency(t *testing.T) {
 	if w := (Config{Throttle: ThrottleConfig{Config: throttle.Config{MaxInFlight: 300}}}).Warnings(); len(w) != 0 {
 		t.Fatalf("warnings for a cap above the default concurrency: %q", w)
 	}
+	low := Config{Worker: WorkerConfig{Concurrency: 512, Prefetch: 64}}
+	if w := low.Warnings(); len(w) != 1 || !strings.Contains(w[0], "worker.prefetch (64)") || !strings.Contains(w[0], "worker.concurrency (512)") {
+		t.Fatalf("warnings = %q; want one naming worker.prefetch (64) and worker.concurrency (512)", w)
+	}
+	if w := (Config{Worker: WorkerConfig{Concurrency: 64, Prefetch: 128}}).Warnings(); len(w) != 0 {
+		t.Fatalf("warnings for a prefetch above the concurrency: %q", w)
+	}
 }
