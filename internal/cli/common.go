@@ -12,7 +12,6 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -129,23 +128,44 @@ func (a *adminServer) Addr() string {
 
 func lookupEnv(name string) string { return os.Getenv(name) }
 
-// healthHandler runs every check at once, each bounded by two seconds,
-// and answers 200 "ok" or 503 with one line per failing dependency.
+// healthTimeout bounds a health check; /readyz answers by then.
+const healthTimeout = 2 * time.Second
+
+// healthHandler runs every check at once, each bounded by healthTimeout,
+// and answers 200 "ok" or 503 with one line per failing dependency. It
+// answers at the deadline even when a check's client ignores its context
+// (go-redis waits for its own read timeout): that check fails as not
+// answering, and ends in the background.
 func healthHandler(checks map[string]healthCheck) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 		defer cancel()
 		names := make([]string, 0, len(checks))
 		for name := range checks {
 			names = append(names, name)
 		}
 		sort.Strings(names)
-		errs := make([]error, len(names))
-		var wg sync.WaitGroup
-		for i, name := range names {
-			wg.Go(func() { errs[i] = checks[name](ctx) })
+		type result struct {
+			i   int
+			err error
 		}
-		wg.Wait()
+		results := make(chan result, len(names)) // buffered: a late check never blocks
+		for i, name := range names {
+			go func() { results <- result{i, checks[name](ctx)} }()
+		}
+		errs := make([]error, len(names))
+		for i := range errs {
+			errs[i] = fmt.Errorf("no answer within %v", healthTimeout)
+		}
+	wait:
+		for range names {
+			select {
+			case res := <-results:
+				errs[res.i] = res.err
+			case <-ctx.Done():
+				break wait
+			}
+		}
 		var failed []string
 		for i, err := range errs {
 			if err != nil {
