@@ -55,8 +55,13 @@ func runRelay(ctx context.Context, env Env, f *relayFlags) error {
 	}
 	log := newLogger(env.Stderr, cfg.Log)
 
+	traceOpts, stopTracing, err := startTracing(ctx, env, log, "relay")
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	reg := newRegistry()
-	res, err := openResources(ctx, cfg, log, needBus|needSource, eventsync.WithRegisterer(reg))
+	res, err := openResources(ctx, cfg, log, needBus|needSource, append(traceOpts, eventsync.WithRegisterer(reg))...)
 	if err != nil {
 		return err
 	}

@@ -70,8 +70,13 @@ func runWorker(ctx context.Context, env Env, f *workerFlags) error {
 		return usagef("invalid configuration:\n%w", err)
 	}
 
+	traceOpts, stopTracing, err := startTracing(ctx, env, log, "worker")
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	reg := newRegistry()
-	res, err := openResources(ctx, cfg, log, needBus|needStore, eventsync.WithRegisterer(reg))
+	res, err := openResources(ctx, cfg, log, needBus|needStore, append(traceOpts, eventsync.WithRegisterer(reg))...)
 	if err != nil {
 		return err
 	}

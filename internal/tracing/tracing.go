@@ -82,8 +82,9 @@ type Settings struct {
 	Endpoint string
 }
 
-// FromEnv builds a tracer provider from the environment (lookup is
-// os.LookupEnv in production). It returns a nil provider, and no error,
+// FromEnv builds a tracer provider from the process's environment (the
+// SDK and the exporter read their own variables from it too). It returns
+// a nil provider, and no error,
 // when tracing is off: OTEL_SDK_DISABLED=true, OTEL_TRACES_EXPORTER=none,
 // or neither OTEL_TRACES_EXPORTER nor an OTLP endpoint set. Exporters:
 // "otlp" (OTLP over HTTP, protobuf or JSON; the exporter reads its own
@@ -93,11 +94,8 @@ type Settings struct {
 //
 // The caller owns the provider and must Shutdown it on exit, which
 // flushes the spans still batched.
-func FromEnv(ctx context.Context, lookup func(string) (string, bool), console io.Writer, service, version string) (*sdktrace.TracerProvider, Settings, error) {
-	get := func(name string) string {
-		v, _ := lookup(name)
-		return strings.TrimSpace(v)
-	}
+func FromEnv(ctx context.Context, console io.Writer, service, version string) (*sdktrace.TracerProvider, Settings, error) {
+	get := func(name string) string { return strings.TrimSpace(os.Getenv(name)) }
 	var set Settings
 	if strings.EqualFold(get(EnvSDKDisabled), "true") {
 		return nil, set, nil
