@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
@@ -87,8 +88,9 @@ type Settings struct {
 // a nil provider, and no error,
 // when tracing is off: OTEL_SDK_DISABLED=true, OTEL_TRACES_EXPORTER=none,
 // or neither OTEL_TRACES_EXPORTER nor an OTLP endpoint set. Exporters:
-// "otlp" (OTLP over HTTP, protobuf or JSON; the exporter reads its own
-// OTEL_EXPORTER_OTLP_* variables) and "console" (spans as JSON on
+// "otlp" (over HTTP, protobuf or JSON, or gRPC as OTEL_EXPORTER_OTLP_PROTOCOL
+// says; the exporter reads its own OTEL_EXPORTER_OTLP_* variables) and
+// "console" (spans as JSON on
 // console, for trying it out). service names the process (service.name,
 // which OTEL_SERVICE_NAME overrides); version is service.version.
 //
@@ -123,16 +125,20 @@ func FromEnv(ctx context.Context, console io.Writer, service, version string) (*
 			if protocol == "" {
 				protocol = get(EnvProtocol)
 			}
+			// The exporters read the endpoint, headers, timeout, TLS and
+			// compression from OTEL_EXPORTER_OTLP_* themselves, and
+			// connect lazily: an unreachable collector costs dropped
+			// spans, not a failed start.
+			var exp sdktrace.SpanExporter
+			var err error
 			switch protocol {
 			case "", "http/protobuf", "http/json":
+				exp, err = otlptracehttp.New(ctx)
+			case "grpc":
+				exp, err = otlptracegrpc.New(ctx)
 			default:
-				return nil, set, fmt.Errorf("%s=%q: eventsync exports traces over OTLP/HTTP only; use http/protobuf (the collector's port 4318) or http/json", EnvTracesProtocol, protocol)
+				return nil, set, fmt.Errorf("%s=%q: unknown OTLP protocol; use http/protobuf (the collector's port 4318), http/json or grpc (port 4317)", EnvTracesProtocol, protocol)
 			}
-			// The exporter reads the endpoint, headers, timeout, TLS and
-			// compression from OTEL_EXPORTER_OTLP_* itself, and connects
-			// lazily: an unreachable collector costs dropped spans, not a
-			// failed start.
-			exp, err := otlptracehttp.New(ctx)
 			if err != nil {
 				return nil, set, fmt.Errorf("OTLP trace exporter: %w", err)
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel/trace"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
 
 	"github.com/eventsync/eventsync/internal/tracing"
 )
@@ -50,8 +53,8 @@ func TestOffUnlessConfigured(t *testing.T) {
 func TestRefusesWhatItCannotExport(t *testing.T) {
 	for _, vars := range []map[string]string{
 		{"OTEL_TRACES_EXPORTER": "zipkin"},
-		{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
-		{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"},
+		{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http"},
 	} {
 		setenv(t, vars)
 		tp, _, err := tracing.FromEnv(context.Background(), io.Discard, "eventsync-test", "v0")
@@ -91,6 +94,62 @@ func TestExportsOverOTLPHTTP(t *testing.T) {
 	defer mu.Unlock()
 	if len(paths) != 1 || paths[0] != "/v1/traces" {
 		t.Fatalf("the collector received %v, want one export to /v1/traces", paths)
+	}
+}
+
+// grpcCollector counts the spans exported to it over OTLP/gRPC.
+type grpcCollector struct {
+	coltracepb.UnimplementedTraceServiceServer
+	mu    sync.Mutex
+	names []string
+}
+
+func (c *grpcCollector) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			for _, sp := range ss.Spans {
+				c.names = append(c.names, sp.Name)
+			}
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+// TestExportsOverOTLPGRPC: OTEL_EXPORTER_OTLP_PROTOCOL=grpc exports to a
+// collector's gRPC port.
+func TestExportsOverOTLPGRPC(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	col := &grpcCollector{}
+	coltracepb.RegisterTraceServiceServer(srv, col)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	defer func() {
+		srv.Stop()
+		<-served
+	}()
+	setenv(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + ln.Addr().String(),
+		"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+	})
+	tp, _, err := tracing.FromEnv(context.Background(), io.Discard, "eventsync-test", "v0")
+	if err != nil || tp == nil {
+		t.Fatalf("provider %v, err %v; want tracing on", tp, err)
+	}
+	_, span := tp.Tracer("test").Start(context.Background(), "over-grpc")
+	span.End()
+	if err := tp.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if len(col.names) != 1 || col.names[0] != "over-grpc" {
+		t.Fatalf("the collector received spans %v, want [over-grpc]", col.names)
 	}
 }
 
