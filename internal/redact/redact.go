@@ -39,6 +39,13 @@ const Mask = "xxxxx"
 // the name. URL masks secrets of every length.
 const minScrub = 3
 
+// minPiece is the shortest piece of a secret (see Scrubber.add) Scrubber
+// removes on its own; pieceDelims split a secret into pieces.
+const (
+	minPiece    = 4
+	pieceDelims = "@:/?#&="
+)
+
 // URL returns raw, a connection string, with its secrets masked: a URL
 // (scheme://…) or, without "://", a key=value DSN (host=h password=p).
 func URL(raw string) string {
@@ -339,7 +346,7 @@ type Scrubber struct {
 func NewScrubber(raws ...string) *Scrubber {
 	s := &Scrubber{}
 	for _, raw := range raws {
-		s.add(Secrets(raw)...)
+		s.add(true, Secrets(raw)...)
 	}
 	return s
 }
@@ -347,14 +354,41 @@ func NewScrubber(raws ...string) *Scrubber {
 // AddValues adds secret values themselves (an API token from a header)
 // and returns s.
 func (s *Scrubber) AddValues(values ...string) *Scrubber {
-	s.add(values...)
+	s.add(false, values...)
 	return s
 }
 
-func (s *Scrubber) add(values ...string) {
+// AddHeader adds the values of a header that carries a credential
+// (SecretKey: Authorization, X-Api-Key, Cookie, …), and the credentials
+// of an "Authorization: Scheme credentials" value on their own, and
+// returns s. Other headers add nothing.
+func (s *Scrubber) AddHeader(name string, values ...string) *Scrubber {
+	if !SecretKey(name) {
+		return s
+	}
+	for _, v := range values {
+		s.add(false, v)
+		if _, cred, ok := strings.Cut(v, " "); ok {
+			s.add(false, strings.TrimSpace(cred))
+		}
+	}
+	return s
+}
+
+func (s *Scrubber) add(pieces bool, values ...string) {
 	for _, v := range values {
 		if len(v) < minScrub {
 			continue
+		}
+		// Drivers read an unescaped '@', ':' or '/' in a password their own
+		// way (pgx takes the first '@' as the end of the userinfo and
+		// prints the rest as the host): hide the pieces too.
+		if pieces && strings.ContainsAny(v, pieceDelims) {
+			for _, piece := range strings.FieldsFunc(v, func(r rune) bool { return strings.ContainsRune(pieceDelims, r) }) {
+				if len(piece) >= minPiece && piece != v {
+					s.add(false, piece)
+				}
+			}
 		}
 		q := strconv.Quote(v)
 		j, _ := json.Marshal(v)
@@ -364,7 +398,19 @@ func (s *Scrubber) add(values ...string) {
 			}
 		}
 	}
-	slices.SortStableFunc(s.secrets, func(a, b string) int { return len(b) - len(a) })
+	s.sort()
+}
+
+// sort puts longer secrets first, so a secret is removed before a part
+// of it could leave the rest.
+func (s *Scrubber) sort() {
+	slices.SortFunc(s.secrets, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
+	s.secrets = slices.Compact(s.secrets)
 }
 
 // Empty reports whether s knows no secret.

@@ -78,6 +78,10 @@ func TestScrubberForms(t *testing.T) {
 			}
 		}
 	}
+	h := (&Scrubber{}).AddHeader("Authorization", "Bearer tok-123456").AddHeader("Accept", "application/json")
+	if out := h.String("echo: tok-123456, Bearer tok-123456, application/json, Bearer"); out != "echo: xxxxx, xxxxx, application/json, Bearer" {
+		t.Errorf("AddHeader: %q", out)
+	}
 	var zero *Scrubber
 	if zero.String("abc") != "abc" {
 		t.Error("nil scrubber changed text")

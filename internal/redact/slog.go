@@ -26,7 +26,7 @@ func (s *Scrubber) Logger(l *slog.Logger) *slog.Logger {
 	}
 	if h, ok := l.Handler().(*handler); ok { // one layer knowing every secret
 		merged := &Scrubber{secrets: append(append([]string(nil), h.s.secrets...), s.secrets...)}
-		merged.add() // sorts
+		merged.sort()
 		return slog.New(&handler{next: h.next, s: merged})
 	}
 	return slog.New(&handler{next: l.Handler(), s: s})

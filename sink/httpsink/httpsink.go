@@ -30,6 +30,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/sink"
 )
 
@@ -97,6 +98,10 @@ type Sink struct {
 	// tracerProvider, when set, traces the client's requests (applied
 	// after every option, whatever their order).
 	tracerProvider trace.TracerProvider
+	// secrets are the base URLs' credentials and the credential headers'
+	// values, kept out of logs and of response excerpts (an API that
+	// echoes the token it refused).
+	secrets *redact.Scrubber
 }
 
 // entity is one entity's compiled configuration.
@@ -149,6 +154,31 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	if s.tracerProvider != nil {
 		s.client = traceClient(s.client, s.tracerProvider)
 	}
+	s.secrets = redact.NewScrubber()
+	for _, ent := range entities {
+		s.secrets.AddValues(redact.Secrets(ent.baseURL)...)
+		for name, values := range ent.headers {
+			s.secrets.AddHeader(name, values...)
+		}
+	}
+	for _, e := range cfg.EntityConfigs { // secret query parameters written in paths
+		var paths []string
+		for _, r := range []*Request{e.Create, e.Update, e.Delete} {
+			if r != nil {
+				paths = append(paths, r.Path)
+			}
+		}
+		if e.Lookup != nil {
+			paths = append(paths, e.Lookup.Path)
+		}
+		if e.List != nil {
+			paths = append(paths, e.List.Path)
+		}
+		for _, p := range paths {
+			s.secrets.AddValues(redact.Secrets("http://h" + p)...)
+		}
+	}
+	s.log = s.secrets.Logger(s.log)
 	return s, nil
 }
 
@@ -459,7 +489,7 @@ func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data Templa
 		case err != nil:
 			err = s.transportError(opName, ent, op, target, fmt.Errorf("read response: %w", err))
 		case n > maxResponseBytes:
-			err = &sink.Error{Op: opName, Status: status, Err: fmt.Errorf("%s %s: response is over %d bytes", op.method, redactURL(target), maxResponseBytes)}
+			err = &sink.Error{Op: opName, Status: status, Err: fmt.Errorf("%s %s: response is over %d bytes", op.method, redact.URL(target), maxResponseBytes)}
 		}
 		s.finish(opName, ent.name, status, start, err)
 		if err != nil || read == nil {
@@ -471,7 +501,7 @@ func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data Templa
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, int64(ent.maxExcerpt)))
 	// Drain a little more so the connection can be reused.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	serr := &sink.Error{Op: opName, Status: status, Body: excerptBytes(excerpt, ent.maxExcerpt)}
+	serr := &sink.Error{Op: opName, Status: status, Body: s.secrets.String(excerptBytes(excerpt, ent.maxExcerpt))}
 	switch {
 	case (status == http.StatusNotFound || status == http.StatusGone) && (op.kind == opUpdate || op.kind == opDelete):
 		serr.Err = sink.ErrNotFound
@@ -499,7 +529,7 @@ func (s *Sink) transportError(opName string, ent *entity, op *operation, target 
 	default:
 		hint = "is the API reachable? check sink base_url"
 	}
-	return &sink.Error{Op: opName, Retryable: true, Err: fmt.Errorf("%s %s: %s: %w", op.method, redactURL(target), hint, err)}
+	return &sink.Error{Op: opName, Retryable: true, Err: fmt.Errorf("%s %s: %s: %w", op.method, redact.URL(target), hint, err)}
 }
 
 func (s *Sink) finish(op, entity string, status int, start time.Time, err error) {
@@ -508,15 +538,6 @@ func (s *Sink) finish(op, entity string, status int, start time.Time, err error)
 	if err != nil {
 		s.log.Debug("sink call failed", "op", op, "entity", entity, "status", status, "duration", d, "err", err)
 	}
-}
-
-// redactURL drops userinfo so credentials in base_url never reach logs.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	return u.Redacted()
 }
 
 // parseRetryAfter reads a Retry-After header in seconds or as an HTTP date,
