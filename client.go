@@ -53,7 +53,8 @@ func WithRegisterer(r prometheus.Registerer) Option {
 // relay starts a trace per published outbox row and puts its W3C
 // traceparent in the message's headers; a worker continues it with a span
 // per delivery, child spans for its lease calls and API calls, and sends
-// the traceparent to the API. Default: none (tracing off, at no cost).
+// the traceparent to the API; a resync makes each page a trace its events
+// carry. Default: none (tracing off, at no cost).
 // The caller owns tp and shuts it down after the Client's work ends.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(o *options) { o.tracer = tp }

@@ -57,6 +57,7 @@ func (c *Client) NewRelay(ctx context.Context, rc RelayConfig) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.queueMetricsLocked(b, nil)
 	return &Relay{r: r}, nil
 }
 

@@ -70,7 +70,7 @@ func (r *Resync) Run(ctx context.Context) error {
 		c.mu.Unlock()
 		return err
 	}
-	opts := []resync.Option{resync.WithLogger(c.log), resync.WithStore(st)}
+	opts := []resync.Option{resync.WithLogger(c.log), resync.WithStore(st), resync.WithTracerProvider(c.opts.tracer)}
 	var pub bus.Publisher
 	if !r.spec.DryRun {
 		b, err := c.busLocked(ctx)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/busmetrics"
 	"github.com/eventsync/eventsync/internal/control"
 	"github.com/eventsync/eventsync/internal/engine"
+	"github.com/eventsync/eventsync/store"
 )
 
 // WorkerStatus is what a worker reports in its heartbeat: in-flight events
@@ -72,12 +74,26 @@ func (c *Client) NewWorker(ctx context.Context, opts ...WorkerOption) (*Worker, 
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	if !c.queueMx && c.opts.registerer != nil {
-		// A worker sees the bus anyway: it exports the queues' depths.
-		c.opts.registerer.MustRegister(busmetrics.New(b, busmetrics.Options{Control: st, Logger: c.log}))
-		c.queueMx = true
-	}
+	c.queueMetricsLocked(b, st)
 	return &Worker{w: w}, nil
+}
+
+// queueMetricsLocked registers the bus's queue metrics once per Client:
+// workers and relays see the bus anyway, so either exports the queues'
+// depths (a relay keeps them while the workers are scaled to zero). ctl,
+// when given, adds the workers' count of unacknowledged deliveries where
+// the broker has none. Callers hold c.mu.
+func (c *Client) queueMetricsLocked(b bus.Bus, ctl store.Control) {
+	if c.opts.registerer == nil {
+		return
+	}
+	if c.queueMx == nil {
+		c.queueMx = busmetrics.New(b, busmetrics.Options{Logger: c.log})
+		c.opts.registerer.MustRegister(c.queueMx)
+	}
+	if ctl != nil {
+		c.queueMx.UseControl(ctl)
+	}
 }
 
 // Run consumes until ctx ends, then stops pulling, lets in-flight events

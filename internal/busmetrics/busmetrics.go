@@ -1,8 +1,9 @@
 // Package busmetrics exports the bus's queue depths as Prometheus metrics:
 // per stream the messages ready, waiting in retry tiers and delivered but
-// not acknowledged, the consumers, and the parked queue. A worker registers
-// it, so an alert or an autoscaler (KEDA's Prometheus scaler) can read the
-// backlog without credentials for the broker.
+// not acknowledged, the consumers, and the parked queue. Workers and relays
+// register it (they hold the bus anyway), so an alert or an autoscaler
+// (KEDA's Prometheus scaler) can read the backlog without credentials for
+// the broker, also while the workers are scaled to zero.
 //
 // The broker is asked when Prometheus scrapes, not by a goroutine of its
 // own: nothing runs while nobody looks. A scrape waits at most Timeout for
@@ -52,10 +53,11 @@ type Collector struct {
 
 	ready, delayed, unacked, consumers, parked, up *prometheus.Desc
 
-	mu     sync.Mutex // held while reading, so concurrent scrapes share a read
-	at     time.Time
-	stats  []bus.StreamStats
-	failed bool
+	mu      sync.Mutex // held while reading, so concurrent scrapes share a read
+	control store.Control
+	at      time.Time
+	stats   []bus.StreamStats
+	failed  bool
 }
 
 // New returns a collector of b's statistics for every stream.
@@ -74,7 +76,7 @@ func New(b bus.Bus, opts Options) *Collector {
 	}
 	stream := []string{"stream"}
 	return &Collector{
-		bus: b, opts: opts,
+		bus: b, opts: opts, control: opts.Control,
 		ready: prometheus.NewDesc("eventsync_queue_ready",
 			"Messages waiting in the stream's queue to be delivered.", stream, nil),
 		delayed: prometheus.NewDesc("eventsync_queue_delayed",
@@ -88,6 +90,14 @@ func New(b bus.Bus, opts Options) *Collector {
 		up: prometheus.NewDesc("eventsync_queue_stats_up",
 			"1 when the last read of the queue statistics from the broker succeeded, else 0 (and the queue metrics are absent).", nil, nil),
 	}
+}
+
+// UseControl sets Options.Control after New (a process that opened its
+// state store later).
+func (c *Collector) UseControl(ctl store.Control) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.control = ctl
 }
 
 // Describe implements prometheus.Collector.
@@ -144,7 +154,7 @@ func (c *Collector) read() ([]bus.StreamStats, bool) {
 }
 
 // readAll reads every stream's statistics. An unreadable store only
-// leaves Unacked unknown where the broker does not count it.
+// leaves Unacked unknown where the broker does not count it. c.mu is held.
 func (c *Collector) readAll(ctx context.Context) ([]bus.StreamStats, error) {
 	var workers []control.WorkerStatus
 	read := false
@@ -154,10 +164,10 @@ func (c *Collector) readAll(ctx context.Context) ([]bus.StreamStats, error) {
 		if err != nil {
 			return nil, err
 		}
-		if st.Unacked < 0 && c.opts.Control != nil {
+		if st.Unacked < 0 && c.control != nil {
 			if !read {
 				read = true
-				if workers, err = control.Workers(ctx, c.opts.Control); err != nil {
+				if workers, err = control.Workers(ctx, c.control); err != nil {
 					c.opts.Logger.Debug("reading worker heartbeats for /metrics failed; unacked unknown", "err", err)
 				}
 			}

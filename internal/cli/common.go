@@ -49,8 +49,14 @@ type adminServer struct {
 
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(runtimeCollectors()...)
 	return reg
+}
+
+// runtimeCollectors are the Go runtime's and the process's metrics, which
+// every eventsync process exports.
+func runtimeCollectors() []prometheus.Collector {
+	return []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 }
 
 // healthCheck reports whether one dependency answers; it must return

@@ -83,7 +83,12 @@ func runResync(ctx context.Context, env Env, f *resyncFlags) error {
 	if !spec.DryRun {
 		what |= needBus
 	}
-	res, err := openResources(ctx, cfg, log, what)
+	traceOpts, stopTracing, err := startTracing(ctx, env, log, "resync")
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	res, err := openResources(ctx, cfg, log, what, traceOpts...)
 	if err != nil {
 		return err
 	}

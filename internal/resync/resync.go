@@ -26,6 +26,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/internal/control"
@@ -259,6 +261,7 @@ type runner struct {
 	stats    StatsReader
 	scanner  Scanner
 	owner    string
+	tracer   trace.Tracer // nil: tracing off
 
 	drainPoll, drainStable time.Duration
 
@@ -484,7 +487,12 @@ func (r *runner) publishSnapshot(ctx context.Context) error {
 // publishPage publishes one page with confirms, then checkpoints it. The
 // checkpoint is written even when ctx ended after the confirm, so an
 // interrupted run does not publish a confirmed page again.
-func (r *runner) publishPage(ctx context.Context, msgs []bus.Message, lastKey string) error {
+func (r *runner) publishPage(ctx context.Context, msgs []bus.Message, lastKey string) (err error) {
+	if r.tracer != nil {
+		var span trace.Span
+		ctx, span = r.tracePage(ctx, msgs, lastKey)
+		defer func() { endPage(span, err) }()
+	}
 	if err := r.pub.Publish(ctx, bus.Resync, msgs...); err != nil {
 		return fmt.Errorf("publish %d resync events after key %q: %w", len(msgs), r.cp.LastKey, err)
 	}

@@ -57,6 +57,10 @@ const (
 	AttrReason    = attribute.Key("eventsync.reason")
 	AttrRejected  = attribute.Key("eventsync.rejected")
 	AttrBatchSize = attribute.Key("messaging.batch.message_count")
+	AttrRunID     = attribute.Key("eventsync.resync.run_id")
+	AttrTable     = attribute.Key("eventsync.resync.table")
+	AttrAfterKey  = attribute.Key("eventsync.resync.after_key")
+	AttrLastKey   = attribute.Key("eventsync.resync.last_key")
 	// AttrDestination and AttrOperation follow OpenTelemetry's messaging
 	// conventions (messaging.destination.name, messaging.operation.type).
 	AttrDestination = attribute.Key("messaging.destination.name")
