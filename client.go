@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/internal/busmetrics"
 	"github.com/eventsync/eventsync/internal/embedded"
 	"github.com/eventsync/eventsync/internal/engine"
 	"github.com/eventsync/eventsync/internal/setting"
@@ -105,7 +106,7 @@ type Client struct {
 	sink       sink.Sink
 	metrics    *engine.Metrics
 	throttleMx *throttle.Metrics
-	queueMx    bool           // the bus's queue metrics are registered
+	queueMx    *busmetrics.Collector
 	closers    []func() error // in opening order; run in reverse
 }
 
