@@ -132,6 +132,7 @@ func newRoot(env Env, started *bool) *cobra.Command {
 		newWorkerCmd(env),
 		newPublishCmd(env),
 		newCtlCmd(env),
+		newConsoleCmd(env),
 		newOutboxCmd(env),
 		newRelayCmd(env),
 		newResyncCmd(env),
