@@ -27,6 +27,15 @@ const (
 	DefaultListExternalID = "external_id"
 	DefaultPerPage        = 100
 	DefaultFirstPage      = 1
+	// DefaultExternalIDField is the member of the default body that holds
+	// the event's key, and the query parameter of the default lookup.
+	DefaultExternalIDField = "external_id"
+	// DefaultVersionField is the member of the default body that holds
+	// the event's version.
+	DefaultVersionField = "version"
+	// VersionNone, as version_field, leaves the version out of the default
+	// body; as version_header, sends no version header.
+	VersionNone = "none"
 	// DefaultPathPrefix is put in front of a collection that does not start
 	// with "/": collection "listings" becomes "/v1/listings".
 	DefaultPathPrefix = "/v1/"
@@ -58,6 +67,12 @@ type Defaults struct {
 	// MaxBodyExcerpt bounds how much of an error response is kept in the
 	// error (and so in logs and park reasons).
 	MaxBodyExcerpt int `yaml:"max_body_excerpt"`
+	// ExternalIDField, VersionField and VersionHeader say where the
+	// event's key and version go (see EntityConfig); an entity's own
+	// setting overrides these.
+	ExternalIDField string `yaml:"external_id_field"`
+	VersionField    string `yaml:"version_field"`
+	VersionHeader   string `yaml:"version_header"`
 }
 
 // EntityConfig describes the routes of one entity. Set Collection to get the
@@ -82,13 +97,30 @@ type EntityConfig struct {
 	// IDPath locates the remote id in a create response: "id", "data.id",
 	// "[0].id". Numeric ids become their decimal string.
 	IDPath string `yaml:"id_path"`
+
+	// ExternalIDField names the member of the default body that holds the
+	// event's key (default "external_id", or Defaults.ExternalIDField). The
+	// default lookup queries it (?external_ref={key}) and the default list
+	// reads it. Letters, digits, _, -, $ and @.
+	ExternalIDField string `yaml:"external_id_field"`
+	// VersionField names the member of the default body that holds the
+	// event's version (default "version", or Defaults.VersionField);
+	// "none" leaves it out. A body template places .Version itself.
+	VersionField string `yaml:"version_field"`
+	// VersionHeader, when set, sends the event's version in this request
+	// header with every create and update, whatever the body: a decimal
+	// number ("X-Source-Version: 7"), or an entity tag ("If-Match: \"7\"")
+	// for If-Match and If-None-Match. "none" turns off one set in Defaults.
+	VersionHeader string `yaml:"version_header"`
 }
 
 // Request is one HTTP call. Path and Body are Go text/templates over
-// TemplateData with the functions json, query and path. For create and
-// update an empty Body means the event's data with "external_id" (the key)
-// and "version" set (replacing members of those names), the data's members
-// as published; for delete an empty Body sends no body.
+// TemplateData with the functions json, query, path and merge. For create
+// and update an empty Body means the event's data with the external-id
+// member (the key, "external_id" unless ExternalIDField says otherwise) and
+// the version member ("version" unless VersionField says otherwise) set,
+// replacing members of those names, the data's members as published; for
+// delete an empty Body sends no body.
 type Request struct {
 	Method string `yaml:"method"`
 	Path   string `yaml:"path"`
@@ -171,6 +203,8 @@ func (c Config) Entities() []string {
 //	delete: DELETE /v1/{collection}/{remote id}
 //	lookup: GET    /v1/{collection}?external_id={key}, ids "[].id"
 //	list:   GET    /v1/{collection}?page=N&per_page=M, items "data"
+//
+// where external_id is the entity's external-id field name.
 func (c Config) WithDefaults() Config {
 	out := c
 	if out.Defaults.Timeout == 0 {
@@ -179,16 +213,26 @@ func (c Config) WithDefaults() Config {
 	if out.Defaults.MaxBodyExcerpt == 0 {
 		out.Defaults.MaxBodyExcerpt = DefaultMaxBodyExcerpt
 	}
+	if out.Defaults.ExternalIDField == "" {
+		out.Defaults.ExternalIDField = DefaultExternalIDField
+	}
+	if out.Defaults.VersionField == "" {
+		out.Defaults.VersionField = DefaultVersionField
+	}
 	out.EntityConfigs = make(map[string]EntityConfig, len(c.EntityConfigs))
 	for name, e := range c.EntityConfigs {
-		out.EntityConfigs[name] = e.withDefaults()
+		out.EntityConfigs[name] = e.withDefaults(out.Defaults)
 	}
 	return out
 }
 
-func (e EntityConfig) withDefaults() EntityConfig {
+func (e EntityConfig) withDefaults(d Defaults) EntityConfig {
 	if e.IDPath == "" {
 		e.IDPath = DefaultIDPath
+	}
+	ext := firstNonEmpty(e.ExternalIDField, d.ExternalIDField, DefaultExternalIDField)
+	if !fieldNamePattern.MatchString(ext) {
+		ext = DefaultExternalIDField // refused by Validate; keep the defaults parseable
 	}
 	if e.Collection != "" && collectionPattern.MatchString(e.Collection) {
 		base := e.Collection
@@ -206,7 +250,7 @@ func (e EntityConfig) withDefaults() EntityConfig {
 			e.Delete = &Request{Method: http.MethodDelete, Path: item}
 		}
 		if e.Lookup == nil {
-			e.Lookup = &LookupRequest{Method: http.MethodGet, Path: base + "?external_id={{.Key | query}}"}
+			e.Lookup = &LookupRequest{Method: http.MethodGet, Path: base + "?" + url.QueryEscape(ext) + "={{.Key | query}}"}
 		}
 		if e.List == nil {
 			e.List = &ListRequest{Method: http.MethodGet, Path: base + "?page={{.Page}}&per_page={{.PerPage}}"}
@@ -236,7 +280,7 @@ func (e EntityConfig) withDefaults() EntityConfig {
 			l.ID = DefaultListID
 		}
 		if l.ExternalID == "" {
-			l.ExternalID = DefaultListExternalID
+			l.ExternalID = ext
 		}
 		if l.PerPage == 0 {
 			l.PerPage = DefaultPerPage
@@ -255,6 +299,9 @@ var (
 	collectionPattern = regexp.MustCompile(`^/?[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$`)
 	headerNamePattern = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 	envRefPattern     = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+	// fieldNamePattern is what external_id_field and version_field accept:
+	// names that need no escaping in JSON, a URL query or a path (jsonPath).
+	fieldNamePattern = regexp.MustCompile(`^[A-Za-z0-9_$@-]{1,128}$`)
 )
 
 // Validate reports every problem in the config, each naming its location
@@ -287,6 +334,9 @@ func compile(c Config, lookupEnv func(string) (string, bool)) (map[string]*entit
 	}
 	defaultHeaders, herrs := checkHeaders("sink.defaults.headers", c.Defaults.Headers, lookupEnv)
 	errs = append(errs, herrs...)
+	for _, msg := range checkShape("sink.defaults", c.Defaults.ExternalIDField, c.Defaults.VersionField, c.Defaults.VersionHeader) {
+		errs = append(errs, errors.New(msg))
+	}
 	if len(c.EntityConfigs) == 0 {
 		add("sink.entities", "no entities configured; add one, e.g. `listing: {collection: listings}`")
 	}
@@ -367,8 +417,28 @@ func compileEntity(name, where string, e EntityConfig, d Defaults, defaultHeader
 	if ent.idPath, err = parsePath(e.IDPath); err != nil {
 		add("id_path", "%v", err)
 	}
+	for _, msg := range checkShape(where, e.ExternalIDField, e.VersionField, e.VersionHeader) {
+		errs = append(errs, errors.New(msg))
+	}
+	shape := newBodyShape(firstNonEmpty(e.ExternalIDField, d.ExternalIDField, DefaultExternalIDField),
+		firstNonEmpty(e.VersionField, d.VersionField, DefaultVersionField))
+	if shape.versionField != "" && shape.versionField == shape.idField {
+		add("version_field", "%q is also the external-id field (external_id_field); pick another name, or %q to leave the version out of the body", shape.versionField, VersionNone)
+	}
+	if h := firstNonEmpty(e.VersionHeader, d.VersionHeader); h != "" && h != VersionNone && headerNamePattern.MatchString(h) {
+		ent.versionHeader = http.CanonicalHeaderKey(h)
+		ent.versionETag = ent.versionHeader == "If-Match" || ent.versionHeader == "If-None-Match"
+		if _, ok := ent.headers[ent.versionHeader]; ok {
+			add("version_header", "%q is also set under headers, which would send it twice; remove one of them", h)
+		}
+	}
 	ent.create = compileRequest(where+".create", opCreate, e.Create, &errs)
 	ent.update = compileRequest(where+".update", opUpdate, e.Update, &errs)
+	for _, op := range []*operation{ent.create, ent.update} {
+		if op != nil {
+			op.shape = shape
+		}
+	}
 	ent.delete = compileRequest(where+".delete", opDelete, e.Delete, &errs)
 	if e.Lookup != nil {
 		l := e.Lookup
@@ -411,6 +481,30 @@ func compileEntity(name, where string, e EntityConfig, d Defaults, defaultHeader
 		return nil, errs
 	}
 	return ent, nil
+}
+
+// sinkSetHeaders are headers the sink or its HTTP client set, which a
+// version header must not replace.
+var sinkSetHeaders = []string{"Accept", "Connection", "Content-Length", "Content-Type", "Host", "Traceparent", "Tracestate", "Transfer-Encoding"}
+
+// checkShape checks the external-id field, version field and version
+// header set at where (an entity, or the defaults); empty means unset.
+func checkShape(where, idField, versionField, versionHeader string) []string {
+	var msgs []string
+	if idField != "" && !fieldNamePattern.MatchString(idField) {
+		msgs = append(msgs, fmt.Sprintf("%s.external_id_field: %q is not a plain member name; use up to 128 letters, digits, _, -, $ or @ (e.g. external_ref)", where, idField))
+	}
+	if versionField != "" && versionField != VersionNone && !fieldNamePattern.MatchString(versionField) {
+		msgs = append(msgs, fmt.Sprintf("%s.version_field: %q is not a plain member name; use up to 128 letters, digits, _, -, $ or @ (e.g. rev), or %q to leave the version out of the body", where, versionField, VersionNone))
+	}
+	switch h := versionHeader; {
+	case h == "" || h == VersionNone:
+	case !headerNamePattern.MatchString(h):
+		msgs = append(msgs, fmt.Sprintf("%s.version_header: %q is not a valid HTTP header name; use the header your API reads the version from (e.g. X-Source-Version), or %q", where, h, VersionNone))
+	case slices.Contains(sinkSetHeaders, http.CanonicalHeaderKey(h)):
+		msgs = append(msgs, fmt.Sprintf("%s.version_header: %q is set by the sink itself; use the header your API reads the version from (e.g. X-Source-Version)", where, h))
+	}
+	return msgs
 }
 
 func checkBaseURL(raw string) string {

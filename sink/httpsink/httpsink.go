@@ -123,6 +123,10 @@ type entity struct {
 	listExternalID         jsonPath
 	perPage, firstPage     int
 	idPath                 jsonPath
+	// versionHeader, when not empty, carries the version of every create
+	// and update, as an entity tag when versionETag.
+	versionHeader string
+	versionETag   bool
 }
 
 var (
@@ -351,9 +355,13 @@ func (s *Sink) entity(kind opKind, name string) (*entity, error) {
 
 // recordData prepares the template data of a create or update and, when
 // op has the default body, the body. The data is decoded only when a
-// template reads it or spliceBody cannot vouch for it.
+// template reads it or bodyShape.splice cannot vouch for it.
 func recordData(op *operation, r sink.Record) (TemplateData, []byte, error) {
 	d := TemplateData{Entity: r.Entity, Key: r.Key, Version: r.Version}
+	shape := op.shape
+	if shape == nil {
+		shape = defaultShape
+	}
 	raw := r.Data
 	if trimmed := bytes.TrimSpace(raw); len(trimmed) == 0 || string(trimmed) == "null" {
 		raw = []byte("{}")
@@ -367,7 +375,7 @@ func recordData(op *operation, r sink.Record) (TemplateData, []byte, error) {
 	ok := false
 	switch {
 	case op.body == nil:
-		body, ok = spliceBody(raw, r.Key, r.Version)
+		body, ok = shape.splice(raw, r.Key, r.Version)
 	case !op.usesData:
 		ok = objectStart(raw)
 	}
@@ -379,7 +387,7 @@ func recordData(op *operation, r sink.Record) (TemplateData, []byte, error) {
 		return d, nil, &sink.Error{Op: op.kind.String(), Err: fmt.Errorf("event data of %s/%s is not a JSON object: %w", r.Entity, r.Key, err)}
 	}
 	if op.body == nil && !ok {
-		if body, err = mapBody(d.Data, d.Key, d.Version); err != nil {
+		if body, err = shape.mapBody(d.Data, d.Key, d.Version); err != nil {
 			return d, nil, &sink.Error{Op: op.kind.String(), Err: fmt.Errorf("encode %s body: %w", op.kind, err)}
 		}
 	}
@@ -459,6 +467,9 @@ func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data Templa
 	for k, v := range headers {
 		req.Header[k] = v
 	}
+	if ent.versionHeader != "" && (op.kind == opCreate || op.kind == opUpdate) {
+		req.Header[ent.versionHeader] = []string{versionHeaderValue(data.Version, ent.versionETag)}
+	}
 
 	start := s.now()
 	resp, err := s.client.Do(req)
@@ -511,6 +522,18 @@ func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data Templa
 	}
 	s.finish(opName, ent.name, status, start, serr)
 	return serr
+}
+
+// versionHeaderValue is the version as a header value: a decimal number,
+// or a strong entity tag ("7") for If-Match and If-None-Match.
+func versionHeaderValue(version int64, etag bool) string {
+	if !etag {
+		return strconv.FormatInt(version, 10)
+	}
+	var b [24]byte
+	out := append(b[:0], '"')
+	out = strconv.AppendInt(out, version, 10)
+	return string(append(out, '"'))
 }
 
 func (s *Sink) transportError(opName string, ent *entity, op *operation, target string, err error) error {

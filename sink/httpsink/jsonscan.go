@@ -288,12 +288,46 @@ func validNumber(s []byte) bool {
 	return len(s) == 0
 }
 
-// spliceBody is the default body, data with "external_id" (key) and
-// "version" set, built from data's bytes instead of a decoded map: same
-// members, same values, in data's order with the two appended. It reports
-// false when data is not a JSON object that the walker can vouch for in
-// strict mode; the caller then decodes it (recordData).
+// bodyShape is where the default body puts the event's key and version.
+type bodyShape struct {
+	idField      string // member holding the key
+	versionField string // member holding the version; "" leaves it out
+	// idLit and versionLit are the members' names as JSON string
+	// literals (the names need no escaping: fieldNamePattern).
+	idLit, versionLit string
+}
+
+// defaultShape is the default body's shape unless configured otherwise.
+var defaultShape = newBodyShape(DefaultExternalIDField, DefaultVersionField)
+
+// newBodyShape returns the shape with the key in idField and the version
+// in versionField, none when versionField is VersionNone or empty.
+func newBodyShape(idField, versionField string) *bodyShape {
+	s := &bodyShape{idField: idField, idLit: `"` + idField + `"`}
+	if versionField != "" && versionField != VersionNone {
+		s.versionField, s.versionLit = versionField, `"`+versionField+`"`
+	}
+	return s
+}
+
+// sets reports whether the member name literal is one the shape sets.
+func (s *bodyShape) sets(name []byte) bool {
+	return string(name) == s.idLit || s.versionLit != "" && string(name) == s.versionLit
+}
+
+// spliceBody is the default body of the default shape; see
+// bodyShape.splice.
 func spliceBody(data []byte, key string, version int64) ([]byte, bool) {
+	return defaultShape.splice(data, key, version)
+}
+
+// splice is the default body, data with the external-id member (key) and
+// the version member set, built from data's bytes instead of a decoded
+// map: same members, same values, in data's order with the shape's
+// appended. It reports false when data is not a JSON object that the
+// walker can vouch for in strict mode; the caller then decodes it
+// (recordData).
+func (s *bodyShape) splice(data []byte, key string, version int64) ([]byte, bool) {
 	w := &walker{b: data, strict: true}
 	start := skipWS(data, 0)
 	if start >= len(data) || data[start] != '{' {
@@ -302,7 +336,7 @@ func spliceBody(data []byte, key string, version int64) ([]byte, bool) {
 	members, replaced := 0, 0
 	end := w.composite(start, 1, func(name []byte, _, at int) int {
 		members++
-		if string(name) == `"external_id"` || string(name) == `"version"` {
+		if s.sets(name) {
 			replaced++
 		}
 		return w.value(at, 2)
@@ -310,7 +344,7 @@ func spliceBody(data []byte, key string, version int64) ([]byte, bool) {
 	if end < 0 || skipWS(data, end) != len(data) {
 		return nil, false
 	}
-	out := make([]byte, 0, len(data)+len(key)+48)
+	out := make([]byte, 0, len(data)+len(key)+len(s.idLit)+len(s.versionLit)+28)
 	out = append(out, '{')
 	switch {
 	case members == 0:
@@ -322,7 +356,7 @@ func spliceBody(data []byte, key string, version int64) ([]byte, bool) {
 		w.strict = false
 		w.composite(start, 1, func(name []byte, nameAt, at int) int {
 			valueEnd := w.value(at, 2)
-			if string(name) != `"external_id"` && string(name) != `"version"` {
+			if !s.sets(name) {
 				if kept > 0 {
 					out = append(out, ',')
 				}
@@ -335,10 +369,15 @@ func spliceBody(data []byte, key string, version int64) ([]byte, bool) {
 	if members > replaced {
 		out = append(out, ',')
 	}
-	out = append(out, `"external_id":`...)
+	out = append(out, s.idLit...)
+	out = append(out, ':')
 	out = appendJSONString(out, key)
-	out = append(out, `,"version":`...)
-	out = strconv.AppendInt(out, version, 10)
+	if s.versionLit != "" {
+		out = append(out, ',')
+		out = append(out, s.versionLit...)
+		out = append(out, ':')
+		out = strconv.AppendInt(out, version, 10)
+	}
 	return append(out, '}'), true
 }
 

@@ -28,7 +28,7 @@ func decodedBody(t testing.TB, data []byte, key string, version int64) ([]byte, 
 			return nil, false
 		}
 	}
-	body, err := mapBody(m, key, version)
+	body, err := defaultShape.mapBody(m, key, version)
 	if err != nil {
 		t.Fatalf("mapBody: %v", err)
 	}

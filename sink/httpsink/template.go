@@ -28,11 +28,44 @@ type TemplateData struct {
 }
 
 // templateFuncs is the small function map templates get: json to embed a
-// value in a body, query and path to embed one in a URL.
+// value in a body, query and path to embed one in a URL, merge to add
+// members to an object.
 var templateFuncs = template.FuncMap{
 	"json":  jsonFunc,
 	"query": url.QueryEscape,
 	"path":  url.PathEscape,
+	"merge": mergeFunc,
+}
+
+// mergeFunc returns a copy of the object obj with members set from
+// name-value pairs, replacing members of those names:
+// {{ merge .Data "external_ref" .Key "rev" .Version | json }}. obj is .Data,
+// a member of it holding an object, the result of another merge, or nil (an
+// absent member: an empty object). obj itself is not changed.
+func mergeFunc(obj any, pairs ...any) (map[string]any, error) {
+	var src map[string]any
+	switch o := obj.(type) {
+	case nil:
+	case map[string]any:
+		src = o
+	default:
+		return nil, fmt.Errorf("merge: first argument is %T, not an object; pass .Data or a member of it that holds an object", obj)
+	}
+	if len(pairs)%2 != 0 {
+		return nil, fmt.Errorf("merge: %d arguments after the object; give name-value pairs, e.g. merge .Data \"external_ref\" .Key", len(pairs))
+	}
+	out := make(map[string]any, len(src)+len(pairs)/2)
+	for k, v := range src {
+		out[k] = v
+	}
+	for i := 0; i < len(pairs); i += 2 {
+		name, ok := pairs[i].(string)
+		if !ok {
+			return nil, fmt.Errorf("merge: argument %d is %T, not a member name; member names are quoted strings", i+2, pairs[i])
+		}
+		out[name] = pairs[i+1]
+	}
+	return out, nil
 }
 
 func jsonFunc(v any) (string, error) {
@@ -111,6 +144,9 @@ type operation struct {
 	usesData bool
 	// plainPath is path as parts when it is that simple (compilePlain).
 	plainPath []plainPart
+	// shape is where a create's or update's default body puts the key and
+	// version; nil means defaultShape.
+	shape *bodyShape
 }
 
 // Sample values used to render templates at load. The key and remote id
@@ -286,16 +322,18 @@ func listFields(fields []templateField) string {
 }
 
 // mapBody is the default body built from decoded data: the data object
-// with "external_id" and "version" added, which is what most APIs with an
-// external-id field want. spliceBody builds the same from data's bytes;
-// this is for the data it leaves alone.
-func mapBody(data map[string]any, key string, version int64) ([]byte, error) {
+// with the shape's external-id and version members set, which is what most
+// APIs with an external-id field want. bodyShape.splice builds the same
+// from data's bytes; this is for the data it leaves alone.
+func (s *bodyShape) mapBody(data map[string]any, key string, version int64) ([]byte, error) {
 	merged := make(map[string]any, len(data)+2)
 	for k, v := range data {
 		merged[k] = v
 	}
-	merged["external_id"] = key
-	merged["version"] = version
+	merged[s.idField] = key
+	if s.versionField != "" {
+		merged[s.versionField] = version
+	}
 	return marshalJSON(merged)
 }
 
