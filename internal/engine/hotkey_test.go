@@ -3,8 +3,11 @@ package engine
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
@@ -144,4 +147,37 @@ func TestWorkerRetriesEventsBeyondTheWaitingLimitInTheShortestTier(t *testing.T)
 		t.Errorf("%d events retried as failures; waiting is not failing", n)
 	}
 	expectNewest(t, h, keys, 8)
+}
+
+// Versions of a key that waited behind the one being written cost no API
+// call: the newest of them is applied next, the rest are settled stale
+// after it, and eventsync_events_coalesced_total counts the calls saved.
+func TestWorkerCoalescesTheVersionsOfAKeyInHand(t *testing.T) {
+	h, _, gate, b, w, _ := gatedWorker(t, func(c *Config) { c.Concurrency, c.Prefetch = 16, 64 })
+	keys := []string{"burst"}
+	publishVersions(t, b, keys, 10)
+	waitUntil(t, 10*time.Second, "version 1's create held and nine versions waiting", func() bool {
+		return gate.waiting.Load() == 1 && w.keys.waitingOn(bus.Live) == 9
+	})
+	close(gate.release)
+	waitUntil(t, 30*time.Second, "every event acked", func() bool { return acked(w) >= 10 })
+	expectNewest(t, h, keys, 10)
+	var writes int64
+	for method, byStatus := range h.api.Stats().Requests {
+		if method != http.MethodGet {
+			for _, n := range byStatus {
+				writes += n
+			}
+		}
+	}
+	if writes != 2 {
+		t.Errorf("%d API writes for ten versions in hand (%v), want 2: the one under way and the newest", writes, h.api.Stats().Requests)
+	}
+	var saved dto.Metric
+	if err := w.metrics.coalesced.WithLabelValues(string(bus.Live)).Write(&saved); err != nil {
+		t.Fatal(err)
+	}
+	if n := saved.GetCounter().GetValue(); n != 8 {
+		t.Errorf("eventsync_events_coalesced_total = %v, want 8 (versions 2 to 9)", n)
+	}
 }

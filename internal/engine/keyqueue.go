@@ -114,21 +114,59 @@ func (q *keyQueue) handOn(k store.Key) *waiter {
 		// A new round, newest last so it is taken first; the rest follow
 		// newest to oldest.
 		kw.round, kw.next = kw.next, kw.round[:0]
-		slices.SortStableFunc(kw.round, func(a, b *waiter) int {
-			switch {
-			case a.ev.Version < b.ev.Version:
-				return -1
-			case a.ev.Version > b.ev.Version:
-				return 1
-			}
-			return 0
-		})
+		sortRound(kw.round)
 	}
 	w := kw.round[len(kw.round)-1]
 	kw.round[len(kw.round)-1] = nil
 	kw.round = kw.round[:len(kw.round)-1]
 	q.count(w.stream, -1)
 	return w
+}
+
+// yieldToNewer is called by k's holder before it applies self: when a
+// newer version of k waits, self joins the waiting (to follow the newest,
+// which the holder's handOn returns next) and yieldToNewer reports true.
+// So only the newest version in hand costs an API call; the older ones are
+// settled after it is committed, as stale, with no call (coalescing).
+func (q *keyQueue) yieldToNewer(k store.Key, self waiter) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	kw := q.keys[k]
+	if kw == nil {
+		return false
+	}
+	newer := false
+	for _, ws := range [2][]*waiter{kw.round, kw.next} {
+		for _, w := range ws {
+			newer = newer || w.ev.Version > self.ev.Version
+		}
+	}
+	if !newer {
+		return false
+	}
+	// One round of everything in hand, newest last so it is taken first.
+	p := new(waiter)
+	*p = self
+	kw.round = append(append(kw.round, kw.next...), p)
+	clear(kw.next)
+	kw.next = kw.next[:0]
+	sortRound(kw.round)
+	q.count(self.stream, 1)
+	return true
+}
+
+// sortRound orders a round by version, newest last (taken first); equal
+// versions keep their order.
+func sortRound(round []*waiter) {
+	slices.SortStableFunc(round, func(a, b *waiter) int {
+		switch {
+		case a.ev.Version < b.ev.Version:
+			return -1
+		case a.ev.Version > b.ev.Version:
+			return 1
+		}
+		return 0
+	})
 }
 
 // expired removes and returns the waiters received before cutoff (their

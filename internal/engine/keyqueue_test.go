@@ -109,3 +109,36 @@ func TestKeyQueueExpiredRemovesOnlyLongWaits(t *testing.T) {
 		t.Fatalf("handed on %v after expiry, want [3]", got)
 	}
 }
+
+// A holder about to apply an older version yields to a newer one in hand:
+// the newest goes next, the holder's follows with the rest of the round.
+func TestKeyQueueHolderYieldsToANewerVersion(t *testing.T) {
+	q := newKeyQueue(100, nil)
+	k := store.Key{Entity: "listing", Key: "k"}
+	now := time.Now()
+	self := waiterOf(bus.Live, 2, now)
+	if got := q.enter(k, self); got != entryHold {
+		t.Fatalf("first enter = %d, want hold", got)
+	}
+	if q.yieldToNewer(k, self) {
+		t.Fatal("yielded with nothing waiting")
+	}
+	q.enter(k, waiterOf(bus.Live, 1, now))
+	if q.yieldToNewer(k, self) {
+		t.Fatal("yielded to an older version")
+	}
+	q.enter(k, waiterOf(bus.Resync, 7, now))
+	q.enter(k, waiterOf(bus.Live, 4, now))
+	if !q.yieldToNewer(k, self) {
+		t.Fatal("did not yield to versions 7 and 4")
+	}
+	if n := q.waitingOn(bus.Live); n != 3 {
+		t.Fatalf("%d live deliveries waiting after the yield, want 3 (1, 4 and the holder's 2)", n)
+	}
+	if got, want := handOnAll(q, k), []int64{7, 4, 2, 1}; !slices.Equal(got, want) {
+		t.Fatalf("handed on %v, want %v", got, want)
+	}
+	if got := q.enter(k, waiterOf(bus.Live, 8, now)); got != entryHold {
+		t.Fatalf("enter after the key was freed = %d, want hold", got)
+	}
+}

@@ -17,6 +17,7 @@ type Metrics struct {
 	events      *prometheus.CounterVec
 	inFlight    *prometheus.GaugeVec
 	waiting     *prometheus.GaugeVec
+	coalesced   *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	lag         *prometheus.HistogramVec
 	sinkLatency *prometheus.HistogramVec
@@ -38,6 +39,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "eventsync_events_waiting_for_key",
 			Help: "Events waiting in memory for another event of their key in this worker, by stream.",
+		}, []string{"stream"}),
+		coalesced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventsync_events_coalesced_total",
+			Help: "Deliveries that waited in this worker behind a newer version of their key and were settled without an API call (stale once it was applied): calls saved, by stream.",
 		}, []string{"stream"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "eventsync_event_duration_seconds",
@@ -63,7 +68,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"stream"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.inFlight, m.waiting, m.duration, m.lag, m.sinkLatency, m.breaker, m.paused)
+		reg.MustRegister(m.events, m.inFlight, m.waiting, m.coalesced, m.duration, m.lag, m.sinkLatency, m.breaker, m.paused)
 	}
 	return m
 }

@@ -408,6 +408,18 @@ func (w *Worker) handle(ctx context.Context, t task) (key store.Key, holds bool)
 			return key, false
 		}
 	}
+	if w.keys.yieldToNewer(key, waiter{stream: t.stream, d: t.d, ev: ev, since: t.since}) {
+		// A newer version of the key is in this worker: it goes first and
+		// this one follows it, stale by then (no API call, and settled only
+		// after the newer one's outcome).
+		if w.tracer != nil {
+			traceQueued(ctx)
+		}
+		if t.probe {
+			w.breaker.Record(true, false, false)
+		}
+		return key, true
+	}
 	w.settle(ctx, t, w.applier.applyEvent(bus.WithStream(ctx, t.stream), ev, t.d.Body(), t.d.Attempt()))
 	return key, true
 }
@@ -470,6 +482,10 @@ func (w *Worker) settle(ctx context.Context, t task, out Outcome) {
 		w.cfg.Logger.Info("API answered the probe; pulling events again")
 	}
 	w.metrics.events.WithLabelValues(string(stream), string(out.Result)).Inc()
+	if t.held && (out.Result == ResultStale || out.Result == ResultSuperseded) {
+		// It waited here behind a newer version of its key: a call saved.
+		w.metrics.coalesced.WithLabelValues(string(stream)).Inc()
+	}
 	end := w.cfg.Now()
 	w.metrics.duration.WithLabelValues(string(stream)).Observe(end.Sub(t.since).Seconds())
 	if success && !out.OccurredAt.IsZero() {
