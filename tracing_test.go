@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -18,6 +17,7 @@ import (
 	"github.com/eventsync/eventsync/bus/rabbitmq"
 	"github.com/eventsync/eventsync/bus/rabbitmq/rabbitmqtest"
 	"github.com/eventsync/eventsync/fakeapi"
+	"github.com/eventsync/eventsync/internal/tracing/tracingtest"
 	"github.com/eventsync/eventsync/sink/httpsink"
 	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/source/sqlite"
@@ -112,19 +112,19 @@ func TestOneChangeIsOneTrace(t *testing.T) {
 	spans := exp.GetSpans()
 	var row tracetest.SpanStub
 	for _, s := range spans {
-		if s.Name == "create live" && attr(s, "eventsync.key") == "7" {
+		if s.Name == "create live" && tracingtest.Attr(s, "eventsync.key") == "7" {
 			row = s
 		}
 	}
 	if !row.SpanContext.IsValid() {
-		t.Fatalf("no relay span for the row among %v", spanNames(spans))
+		t.Fatalf("no relay span for the row among %v", tracingtest.Names(spans))
 	}
 	traceID := row.SpanContext.TraceID()
 	inTrace := map[string][]tracetest.SpanStub{}
 	for _, s := range spans {
 		if s.SpanContext.TraceID() == traceID {
 			inTrace[s.Name] = append(inTrace[s.Name], s)
-		} else if attr(s, "eventsync.key") == "7" {
+		} else if tracingtest.Attr(s, "eventsync.key") == "7" {
 			t.Errorf("span %q of the change is in trace %s, not the change's %s", s.Name, s.SpanContext.TraceID(), traceID)
 		}
 	}
@@ -147,8 +147,8 @@ func TestOneChangeIsOneTrace(t *testing.T) {
 	}
 	process := one("process live")
 	child(process, row)
-	if process.SpanKind != trace.SpanKindConsumer || attr(process, "eventsync.result") != "applied" {
-		t.Errorf("process span: kind %s, result %q; want consumer, applied", process.SpanKind, attr(process, "eventsync.result"))
+	if process.SpanKind != trace.SpanKindConsumer || tracingtest.Attr(process, "eventsync.result") != "applied" {
+		t.Errorf("process span: kind %s, result %q; want consumer, applied", process.SpanKind, tracingtest.Attr(process, "eventsync.result"))
 	}
 	child(one("lease"), process)
 	call := one("sink create")
@@ -163,21 +163,4 @@ func TestOneChangeIsOneTrace(t *testing.T) {
 	if len(got) != 1 || got[0].Traceparent != want {
 		t.Fatalf("the fake API received %+v, want one request with traceparent %s", got, want)
 	}
-}
-
-func attr(s tracetest.SpanStub, k attribute.Key) string {
-	for _, kv := range s.Attributes {
-		if kv.Key == k {
-			return kv.Value.Emit()
-		}
-	}
-	return ""
-}
-
-func spanNames(spans tracetest.SpanStubs) []string {
-	out := make([]string, len(spans))
-	for i, s := range spans {
-		out[i] = s.Name
-	}
-	return out
 }

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -15,6 +14,7 @@ import (
 	"github.com/eventsync/eventsync/bus/rabbitmq"
 	"github.com/eventsync/eventsync/bus/rabbitmq/rabbitmqtest"
 	"github.com/eventsync/eventsync/internal/tracing"
+	"github.com/eventsync/eventsync/internal/tracing/tracingtest"
 )
 
 // TestWorkerContinuesTheMessagesTrace: a delivery's span is a child of
@@ -71,7 +71,7 @@ func TestWorkerContinuesTheMessagesTrace(t *testing.T) {
 		if s.SpanKind != trace.SpanKindConsumer {
 			t.Errorf("process span of kind %s, want consumer", s.SpanKind)
 		}
-		switch attr(s, tracing.AttrResult) {
+		switch tracingtest.Attr(s, tracing.AttrResult) {
 		case string(ResultApplied):
 			applied = s
 		case string(ResultParked):
@@ -84,33 +84,15 @@ func TestWorkerContinuesTheMessagesTrace(t *testing.T) {
 	if parked.Status.Code != codes.Error {
 		t.Errorf("parked span status %v, want error", parked.Status)
 	}
-	if got := attr(applied, tracing.AttrKey); got != "traced" {
+	if got := tracingtest.Attr(applied, tracing.AttrKey); got != "traced" {
 		t.Errorf("applied span key %q, want traced", got)
 	}
 	for _, name := range []string{"lease", "sink create", "commit"} {
 		if len(byName[name]) != 1 {
-			t.Fatalf("%d %q spans, want 1 (spans: %v)", len(byName[name]), name, names(spans))
+			t.Fatalf("%d %q spans, want 1 (spans: %v)", len(byName[name]), name, tracingtest.Names(spans))
 		}
 		if s := byName[name][0]; s.Parent.SpanID() != applied.SpanContext.SpanID() {
 			t.Errorf("%q span's parent %s, want the process span %s", name, s.Parent.SpanID(), applied.SpanContext.SpanID())
 		}
 	}
-}
-
-// attr returns the span's attribute k as text, "" when absent.
-func attr(s tracetest.SpanStub, k attribute.Key) string {
-	for _, kv := range s.Attributes {
-		if kv.Key == k {
-			return kv.Value.Emit()
-		}
-	}
-	return ""
-}
-
-func names(spans tracetest.SpanStubs) []string {
-	out := make([]string, len(spans))
-	for i, s := range spans {
-		out[i] = s.Name
-	}
-	return out
 }
