@@ -138,6 +138,7 @@ func newRoot(env Env, started *bool) *cobra.Command {
 		newResyncCmd(env),
 		newVerifyCmd(env),
 		newDemoCmd(env),
+		newHealthcheckCmd(env),
 	)
 	root.InitDefaultCompletionCmd()
 	for _, c := range root.Commands() {
