@@ -201,7 +201,9 @@ func (c *Client) busLocked(ctx context.Context) (bus.Bus, error) {
 		}
 		name = "embedded " + url
 	}
-	b, err := openBus(ctx, c.params(url))
+	p := c.params(url)
+	p.Partitions = c.cfg.BusPartitions
+	b, err := openBus(ctx, p)
 	if err != nil {
 		return nil, setting.Errorf("bus", "open the bus: %w", err)
 	}

@@ -32,6 +32,12 @@ type Config struct {
 	// as bus and store). It is used only when Bus or Store is empty; with
 	// both empty and no DataDir there is no deployment to connect to.
 	DataDir string `yaml:"data_dir" doc:"directory of an embedded deployment (NATS JetStream as bus and store), used when bus or store is empty"`
+	// BusPartitions turns on per-key ordered mode when above 0: each
+	// stream is split into this many partitions by the event's entity and
+	// key, each consumed by one worker at a time, so one key's events
+	// reach one worker in order. Every process of a deployment (relays,
+	// workers, publish, resync) must use the same value.
+	BusPartitions int `yaml:"bus_partitions" doc:"per-key ordered mode: partitions per stream, each consumed by one worker at a time (RabbitMQ: consistent-hash exchange, single active consumer); the same in every process; 0 = competing consumers (default 0)"`
 
 	Worker   WorkerConfig   `yaml:"worker"`
 	Throttle ThrottleConfig `yaml:"throttle"`
@@ -186,6 +192,9 @@ func (c Config) Validate() error {
 		if _, err := lookupScheme(chk.kind, chk.url); err != nil {
 			errs = append(errs, setting.Errorf(chk.key, "%s: %w", chk.key, err))
 		}
+	}
+	if c.BusPartitions < 0 || c.BusPartitions > 1024 {
+		errs = append(errs, setting.Errorf("bus_partitions", "bus_partitions: %d must be 0 (competing consumers) to 1024", c.BusPartitions))
 	}
 	d := c.WithDefaults()
 	if d.HasSink() {

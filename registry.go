@@ -12,6 +12,7 @@ import (
 	"github.com/eventsync/eventsync/bus/natsjs"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
 	"github.com/eventsync/eventsync/internal/redact"
+	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/source"
 	pgsource "github.com/eventsync/eventsync/source/postgres"
 	"github.com/eventsync/eventsync/source/sqlite"
@@ -42,7 +43,9 @@ func (k adapterKind) String() string {
 type openParams struct {
 	URL       string
 	Namespace string
-	Logger    *slog.Logger
+	// Partitions is Config.BusPartitions (buses only).
+	Partitions int
+	Logger     *slog.Logger
 }
 
 type adapter struct {
@@ -57,10 +60,13 @@ type adapter struct {
 var adapters = []adapter{
 	{kind: kindBus, schemes: []string{"amqp", "amqps"}, example: "amqp://user:pass@host:5672/",
 		bus: func(ctx context.Context, p openParams) (bus.Bus, error) {
-			return rabbitmq.Open(ctx, rabbitmq.Config{URL: p.URL, Namespace: p.Namespace, Logger: p.Logger})
+			return rabbitmq.Open(ctx, rabbitmq.Config{URL: p.URL, Namespace: p.Namespace, Partitions: p.Partitions, Logger: p.Logger})
 		}},
 	{kind: kindBus, schemes: []string{"nats"}, example: "nats://host:4222",
 		bus: func(ctx context.Context, p openParams) (bus.Bus, error) {
+			if p.Partitions > 0 {
+				return nil, setting.Errorf("bus_partitions", "bus_partitions %d: per-key ordered mode needs RabbitMQ (amqp://) for now; with NATS set bus_partitions: 0", p.Partitions)
+			}
 			return natsjs.Open(ctx, natsjs.Config{URL: p.URL, Namespace: p.Namespace, Logger: p.Logger})
 		}},
 	{kind: kindStore, schemes: []string{"postgres", "postgresql"}, example: "postgres://user:pass@host:5432/db",

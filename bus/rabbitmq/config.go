@@ -35,6 +35,14 @@ type Config struct {
 	// message that crashes every consumer from looping forever. Default 20,
 	// RabbitMQ 4's own default for quorum queues.
 	DeliveryLimit int
+	// Partitions turns on per-key ordered mode when above 0: each stream
+	// is split into this many partition queues behind a consistent-hash
+	// exchange (the rabbitmq_consistent_hash_exchange plugin), keyed by
+	// the event's entity and key, each with a single active consumer. One
+	// key's events then reach one worker, in order. 0 (the default) is
+	// one queue per stream with competing consumers. Every process of a
+	// deployment must use the same value; see docs/ARCHITECTURE.md.
+	Partitions int
 	// ConnectTimeout bounds the TCP and AMQP handshake. Default 10s.
 	ConnectTimeout time.Duration
 	// ReconnectMaxBackoff caps the pause between reconnect attempts after
@@ -98,6 +106,9 @@ func (c Config) Validate() error {
 		if tier > 24*time.Hour*24 {
 			return fmt.Errorf("rabbitmq: retry tier %v is over 24 days, beyond RabbitMQ's message TTL range", tier)
 		}
+	}
+	if c.Partitions < 0 || c.Partitions > maxPartitions {
+		return setting.Errorf("bus_partitions", "rabbitmq: bus_partitions %d must be 0 (competing consumers) to %d", c.Partitions, maxPartitions)
 	}
 	if c.DeliveryLimit < 1 {
 		return fmt.Errorf("rabbitmq: delivery limit %d must be at least 1", c.DeliveryLimit)

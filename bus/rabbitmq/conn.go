@@ -98,12 +98,22 @@ func newConnManager(cfg Config, topo topology) (*connManager, error) {
 }
 
 func declareOn(conn *amqp.Connection, topo topology) error {
+	// What a switch of bus_partitions leaves behind is checked first, so a
+	// refused switch declares nothing that would take messages.
+	old, err := topo.findLeftovers(conn)
+	if err != nil {
+		return err
+	}
 	ch, err := conn.Channel()
 	if err != nil {
 		return fmt.Errorf("open channel to declare topology: %w", err)
 	}
-	defer func() { _ = ch.Close() }()
-	return topo.declare(ch)
+	err = topo.declare(ch)
+	_ = ch.Close()
+	if err != nil {
+		return err
+	}
+	return topo.retire(conn, old)
 }
 
 func (m *connManager) setConn(conn *amqp.Connection) {

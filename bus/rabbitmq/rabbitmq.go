@@ -69,7 +69,7 @@ func Open(ctx context.Context, cfg Config) (_ *Bus, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("open RabbitMQ bus: %w", err)
 	}
-	topo := topology{ns: cfg.Namespace, tiers: cfg.RetryTiers, deliveryLimit: cfg.DeliveryLimit}
+	topo := topology{ns: cfg.Namespace, tiers: cfg.RetryTiers, deliveryLimit: cfg.DeliveryLimit, partitions: cfg.Partitions}
 	m, err := newConnManager(cfg, topo)
 	if err != nil {
 		return nil, err
@@ -94,9 +94,24 @@ func (b *Bus) ReleaseCountsAttempt() bool {
 	return major < 4 || major == 4 && minor < 3
 }
 
-// Queues lists every queue name of the namespace (streams, retry tiers,
-// parked), e.g. for operators and test cleanup.
+// Queues lists every queue name of the namespace (streams or their
+// partitions, retry tiers, parked), e.g. for operators and test cleanup.
 func (b *Bus) Queues() []string { return b.topo.allQueues() }
+
+// Exchanges lists every exchange of the namespace: the main one, and in
+// ordered mode each stream's consistent-hash exchange.
+func (b *Bus) Exchanges() []string {
+	xs := []string{b.topo.exchange()}
+	if b.topo.partitions > 0 {
+		for _, s := range bus.Streams {
+			xs = append(xs, b.topo.hashExchange(s))
+		}
+	}
+	return xs
+}
+
+// Partitions is the partition count of ordered mode, 0 when off.
+func (b *Bus) Partitions() int { return b.topo.partitions }
 
 // Publish stores msgs on the stream's queue with publisher confirms.
 func (b *Bus) Publish(ctx context.Context, stream bus.Stream, msgs ...bus.Message) error {
@@ -115,6 +130,15 @@ func (b *Bus) Publish(ctx context.Context, stream bus.Stream, msgs ...bus.Messag
 		headers := make(amqp.Table, len(m.Headers))
 		for k, v := range m.Headers {
 			headers[k] = v
+		}
+		if b.topo.partitions > 0 {
+			if _, ok := headers[bus.HeaderPartitionKey]; !ok {
+				key := bus.PartitionKey(m)
+				if key == "" { // not an event: any partition will do
+					key = newMessageID()
+				}
+				headers[bus.HeaderPartitionKey] = key
+			}
 		}
 		out[i] = outgoing{exchange: b.topo.exchange(), key: string(stream), msg: persistent(m.Body, headers, now)}
 	}
@@ -135,7 +159,8 @@ func persistent(body []byte, headers amqp.Table, now time.Time) amqp.Publishing 
 }
 
 // Stats reads queue depths and consumer counts with passive declares.
-// Delayed is the sum of the stream's retry tiers. Unacked is -1: AMQP
+// In ordered mode Ready and Consumers add up the stream's partition queues
+// (every subscribed consumer counts, active or waiting its turn). Delayed is the sum of the stream's retry tiers. Unacked is -1: AMQP
 // tells a client only a queue's ready messages and consumers (the
 // management API knows more, but may not be enabled); each subscription
 // counts its own instead (UnackedCounter). Parked is the parked queue's
@@ -149,11 +174,15 @@ func (b *Bus) Stats(ctx context.Context, stream bus.Stream) (bus.StreamStats, er
 		return bus.StreamStats{}, fmt.Errorf("stats of %s: %w", stream, err)
 	}
 	defer func() { _ = ch.Close() }()
-	q, err := ch.QueueDeclarePassive(b.topo.streamQueue(stream), true, false, false, false, quorumArgs())
-	if err != nil {
-		return bus.StreamStats{}, fmt.Errorf("stats of %s: inspect queue %s: %w", stream, b.topo.streamQueue(stream), err)
+	st := bus.StreamStats{Stream: stream, Unacked: -1}
+	for _, name := range b.topo.consumedQueues(stream) {
+		q, err := ch.QueueDeclarePassive(name, true, false, false, false, quorumArgs())
+		if err != nil {
+			return bus.StreamStats{}, fmt.Errorf("stats of %s: inspect queue %s: %w", stream, name, err)
+		}
+		st.Ready += int64(q.Messages)
+		st.Consumers += q.Consumers
 	}
-	st := bus.StreamStats{Stream: stream, Ready: int64(q.Messages), Consumers: q.Consumers, Unacked: -1}
 	for _, tier := range b.topo.tiers {
 		name := b.topo.tierQueue(stream, tier)
 		tq, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)

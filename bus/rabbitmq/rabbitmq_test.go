@@ -56,8 +56,11 @@ func deleteTopology(t testing.TB, url string, b *rabbitmq.Bus) {
 			return
 		}
 	}
-	if err := ch.ExchangeDelete(b.Namespace(), false, false); err != nil {
-		t.Errorf("cleanup: delete exchange %s: %v", b.Namespace(), err)
+	for _, x := range b.Exchanges() {
+		if err := ch.ExchangeDelete(x, false, false); err != nil {
+			t.Errorf("cleanup: delete exchange %s: %v", x, err)
+			return
+		}
 	}
 }
 

@@ -22,6 +22,12 @@ const DefaultPrefetch = 32
 // and Qos(prefetch). The subscription reopens its channel after a lost
 // connection; deliveries of the dead channel can no longer be settled
 // (their outcome methods return ErrDeliveryLost) and come again.
+//
+// In ordered mode it consumes every partition queue of the stream, each on
+// its own channel with Qos(prefetch), and merges them (bus.FanIn). The
+// broker makes one consumer of each partition active at a time: this one
+// gets deliveries from the partitions it is active on, and takes over
+// others when their consumers go away.
 func (b *Bus) Subscribe(ctx context.Context, stream bus.Stream, opts bus.SubscribeOptions) (bus.Subscription, error) {
 	if _, err := bus.ParseStream(string(stream)); err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
@@ -30,11 +36,30 @@ func (b *Bus) Subscribe(ctx context.Context, stream bus.Stream, opts bus.Subscri
 	if prefetch <= 0 {
 		prefetch = DefaultPrefetch
 	}
+	queues := b.topo.consumedQueues(stream)
+	if len(queues) == 1 {
+		return b.subscribeQueue(ctx, stream, queues[0], prefetch)
+	}
+	subs := make([]bus.Subscription, 0, len(queues))
+	for _, q := range queues {
+		s, err := b.subscribeQueue(ctx, stream, q, prefetch)
+		if err != nil {
+			for _, s := range subs {
+				_ = s.Close()
+			}
+			return nil, err
+		}
+		subs = append(subs, s)
+	}
+	return bus.FanIn(subs...), nil
+}
+
+func (b *Bus) subscribeQueue(ctx context.Context, stream bus.Stream, queue string, prefetch int) (bus.Subscription, error) {
 	if b.isClosed() {
 		return nil, ErrClosed
 	}
 	s := &subscription{
-		b: b, stream: stream, queue: b.topo.streamQueue(stream), prefetch: prefetch,
+		b: b, stream: stream, queue: queue, prefetch: prefetch,
 		out: make(chan bus.Delivery), stopped: make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
@@ -127,7 +152,7 @@ func (s *subscription) open(ctx context.Context) (*consumerChannel, <-chan amqp.
 		_ = ch.Close()
 		return nil, nil, fmt.Errorf("subscribe to %s: set prefetch %d: %w", s.stream, s.prefetch, err)
 	}
-	tag := fmt.Sprintf("%s-%s-%s", s.b.cfg.Namespace, s.stream, newMessageID()[:8])
+	tag := fmt.Sprintf("%s-%s", s.queue, newMessageID()[:8])
 	deliveries, err := ch.Consume(s.queue, tag, false, false, false, false, nil)
 	if err != nil {
 		_ = ch.Close()

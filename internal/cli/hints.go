@@ -25,6 +25,7 @@ var settings = map[string]how{
 	"store":            {flags: []string{"--store"}, yaml: "store", env: "EVENTSYNC_STORE"},
 	"source":           {flags: []string{"--source"}, yaml: "source", env: "EVENTSYNC_SOURCE"},
 	"data_dir":         {flags: []string{"--data-dir"}, yaml: "data_dir", env: "EVENTSYNC_DATA_DIR"},
+	"bus_partitions":   {yaml: "bus_partitions", env: "EVENTSYNC_BUS_PARTITIONS"},
 	"config":           {flags: []string{"--config"}, env: "EVENTSYNC_CONFIG"},
 	"sink":             {yaml: "sink"},
 	"worker.lease_ttl": {yaml: "worker.lease_ttl", env: "EVENTSYNC_WORKER_LEASE_TTL"},
