@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/eventsync/eventsync"
+	"github.com/eventsync/eventsync/internal/envfile"
 	"github.com/eventsync/eventsync/internal/setting"
 )
 
@@ -90,12 +91,22 @@ func envName(key string) string {
 }
 
 // ApplyEnv overrides keys of c from the environment; lookup is
-// os.LookupEnv.
+// os.LookupEnv. Each variable may instead name a file holding its value
+// with the suffix _FILE (EVENTSYNC_STORE_FILE=/run/secrets/store), the
+// way Kubernetes and Docker mount secrets (internal/envfile).
 func ApplyEnv(c *Config, lookup func(string) (string, bool)) error {
+	return applyEnv(c, lookup, os.ReadFile)
+}
+
+func applyEnv(c *Config, lookup func(string) (string, bool), readFile func(string) ([]byte, error)) error {
 	var errs []error
 	walk(reflect.ValueOf(c).Elem(), "", func(key string, _ reflect.StructField, v reflect.Value) {
 		name := envName(key)
-		raw, ok := lookup(name)
+		raw, ok, err := envfile.Lookup(name, lookup, readFile)
+		if err != nil {
+			errs = append(errs, setting.Errorf(key, "environment %s (config key %s): %w", name, key, err))
+			return
+		}
 		if !ok {
 			return
 		}

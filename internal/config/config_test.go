@@ -1,6 +1,10 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +93,121 @@ func FuzzParse(f *testing.F) {
 		if err == nil {
 			_ = cfg.Validate()
 			_ = cfg.HasSink()
+		}
+	})
+}
+
+func TestEnvFromFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	env := map[string]string{
+		"EVENTSYNC_STORE_FILE":              write("store", "postgres://app:s3cret@db:5432/app\n"),
+		"EVENTSYNC_WORKER_CONCURRENCY_FILE": write("conc", "64\r\n"),
+		"EVENTSYNC_BUS":                     "nats://127.0.0.1:4222",
+	}
+	cfg := &Config{}
+	if err := ApplyEnv(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store != "postgres://app:s3cret@db:5432/app" || cfg.Worker.Concurrency != 64 || cfg.Bus != "nats://127.0.0.1:4222" {
+		t.Fatalf("not applied from files: %+v", cfg)
+	}
+
+	env["EVENTSYNC_BUS_FILE"] = write("bus", "nats://other:4222")
+	env["EVENTSYNC_SOURCE_FILE"] = filepath.Join(dir, "missing")
+	err := ApplyEnv(&Config{}, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	for _, want := range []string{"both EVENTSYNC_BUS and EVENTSYNC_BUS_FILE", "EVENTSYNC_SOURCE_FILE", "config key source"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("error shows a file's contents: %v", err)
+	}
+}
+
+// fieldOf returns the field of c at the dotted key.
+func fieldOf(c *Config, key string) reflect.Value {
+	var out reflect.Value
+	walk(reflect.ValueOf(c).Elem(), "", func(k string, _ reflect.StructField, v reflect.Value) {
+		if k == key {
+			out = v
+		}
+	})
+	return out
+}
+
+// FuzzApplyEnv sets one EVENTSYNC_* variable (picked by index) to any
+// value, directly and through its _FILE: both ways agree, an error names
+// the variable, and a value that is accepted is exactly what its type's
+// parser reads (lists: trimmed, no empty items).
+func FuzzApplyEnv(f *testing.F) {
+	vars := EnvVars()
+	for i, v := range vars {
+		f.Add(uint8(i), "1")
+		f.Add(uint8(i), "30s")
+		f.Add(uint8(i), "live, resync,,")
+		f.Add(uint8(i), "true")
+		f.Add(uint8(i), v.Key)
+	}
+	f.Add(uint8(0), "-9223372036854775808")
+	f.Add(uint8(0), "1e400")
+	f.Fuzz(func(t *testing.T, idx uint8, raw string) {
+		v := vars[int(idx)%len(vars)]
+		direct, viaFile := &Config{}, &Config{}
+		errDirect := applyEnv(direct, func(k string) (string, bool) { return raw, k == v.Name }, nil)
+		errFile := applyEnv(viaFile, func(k string) (string, bool) { return "/secret", k == v.Name+"_FILE" },
+			func(string) ([]byte, error) { return []byte(raw + "\n"), nil })
+		if errDirect != nil && !strings.Contains(errDirect.Error(), v.Name) {
+			t.Fatalf("error does not name %s: %v", v.Name, errDirect)
+		}
+		if strings.TrimRight(raw, "\r\n") == raw { // a file loses its trailing line breaks only
+			if (errDirect == nil) != (errFile == nil) || !reflect.DeepEqual(direct, viaFile) {
+				t.Fatalf("%s=%q: direct %+v (%v) differs from the file's %+v (%v)", v.Name, raw, direct, errDirect, viaFile, errFile)
+			}
+		}
+		if errDirect != nil {
+			return
+		}
+		got := fieldOf(direct, v.Key)
+		var want any
+		var perr error
+		switch {
+		case got.Type() == durationType:
+			want, perr = time.ParseDuration(raw)
+		case got.Kind() == reflect.String:
+			want = raw
+		case got.Kind() == reflect.Int:
+			want, perr = strconv.Atoi(raw)
+		case got.Kind() == reflect.Bool:
+			want, perr = strconv.ParseBool(raw)
+		case got.Kind() == reflect.Pointer:
+			var b bool
+			b, perr = strconv.ParseBool(raw)
+			want = &b
+		case got.Kind() == reflect.Float64:
+			want, perr = strconv.ParseFloat(raw, 64)
+		case got.Kind() == reflect.Slice:
+			for _, item := range got.Interface().([]string) {
+				if item == "" || item != strings.TrimSpace(item) || strings.Contains(item, ",") {
+					t.Fatalf("%s=%q: list item %q", v.Name, raw, item)
+				}
+			}
+			return
+		default:
+			t.Fatalf("%s: unexpected kind %s", v.Name, got.Kind())
+		}
+		if perr != nil {
+			t.Fatalf("%s=%q accepted though its parser refuses it: %v", v.Name, raw, perr)
+		}
+		if !reflect.DeepEqual(got.Interface(), reflect.ValueOf(want).Convert(got.Type()).Interface()) {
+			t.Fatalf("%s=%q set %v, want %v", v.Name, raw, got.Interface(), want)
 		}
 	})
 }

@@ -62,7 +62,9 @@ type Defaults struct {
 	// Timeout bounds one HTTP call, including reading the response.
 	Timeout time.Duration `yaml:"timeout"`
 	// Headers are sent with every request. Values may reference environment
-	// variables as ${NAME}; a variable that is not set is a start-up error.
+	// variables as ${NAME}, read from NAME or from the file named by
+	// NAME_FILE (a mounted secret); a variable that is not set is a
+	// start-up error.
 	Headers map[string]string `yaml:"headers"`
 	// MaxBodyExcerpt bounds how much of an error response is kept in the
 	// error (and so in logs and park reasons).
@@ -551,7 +553,7 @@ func checkHeaders(where string, in map[string]string, lookupEnv func(string) (st
 				return v
 			})
 			if len(missing) > 0 {
-				errs = append(errs, fmt.Errorf("%s: environment variable %s is not set; export it before starting eventsync", loc, strings.Join(missing, ", ")))
+				errs = append(errs, fmt.Errorf("%s: environment variable %s is not set; export it, or NAME_FILE naming a file that holds it, before starting eventsync", loc, strings.Join(missing, ", ")))
 				continue
 			}
 		}

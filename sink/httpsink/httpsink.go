@@ -30,6 +30,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventsync/eventsync/internal/envfile"
 	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/sink"
 )
@@ -136,10 +137,20 @@ var (
 
 // New builds a sink from cfg (defaults are applied here, so a Config built
 // in Go needs no WithDefaults call). Header values' ${NAME} references are
-// expanded from the environment now; a missing variable is an error naming it.
+// expanded from the environment now, from the variable NAME or the file
+// named by NAME_FILE (a mounted secret); a missing variable is an error
+// naming it.
 func New(cfg Config, opts ...Option) (*Sink, error) {
-	entities, err := compile(cfg.WithDefaults(), os.LookupEnv)
-	if err != nil {
+	var fileErrs []error
+	entities, err := compile(cfg.WithDefaults(), func(name string) (string, bool) {
+		v, ok, err := envfile.Lookup(name, os.LookupEnv, os.ReadFile)
+		if err != nil {
+			fileErrs = append(fileErrs, err)
+			return "", true // reported here, not as a missing variable
+		}
+		return v, ok
+	})
+	if err = errors.Join(append([]error{err}, fileErrs...)...); err != nil {
 		return nil, fmt.Errorf("invalid sink config: %w", err)
 	}
 	s := &Sink{
