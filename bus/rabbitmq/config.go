@@ -43,6 +43,10 @@ type Config struct {
 	// one queue per stream with competing consumers. Every process of a
 	// deployment must use the same value; see docs/ARCHITECTURE.md.
 	Partitions int
+	// RebalanceInterval is how often an ordered-mode subscription checks
+	// that it is active on no more than its share of the partitions and
+	// hands the excess to the workers waiting for them. Default 5s.
+	RebalanceInterval time.Duration
 	// ConnectTimeout bounds the TCP and AMQP handshake. Default 10s.
 	ConnectTimeout time.Duration
 	// ReconnectMaxBackoff caps the pause between reconnect attempts after
@@ -69,6 +73,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DeliveryLimit == 0 {
 		c.DeliveryLimit = 20
+	}
+	if c.RebalanceInterval <= 0 {
+		c.RebalanceInterval = 5 * time.Second
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 10 * time.Second

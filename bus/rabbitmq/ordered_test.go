@@ -353,3 +353,83 @@ func TestOrderedFailoverToOtherProcess(t *testing.T) {
 		}
 	}
 }
+
+// TestOrderedWorkersSplitPartitions: the first subscriber is active on
+// every partition; a second one joins and rebalancing hands it a share, so
+// both receive events, each key from one of them at a time, and every
+// key's versions reach each of them in order.
+func TestOrderedWorkersSplitPartitions(t *testing.T) {
+	t.Parallel()
+	url := testenv.RabbitMQ(t)
+	ns := testenv.UniqueName("split")
+	open := func() *rabbitmq.Bus {
+		b, err := rabbitmq.Open(context.Background(), rabbitmq.Config{URL: url, Namespace: ns, RetryTiers: testTiers, Partitions: 4, RebalanceInterval: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		return b
+	}
+	a, b := open(), open()
+	t.Cleanup(func() { deleteTopology(t, url, a) })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	subA, err := a.Subscribe(ctx, bus.Live, bus.SubscribeOptions{Prefetch: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = subA.Close() }()
+	subB, err := b.Subscribe(ctx, bus.Live, bus.SubscribeOptions{Prefetch: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = subB.Close() }()
+
+	const keys = 16
+	last := map[string]map[string]int64{"a": {}, "b": {}} // consumer → key → version
+	for round := int64(1); ; round++ {
+		if ctx.Err() != nil {
+			t.Fatal("the second subscriber never got a share of the partitions")
+		}
+		var msgs []bus.Message
+		for k := range keys {
+			msgs = append(msgs, bus.Message{Body: bustest.EventBody("listing", fmt.Sprintf("k%d", k), round)})
+		}
+		if err := a.Publish(ctx, bus.Live, msgs...); err != nil {
+			t.Fatal(err)
+		}
+		by := map[string]string{} // key → consumer, this round
+		for range keys {
+			var d bus.Delivery
+			var who string
+			select {
+			case d = <-subA.Deliveries():
+				who = "a"
+			case d = <-subB.Deliveries():
+				who = "b"
+			case <-ctx.Done():
+				t.Fatalf("round %d: timed out", round)
+			}
+			e := decode(t, d.Body())
+			if e.version <= last[who][e.key] {
+				t.Errorf("%s got %s version %d after %d", who, e.key, e.version, last[who][e.key])
+			}
+			last[who][e.key] = e.version
+			by[e.key] = who
+			if err := d.Ack(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if round == 1 {
+			continue
+		}
+		counts := map[string]int{}
+		for _, who := range by {
+			counts[who]++
+		}
+		if counts["a"] > 0 && counts["b"] > 0 {
+			t.Logf("round %d: keys split %v", round, counts)
+			return
+		}
+	}
+}

@@ -38,29 +38,22 @@ func (b *Bus) Subscribe(ctx context.Context, stream bus.Stream, opts bus.Subscri
 	}
 	queues := b.topo.consumedQueues(stream)
 	if len(queues) == 1 {
-		return b.subscribeQueue(ctx, stream, queues[0], prefetch)
-	}
-	subs := make([]bus.Subscription, 0, len(queues))
-	for _, q := range queues {
-		s, err := b.subscribeQueue(ctx, stream, q, prefetch)
+		s, err := b.subscribeQueue(ctx, stream, queues[0], prefetch)
 		if err != nil {
-			for _, s := range subs {
-				_ = s.Close()
-			}
 			return nil, err
 		}
-		subs = append(subs, s)
+		return s, nil
 	}
-	return bus.FanIn(subs...), nil
+	return b.subscribePartitions(ctx, stream, queues, prefetch)
 }
 
-func (b *Bus) subscribeQueue(ctx context.Context, stream bus.Stream, queue string, prefetch int) (bus.Subscription, error) {
+func (b *Bus) subscribeQueue(ctx context.Context, stream bus.Stream, queue string, prefetch int) (*subscription, error) {
 	if b.isClosed() {
 		return nil, ErrClosed
 	}
 	s := &subscription{
 		b: b, stream: stream, queue: queue, prefetch: prefetch,
-		out: make(chan bus.Delivery), stopped: make(chan struct{}),
+		out: make(chan bus.Delivery), stopped: make(chan struct{}), requeue: make(chan struct{}, 1),
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	// Consume synchronously once, so a missing queue or a dead broker is
@@ -99,6 +92,11 @@ type subscription struct {
 	// and not yet handed out; together they are Unacked.
 	cur      atomic.Pointer[consumerChannel]
 	buffered atomic.Int64
+
+	// received counts deliveries from the broker; requeue asks the
+	// consumer to step back (see partitioned.rebalance).
+	received atomic.Int64
+	requeue  chan struct{}
 }
 
 // consumerChannel is one AMQP channel of a subscription and the count of
@@ -192,8 +190,18 @@ func (s *subscription) run(cc *consumerChannel, deliveries <-chan amqp.Delivery)
 	backoff := 100 * time.Millisecond
 	for {
 		if cc != nil {
-			if s.consume(cc, deliveries) {
+			end := s.consume(cc, deliveries)
+			if end == consumeStopped {
 				break
+			}
+			if end == consumeRequeued {
+				// Registered again on the same channel, behind the
+				// consumers waiting for this queue; the deliveries
+				// handed out stay valid on it.
+				var err error
+				if deliveries, err = s.reconsume(cc); err == nil {
+					continue
+				}
 			}
 			// The channel died (or the broker cancelled the consumer):
 			// its unsettled messages go back to the queue.
@@ -234,11 +242,20 @@ func (s *subscription) run(cc *consumerChannel, deliveries <-chan amqp.Delivery)
 	_ = cc.ch.Close()
 }
 
-// consume hands deliveries out until the subscription stops (true) or the
-// channel dies (false). It takes every delivery as it arrives, so it knows
-// how many the broker handed it (Unacked) even while the consumer takes
-// none; the broker sends at most the prefetch unsettled.
-func (s *subscription) consume(cc *consumerChannel, deliveries <-chan amqp.Delivery) bool {
+// consumeEnd says why consume returned.
+type consumeEnd int
+
+const (
+	consumeStopped  consumeEnd = iota // the subscription ends
+	consumeDied                       // the channel died or the broker cancelled
+	consumeRequeued                   // asked to step back (ordered mode's rebalancing)
+)
+
+// consume hands deliveries out until the subscription stops, the channel
+// dies or a requeue is asked for. It takes every delivery as it arrives,
+// so it knows how many the broker handed it (Unacked) even while the
+// consumer takes none; the broker sends at most the prefetch unsettled.
+func (s *subscription) consume(cc *consumerChannel, deliveries <-chan amqp.Delivery) consumeEnd {
 	s.cur.Store(cc)
 	defer s.buffered.Store(0)
 	var waiting []amqp.Delivery
@@ -257,13 +274,20 @@ func (s *subscription) consume(cc *consumerChannel, deliveries <-chan amqp.Deliv
 				_ = d.Nack(false, true)
 			}
 			s.stopConsuming(cc, deliveries)
-			return true
+			return consumeStopped
+		case <-s.requeue:
+			for _, d := range waiting {
+				_ = d.Nack(false, true)
+			}
+			s.stopConsuming(cc, deliveries)
+			return consumeRequeued
 		case d, ok := <-deliveries:
 			if !ok {
-				return false // the broker requeues the waiting ones
+				return consumeDied // the broker requeues the waiting ones
 			}
 			waiting = append(waiting, d)
 			s.buffered.Add(1)
+			s.received.Add(1)
 		case out <- next:
 			// Counted once handed out: its settlement may come first,
 			// which only drain, after consume returns, would mind.
@@ -273,6 +297,17 @@ func (s *subscription) consume(cc *consumerChannel, deliveries <-chan amqp.Deliv
 			waiting, next = waiting[1:], nil
 		}
 	}
+}
+
+// reconsume registers a new consumer on cc's channel.
+func (s *subscription) reconsume(cc *consumerChannel) (<-chan amqp.Delivery, error) {
+	tag := fmt.Sprintf("%s-%s", s.queue, newMessageID()[:8])
+	deliveries, err := cc.ch.Consume(s.queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return nil, fmt.Errorf("consume queue %s again: %w", s.queue, err)
+	}
+	cc.tag = tag
+	return deliveries, nil
 }
 
 // stopConsuming cancels the consumer and hands back what amqp091 buffered.

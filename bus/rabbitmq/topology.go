@@ -43,6 +43,12 @@ func (t topology) exchange() string                 { return t.ns }
 func (t topology) streamQueue(s bus.Stream) string  { return t.ns + "." + string(s) }
 func (t topology) parkedQueue() string              { return t.ns + ".parked" }
 func (t topology) hashExchange(s bus.Stream) string { return t.ns + "." + string(s) + ".partitions" }
+
+// workersQueue has one consumer per ordered-mode subscription of stream s
+// and never a message: its consumer count is the number of workers, which
+// the partition queues do not tell (a single-active-consumer queue counts
+// only its active consumer).
+func (t topology) workersQueue(s bus.Stream) string { return t.ns + "." + string(s) + ".workers" }
 func (t topology) partitionQueue(s bus.Stream, i int) string {
 	return t.ns + "." + string(s) + ".p" + strconv.Itoa(i)
 }
@@ -107,6 +113,9 @@ func (t topology) allQueues() []string {
 	qs := []string{t.parkedQueue()}
 	for _, s := range bus.Streams {
 		qs = append(qs, t.consumedQueues(s)...)
+		if t.partitions > 0 {
+			qs = append(qs, t.workersQueue(s))
+		}
 		for _, tier := range t.tiers {
 			qs = append(qs, t.tierQueue(s, tier))
 		}
@@ -196,6 +205,9 @@ func (t topology) declarePartitions(ch *amqp.Channel, s bus.Stream) error {
 			return partitionError(declareError("binding of partition queue", q, err))
 		}
 	}
+	if _, err := ch.QueueDeclare(t.workersQueue(s), true, false, false, false, quorumArgs()); err != nil {
+		return partitionError(declareError("queue", t.workersQueue(s), err))
+	}
 	if err := ch.ExchangeBind(hx, string(s), t.exchange(), false, nil); err != nil {
 		return partitionError(declareError("binding of exchange", hx, err))
 	}
@@ -258,6 +270,14 @@ func (t topology) findLeftovers(conn *amqp.Connection) (leftovers, error) {
 				continue
 			}
 			l.exchanges = append(l.exchanges, t.hashExchange(s))
+			found, err := t.leftoverQueue(conn, t.workersQueue(s), fmt.Sprintf(
+				"bus_partitions is 0, but %%s %%s: workers in ordered mode still consume the %s stream; stop them or give this process their bus_partitions", s))
+			if err != nil {
+				return l, err
+			}
+			if found {
+				l.queues = append(l.queues, t.workersQueue(s))
+			}
 		}
 		first := t.partitions
 		for i := first; i < first+maxPartitions; i++ {
