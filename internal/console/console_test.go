@@ -23,6 +23,7 @@ import (
 	"github.com/eventsync/eventsync/bus/rabbitmq/rabbitmqtest"
 	"github.com/eventsync/eventsync/internal/control"
 	"github.com/eventsync/eventsync/internal/ops"
+	"github.com/eventsync/eventsync/internal/resync"
 	"github.com/eventsync/eventsync/internal/testenv"
 	"github.com/eventsync/eventsync/store"
 	pgstore "github.com/eventsync/eventsync/store/postgres"
@@ -416,6 +417,22 @@ func TestPagesAndForms(t *testing.T) {
 	e := newEnv(t, "redis")
 	e.park("HTTP 422: <script>alert(1)</script>", bustest.EventBody("listing", "9", 1))
 	id := e.parked()[0].ID
+
+	// A resync run's checkpoint, as a run writes it after each page.
+	now := time.Now().UTC()
+	cp, _ := json.Marshal(resync.Checkpoint{RunID: "listing-run1", SpecHash: "h", Table: "listings", Entity: "listing",
+		Rows: 250, Total: 1000, Segments: 1, Started: now.Add(-10 * time.Second), Updated: now})
+	if err := e.store.SetControl(e.ctx, resync.CheckpointName("listing-run1"), cp, 0); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := e.call("GET", "/api/v1/resync", "", ""); code != 200 || !strings.Contains(body, `"percent": 25`) || !strings.Contains(body, `"state": "running"`) {
+		t.Errorf("resync runs: %d %s", code, body)
+	}
+	for _, p := range []string{"/", "/resync"} {
+		if _, body, _ := e.call("GET", p, "", ""); !strings.Contains(body, "listing-run1") || !strings.Contains(body, "250 / 1000") {
+			t.Errorf("GET %s does not show the resync run", p)
+		}
+	}
 
 	for _, p := range []string{"/", "/parked", "/parked?entity=listing", "/parked/" + id, "/resync", "/login", "/static/style.css"} {
 		code, body, _ := e.call("GET", p, "", "")

@@ -272,8 +272,10 @@ type ResyncRun struct {
 	Rate float64 `json:"rate_per_s"`
 	// ETASeconds estimates the time left at Rate; -1 when unknown or done.
 	ETASeconds float64 `json:"eta_s"`
-	// State is "done", "running" (updated within the last minute) or
-	// "stalled" (not updated for a minute: interrupted, or draining).
+	// State is "done" (every row published and confirmed; workers may still
+	// be applying them), "running" (checkpointed within the last minute) or
+	// "stalled" (not checkpointed for a minute: interrupted; rerunning the
+	// same command continues it).
 	State string `json:"state"`
 }
 
