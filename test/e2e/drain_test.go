@@ -150,4 +150,3 @@ sink:
 		t.Errorf("after the second worker: %d records for %d keys, %d duplicates", len(api.Records("listings")), events, s.DuplicateRecords)
 	}
 }
-
