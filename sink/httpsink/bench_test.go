@@ -111,4 +111,22 @@ func BenchmarkSinkCPU(b *testing.B) {
 			}
 		}
 	})
+	// The same update to an API with its own names: the key in
+	// external_ref, the version in a header instead of the body.
+	shaped, err := ParseConfig([]byte("defaults: {base_url: \"http://127.0.0.1:1\"}\nentities: {listing: {collection: listings, external_id_field: external_ref, version_field: none, version_header: X-Source-Version}}\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ss, err := New(shaped, WithLogger(nil), WithHTTPClient(&http.Client{Transport: cannedTransport{body: resp}}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("update_shaped", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := ss.Update(context.Background(), "r-12345", rec); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
