@@ -24,7 +24,9 @@ const (
 	DefaultLookupIDs      = "[].id"
 	DefaultListItems      = "data"
 	DefaultListID         = "id"
-	DefaultListExternalID = "external_id"
+	// DefaultListExternalID is the list's external_id path when no
+	// external_id_field is set; the list follows external_id_field.
+	DefaultListExternalID = DefaultExternalIDField
 	DefaultPerPage        = 100
 	DefaultFirstPage      = 1
 	// DefaultExternalIDField is the member of the default body that holds

@@ -315,12 +315,6 @@ func (s *bodyShape) sets(name []byte) bool {
 	return string(name) == s.idLit || s.versionLit != "" && string(name) == s.versionLit
 }
 
-// spliceBody is the default body of the default shape; see
-// bodyShape.splice.
-func spliceBody(data []byte, key string, version int64) ([]byte, bool) {
-	return defaultShape.splice(data, key, version)
-}
-
 // splice is the default body, data with the external-id member (key) and
 // the version member set, built from data's bytes instead of a decoded
 // map: same members, same values, in data's order with the shape's

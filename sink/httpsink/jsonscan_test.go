@@ -35,6 +35,12 @@ func decodedBody(t testing.TB, data []byte, key string, version int64) ([]byte, 
 	return body, true
 }
 
+// spliceBody is the default body of the default shape; see
+// bodyShape.splice.
+func spliceBody(data []byte, key string, version int64) ([]byte, bool) {
+	return defaultShape.splice(data, key, version)
+}
+
 // sameJSON reports whether a and b decode to the same value, numbers
 // compared as written.
 func sameJSON(t testing.TB, a, b []byte) bool {
