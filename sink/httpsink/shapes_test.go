@@ -241,7 +241,9 @@ func byKey(records []map[string]any, externalID string, bookkeeping ...string) m
 func TestShapeFakeAPI(t *testing.T) {
 	t.Parallel()
 	api, err := fakeapi.Start(context.Background(), fakeapi.Config{Logger: slog.New(slog.DiscardHandler), Seed: 18,
-		Faults: fakeapi.Faults{ErrorRate: 0.05, TimeoutRate: 0.03, TimeoutHold: fakeapi.Duration(time.Second)}})
+		// A fifth of the writes land but time out: with about 40 writes,
+		// none timing out has a chance of 1 in 10,000.
+		Faults: fakeapi.Faults{ErrorRate: 0.05, TimeoutRate: 0.2, TimeoutHold: fakeapi.Duration(time.Second)}})
 	if err != nil {
 		t.Fatal(err)
 	}
