@@ -4,7 +4,10 @@
 // a sink.Sink and sink.Lister.
 //
 // Most entities need one line, `listing: {collection: listings}`, which
-// gives the conventional REST routes; see Config.WithDefaults. Responses are
+// gives the conventional REST routes; see Config.WithDefaults. An API with
+// its own names for the key and the version is described by settings
+// (EntityConfig.ExternalIDField, VersionField, VersionHeader), and body
+// templates build other shapes with the merge function. Responses are
 // classified per the sink contract: 2xx succeeds; 404 (or 410) on update and
 // delete is sink.ErrNotFound; 408, 429, 5xx, timeouts and connection errors
 // are retryable, honouring Retry-After; other 4xx are permanent and carry a
