@@ -300,7 +300,8 @@ func leftovers(url string, b *rabbitmq.Bus, stream bus.Stream) string {
 	defer ch.Close() // unacknowledged gets go back to their queues
 	var out []string
 	for _, q := range b.Queues() {
-		if q != b.Namespace()+"."+string(stream) && !strings.HasPrefix(q, b.Namespace()+".retry."+string(stream)+".") {
+		if q != b.Namespace()+"."+string(stream) && !strings.HasPrefix(q, b.Namespace()+"."+string(stream)+".p") &&
+			!strings.HasPrefix(q, b.Namespace()+".retry."+string(stream)+".") {
 			continue
 		}
 		for range 20 {

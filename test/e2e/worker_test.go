@@ -19,6 +19,7 @@ import (
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
 	"github.com/eventsync/eventsync/fakeapi"
+	"github.com/eventsync/eventsync/internal/control"
 	"github.com/eventsync/eventsync/internal/testenv"
 	"github.com/eventsync/eventsync/store"
 	pgstore "github.com/eventsync/eventsync/store/postgres"
@@ -73,12 +74,17 @@ var poison = map[string]string{
 func TestWorkersConvergeUnderChaos(t *testing.T) {
 	for _, storeKind := range []string{"postgres", "redis"} {
 		t.Run(storeKind, func(t *testing.T) {
-			testWorkersConverge(t, storeKind)
+			testWorkersConverge(t, storeKind, 0)
 		})
 	}
+	// Per-key ordered mode (bus_partitions): the same chaos, a worker
+	// killed while active on partitions, its standby taking over.
+	t.Run("redis-ordered", func(t *testing.T) {
+		testWorkersConverge(t, "redis", 8)
+	})
 }
 
-func testWorkersConverge(t *testing.T, storeKind string) {
+func testWorkersConverge(t *testing.T, storeKind string, partitions int) {
 	amqpURL := testenv.RabbitMQ(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -120,7 +126,7 @@ func testWorkersConverge(t *testing.T, storeKind string) {
 	}
 	defer api.Close()
 
-	b, err := rabbitmq.Open(ctx, rabbitmq.Config{URL: amqpURL, Namespace: ns})
+	b, err := rabbitmq.Open(ctx, rabbitmq.Config{URL: amqpURL, Namespace: ns, Partitions: partitions})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +137,7 @@ func testWorkersConverge(t *testing.T, storeKind string) {
 	cfg := fmt.Sprintf(`bus: %s
 store: %s
 namespace: %s
+bus_partitions: %d
 worker:
   concurrency: 32
   lease_ttl: 15s
@@ -148,7 +155,7 @@ sink:
   entities:
     listing:
       collection: listings
-`, amqpURL, storeURL, ns, api.URL)
+`, amqpURL, storeURL, ns, partitions, api.URL)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -194,6 +201,15 @@ sink:
 	// retried. Wait until every retry came back and was settled and no
 	// worker holds a delivery, then stop cleanly: nothing may be left behind.
 	waitQuiet(t, ctx, 60*time.Second, b, st, bus.Live, workers, rabbitmq.DefaultRetryTiers[0])
+	if hb, err := control.Workers(ctx, st); err == nil {
+		sum := map[string]int64{}
+		for _, w := range hb {
+			for k, n := range w.Results {
+				sum[k] += n
+			}
+		}
+		t.Logf("bus_partitions %d: results of the workers running at the end (not the killed one): %v", partitions, sum)
+	}
 	for _, p := range procs {
 		p.stop(t, 20*time.Second)
 	}
@@ -302,7 +318,9 @@ func deleteQueues(t *testing.T, url string, b *rabbitmq.Bus) {
 	for _, q := range b.Queues() {
 		_, _ = ch.QueueDelete(q, false, false, false)
 	}
-	_ = ch.ExchangeDelete(b.Namespace(), false, false)
+	for _, x := range b.Exchanges() {
+		_ = ch.ExchangeDelete(x, false, false)
+	}
 }
 
 // dropStoreSchema removes the state store's schema of a test namespace.
