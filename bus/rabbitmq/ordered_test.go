@@ -138,8 +138,8 @@ func TestOrderedOneKeyInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Consumers != 4 {
-		t.Errorf("Stats consumers = %d, want 4 (one per partition)", st.Consumers)
+	if st.Consumers != 1 {
+		t.Errorf("Stats consumers = %d, want 1 (one subscription)", st.Consumers)
 	}
 }
 

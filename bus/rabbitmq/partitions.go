@@ -35,7 +35,7 @@ type partitioned struct {
 	parts            []*subscription
 	stop             chan struct{}
 	done             chan struct{}
-	presence         *amqp.Channel // consumes the workers queue; owned by rebalanceLoop
+	presence         *amqp.Channel // consumes the workers queue; owned by rebalanceLoop once started
 }
 
 func (b *Bus) subscribePartitions(ctx context.Context, stream bus.Stream, queues []string, prefetch int) (bus.Subscription, error) {
@@ -53,6 +53,7 @@ func (b *Bus) subscribePartitions(ctx context.Context, stream bus.Stream, queues
 		subs = append(subs, s)
 	}
 	p := &partitioned{Subscription: bus.FanIn(subs...), b: b, stream: stream, parts: parts, stop: make(chan struct{}), done: make(chan struct{})}
+	p.present(ctx) // counted in Stats from here on
 	go p.rebalanceLoop(ctx)
 	return p, nil
 }
@@ -84,7 +85,6 @@ func (p *partitioned) rebalanceLoop(ctx context.Context) {
 			_ = p.presence.Close()
 		}
 	}()
-	p.present(ctx)
 	every := p.b.cfg.RebalanceInterval
 	// Workers started together would otherwise look at the same moments.
 	t := time.NewTimer(every/2 + rand.N(every))

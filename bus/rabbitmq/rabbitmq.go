@@ -159,8 +159,9 @@ func persistent(body []byte, headers amqp.Table, now time.Time) amqp.Publishing 
 }
 
 // Stats reads queue depths and consumer counts with passive declares.
-// In ordered mode Ready and Consumers add up the stream's partition queues
-// (every subscribed consumer counts, active or waiting its turn). Delayed is the sum of the stream's retry tiers. Unacked is -1: AMQP
+// In ordered mode Ready adds up the stream's partition queues and
+// Consumers counts the subscriptions (the workers queue's consumers).
+// Delayed is the sum of the stream's retry tiers. Unacked is -1: AMQP
 // tells a client only a queue's ready messages and consumers (the
 // management API knows more, but may not be enabled); each subscription
 // counts its own instead (UnackedCounter). Parked is the parked queue's
@@ -182,6 +183,16 @@ func (b *Bus) Stats(ctx context.Context, stream bus.Stream) (bus.StreamStats, er
 		}
 		st.Ready += int64(q.Messages)
 		st.Consumers += q.Consumers
+	}
+	if b.topo.partitions > 0 {
+		// A partition queue counts only its active consumer; the workers
+		// queue has one consumer per subscription.
+		name := b.topo.workersQueue(stream)
+		q, err := ch.QueueDeclarePassive(name, true, false, false, false, quorumArgs())
+		if err != nil {
+			return bus.StreamStats{}, fmt.Errorf("stats of %s: inspect queue %s: %w", stream, name, err)
+		}
+		st.Consumers = q.Consumers
 	}
 	for _, tier := range b.topo.tiers {
 		name := b.topo.tierQueue(stream, tier)
