@@ -30,9 +30,14 @@ import (
 // batchParam in the DSN (…?eventsync_batch=false) turns batching off.
 const batchParam = "eventsync_batch"
 
-// DefaultMaxConns sizes the pool for hundreds of in-flight events: each store
-// call holds a connection for one short statement only.
-const DefaultMaxConns = 32
+// DefaultMaxConns sizes the pool for hundreds of in-flight events: the lease
+// statements of concurrent events travel in batches, at most four at a time
+// (batchFlushers), each holding a connection for one round trip. A worker at
+// concurrency 256 is as fast with 4 connections as with 32
+// (BenchmarkWorkerPostgresPool, docs/benchmarks.md), and 16 workers and a
+// relay then hold 72 of PostgreSQL's default max_connections of 100. A
+// larger pool is the DSN's pool_max_conns (docs/deploy.md, "Sizing").
+const DefaultMaxConns = 4
 
 // Config configures the PostgreSQL store.
 type Config struct {
