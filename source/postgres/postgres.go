@@ -84,7 +84,10 @@ type Source struct {
 	listener *pgx.Conn
 }
 
-var _ source.Source = (*Source)(nil)
+var (
+	_ source.Source        = (*Source)(nil)
+	_ source.TriggerReader = (*Source)(nil)
+)
 
 // Open connects and resolves the outbox schema. It does not install
 // anything; call Install for that.
@@ -325,8 +328,8 @@ func (s *Source) InstallTrigger(ctx context.Context, spec source.TriggerSpec) er
 			"DROP TRIGGER IF EXISTS eventsync_stamp ON " + ti.qualified,
 			fmt.Sprintf("CREATE TRIGGER eventsync_stamp BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION %s()",
 				ti.qualified, s.n.stampFn),
-			"DROP TRIGGER IF EXISTS eventsync_capture ON " + ti.qualified,
-			fmt.Sprintf("CREATE TRIGGER eventsync_capture AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s(%s)",
+			"DROP TRIGGER IF EXISTS " + captureTrigger + " ON " + ti.qualified,
+			fmt.Sprintf("CREATE TRIGGER "+captureTrigger+" AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s(%s)",
 				ti.qualified, s.n.captureFn, triggerArgs(spec.Entity, spec.KeyColumn, spec.Columns, spec.ExcludeColumns)),
 		}
 		for _, q := range stmts {
@@ -334,7 +337,8 @@ func (s *Source) InstallTrigger(ctx context.Context, spec source.TriggerSpec) er
 				return fmt.Errorf("postgres source: install trigger on %s: %w", spec.Table, err)
 			}
 		}
-		s.log.Info("outbox trigger installed", "table", ti.qualified, "entity", spec.Entity, "key", spec.KeyColumn)
+		s.log.Info("outbox trigger installed", "table", ti.qualified, "entity", spec.Entity, "key", spec.KeyColumn,
+			"columns", spec.Columns, "excluded", spec.ExcludeColumns)
 		return nil
 	})
 }
@@ -354,7 +358,7 @@ func (s *Source) RemoveTrigger(ctx context.Context, table string) error {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "DROP TRIGGER IF EXISTS eventsync_capture ON "+ti.qualified); err != nil {
+		if _, err := tx.Exec(ctx, "DROP TRIGGER IF EXISTS "+captureTrigger+" ON "+ti.qualified); err != nil {
 			return fmt.Errorf("postgres source: remove trigger from %s: %w", table, err)
 		}
 		return nil
@@ -643,6 +647,20 @@ func (s *Source) prepareSnapshot(ctx context.Context, q querier, spec source.Sna
 		}
 		return spec, ti, err
 	}
+	// The data is filtered like the table's capture trigger, recorded at
+	// install: lists left empty are the trigger's, a different one is an
+	// error.
+	if trig, ok, err := installedTrigger(ctx, q, ti); err != nil {
+		return spec, ti, err
+	} else if ok {
+		given := spec
+		if spec, err = spec.FromTrigger(trig); err != nil {
+			return spec, ti, fmt.Errorf("postgres source: %w", err)
+		}
+		if len(given.ExcludeColumns)+len(given.Columns) == 0 && len(spec.ExcludeColumns)+len(spec.Columns) > 0 {
+			s.log.Debug("snapshot data filtered like the outbox trigger", "table", ti.qualified, "columns", spec.Columns, "excluded", spec.ExcludeColumns)
+		}
+	}
 	if err := ti.requireColumns(spec.Table, "included column", spec.Columns...); err != nil {
 		return spec, ti, err
 	}
@@ -650,6 +668,44 @@ func (s *Source) prepareSnapshot(ctx context.Context, q querier, spec source.Sna
 		return spec, ti, err
 	}
 	return spec, ti, nil
+}
+
+// captureTrigger is the name of the trigger that writes a table's changes
+// to the outbox; its arguments are the spec it was installed with.
+const captureTrigger = "eventsync_capture"
+
+// installedTrigger reads the spec the capture trigger of the table was
+// installed with from the trigger's arguments (entity, key column,
+// included and excluded columns, see triggerArgs): the one record of it.
+func installedTrigger(ctx context.Context, q querier, ti tableInfo) (source.TriggerSpec, bool, error) {
+	var args []byte
+	err := q.QueryRow(ctx, `SELECT tgargs FROM pg_trigger WHERE tgrelid = $1 AND tgname = $2`, ti.oid, captureTrigger).Scan(&args)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return source.TriggerSpec{}, false, nil
+	}
+	if err != nil {
+		return source.TriggerSpec{}, false, fmt.Errorf("postgres source: read the outbox trigger of %s: %w", ti.qualified, err)
+	}
+	parts := strings.Split(string(args), "\x00") // each argument ends with a NUL
+	if len(parts) < 4 {
+		return source.TriggerSpec{}, false, fmt.Errorf("postgres source: the outbox trigger of %s has %d arguments, want 4; install it again (eventsync outbox install-trigger)", ti.qualified, len(parts)-1)
+	}
+	split := func(s string) []string {
+		if s == "" {
+			return nil
+		}
+		return strings.Split(s, ",")
+	}
+	return source.TriggerSpec{Table: ti.qualified, Entity: parts[0], KeyColumn: parts[1], Columns: split(parts[2]), ExcludeColumns: split(parts[3])}, true, nil
+}
+
+// Trigger implements source.TriggerReader.
+func (s *Source) Trigger(ctx context.Context, table string) (source.TriggerSpec, bool, error) {
+	ti, err := resolveTable(ctx, s.pool, table)
+	if err != nil {
+		return source.TriggerSpec{}, false, err
+	}
+	return installedTrigger(ctx, s.pool, ti)
 }
 
 // Snapshot reads the table in one REPEATABLE READ, READ ONLY transaction:

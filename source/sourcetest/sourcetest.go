@@ -65,6 +65,7 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env, f Features) {
 		{"ConcurrentClaimersDisjoint", testConcurrentClaimers},
 		{"SnapshotConsistentAndVersioned", testSnapshot},
 		{"SnapshotKeysetResume", testSnapshotResume},
+		{"SnapshotFiltersLikeTheTrigger", testSnapshotFiltersLikeTheTrigger},
 		{"Cleanup", testCleanup},
 		{"WaitWakesOnNewRows", testWait},
 		{"OddRowsAreClaimedNotFailed", func(t *testing.T, env Env) { testOddRows(t, env, f.OddRows) }},

@@ -88,7 +88,10 @@ type Source struct {
 	writeMu sync.Mutex
 }
 
-var _ source.Source = (*Source)(nil)
+var (
+	_ source.Source        = (*Source)(nil)
+	_ source.TriggerReader = (*Source)(nil)
+)
 
 // Open opens (creating if needed) the database in WAL mode, so snapshots
 // and the relay read while the application writes.
@@ -193,6 +196,15 @@ var migrations = []string{
 	);
 	CREATE INDEX eventsync_outbox_unsent ON eventsync_outbox (id) WHERE sent_at IS NULL;
 	CREATE INDEX eventsync_outbox_sent ON eventsync_outbox (sent_at) WHERE sent_at IS NOT NULL;`,
+	// 2: the spec each capture trigger was installed with, which
+	// snapshots filter their data by (source.SnapshotSpec.FromTrigger).
+	`CREATE TABLE eventsync_triggers (
+		table_name      TEXT PRIMARY KEY,
+		entity          TEXT NOT NULL,
+		key_column      TEXT NOT NULL,
+		columns         TEXT NOT NULL,
+		exclude_columns TEXT NOT NULL
+	);`,
 }
 
 // Install creates or upgrades the outbox schema inside BEGIN IMMEDIATE,
@@ -438,11 +450,51 @@ func (s *Source) InstallTrigger(ctx context.Context, spec source.TriggerSpec) er
 			return fmt.Errorf("sqlite source: install trigger on %s: %w", spec.Table, err)
 		}
 	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO eventsync_triggers (table_name, entity, key_column, columns, exclude_columns)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT (table_name) DO UPDATE SET entity = excluded.entity, key_column = excluded.key_column,
+		columns = excluded.columns, exclude_columns = excluded.exclude_columns`,
+		spec.Table, spec.Entity, spec.KeyColumn, strings.Join(spec.Columns, ","), strings.Join(spec.ExcludeColumns, ",")); err != nil {
+		return fmt.Errorf("sqlite source: record the trigger of %s: %w; upgrade the outbox schema with \"eventsync outbox install\"", spec.Table, err)
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite source: commit install-trigger: %w", err)
 	}
-	s.log.Info("outbox trigger installed", "table", spec.Table, "entity", spec.Entity, "key", spec.KeyColumn)
+	s.log.Info("outbox trigger installed", "table", spec.Table, "entity", spec.Entity, "key", spec.KeyColumn,
+		"columns", spec.Columns, "excluded", spec.ExcludeColumns)
 	return nil
+}
+
+// installedTrigger reads the spec the capture trigger of table was
+// installed with from eventsync_triggers (absent before outbox schema 2).
+func installedTrigger(ctx context.Context, q queryer, table string) (source.TriggerSpec, bool, error) {
+	var n int
+	if err := q.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'eventsync_triggers'").Scan(&n); err != nil || n == 0 {
+		return source.TriggerSpec{}, false, err
+	}
+	spec := source.TriggerSpec{Table: table}
+	var cols, exclude string
+	err := q.QueryRowContext(ctx, `SELECT entity, key_column, columns, exclude_columns FROM eventsync_triggers WHERE table_name = ?`, table).
+		Scan(&spec.Entity, &spec.KeyColumn, &cols, &exclude)
+	if errors.Is(err, sql.ErrNoRows) {
+		return spec, false, nil
+	}
+	if err != nil {
+		return spec, false, fmt.Errorf("sqlite source: read the trigger of %s: %w", table, err)
+	}
+	for _, l := range []struct {
+		raw  string
+		into *[]string
+	}{{cols, &spec.Columns}, {exclude, &spec.ExcludeColumns}} {
+		if l.raw != "" {
+			*l.into = strings.Split(l.raw, ",")
+		}
+	}
+	return spec, true, nil
+}
+
+// Trigger implements source.TriggerReader.
+func (s *Source) Trigger(ctx context.Context, table string) (source.TriggerSpec, bool, error) {
+	return installedTrigger(ctx, s.db, table)
 }
 
 // RemoveTrigger stops capturing the table but keeps stamping versions.
@@ -461,6 +513,13 @@ func (s *Source) RemoveTrigger(ctx context.Context, table string) error {
 	}
 	if err := dropTriggers(ctx, tx, table); err != nil {
 		return err
+	}
+	if spec, ok, err := installedTrigger(ctx, tx, table); err != nil {
+		return err
+	} else if ok {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM eventsync_triggers WHERE table_name = ?", spec.Table); err != nil {
+			return fmt.Errorf("sqlite source: forget the trigger of %s: %w", table, err)
+		}
 	}
 	if slices.Contains(cols, source.VersionColumn) {
 		// The key column is needed for the stamping UPDATE; use rowid,
@@ -677,6 +736,16 @@ func (s *Source) prepareSnapshot(ctx context.Context, q queryer, spec source.Sna
 			return spec, nil, fmt.Errorf("%w; run \"eventsync outbox install-trigger\" for %s first", err, spec.Table)
 		}
 		return spec, nil, err
+	}
+	// The data is filtered like the table's capture trigger, recorded at
+	// install: lists left empty are the trigger's, a different one is an
+	// error.
+	if trig, ok, err := installedTrigger(ctx, q, spec.Table); err != nil {
+		return spec, nil, err
+	} else if ok {
+		if spec, err = spec.FromTrigger(trig); err != nil {
+			return spec, nil, fmt.Errorf("sqlite source: %w", err)
+		}
 	}
 	if err := requireColumns(cols, spec.Table, "included column", spec.Columns...); err != nil {
 		return spec, nil, err
