@@ -112,12 +112,13 @@ func deleteRedisPrefix(b *testing.B, rdb *goredis.Client, prefix string) {
 	}
 }
 
-// benchPostgres opens a PostgreSQL store in a fresh schema (default pool
-// size, as the worker uses it) that is dropped when the benchmark ends.
-func benchPostgres(b *testing.B, noBatch bool) store.Store {
+// benchPostgres opens a PostgreSQL store in a fresh schema (a pool of
+// conns; 0 is the default size, as the worker uses it) that is dropped
+// when the benchmark ends.
+func benchPostgres(b *testing.B, noBatch bool, conns int32) store.Store {
 	dsn := testenv.Postgres(b)
 	schema := testenv.UniqueName("bench")
-	st, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn, Schema: schema, NoBatch: noBatch,
+	st, err := postgres.Open(context.Background(), postgres.Config{DSN: dsn, Schema: schema, NoBatch: noBatch, MaxConns: conns,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
@@ -415,7 +416,7 @@ func BenchmarkWorkerZeroLatency(b *testing.B) {
 // postgres-unbatched (every lease call its own round trip, as before).
 func openBenchStore(b *testing.B, kind string) store.Store {
 	if strings.HasPrefix(kind, "postgres") {
-		return benchPostgres(b, kind == "postgres-unbatched")
+		return benchPostgres(b, kind == "postgres-unbatched", 0)
 	}
 	return benchRedis(b, kind == "redis-unpipelined")
 }

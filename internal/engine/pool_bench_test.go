@@ -1,15 +1,9 @@
 package engine
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
-
-	"github.com/eventsync/eventsync/internal/testenv"
-	"github.com/eventsync/eventsync/store"
-	"github.com/eventsync/eventsync/store/postgres"
 )
 
 // BenchmarkWorkerPostgresPool: one Worker (concurrency 256, the default)
@@ -31,25 +25,9 @@ func BenchmarkWorkerPostgresPool(b *testing.B) {
 	}{{"zero", 0, zeroLatencyBatch}, {"50ms", 50 * time.Millisecond, concurrency * 20}} {
 		for _, conns := range []int32{2, 4, 8, 16, 32} {
 			b.Run(fmt.Sprintf("%s/pool=%d", sk.name, conns), func(b *testing.B) {
-				st := benchPostgresPool(b, conns)
+				st := benchPostgres(b, false, conns)
 				benchWorker(b, st, &latencySink{latency: sk.latency}, concurrency, 0, sk.n, false)
 			})
 		}
 	}
-}
-
-// benchPostgresPool opens a PostgreSQL store with a pool of conns in a
-// fresh schema, dropped when the benchmark ends.
-func benchPostgresPool(b *testing.B, conns int32) store.Store {
-	schema := testenv.UniqueName("benchpool")
-	st, err := postgres.Open(context.Background(), postgres.Config{DSN: testenv.Postgres(b), Schema: schema, MaxConns: conns,
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_, _ = st.Pool().Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-		_ = st.Close()
-	})
-	return st
 }
