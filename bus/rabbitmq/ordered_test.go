@@ -433,3 +433,51 @@ func TestOrderedWorkersSplitPartitions(t *testing.T) {
 		}
 	}
 }
+
+// TestOrderedReplayRoutesByTheReplayedBody: a parked event replayed with an
+// edited body goes to the partition of the key the body names.
+func TestOrderedReplayRoutesByTheReplayedBody(t *testing.T) {
+	t.Parallel()
+	url := testenv.RabbitMQ(t)
+	b := openOrdered(t, url, "", 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.Publish(ctx, bus.Live, bus.Message{Body: bustest.EventBody("listing", "old", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe(ctx, bus.Live, bus.SubscribeOptions{Prefetch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Close() }()
+	next := func() bus.Delivery {
+		select {
+		case d := <-sub.Deliveries():
+			return d
+		case <-ctx.Done():
+			t.Fatal("no delivery")
+			return nil
+		}
+	}
+	d := next()
+	if got := d.Headers()[bus.HeaderPartitionKey]; got != "listing:old" {
+		t.Errorf("published with partition key %q, want listing:old", got)
+	}
+	if err := d.Park(ctx, "test"); err != nil {
+		t.Fatal(err)
+	}
+	parked, err := b.ListParked(ctx, bus.ParkedFilter{})
+	if err != nil || len(parked) != 1 {
+		t.Fatalf("parked = %v, %v", parked, err)
+	}
+	if err := b.ReplayParkedAs(ctx, parked[0].ID, bustest.EventBody("listing", "new", 1)); err != nil {
+		t.Fatal(err)
+	}
+	d = next()
+	if got := d.Headers()[bus.HeaderPartitionKey]; got != "listing:new" {
+		t.Errorf("replayed with partition key %q, want listing:new", got)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -202,12 +202,19 @@ func (b *Bus) ReplayParked(ctx context.Context, f bus.ParkedFilter) (int, error)
 }
 
 // replayOf is the message that replays the parked d to stream with body:
-// its headers without the diagnosis, so it starts again at attempt 1.
+// its headers without the diagnosis, so it starts again at attempt 1. In
+// ordered mode its partition key is taken from body again (an edited
+// event may name another key; one parked in the competing-consumers mode
+// has none).
 func (b *Bus) replayOf(d amqp.Delivery, body []byte, stream bus.Stream, now time.Time) outgoing {
 	h := copyHeaders(d.Headers)
 	for _, k := range []string{bus.HeaderReason, bus.HeaderParkedAt, bus.HeaderAttempt, bus.HeaderRetryReason, bus.HeaderStream} {
 		delete(h, k)
 	}
+	if key := bus.PartitionKey(bus.Message{Body: body}); key != "" {
+		delete(h, bus.HeaderPartitionKey)
+	}
+	b.setPartitionKey(h, bus.Message{Body: body})
 	msg := persistent(body, h, now)
 	if d.ContentType != "" {
 		msg.ContentType = d.ContentType

@@ -131,21 +131,30 @@ func (b *Bus) Publish(ctx context.Context, stream bus.Stream, msgs ...bus.Messag
 		for k, v := range m.Headers {
 			headers[k] = v
 		}
-		if b.topo.partitions > 0 {
-			if _, ok := headers[bus.HeaderPartitionKey]; !ok {
-				key := bus.PartitionKey(m)
-				if key == "" { // not an event: any partition will do
-					key = newMessageID()
-				}
-				headers[bus.HeaderPartitionKey] = key
-			}
-		}
+		b.setPartitionKey(headers, m)
 		out[i] = outgoing{exchange: b.topo.exchange(), key: string(stream), msg: persistent(m.Body, headers, now)}
 	}
 	if err := b.pub.publish(ctx, out); err != nil {
 		return fmt.Errorf("publish %d messages to %s: %w", len(msgs), stream, err)
 	}
 	return nil
+}
+
+// setPartitionKey sets the header ordered mode routes by, unless the
+// publisher set it: the event's entity:key, or for a message that is no
+// event a random one (any partition will do).
+func (b *Bus) setPartitionKey(h amqp.Table, m bus.Message) {
+	if b.topo.partitions == 0 {
+		return
+	}
+	if k, ok := h[bus.HeaderPartitionKey].(string); ok && k != "" {
+		return
+	}
+	key := bus.PartitionKey(bus.Message{Body: m.Body})
+	if key == "" {
+		key = newMessageID()
+	}
+	h[bus.HeaderPartitionKey] = key
 }
 
 func persistent(body []byte, headers amqp.Table, now time.Time) amqp.Publishing {
