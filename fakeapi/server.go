@@ -29,6 +29,7 @@
 package fakeapi
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +49,9 @@ import (
 type Config struct {
 	// Listen is the address Start binds; default "127.0.0.1:0" (any free port).
 	Listen string
+	// TLS, when set, makes Start serve HTTPS with it (the URL is
+	// https://…); set ClientAuth to require client certificates.
+	TLS *tls.Config
 	// Faults injected from the start; change them later with SetFaults.
 	Faults Faults
 	// VersionField is the numeric record field the stale-write detector

@@ -2,8 +2,10 @@ package fakeapi
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -38,13 +40,20 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	if err != nil {
 		return nil, setting.Errorf("fakeapi.listen", "listen on %s: %w; is the port in use? pick another address (127.0.0.1:0 for any free port)", cfg.Listen, err)
 	}
+	scheme := "http://"
+	if cfg.TLS != nil {
+		ln, scheme = tls.NewListener(ln, cfg.TLS), "https://"
+	}
 	r := &Running{
 		Server: srv,
-		URL:    "http://" + ln.Addr().String(),
+		URL:    scheme + ln.Addr().String(),
 		http: &http.Server{
 			Handler:           srv.Handler(),
 			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
+			// Failed TLS handshakes (a client with the wrong CA) are the
+			// client's to report.
+			ErrorLog:    slog.NewLogLogger(srv.log.Handler(), slog.LevelDebug),
+			IdleTimeout: 2 * time.Minute,
 		},
 		serveDone: make(chan struct{}),
 		done:      make(chan struct{}),

@@ -2,9 +2,12 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -19,6 +22,8 @@ type fakeAPIFlags struct {
 	faults                fakeapi.Faults
 	latency, jitter, hold time.Duration
 	seed                  uint64
+	tlsCert, tlsKey       string
+	tlsClientCA           string
 }
 
 func newFakeAPICmd(env Env) *cobra.Command {
@@ -46,6 +51,9 @@ SIGTERM.`,
 	fs.IntVar(&f.Burst, "burst", 0, "token bucket size for --rate-limit; 0 means one second's worth")
 	fs.IntVar(&f.MaxConcurrency, "max-concurrency", 0, "requests in flight above which /v1 answers 503 at once; 0 means unlimited")
 	fs.StringVar(&cfg.VersionField, "version-field", fakeapi.DefaultVersionField, "numeric record field the stale-write detector compares")
+	fs.StringVar(&fl.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (needs --tls-key)")
+	fs.StringVar(&fl.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&fl.tlsClientCA, "tls-client-ca", "", "require client certificates signed by the authorities in this PEM file (mutual TLS; needs --tls-cert)")
 	fs.StringVar(&cfg.StateFile, "state-file", "", "load records from this file at start if it exists, save them atomically on shutdown and POST /_admin/save")
 	return cmd
 }
@@ -63,6 +71,11 @@ func runFakeAPI(ctx context.Context, env Env, fl *fakeAPIFlags) error {
 		return usage(errors.New("--version-field must not be empty; the default is \"version\""))
 	}
 
+	tlsCfg, err := fakeAPITLS(fl)
+	if err != nil {
+		return err
+	}
+	cfg.TLS = tlsCfg
 	srv, err := fakeapi.Start(ctx, cfg)
 	if err != nil {
 		return err
@@ -93,4 +106,32 @@ func faultFlagError(err error) error {
 	}
 	walk(err)
 	return errors.New(strings.Join(msgs, "; "))
+}
+
+// fakeAPITLS is the server TLS configuration of --tls-cert, --tls-key and
+// --tls-client-ca; nil without --tls-cert.
+func fakeAPITLS(fl *fakeAPIFlags) (*tls.Config, error) {
+	if fl.tlsCert == "" && fl.tlsKey == "" && fl.tlsClientCA == "" {
+		return nil, nil
+	}
+	if fl.tlsCert == "" || fl.tlsKey == "" {
+		return nil, usage(errors.New("--tls-cert and --tls-key go together (and --tls-client-ca needs them)"))
+	}
+	cert, err := tls.LoadX509KeyPair(fl.tlsCert, fl.tlsKey)
+	if err != nil {
+		return nil, usage(fmt.Errorf("--tls-cert/--tls-key: %w", err))
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if fl.tlsClientCA != "" {
+		pem, err := os.ReadFile(fl.tlsClientCA)
+		if err != nil {
+			return nil, usage(fmt.Errorf("--tls-client-ca: %w", err))
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, usage(fmt.Errorf("--tls-client-ca %s: no PEM certificate in it", fl.tlsClientCA))
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
 }

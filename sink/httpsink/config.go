@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/eventsync/eventsync/internal/tlsconf"
 )
 
 // Defaults used by WithDefaults.
@@ -54,7 +56,15 @@ type Config struct {
 	// EntityConfigs maps an event's entity name (e.g. "listing") to its
 	// routes; YAML key "entities".
 	EntityConfigs map[string]EntityConfig `yaml:"entities"`
+	// TLS is how https:// base URLs are verified: a custom certificate
+	// authority, a client certificate for APIs that require one (mutual
+	// TLS), the server name, the lowest TLS version.
+	TLS TLSConfig `yaml:"tls"`
 }
+
+// TLSConfig is the TLS settings block shared by every eventsync
+// connection (eventsync.TLSConfig).
+type TLSConfig = tlsconf.Config
 
 // Defaults are the settings shared by all entities.
 type Defaults struct {
@@ -315,7 +325,7 @@ var (
 // Call it on the result of WithDefaults.
 func (c Config) Validate() error {
 	_, err := compile(c, nil)
-	return err
+	return errors.Join(err, c.TLS.Validate("sink.tls"))
 }
 
 // compile turns a validated config into ready-to-run entities. lookupEnv

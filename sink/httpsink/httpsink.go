@@ -35,6 +35,8 @@ import (
 
 	"github.com/eventsync/eventsync/internal/envfile"
 	"github.com/eventsync/eventsync/internal/redact"
+	"github.com/eventsync/eventsync/internal/setting"
+	"github.com/eventsync/eventsync/internal/tlsconf"
 	"github.com/eventsync/eventsync/sink"
 )
 
@@ -96,6 +98,7 @@ type Sink struct {
 	entities   map[string]*entity
 	client     *http.Client
 	ownsClient bool
+	tls        TLSConfig
 	log        *slog.Logger
 	observe    Observer
 	now        func() time.Time
@@ -156,9 +159,16 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	if err = errors.Join(append([]error{err}, fileErrs...)...); err != nil {
 		return nil, fmt.Errorf("invalid sink config: %w", err)
 	}
+	transport := newTransport()
+	if !cfg.TLS.IsZero() {
+		if transport.TLSClientConfig, err = cfg.TLS.Build("sink.tls"); err != nil {
+			return nil, fmt.Errorf("invalid sink config: %w", err)
+		}
+	}
 	s := &Sink{
 		entities:   entities,
-		client:     &http.Client{Transport: newTransport()},
+		tls:        cfg.TLS,
+		client:     &http.Client{Transport: transport},
 		ownsClient: true,
 		log:        slog.Default(),
 		observe:    func(string, string, int, time.Duration, error) {},
@@ -168,6 +178,9 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 		if err := opt(s); err != nil {
 			return nil, err
 		}
+	}
+	if !s.ownsClient && !cfg.TLS.IsZero() {
+		return nil, setting.Errorf("sink.tls", "invalid sink config: sink.tls is set but WithHTTPClient gives the client: configure TLS on that client's transport instead")
 	}
 	if s.tracerProvider != nil {
 		s.client = traceClient(s.client, s.tracerProvider)
@@ -565,6 +578,10 @@ func (s *Sink) transportError(opName string, ent *entity, op *operation, target 
 		hint = "canceled"
 	default:
 		hint = "is the API reachable? check sink base_url"
+	}
+	var certErr *tlsconf.Error
+	if cerr := tlsconf.Explain(err, "sink.tls", s.tls); errors.As(cerr, &certErr) {
+		err, hint = cerr, "TLS handshake failed"
 	}
 	return &sink.Error{Op: opName, Retryable: true, Err: fmt.Errorf("%s %s: %s: %w", op.method, redact.URL(target), hint, err)}
 }
