@@ -35,7 +35,7 @@ const batchParam = "eventsync_batch"
 // (batchFlushers), each holding a connection for one round trip. A worker at
 // concurrency 256 is as fast with 4 connections as with 32
 // (BenchmarkWorkerPostgresPool, docs/benchmarks.md), and 16 workers and a
-// relay then hold 72 of PostgreSQL's default max_connections of 100. A
+// relay then hold at most 73 of PostgreSQL's default max_connections of 100. A
 // larger pool is the DSN's pool_max_conns (docs/deploy.md, "Sizing").
 const DefaultMaxConns = 4
 
