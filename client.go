@@ -17,6 +17,7 @@ import (
 	"github.com/eventsync/eventsync/internal/busmetrics"
 	"github.com/eventsync/eventsync/internal/embedded"
 	"github.com/eventsync/eventsync/internal/engine"
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/sink"
 	"github.com/eventsync/eventsync/sink/httpsink"
@@ -122,9 +123,9 @@ func Open(cfg Config, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	c := &Client{cfg: cfg.WithDefaults(), opts: o, log: o.logger}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
+	// Whatever the Client runs logs without its connection strings'
+	// secrets, however a driver's error printed them (internal/redact).
+	c.log = redact.NewScrubber(cfg.Bus, cfg.Store, cfg.Source, cfg.Sink.Defaults.BaseURL).Logger(c.log)
 	return c, nil
 }
 
