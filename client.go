@@ -205,6 +205,7 @@ func (c *Client) busLocked(ctx context.Context) (bus.Bus, error) {
 	p := c.params(url)
 	p.Partitions = c.cfg.BusPartitions
 	b, err := openBus(ctx, p)
+	p.TLS, p.NATS = c.cfg.BusTLS, c.cfg.BusNATS
 	if err != nil {
 		return nil, setting.Errorf("bus", "open the bus: %w", err)
 	}
@@ -238,7 +239,9 @@ func (c *Client) storeLocked(ctx context.Context) (store.Store, error) {
 		}
 		name = "embedded " + url
 	}
-	st, err := openStore(ctx, c.params(url))
+	p := c.params(url)
+	p.TLS, p.NATS = c.cfg.StoreTLS, c.cfg.StoreNATS
+	st, err := openStore(ctx, p)
 	if err != nil {
 		return nil, setting.Errorf("store", "open the state store: %w", err)
 	}

@@ -3,11 +3,13 @@ package eventsync
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/engine"
 	"github.com/eventsync/eventsync/internal/setting"
+	"github.com/eventsync/eventsync/internal/tlsconf"
 	"github.com/eventsync/eventsync/sink/httpsink"
 	"github.com/eventsync/eventsync/throttle"
 )
@@ -38,6 +40,17 @@ type Config struct {
 	// reach one worker in order. Every process of a deployment (relays,
 	// workers, publish, resync) must use the same value.
 	BusPartitions int `yaml:"bus_partitions" doc:"per-key ordered mode: partitions per stream, each consumed by one worker at a time (RabbitMQ: consistent-hash exchange, single active consumer); the same in every process; 0 = competing consumers (default 0)"`
+	// BusTLS and StoreTLS verify the bus's and the store's TLS
+	// connections (amqps://, tls:// or nats://, rediss://) with a custom
+	// certificate authority and present a client certificate to servers
+	// that require one. A PostgreSQL store takes its TLS settings in its
+	// URL instead (sslmode=verify-full&sslrootcert=…), as libpq does.
+	BusTLS   TLSConfig `yaml:"bus_tls"`
+	StoreTLS TLSConfig `yaml:"store_tls"`
+	// BusNATS and StoreNATS authenticate a NATS bus or store with a
+	// credentials file (a user JWT and its NKey seed) or an NKey seed file.
+	BusNATS   NATSAuth `yaml:"bus_nats"`
+	StoreNATS NATSAuth `yaml:"store_nats"`
 
 	Worker   WorkerConfig   `yaml:"worker"`
 	Throttle ThrottleConfig `yaml:"throttle"`
@@ -47,6 +60,17 @@ type Config struct {
 	// Sink is the declarative HTTP sink (package httpsink), used when no
 	// Go sink is given with WithSink.
 	Sink httpsink.Config `yaml:"sink" doc:"-"`
+}
+
+// TLSConfig is the TLS settings block of a connection: bus_tls,
+// store_tls, and sink.tls (httpsink.TLSConfig is the same type).
+type TLSConfig = tlsconf.Config
+
+// NATSAuth authenticates a NATS connection beyond what its URL carries
+// (nats://user:pass@host or nats://token@host).
+type NATSAuth struct {
+	CredentialsFile string `yaml:"credentials_file" doc:"NATS credentials file (.creds: a user JWT and its NKey seed), as nsc writes it"`
+	NKeyFile        string `yaml:"nkey_file" doc:"file holding a NATS user's NKey seed (SU…), for servers that list NKey users"`
 }
 
 // WorkerConfig tunes workers. Zero values take the defaults named in each
@@ -193,6 +217,8 @@ func (c Config) Validate() error {
 			errs = append(errs, setting.Errorf(chk.key, "%s: %w", chk.key, err))
 		}
 	}
+	errs = append(errs, validateTLS("bus", c.Bus, c.BusTLS), validateTLS("store", c.Store, c.StoreTLS),
+		validateNATS("bus", c.Bus, c.BusNATS), validateNATS("store", c.Store, c.StoreNATS))
 	if c.BusPartitions < 0 || c.BusPartitions > 1024 {
 		errs = append(errs, setting.Errorf("bus_partitions", "bus_partitions: %d must be 0 (competing consumers) to 1024", c.BusPartitions))
 	}
@@ -259,4 +285,47 @@ func longestSinkTimeout(s httpsink.Config) (time.Duration, string) {
 		}
 	}
 	return longest, key
+}
+
+// validateTLS checks key's TLS block (bus_tls, store_tls) against the
+// URL it applies to: a block the connection would not use is an error,
+// not a silently plain connection.
+func validateTLS(key, rawURL string, c TLSConfig) error {
+	if c.IsZero() {
+		return nil
+	}
+	tkey := key + "_tls"
+	if err := c.Validate(tkey); err != nil {
+		return err
+	}
+	scheme, _, _ := strings.Cut(rawURL, "://")
+	switch strings.ToLower(scheme) {
+	case "amqps", "rediss", "tls", "nats":
+		return nil // nats:// upgrades to TLS when the block is set
+	case "amqp", "redis":
+		return setting.Errorf(tkey, "%s is set but %s %s is not a TLS URL; use %ss://", tkey, key, RedactURL(rawURL), scheme)
+	case "postgres", "postgresql":
+		return setting.Errorf(tkey, "%s does not apply to PostgreSQL: put the TLS settings in the %s URL, as libpq reads them: ?sslmode=verify-full&sslrootcert=/path/ca.pem (and sslcert=, sslkey= for a client certificate)", tkey, key)
+	case "":
+		return setting.Errorf(tkey, "%s is set but %s is the embedded deployment, which needs no TLS; set the %s URL or remove %s", tkey, key, key, tkey)
+	default:
+		return setting.Errorf(tkey, "%s does not apply to %s %s", tkey, key, RedactURL(rawURL))
+	}
+}
+
+// validateNATS checks key's NATS authentication block (bus_nats,
+// store_nats): for a NATS URL only, one way at a time.
+func validateNATS(key, rawURL string, a NATSAuth) error {
+	if a == (NATSAuth{}) {
+		return nil
+	}
+	nkey := key + "_nats"
+	scheme, _, _ := strings.Cut(rawURL, "://")
+	if s := strings.ToLower(scheme); s != "nats" && s != "tls" {
+		return setting.Errorf(nkey, "%s is set but %s %q is not a NATS URL (nats:// or tls://)", nkey, key, RedactURL(rawURL))
+	}
+	if a.CredentialsFile != "" && a.NKeyFile != "" {
+		return setting.Errorf(nkey, "%s: set credentials_file or nkey_file, not both", nkey)
+	}
+	return nil
 }

@@ -45,7 +45,12 @@ type openParams struct {
 	Namespace string
 	// Partitions is Config.BusPartitions (buses only).
 	Partitions int
-	Logger     *slog.Logger
+	// TLS and NATS are the connection's TLS settings and NATS credentials
+	// (bus_tls and bus_nats for the bus, store_tls and store_nats for
+	// the store).
+	TLS    TLSConfig
+	NATS   NATSAuth
+	Logger *slog.Logger
 }
 
 type adapter struct {
@@ -60,14 +65,14 @@ type adapter struct {
 var adapters = []adapter{
 	{kind: kindBus, schemes: []string{"amqp", "amqps"}, example: "amqp://user:pass@host:5672/",
 		bus: func(ctx context.Context, p openParams) (bus.Bus, error) {
-			return rabbitmq.Open(ctx, rabbitmq.Config{URL: p.URL, Namespace: p.Namespace, Partitions: p.Partitions, Logger: p.Logger})
+			return rabbitmq.Open(ctx, rabbitmq.Config{URL: p.URL, Namespace: p.Namespace, Partitions: p.Partitions, TLS: p.TLS, Logger: p.Logger})
 		}},
-	{kind: kindBus, schemes: []string{"nats"}, example: "nats://host:4222",
+	{kind: kindBus, schemes: []string{"nats", "tls"}, example: "nats://host:4222",
 		bus: func(ctx context.Context, p openParams) (bus.Bus, error) {
 			if p.Partitions > 0 {
 				return nil, setting.Errorf("bus_partitions", "bus_partitions %d: per-key ordered mode needs RabbitMQ (amqp://) for now; with NATS set bus_partitions: 0", p.Partitions)
 			}
-			return natsjs.Open(ctx, natsjs.Config{URL: p.URL, Namespace: p.Namespace, Logger: p.Logger})
+			return natsjs.Open(ctx, natsjs.Config{URL: p.URL, Namespace: p.Namespace, TLS: p.TLS, CredentialsFile: p.NATS.CredentialsFile, NKeyFile: p.NATS.NKeyFile, Logger: p.Logger})
 		}},
 	{kind: kindStore, schemes: []string{"postgres", "postgresql"}, example: "postgres://user:pass@host:5432/db",
 		store: func(ctx context.Context, p openParams) (store.Store, error) {
@@ -75,11 +80,11 @@ var adapters = []adapter{
 		}},
 	{kind: kindStore, schemes: []string{"redis", "rediss"}, example: "redis://host:6379/0",
 		store: func(ctx context.Context, p openParams) (store.Store, error) {
-			return redis.Open(ctx, redis.Config{URL: p.URL, Prefix: p.Namespace, Logger: p.Logger})
+			return redis.Open(ctx, redis.Config{URL: p.URL, Prefix: p.Namespace, TLS: p.TLS, Logger: p.Logger})
 		}},
-	{kind: kindStore, schemes: []string{"nats"}, example: "nats://host:4222",
+	{kind: kindStore, schemes: []string{"nats", "tls"}, example: "nats://host:4222",
 		store: func(ctx context.Context, p openParams) (store.Store, error) {
-			return natskv.Open(ctx, natskv.Config{URL: p.URL, Bucket: p.Namespace, Logger: p.Logger})
+			return natskv.Open(ctx, natskv.Config{URL: p.URL, Bucket: p.Namespace, TLS: p.TLS, CredentialsFile: p.NATS.CredentialsFile, NKeyFile: p.NATS.NKeyFile, Logger: p.Logger})
 		}},
 	{kind: kindSource, schemes: []string{"postgres", "postgresql"}, example: "postgres://user@host:5432/db",
 		source: func(ctx context.Context, p openParams) (source.Source, error) {

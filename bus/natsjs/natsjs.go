@@ -43,6 +43,7 @@ import (
 	"github.com/eventsync/eventsync/internal/natsconn"
 	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
+	"github.com/eventsync/eventsync/internal/tlsconf"
 )
 
 // Config configures the bus. Exactly one of URL and Conn is needed.
@@ -50,6 +51,14 @@ type Config struct {
 	// URL of the NATS server, e.g. nats://127.0.0.1:4222. Ignored when Conn
 	// is set.
 	URL string
+	// TLS verifies a TLS connection (tls://, or nats:// upgraded when
+	// set) with a custom certificate authority and presents a client
+	// certificate (eventsync.TLSConfig, YAML key bus_tls).
+	TLS tlsconf.Config
+	// CredentialsFile (a .creds file: user JWT and NKey seed) or NKeyFile
+	// (a user's NKey seed) authenticates the connection (YAML key
+	// bus_nats).
+	CredentialsFile, NKeyFile string
 	// Conn is an existing connection (for example the embedded server's
 	// in-process one, embedded.Server.Connect). The bus does not close it.
 	Conn *nats.Conn
@@ -169,7 +178,7 @@ func Open(ctx context.Context, cfg Config) (_ *Bus, err error) {
 	}
 	b := &Bus{cfg: cfg, nc: cfg.Conn, log: cfg.Logger, subs: map[*subscription]struct{}{}}
 	if b.nc == nil {
-		nc, err := connect(cfg.URL, cfg.Logger)
+		nc, err := connect(cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -192,8 +201,8 @@ func Open(ctx context.Context, cfg Config) (_ *Bus, err error) {
 	return b, nil
 }
 
-func connect(url string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := natsconn.Connect(url, "bus", log)
+func connect(cfg Config) (*nats.Conn, error) {
+	nc, err := natsconn.ConnectWith(cfg.URL, "bus", natsconn.Options{TLS: cfg.TLS, CredentialsFile: cfg.CredentialsFile, NKeyFile: cfg.NKeyFile}, cfg.Logger)
 	return nc, setting.Wrap("bus", err)
 }
 

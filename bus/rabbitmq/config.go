@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
+	"github.com/eventsync/eventsync/internal/tlsconf"
 )
 
 // DefaultRetryTiers are the delayed-retry queues declared when none are
@@ -57,6 +59,11 @@ type Config struct {
 	ConnectionName string
 	// Logger receives connection events. Nil means slog.Default().
 	Logger *slog.Logger
+	// TLS verifies an amqps:// connection (eventsync.TLSConfig, YAML key
+	// bus_tls): a custom certificate authority, a client certificate. Its
+	// files are read at every (re)connection, so rotated certificates are
+	// picked up. Zero: the system's authorities.
+	TLS tlsconf.Config
 }
 
 // WithDefaults returns a copy with every unset field at its default.
@@ -119,6 +126,12 @@ func (c Config) Validate() error {
 	}
 	if c.DeliveryLimit < 1 {
 		return fmt.Errorf("rabbitmq: delivery limit %d must be at least 1", c.DeliveryLimit)
+	}
+	if err := c.TLS.Validate(tlsKey); err != nil {
+		return err
+	}
+	if !c.TLS.IsZero() && !strings.HasPrefix(strings.ToLower(c.URL), "amqps://") {
+		return setting.Errorf(tlsKey, "rabbitmq: TLS settings are given but the bus URL %s is not amqps://", redact.URL(c.URL))
 	}
 	if c.ConnectTimeout < 0 || c.ReconnectMaxBackoff < 0 {
 		return errors.New("rabbitmq: ConnectTimeout and ReconnectMaxBackoff must not be negative")

@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
+	"github.com/eventsync/eventsync/internal/tlsconf"
 )
 
 // ErrClosed is returned by every operation after Bus.Close.
@@ -49,17 +51,32 @@ func serverVersion(conn *amqp.Connection) string {
 func dial(cfg Config) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(cfg.ConnectionName)
+	var tlsCfg *tls.Config
+	if !cfg.TLS.IsZero() {
+		var err error
+		if tlsCfg, err = cfg.TLS.Build(tlsKey); err != nil {
+			return nil, fmt.Errorf("rabbitmq: %w", err)
+		}
+	}
 	conn, err := amqp.DialConfig(cfg.URL, amqp.Config{
-		Heartbeat:  10 * time.Second,
-		Locale:     "en_US",
-		Properties: props,
-		Dial:       amqp.DefaultDial(cfg.ConnectTimeout),
+		Heartbeat:       10 * time.Second,
+		Locale:          "en_US",
+		Properties:      props,
+		Dial:            amqp.DefaultDial(cfg.ConnectTimeout),
+		TLSClientConfig: tlsCfg,
 	})
 	if err != nil {
+		var certErr *tlsconf.Error
+		if cerr := tlsconf.Explain(err, tlsKey, cfg.TLS); errors.As(cerr, &certErr) {
+			return nil, fmt.Errorf("rabbitmq: TLS handshake with %s failed: %w", hostPort(cfg.URL), cerr)
+		}
 		return nil, explainDialError(cfg.URL, err)
 	}
 	return conn, nil
 }
+
+// tlsKey is the configuration key of the bus's TLS settings.
+const tlsKey = "bus_tls"
 
 // explainDialError says what failed and how to fix it, never echoing a
 // password.

@@ -45,6 +45,7 @@ import (
 	"github.com/eventsync/eventsync/internal/natsconn"
 	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
+	"github.com/eventsync/eventsync/internal/tlsconf"
 	"github.com/eventsync/eventsync/store"
 )
 
@@ -53,6 +54,14 @@ type Config struct {
 	// URL of the NATS server, e.g. nats://127.0.0.1:4222. Ignored when Conn
 	// is set.
 	URL string
+	// TLS verifies a TLS connection (tls://, or nats:// upgraded when
+	// set) with a custom certificate authority and presents a client
+	// certificate (eventsync.TLSConfig, YAML key store_tls).
+	TLS tlsconf.Config
+	// CredentialsFile (a .creds file: user JWT and NKey seed) or NKeyFile
+	// (a user's NKey seed) authenticates the connection (YAML key
+	// store_nats).
+	CredentialsFile, NKeyFile string
 	// Conn is an existing connection (for example the embedded server's
 	// in-process one). The store does not close it.
 	Conn *nats.Conn
@@ -128,7 +137,7 @@ func Open(ctx context.Context, cfg Config) (_ *Store, err error) {
 	}
 	s := &Store{nc: cfg.Conn, log: cfg.Logger, now: cfg.Now}
 	if s.nc == nil {
-		nc, err := connect(cfg.URL, cfg.Logger)
+		nc, err := connect(cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -192,8 +201,8 @@ func createBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 	}
 }
 
-func connect(url string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := natsconn.Connect(url, "store", log)
+func connect(cfg Config) (*nats.Conn, error) {
+	nc, err := natsconn.ConnectWith(cfg.URL, "store", natsconn.Options{TLS: cfg.TLS, CredentialsFile: cfg.CredentialsFile, NKeyFile: cfg.NKeyFile}, cfg.Logger)
 	return nc, setting.Wrap("store", err)
 }
 

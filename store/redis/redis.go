@@ -39,8 +39,12 @@ import (
 	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/redislog"
 	"github.com/eventsync/eventsync/internal/setting"
+	"github.com/eventsync/eventsync/internal/tlsconf"
 	"github.com/eventsync/eventsync/store"
 )
+
+// tlsKey is the configuration key of the store's TLS settings.
+const tlsKey = "store_tls"
 
 // DefaultPoolSize lets hundreds of in-flight events share few connections:
 // every call holds one for a single round trip.
@@ -58,6 +62,11 @@ type Config struct {
 	// pipelines with concurrent calls (go-redis marks its autopipeliner
 	// experimental; this is the way back if it misbehaves).
 	NoAutoPipeline bool
+	// TLS verifies a rediss:// connection (eventsync.TLSConfig, YAML key
+	// store_tls): a custom certificate authority, a client certificate
+	// for a server started with tls-auth-clients. Zero: the system's
+	// authorities.
+	TLS tlsconf.Config
 	// Logger receives the persistence warning, and go-redis's own log at
 	// debug level (see internal/redislog: go-redis has one logger per
 	// process); nil means slog.Default().
@@ -87,6 +96,12 @@ func (c Config) Validate() error {
 	}
 	if c.PoolSize < 0 {
 		return fmt.Errorf("redis store: PoolSize %d must not be negative", c.PoolSize)
+	}
+	if err := c.TLS.Validate(tlsKey); err != nil {
+		return err
+	}
+	if !c.TLS.IsZero() && !strings.HasPrefix(strings.ToLower(c.URL), "rediss://") {
+		return setting.Errorf(tlsKey, "redis store: TLS settings are given but the store URL %s is not rediss://", redact.URL(c.URL))
 	}
 	return nil
 }
@@ -126,10 +141,24 @@ func Open(ctx context.Context, cfg Config) (_ *Store, err error) {
 	case opts.PoolSize == 0:
 		opts.PoolSize = DefaultPoolSize
 	}
+	if !cfg.TLS.IsZero() {
+		tlsCfg, err := cfg.TLS.Build(tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("redis store: %w", err)
+		}
+		if tlsCfg.ServerName == "" && opts.TLSConfig != nil {
+			tlsCfg.ServerName = opts.TLSConfig.ServerName // the URL's host
+		}
+		opts.TLSConfig = tlsCfg
+	}
 	redislog.Route(cfg.Logger)
 	rdb := goredis.NewClient(opts)
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		_ = rdb.Close()
+		var certErr *tlsconf.Error
+		if cerr := tlsconf.Explain(err, tlsKey, cfg.TLS); errors.As(cerr, &certErr) {
+			return nil, fmt.Errorf("connect to Redis at %s: TLS handshake failed: %w", opts.Addr, cerr)
+		}
 		return nil, setting.Errorf("store", "connect to Redis at %s: %w; is it running and is the password right?", opts.Addr, err)
 	}
 	s := &Store{rdb: rdb, log: cfg.Logger, prefix: cfg.Prefix}

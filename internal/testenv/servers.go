@@ -1,0 +1,137 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Binary finds a server program in PATH or in dirs (globs allowed, as
+// "/usr/lib/postgresql/*/bin"). When it is missing the test is skipped
+// with a hint, or fails under EVENTSYNC_REQUIRE_SERVICES=1.
+func Binary(t testing.TB, name string, dirs ...string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, d := range dirs {
+		matches, _ := filepath.Glob(filepath.Join(d, name))
+		for i := len(matches) - 1; i >= 0; i-- { // the newest version sorts last
+			if st, err := os.Stat(matches[i]); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+				return matches[i]
+			}
+		}
+	}
+	msg := fmt.Sprintf("%s is not installed (not in PATH nor in %v); install it to run this test", name, dirs)
+	if Required() {
+		t.Fatalf("%s, and %s=1 requires it", msg, RequireEnv)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Process is a server the test spawned; it is killed when the test ends.
+type Process struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+// Output is what the process printed so far (stdout and stderr).
+func (p *Process) Output() string { return p.out.String() }
+
+// Spawn starts cmd, kills it when the test ends, and waits until it
+// accepts TCP connections on addr (bounded by a minute on a busy
+// machine); a process that exits first fails the test with its output.
+func Spawn(t testing.TB, cmd *exec.Cmd, addr string) *Process {
+	t.Helper()
+	p := &Process{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", cmd.Path, err)
+	}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			_ = c.Close()
+			return p
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before listening on %s:\n%s", cmd.Path, addr, p.Output())
+		case <-ctx.Done():
+			t.Fatalf("%s not listening on %s after a minute:\n%s", cmd.Path, addr, p.Output())
+		case <-tick.C:
+		}
+	}
+}
+
+// RedisTLS spawns redis-server with only a TLS port, serving the
+// certificates' server certificate; requireClient makes it demand a
+// client certificate signed by the authority (tls-auth-clients yes). It
+// returns the rediss:// URL (127.0.0.1).
+func RedisTLS(t testing.TB, certs *Certs, requireClient bool) string {
+	t.Helper()
+	bin := Binary(t, "redis-server")
+	port := FreePort(t)
+	auth := "no"
+	if requireClient {
+		auth = "yes"
+	}
+	cmd := exec.Command(bin,
+		"--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--tls-cert-file", certs.ServerCert, "--tls-key-file", certs.ServerKey,
+		"--tls-ca-cert-file", certs.CAFile, "--tls-auth-clients", auth,
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	Spawn(t, cmd, "127.0.0.1:"+strconv.Itoa(port))
+	return "rediss://127.0.0.1:" + strconv.Itoa(port) + "/0"
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's two output streams.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
