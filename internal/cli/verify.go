@@ -8,7 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"os"
+	"os/user"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -213,6 +216,7 @@ func (f *verifyFlags) run(ctx context.Context, env Env) (int, error) {
 	if err != nil {
 		return verifyCannot, err
 	}
+	f.recordLast(ctx, cfg, log, res.Report)
 	out := verifyOutput{Report: res.Report}
 	if !f.jsonOut {
 		if err := verify.WriteText(env.Stdout, res.Report); err != nil {
@@ -235,6 +239,34 @@ func (f *verifyFlags) run(ctx context.Context, env Env) (int, error) {
 		return verifyCannot, actErr
 	}
 	return verifyDiverged, nil
+}
+
+// recordLast writes the report to the state store's control space, where
+// every console shows it (GET /api/v1/verify), when a store is given. The
+// check stands whether or not it is recorded: a failure is a warning.
+func (f *verifyFlags) recordLast(ctx context.Context, cfg *config.Config, log *slog.Logger, rep verify.Report) {
+	if cfg.Store == "" && cfg.DataDir == "" {
+		log.Debug("verify: no --store given; the report is not recorded for the console")
+		return
+	}
+	rs, err := openResources(ctx, cfg, log, needStore)
+	if err != nil {
+		log.Warn("verify: could not record the report for the console", "err", err)
+		return
+	}
+	defer rs.Close()
+	host, _ := os.Hostname()
+	name := os.Getenv("USER")
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	if name == "" {
+		name = "unknown"
+	}
+	last := verify.Last(rep, time.Now(), fmt.Sprintf("%s@%s pid %d", name, host, os.Getpid()), host)
+	if err := verify.SaveLast(ctx, rs.Store, last); err != nil {
+		log.Warn("verify: could not record the report for the console", "err", err)
+	}
 }
 
 func (f *verifyFlags) printJSON(w io.Writer, out verifyOutput) error {

@@ -14,8 +14,10 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/eventsync/eventsync"
 	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/internal/testenv"
+	"github.com/eventsync/eventsync/internal/verify"
 	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/source/sqlite"
 )
@@ -221,5 +223,29 @@ func TestVerifyCommandSQLiteAndRepairPlan(t *testing.T) {
 	}
 	if n := len(api.Records("listings")); n != 2 {
 		t.Fatalf("a dry run changed the API: %d records", n)
+	}
+
+	// The check left its report in the store's control space, for the console.
+	client, err := eventsync.Open(eventsync.Config{Store: redisURL, Namespace: namespace}, eventsync.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	st, err := client.Store(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports, err := verify.LastReports(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reports) != 1 {
+		t.Fatalf("recorded reports: %+v, want one for listing", reports)
+	}
+	r := reports[0]
+	if r.Entity != "listing" || r.Converged || r.Counts.Matching != 1 || r.Counts.Missing != 1 || r.Counts.Extra != 1 ||
+		len(r.Samples.Missing) != 1 || r.Samples.Missing[0].Key != "b" || len(r.Samples.Extra) != 1 || r.Samples.Extra[0].Key != "ghost" ||
+		r.By == "" || r.Host == "" || r.At.IsZero() || !strings.Contains(r.Target, api.URL) {
+		t.Errorf("recorded report: %+v", r)
 	}
 }

@@ -27,6 +27,7 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+apiPrefix+"streams", s.apiStreams)
 	mux.HandleFunc("GET "+apiPrefix+"workers", s.apiWorkers)
 	mux.HandleFunc("GET "+apiPrefix+"resync", s.apiResync)
+	mux.HandleFunc("GET "+apiPrefix+"verify", s.apiVerify)
 	mux.HandleFunc("GET "+apiPrefix+"parked", s.apiParkedList)
 	mux.HandleFunc("GET "+apiPrefix+"parked/{id}", s.apiParkedShow)
 	mux.Handle("POST "+apiPrefix+"parked/{id}/replay", s.mutation(s.apiParkedReplayOne))
@@ -176,6 +177,15 @@ func (s *Server) apiResync(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, runs)
+}
+
+func (s *Server) apiVerify(w http.ResponseWriter, r *http.Request) {
+	reports, err := s.cfg.Ops.VerifyReports(r.Context())
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, reports)
 }
 
 // queryFilter reads a parked-message filter from a query string or form.

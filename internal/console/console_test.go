@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 	"github.com/eventsync/eventsync/internal/ops"
 	"github.com/eventsync/eventsync/internal/resync"
 	"github.com/eventsync/eventsync/internal/testenv"
+	"github.com/eventsync/eventsync/internal/verify"
 	"github.com/eventsync/eventsync/store"
 	pgstore "github.com/eventsync/eventsync/store/postgres"
 	redisstore "github.com/eventsync/eventsync/store/redis"
@@ -588,4 +590,60 @@ func FuzzEditedBody(f *testing.F) {
 		o := &ops.Ops{}
 		_, _ = o.CheckEvent(body) // must not panic either
 	})
+}
+
+// TestLastVerifyReports: the reports verify records in the store's control
+// space (one per entity, the last one wins) are in the API, on the overview
+// and on the verify page, escaped.
+func TestLastVerifyReports(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "postgres")
+	if code, body, _ := e.call("GET", "/api/v1/verify", "", ""); code != 200 || strings.TrimSpace(body) != "[]" {
+		t.Errorf("no report yet: %d %s", code, body)
+	}
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	older := verify.Last(verify.Report{Entity: "listing", Converged: true, Counts: verify.Counts{Expected: 3, Matching: 3}}, at.Add(-time.Hour), "old@h pid 1", "h")
+	diverged := verify.Report{Entity: "listing", Source: "table listings", Target: "fake API", Counts: verify.Counts{Expected: 5, Matching: 2, Missing: 1, Extra: 1, Differing: 1, Duplicated: 1}}
+	diverged.Samples.Differing = []verify.Sample{{Key: "k7", Field: "title", Expected: `"<script>x</script>"`, Remote: `"old"`}}
+	for i := range 12 {
+		diverged.Samples.Missing = append(diverged.Samples.Missing, verify.Sample{Key: fmt.Sprintf("m%02d", i), Version: 2})
+	}
+	for _, r := range []verify.LastReport{
+		older,
+		verify.Last(diverged, at, "ops@box pid 42", "box"),
+		verify.Last(verify.Report{Entity: "host", Converged: true, Counts: verify.Counts{Expected: 4, Matching: 4}}, at, "ops@box pid 43", "box"),
+	} {
+		if err := verify.SaveLast(e.ctx, e.store, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, body, _ := e.call("GET", "/api/v1/verify", "", "")
+	var got []verify.LastReport
+	if err := json.Unmarshal([]byte(body), &got); code != 200 || err != nil {
+		t.Fatalf("GET /api/v1/verify: %d %v %s", code, err, body)
+	}
+	if len(got) != 2 || got[0].Entity != "host" || got[1].Entity != "listing" {
+		t.Fatalf("reports: %+v, want host then listing", got)
+	}
+	l := got[1]
+	if l.Converged || l.By != "ops@box pid 42" || !l.At.Equal(at) || l.Counts.Missing != 1 || l.Counts.Duplicated != 1 ||
+		len(l.Samples.Missing) != verify.LastSamples || len(l.Samples.Differing) != 1 {
+		t.Errorf("listing's last report: %+v", l)
+	}
+
+	_, overview, _ := e.call("GET", "/", "", "")
+	for _, want := range []string{`id="verify-listing"`, `id="verify-host"`, "diverged", "converged", "ops@box pid 42"} {
+		if !strings.Contains(overview, want) {
+			t.Errorf("overview lacks %q", want)
+		}
+	}
+	code, page, _ := e.call("GET", "/verify", "", "")
+	for _, want := range []string{`id="report-listing"`, "m09", "k7", "&lt;script&gt;"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("verify page lacks %q", want)
+		}
+	}
+	if code != 200 || strings.Contains(page, "<script>") || strings.Contains(page, "m10") {
+		t.Errorf("verify page: %d, unescaped or more than %d samples per category", code, verify.LastSamples)
+	}
 }

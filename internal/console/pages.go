@@ -14,6 +14,7 @@ import (
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/ops"
+	"github.com/eventsync/eventsync/internal/verify"
 )
 
 // defaultPageLimit bounds a parked listing on the page unless the filter
@@ -25,6 +26,7 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /parked", s.pageParked)
 	mux.HandleFunc("GET /parked/{id}", s.pageParkedShow)
 	mux.HandleFunc("GET /resync", s.pageResync)
+	mux.HandleFunc("GET /verify", s.pageVerify)
 	mux.HandleFunc("GET /login", s.pageLogin)
 	mux.HandleFunc("POST /login", s.postLogin)
 	mux.HandleFunc("POST /logout", s.postLogout)
@@ -65,6 +67,9 @@ var funcs = template.FuncMap{
 		return roundDuration(time.Duration(s * float64(time.Second)))
 	},
 	"list": func(s ...string) []string { return s },
+	"reports": func(p page, r []verify.LastReport) reportsData {
+		return reportsData{Page: p, Reports: r, Max: verify.LastSamples}
+	},
 	"rate": func(r float64) string { return fmt.Sprintf("%.1f", r) },
 	"pct":  func(p float64) string { return fmt.Sprintf("%.1f", p) },
 	"sum": func(m map[bus.Stream]int64) int64 {
@@ -129,8 +134,8 @@ func roundDuration(d time.Duration) string {
 // parsePages parses every page with the shared layout.
 func parsePages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"overview", "parked", "parked_show", "confirm", "resync", "login", "error"} {
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/runs.html", "templates/"+name+".html")
+	for _, name := range []string{"overview", "parked", "parked_show", "confirm", "resync", "verify", "login", "error"} {
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/runs.html", "templates/reports.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console: template %s: %w", name, err)
 		}
@@ -189,10 +194,20 @@ func redirect(w http.ResponseWriter, r *http.Request, to, msg string, isErr bool
 }
 
 type overviewData struct {
-	Status ops.ClusterStatus
-	Parked int64
-	Runs   []ops.ResyncRun
-	Err    string
+	Status  ops.ClusterStatus
+	Parked  int64
+	Runs    []ops.ResyncRun
+	Reports []verify.LastReport
+	Err     string
+}
+
+// reportsData is what the "reports" template gets: the page (for its
+// clock) and the last verify reports.
+type reportsData struct {
+	Page    page
+	Reports []verify.LastReport
+	Max     int
+	Err     string
 }
 
 func (s *Server) pageOverview(w http.ResponseWriter, r *http.Request) {
@@ -211,6 +226,9 @@ func (s *Server) pageOverview(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(d.Runs) > 5 {
 		d.Runs = d.Runs[:5]
+	}
+	if d.Reports, err = s.cfg.Ops.VerifyReports(r.Context()); err != nil {
+		errs = append(errs, err.Error())
 	}
 	d.Err = strings.Join(errs, "; ")
 	s.render(w, r, http.StatusOK, "overview", d)
@@ -458,6 +476,15 @@ func (s *Server) pageResync(w http.ResponseWriter, r *http.Request) {
 		d.Err = err.Error()
 	}
 	s.render(w, r, http.StatusOK, "resync", d)
+}
+
+func (s *Server) pageVerify(w http.ResponseWriter, r *http.Request) {
+	reports, err := s.cfg.Ops.VerifyReports(r.Context())
+	d := reportsData{Reports: reports, Max: verify.LastSamples, Page: page{Now: s.cfg.Now()}}
+	if err != nil {
+		d.Err = err.Error()
+	}
+	s.render(w, r, http.StatusOK, "verify", d)
 }
 
 func (s *Server) pageLogin(w http.ResponseWriter, r *http.Request) {

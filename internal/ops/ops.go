@@ -3,7 +3,8 @@
 // console and its HTTP control API (internal/console). It reads and writes
 // through the deployment's bus and the state store's control space only:
 // pause flags and worker heartbeats (internal/control), the bus's queue
-// statistics and parked queue, and the resync checkpoints.
+// statistics and parked queue, the resync checkpoints and the last verify
+// reports.
 //
 // An edited parked event is checked with event.Parse, the worker's own
 // validator, before anything is published: a body the worker would park
@@ -23,6 +24,7 @@ import (
 	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/internal/control"
 	"github.com/eventsync/eventsync/internal/resync"
+	"github.com/eventsync/eventsync/internal/verify"
 	"github.com/eventsync/eventsync/store"
 )
 
@@ -261,6 +263,15 @@ func (o *Ops) EditAndReplay(ctx context.Context, id string, body []byte) (event.
 		return ev, err
 	}
 	return ev, o.Bus.ReplayParkedAs(ctx, id, body)
+}
+
+// VerifyReports returns the last report `eventsync verify` recorded for
+// each entity, sorted by entity.
+func (o *Ops) VerifyReports(ctx context.Context) ([]verify.LastReport, error) {
+	if err := o.needControl(); err != nil {
+		return nil, err
+	}
+	return verify.LastReports(ctx, o.Control)
 }
 
 // ResyncRun is a resync run's checkpoint with what follows from it.
