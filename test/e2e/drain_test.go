@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/eventsync/eventsync/bus"
-	"github.com/eventsync/eventsync/bus/rabbitmq"
-	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/internal/testenv"
 )
 
@@ -50,17 +48,7 @@ func testSIGTERMDrain(t *testing.T, grace time.Duration) {
 	storeURL := testenv.PostgresPool(t, 4)
 	t.Cleanup(func() { dropStoreSchema(t, testenv.Postgres(t), ns) })
 
-	api, err := fakeapi.Start(ctx, fakeapi.Config{Faults: fakeapi.Faults{Latency: fakeapi.Duration(latency)}, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer api.Close()
-	b, err := rabbitmq.Open(ctx, rabbitmq.Config{URL: amqpURL, Namespace: ns, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	defer deleteQueues(t, amqpURL, b)
+	api, b := apiAndBus(t, ctx, latency, amqpURL, ns)
 
 	cfgPath := filepath.Join(t.TempDir(), "eventsync.yaml")
 	cfg := fmt.Sprintf(`bus: %s
