@@ -7,6 +7,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/eventsync/eventsync/bus/natsjs"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
 	"github.com/eventsync/eventsync/internal/testenv"
 )
@@ -23,17 +24,28 @@ func TestValidateBusPartitions(t *testing.T) {
 	}
 }
 
-// Ordered mode needs RabbitMQ for now: a NATS bus refuses it at open,
-// before connecting.
-func TestBusPartitionsRefusedWithNATS(t *testing.T) {
-	c, err := Open(Config{Bus: "nats://127.0.0.1:1", BusPartitions: 4})
+// With NATS, ordered mode needs pinned priority groups (nats-server 2.11+):
+// an older server refuses it at open, naming the setting and the version.
+func TestBusPartitionsWithNATS(t *testing.T) {
+	url := testenv.NATS(t)
+	ns := testenv.UniqueName("clientordered")
+	c, err := Open(Config{Bus: url, Namespace: ns, BusPartitions: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Bus(context.Background()); err == nil || !strings.Contains(err.Error(), "bus_partitions") || !strings.Contains(err.Error(), "RabbitMQ") {
-		t.Fatalf("Bus = %v, want a bus_partitions error naming RabbitMQ", err)
+	b, err := c.Bus(context.Background())
+	if err != nil {
+		if !strings.Contains(err.Error(), "bus_partitions") || !strings.Contains(err.Error(), "2.11") {
+			t.Fatalf("Bus = %v, want a bus_partitions error naming nats-server 2.11", err)
+		}
+		return
 	}
+	nb, ok := b.(*natsjs.Bus)
+	if !ok {
+		t.Fatalf("bus is %T", b)
+	}
+	_ = nb.DeleteStreams(context.Background())
 }
 
 // The Client hands bus_partitions to the RabbitMQ bus.

@@ -12,7 +12,6 @@ import (
 	"github.com/eventsync/eventsync/bus/natsjs"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
 	"github.com/eventsync/eventsync/internal/redact"
-	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/source"
 	pgsource "github.com/eventsync/eventsync/source/postgres"
 	"github.com/eventsync/eventsync/source/sqlite"
@@ -69,10 +68,7 @@ var adapters = []adapter{
 		}},
 	{kind: kindBus, schemes: []string{"nats", "tls"}, example: "nats://host:4222",
 		bus: func(ctx context.Context, p openParams) (bus.Bus, error) {
-			if p.Partitions > 0 {
-				return nil, setting.Errorf("bus_partitions", "bus_partitions %d: per-key ordered mode needs RabbitMQ (amqp://) for now; with NATS set bus_partitions: 0", p.Partitions)
-			}
-			return natsjs.Open(ctx, natsjs.Config{URL: p.URL, Namespace: p.Namespace, TLS: p.TLS, CredentialsFile: p.NATS.CredentialsFile, NKeyFile: p.NATS.NKeyFile, Logger: p.Logger})
+			return natsjs.Open(ctx, natsjs.Config{URL: p.URL, Namespace: p.Namespace, Partitions: p.Partitions, TLS: p.TLS, CredentialsFile: p.NATS.CredentialsFile, NKeyFile: p.NATS.NKeyFile, Logger: p.Logger})
 		}},
 	{kind: kindStore, schemes: []string{"postgres", "postgresql"}, example: "postgres://user:pass@host:5432/db",
 		store: func(ctx context.Context, p openParams) (store.Store, error) {

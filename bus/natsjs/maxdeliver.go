@@ -28,7 +28,12 @@ func (b *Bus) advisoryStream() string {
 	return strings.ToUpper(b.cfg.Namespace) + "_ADVISORIES"
 }
 
+// maxDeliveriesSubject is the advisory subject of the stream's consumer,
+// in ordered mode of all its partition consumers.
 func (b *Bus) maxDeliveriesSubject(s bus.Stream) string {
+	if b.cfg.Partitions > 0 {
+		return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + b.streamName(s) + ".*"
+	}
 	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + b.streamName(s) + "." + consumerName
 }
 
@@ -113,7 +118,8 @@ func (b *Bus) handleAdvisory(m jetstream.Msg) {
 
 func (b *Bus) streamOfAdvisory(subject string) (bus.Stream, bool) {
 	for _, s := range bus.Streams {
-		if subject == b.maxDeliveriesSubject(s) {
+		prefix, ok := strings.CutSuffix(b.maxDeliveriesSubject(s), "*")
+		if subject == b.maxDeliveriesSubject(s) || ok && strings.HasPrefix(subject, prefix) {
 			return s, true
 		}
 	}

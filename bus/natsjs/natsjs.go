@@ -78,6 +78,16 @@ type Config struct {
 	// worker process. A retried copy spends one of them on its early first
 	// delivery. Default 30; at least 2; -1 means unlimited.
 	MaxDeliver int
+	// Partitions turns on per-key ordered mode when above 0: each stream's
+	// messages go to one of this many subjects by the event's entity and
+	// key, each with its own durable consumer that the server hands to one
+	// subscription at a time (a pinned priority group: nats-server 2.11 or
+	// later). 0 (the default): one consumer shared by every worker. Every
+	// process of a deployment must use the same value.
+	Partitions int
+	// RebalanceInterval is how often an ordered-mode subscription checks
+	// that it holds no more than its share of the partitions. Default 5s.
+	RebalanceInterval time.Duration
 	// PublishBatch bounds how many asynchronous publishes wait for their
 	// acks at once inside one Publish call. Default 1000.
 	PublishBatch int
@@ -108,6 +118,9 @@ func (c Config) WithDefaults() Config {
 	if c.PublishBatch == 0 {
 		c.PublishBatch = 1000
 	}
+	if c.RebalanceInterval <= 0 {
+		c.RebalanceInterval = 5 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -132,6 +145,9 @@ func (c Config) Validate() error {
 		// A retried copy's first delivery is handed back until due (see
 		// retry.go): with one delivery it would be parked unseen.
 		return fmt.Errorf("natsjs: max deliver %d is invalid; use at least 2 deliveries, or -1 for unlimited", c.MaxDeliver)
+	}
+	if c.Partitions < 0 || c.Partitions > maxPartitions {
+		return setting.Errorf("bus_partitions", "natsjs: bus_partitions %d must be 0 (one shared consumer) to %d", c.Partitions, maxPartitions)
 	}
 	if c.PublishBatch < 1 {
 		return fmt.Errorf("natsjs: publish batch %d must be at least 1", c.PublishBatch)
@@ -190,6 +206,10 @@ func Open(ctx context.Context, cfg Config) (_ *Bus, err error) {
 		return nil, fmt.Errorf("natsjs: JetStream context: %w", err)
 	}
 	b.js = js
+	if err := b.checkPinnedSupport(); err != nil {
+		b.closeConn()
+		return nil, err
+	}
 	if err := b.declare(ctx); err != nil {
 		b.closeConn()
 		return nil, err
@@ -228,10 +248,19 @@ func (b *Bus) presencePrefix(s bus.Stream) string {
 func (b *Bus) declare(ctx context.Context) error {
 	maxDeliver := b.cfg.MaxDeliver
 	for _, s := range bus.Streams {
+		if err := b.retireOtherMode(ctx, s); err != nil {
+			return err
+		}
+		subjects := []string{b.subject(s)}
+		if b.cfg.Partitions > 0 {
+			// The plain subject stays, so a process still publishing
+			// without partitions is stored and found, not refused.
+			subjects = append(subjects, b.subject(s)+".*")
+		}
 		_, err := createStream(ctx, b.js, jetstream.StreamConfig{
 			Name:        b.streamName(s),
 			Description: "eventsync " + string(s) + " events",
-			Subjects:    []string{b.subject(s)},
+			Subjects:    subjects,
 			Retention:   jetstream.WorkQueuePolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    b.cfg.Replicas,
@@ -239,20 +268,29 @@ func (b *Bus) declare(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("natsjs: create stream %s: %w; is JetStream enabled on the server (nats-server -js)?", b.streamName(s), err)
 		}
-		_, err = b.js.CreateOrUpdateConsumer(ctx, b.streamName(s), jetstream.ConsumerConfig{
-			Durable:     consumerName,
-			Description: "all eventsync workers share this consumer",
-			AckPolicy:   jetstream.AckExplicitPolicy,
-			AckWait:     b.cfg.AckWait,
-			MaxDeliver:  maxDeliver,
-			// Messages waiting for a delayed retry count as ack-pending; a
-			// limit would stop new deliveries while the API is down, which
-			// is exactly the head-of-line blocking retries must avoid.
-			MaxAckPending: -1,
-			Replicas:      b.cfg.Replicas,
-		})
-		if err != nil {
-			return fmt.Errorf("natsjs: create consumer on %s: %w", b.streamName(s), err)
+		for _, ref := range b.consumersOf(s) {
+			cfg := jetstream.ConsumerConfig{
+				Durable:       ref.name,
+				Description:   "all eventsync workers share this consumer",
+				FilterSubject: ref.filter,
+				AckPolicy:     jetstream.AckExplicitPolicy,
+				AckWait:       b.cfg.AckWait,
+				MaxDeliver:    maxDeliver,
+				// Messages waiting for a delayed retry count as ack-pending; a
+				// limit would stop new deliveries while the API is down, which
+				// is exactly the head-of-line blocking retries must avoid.
+				MaxAckPending: -1,
+				Replicas:      b.cfg.Replicas,
+			}
+			if ref.filter != "" {
+				cfg.Description = "one partition of " + string(s) + ", pulled by one eventsync worker at a time"
+				cfg.PriorityPolicy = jetstream.PriorityPolicyPinned
+				cfg.PriorityGroups = []string{priorityGroup}
+				cfg.PinnedTTL = pinnedTTL
+			}
+			if _, err := b.js.CreateOrUpdateConsumer(ctx, b.streamName(s), cfg); err != nil {
+				return fmt.Errorf("natsjs: create consumer %s on %s: %w", ref.name, b.streamName(s), err)
+			}
 		}
 	}
 	if maxDeliver >= 0 {
@@ -317,7 +355,8 @@ func (b *Bus) Publish(ctx context.Context, stream bus.Stream, msgs ...bus.Messag
 		end := min(start+b.cfg.PublishBatch, len(msgs))
 		futures := make([]jetstream.PubAckFuture, 0, end-start)
 		for _, m := range msgs[start:end] {
-			nm := &nats.Msg{Subject: b.subject(stream), Data: m.Body, Header: toHeader(m.Headers)}
+			subject, h := b.publishSubject(stream, m.Body, toHeader(m.Headers))
+			nm := &nats.Msg{Subject: subject, Data: m.Body, Header: h}
 			f, err := b.js.PublishMsgAsync(nm, jetstream.WithExpectStream(streamName))
 			if err != nil {
 				return fmt.Errorf("natsjs: publish to %s: %w", streamName, err)
@@ -368,13 +407,18 @@ func (b *Bus) Stats(ctx context.Context, stream bus.Stream) (bus.StreamStats, er
 	if _, err := bus.ParseStream(string(stream)); err != nil {
 		return bus.StreamStats{}, fmt.Errorf("natsjs: stats: %w", err)
 	}
-	cons, err := b.js.Consumer(ctx, b.streamName(stream), consumerName)
-	if err != nil {
-		return bus.StreamStats{}, fmt.Errorf("natsjs: stats of %s: %w", b.streamName(stream), err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return bus.StreamStats{}, fmt.Errorf("natsjs: stats of %s: %w", b.streamName(stream), err)
+	var pending, ackPending uint64
+	for _, ref := range b.consumersOf(stream) {
+		cons, err := b.js.Consumer(ctx, b.streamName(stream), ref.name)
+		if err != nil {
+			return bus.StreamStats{}, fmt.Errorf("natsjs: stats of %s: %w", b.streamName(stream), err)
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return bus.StreamStats{}, fmt.Errorf("natsjs: stats of %s: %w", b.streamName(stream), err)
+		}
+		pending += info.NumPending
+		ackPending += uint64(max(info.NumAckPending, 0))
 	}
 	pinfo, err := b.presence.Info(ctx, jetstream.WithSubjectFilter(b.presencePrefix(stream)+".*"))
 	if err != nil {
@@ -386,10 +430,10 @@ func (b *Bus) Stats(ctx context.Context, stream bus.Stream) (bus.StreamStats, er
 	}
 	return bus.StreamStats{
 		Stream:    stream,
-		Ready:     int64(info.NumPending),
+		Ready:     int64(pending),
 		Delayed:   -1,
 		Consumers: len(pinfo.State.Subjects),
-		Unacked:   int64(info.NumAckPending),
+		Unacked:   int64(ackPending),
 		Parked:    int64(parked.State.Msgs),
 	}, nil
 }

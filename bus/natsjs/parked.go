@@ -134,7 +134,11 @@ func (b *Bus) replayEntry(ctx context.Context, e parkedEntry, body []byte) error
 		}
 		h[k] = v
 	}
-	m := &nats.Msg{Subject: b.subject(e.msg.Stream), Data: body, Header: h}
+	if bus.PartitionKey(bus.Message{Body: body}) != "" {
+		h.Del(bus.HeaderPartitionKey) // taken from the (maybe edited) body
+	}
+	subject, h := b.publishSubject(e.msg.Stream, body, h)
+	m := &nats.Msg{Subject: subject, Data: body, Header: h}
 	if _, err := b.js.PublishMsg(ctx, m, jetstream.WithExpectStream(b.streamName(e.msg.Stream))); err != nil {
 		return fmt.Errorf("natsjs: replay parked message %s to %s: %w", e.msg.ID, e.msg.Stream, err)
 	}

@@ -26,7 +26,16 @@ type subscription struct {
 	prefetch   int
 	deliveries chan bus.Delivery
 	slots      chan struct{}
-	presence   string
+	presence   string // empty: this subscription keeps no presence message
+	consumer   string // the durable consumer it pulls from
+
+	// received counts messages handed out (ordered mode's rebalancing);
+	// stepping is set while it steps back from its partition, and cur is
+	// the iterator pulling now, so stepBack can drain it.
+	received atomic.Int64
+	stepping atomic.Bool
+	mu       sync.Mutex
+	cur      jetstream.MessagesContext
 
 	ctx    context.Context // ends on Close or when the Subscribe context ends
 	cancel context.CancelFunc
@@ -42,11 +51,24 @@ func (b *Bus) Subscribe(ctx context.Context, stream bus.Stream, opts bus.Subscri
 	if prefetch <= 0 {
 		prefetch = 1
 	}
-	cons, err := b.js.Consumer(ctx, b.streamName(stream), consumerName)
+	if b.cfg.Partitions > 0 {
+		return b.subscribePartitions(ctx, stream, prefetch)
+	}
+	s, err := b.subscribeConsumer(ctx, stream, consumerName, prefetch, true)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// subscribeConsumer pulls from one durable consumer of stream; present
+// keeps a presence message for it (one per Subscribe call).
+func (b *Bus) subscribeConsumer(ctx context.Context, stream bus.Stream, consumer string, prefetch int, present bool) (*subscription, error) {
+	cons, err := b.js.Consumer(ctx, b.streamName(stream), consumer)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: subscribe to %s: %w", b.streamName(stream), err)
 	}
-	iter, err := cons.Messages(pullOptions(prefetch)...)
+	iter, err := cons.Messages(b.pullOptions(prefetch)...)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: subscribe to %s: %w", b.streamName(stream), err)
 	}
@@ -57,15 +79,19 @@ func (b *Bus) Subscribe(ctx context.Context, stream bus.Stream, opts bus.Subscri
 		prefetch:   prefetch,
 		deliveries: make(chan bus.Delivery),
 		slots:      make(chan struct{}, prefetch),
-		presence:   b.presencePrefix(stream) + "." + nuid.Next(),
+		consumer:   consumer,
+		cur:        iter,
 		ctx:        subCtx,
 		cancel:     cancel,
 		done:       make(chan struct{}),
 	}
-	if err := s.announce(ctx); err != nil {
-		cancel()
-		iter.Stop()
-		return nil, err
+	if present {
+		s.presence = b.presencePrefix(stream) + "." + nuid.Next()
+		if err := s.announce(ctx); err != nil {
+			cancel()
+			iter.Stop()
+			return nil, err
+		}
 	}
 	b.mu.Lock()
 	if b.closed {
@@ -110,6 +136,9 @@ func (s *subscription) announce(ctx context.Context) error {
 }
 
 func (s *subscription) keepPresence() {
+	if s.presence == "" {
+		return
+	}
 	t := time.NewTicker(presenceInterval)
 	defer t.Stop()
 	for {
@@ -127,6 +156,9 @@ func (s *subscription) keepPresence() {
 }
 
 func (s *subscription) withdraw() {
+	if s.presence == "" {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.b.presence.Purge(ctx, jetstream.WithPurgeSubject(s.presence)); err != nil && !s.b.nc.IsClosed() {
@@ -142,6 +174,22 @@ func (s *subscription) run(iter jetstream.MessagesContext) {
 		s.drain(iter)
 		if !failed || s.ctx.Err() != nil {
 			return
+		}
+		if s.stepping.Load() {
+			// Stepped back (ordered mode): let the server pin another
+			// subscription, then pull again behind it.
+			s.unpin()
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(stepBackPause):
+			}
+			s.stepping.Store(false)
+			var err error
+			if iter, err = s.reopen(); err == nil {
+				continue
+			}
+			s.b.log.Warn("natsjs: resubscribe after stepping back failed; retrying", "stream", s.stream, "err", err)
 		}
 		// The iterator ended without us asking (consumer deleted, server
 		// restarted without its data): declare it again and resume.
@@ -166,11 +214,43 @@ func (s *subscription) reopen() (jetstream.MessagesContext, error) {
 	if err := s.b.declare(ctx); err != nil {
 		return nil, err
 	}
-	cons, err := s.b.js.Consumer(ctx, s.b.streamName(s.stream), consumerName)
+	cons, err := s.b.js.Consumer(ctx, s.b.streamName(s.stream), s.consumer)
 	if err != nil {
 		return nil, err
 	}
-	return cons.Messages(pullOptions(s.prefetch)...)
+	iter, err := cons.Messages(s.b.pullOptions(s.prefetch)...)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.cur = iter
+	s.mu.Unlock()
+	return iter, nil
+}
+
+// stepBack makes the subscription stop pulling from its consumer (the
+// messages it holds are still handed out), have the server unpin it and
+// pull again after stepBackPause: ordered mode's rebalancing.
+func (s *subscription) stepBack() {
+	if !s.stepping.CompareAndSwap(false, true) {
+		return
+	}
+	s.mu.Lock()
+	iter := s.cur
+	s.mu.Unlock()
+	iter.Drain()
+}
+
+func (s *subscription) unpin() {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	st, err := s.b.js.Stream(ctx, s.b.streamName(s.stream))
+	if err == nil {
+		err = st.UnpinConsumer(ctx, s.consumer, priorityGroup)
+	}
+	if err != nil && s.ctx.Err() == nil {
+		s.b.log.Debug("natsjs: unpin after stepping back failed; the pin moves after its TTL", "consumer", s.consumer, "err", err)
+	}
 }
 
 // pullOptions keeps pull requests short-lived. nats.go's iterator skips
@@ -182,12 +262,18 @@ func (s *subscription) reopen() (jetstream.MessagesContext, error) {
 // iterator's buffer (two heartbeats and a timeout status) as small as the
 // defaults do, so a buffer of one prefetch never overflows and drops a
 // message while the worker is busy.
-func pullOptions(prefetch int) []jetstream.PullMessagesOpt {
-	return []jetstream.PullMessagesOpt{
+//
+// In ordered mode the pulls name the partition consumers' priority group.
+func (b *Bus) pullOptions(prefetch int) []jetstream.PullMessagesOpt {
+	opts := []jetstream.PullMessagesOpt{
 		jetstream.PullMaxMessages(prefetch),
 		jetstream.PullExpiry(5 * time.Second),
 		jetstream.PullHeartbeat(2 * time.Second),
 	}
+	if b.cfg.Partitions > 0 {
+		opts = append(opts, jetstream.PullPriorityGroup(priorityGroup))
+	}
+	return opts
 }
 
 // pump hands out messages until the subscription ends (false) or the
@@ -210,7 +296,9 @@ func (s *subscription) pump(iter jetstream.MessagesContext) (failed bool) {
 				if s.b.nc.IsClosed() {
 					return false
 				}
-				s.b.log.Warn("natsjs: subscription interrupted; resubscribing", "stream", s.stream, "err", err)
+				if !s.stepping.Load() {
+					s.b.log.Warn("natsjs: subscription interrupted; resubscribing", "stream", s.stream, "err", err)
+				}
 				return true
 			default:
 				s.b.log.Debug("natsjs: pull failed; retrying", "stream", s.stream, "err", err)
@@ -221,6 +309,7 @@ func (s *subscription) pump(iter jetstream.MessagesContext) (failed bool) {
 			<-s.slots
 			continue
 		}
+		s.received.Add(1)
 		d := s.newDelivery(msg)
 		select {
 		case s.deliveries <- d:
@@ -325,7 +414,8 @@ func (d *delivery) Retry(ctx context.Context, delay time.Duration, reason string
 	}
 	b, stream := d.sub.b, d.sub.stream
 	h := retryHeaders(d.msg.Headers(), d.attempt+1, reason, time.Now().Add(max(delay, 0)))
-	cm := &nats.Msg{Subject: b.subject(stream), Data: d.msg.Data(), Header: h}
+	// Its own subject: in ordered mode, the key's partition.
+	cm := &nats.Msg{Subject: d.msg.Subject(), Data: d.msg.Data(), Header: h}
 	ack, err := b.js.PublishMsg(ctx, cm, jetstream.WithExpectStream(b.streamName(stream)))
 	if err == nil && ack.Duplicate {
 		err = errors.New("the server took the copy for a duplicate and did not store it")
