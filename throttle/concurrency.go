@@ -16,6 +16,15 @@ const (
 	signalOverload               // 502/503/504, 408, timeouts, connection errors: cut
 )
 
+// slowStartGrowth is what each busy success adds to the limit in slow
+// start: the limit grows by a quarter per round trip. Doubling (TCP's one
+// per success) overshoots an API's concurrency ceiling by up to the whole
+// ceiling in the round trip that crosses it, and every call beyond it
+// fails at once (in the throughput scenario, 90 of 132 refusals came from
+// the first second); a quarter overshoots by at most a quarter, and still
+// reaches 1,000 from 8 in about 22 round trips.
+const slowStartGrowth = 0.25
+
 // liveWindow is how long after a live call resync stays capped, so live
 // events arriving one by one still find free slots.
 const liveWindow = time.Second
@@ -197,7 +206,7 @@ func (c *concurrency) release(p Priority, now time.Time, latency time.Duration, 
 				c.short = c.long // judge the next cut on fresh samples
 			}
 		case busy && c.slowStart:
-			c.limit = min(c.maxLimit, c.limit+1)
+			c.limit = min(c.maxLimit, c.limit+slowStartGrowth)
 		case busy:
 			c.limit = min(c.maxLimit, c.limit+1/c.limit)
 		}

@@ -25,7 +25,7 @@ func fill(t *testing.T, c *concurrency, p Priority, n int, now time.Time) {
 func TestConcurrencySlowStartGrowsOnlyWhileBusy(t *testing.T) {
 	c, now := testConcurrency(4, 20), time.Unix(0, 0)
 	fill(t, c, Resync, 4, now)
-	for range 4 { // every slot taken: each success grows by one
+	for range 16 { // every slot taken: each success grows by a quarter
 		c.release(Resync, now, 10*time.Millisecond, signalOK)
 		fill(t, c, Resync, c.Limit()-c.InFlight()[Resync], now)
 	}
@@ -33,7 +33,7 @@ func TestConcurrencySlowStartGrowsOnlyWhileBusy(t *testing.T) {
 		c.release(Resync, now, 10*time.Millisecond, signalNeutral)
 	}
 	if got := c.Limit(); got != 8 {
-		t.Fatalf("limit after 4 busy successes in slow start = %d, want 8", got)
+		t.Fatalf("limit after 16 busy successes in slow start = %d, want 8", got)
 	}
 	for range 20 { // one call at a time: the limit is not what limits
 		fill(t, c, Resync, 1, now)
