@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 )
@@ -98,4 +100,61 @@ func (f *fanIn) Unacked() int {
 		}
 	}
 	return n
+}
+
+// Rebalancer runs a partitioned subscription's rebalancing: step every
+// interval (jittered ±50 %, so workers started together look at different
+// moments) until Stop, ctx ends or quit closes; then finally, if not nil.
+type Rebalancer struct {
+	stop chan struct{}
+	once sync.Once
+	done chan struct{}
+}
+
+// StartRebalancer starts the loop; its goroutine ends before Stop returns.
+func StartRebalancer(ctx context.Context, every time.Duration, quit <-chan struct{}, step func(context.Context), finally func()) *Rebalancer {
+	r := &Rebalancer{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		if finally != nil {
+			defer finally()
+		}
+		t := time.NewTimer(jitter(every))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.stop:
+				return
+			case <-quit:
+				return
+			case <-t.C:
+			}
+			step(ctx)
+			t.Reset(jitter(every))
+		}
+	}()
+	return r
+}
+
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d+1) }
+
+// Stop ends the loop and waits for it.
+func (r *Rebalancer) Stop() {
+	r.once.Do(func() { close(r.stop) })
+	<-r.done
+}
+
+// Excess returns, chosen at random, the partitions among active (the ones
+// a subscription is active on) beyond its share of n partitions among
+// workers subscriptions, ceil(n / workers), and that share.
+func Excess(active []int, n, workers int) (excess []int, share int) {
+	share = (n + max(workers, 1) - 1) / max(workers, 1)
+	if len(active) <= share {
+		return nil, share
+	}
+	active = slices.Clone(active)
+	rand.Shuffle(len(active), func(i, j int) { active[i], active[j] = active[j], active[i] })
+	return active[share:], share
 }

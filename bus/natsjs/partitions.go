@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -177,8 +176,7 @@ type partitioned struct {
 	b      *Bus
 	stream bus.Stream
 	parts  []*subscription
-	stop   chan struct{}
-	done   chan struct{}
+	reb    *bus.Rebalancer
 }
 
 func (b *Bus) subscribePartitions(ctx context.Context, stream bus.Stream, prefetch int) (bus.Subscription, error) {
@@ -197,37 +195,14 @@ func (b *Bus) subscribePartitions(ctx context.Context, stream bus.Stream, prefet
 		parts = append(parts, s)
 		subs = append(subs, s)
 	}
-	p := &partitioned{Subscription: bus.FanIn(subs...), b: b, stream: stream, parts: parts, stop: make(chan struct{}), done: make(chan struct{})}
-	go p.rebalanceLoop(ctx)
+	p := &partitioned{Subscription: bus.FanIn(subs...), b: b, stream: stream, parts: parts}
+	p.reb = bus.StartRebalancer(ctx, b.cfg.RebalanceInterval, nil, p.rebalance, nil)
 	return p, nil
 }
 
 func (p *partitioned) Close() error {
-	select {
-	case <-p.stop:
-	default:
-		close(p.stop)
-	}
-	<-p.done
+	p.reb.Stop()
 	return p.Subscription.Close()
-}
-
-func (p *partitioned) rebalanceLoop(ctx context.Context) {
-	defer close(p.done)
-	every := p.b.cfg.RebalanceInterval
-	t := time.NewTimer(every/2 + rand.N(every))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-p.stop:
-			return
-		case <-t.C:
-		}
-		p.rebalance(ctx)
-		t.Reset(every/2 + rand.N(every))
-	}
 }
 
 func (p *partitioned) rebalance(ctx context.Context) {
@@ -248,12 +223,11 @@ func (p *partitioned) rebalance(ctx context.Context) {
 		return
 	}
 	workers := max(1, len(info.State.Subjects))
-	share := (len(p.parts) + workers - 1) / workers
-	if len(active) <= share {
+	excess, share := bus.Excess(active, len(p.parts), workers)
+	if len(excess) == 0 {
 		return
 	}
-	rand.Shuffle(len(active), func(i, j int) { active[i], active[j] = active[j], active[i] })
-	for _, i := range active[share:] {
+	for _, i := range excess {
 		p.parts[i].stepBack()
 	}
 	p.b.log.Info("natsjs ordered mode: handing partitions to other workers", "stream", p.stream,

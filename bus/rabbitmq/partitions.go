@@ -3,8 +3,7 @@ package rabbitmq
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"time"
+	"sync"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -33,9 +32,9 @@ type partitioned struct {
 	b                *Bus
 	stream           bus.Stream
 	parts            []*subscription
-	stop             chan struct{}
-	done             chan struct{}
-	presence         *amqp.Channel // consumes the workers queue; owned by rebalanceLoop once started
+	rebalancer       *bus.Rebalancer
+	mu               sync.Mutex
+	presence         *amqp.Channel // consumes the workers queue; guarded by mu
 }
 
 func (b *Bus) subscribePartitions(ctx context.Context, stream bus.Stream, queues []string, prefetch int) (bus.Subscription, error) {
@@ -52,20 +51,18 @@ func (b *Bus) subscribePartitions(ctx context.Context, stream bus.Stream, queues
 		parts = append(parts, s)
 		subs = append(subs, s)
 	}
-	p := &partitioned{Subscription: bus.FanIn(subs...), b: b, stream: stream, parts: parts, stop: make(chan struct{}), done: make(chan struct{})}
+	p := &partitioned{Subscription: bus.FanIn(subs...), b: b, stream: stream, parts: parts}
 	p.present(ctx) // counted in Stats from here on
-	go p.rebalanceLoop(ctx)
+	p.rebalancer = bus.StartRebalancer(ctx, b.cfg.RebalanceInterval, b.conn.done, func(ctx context.Context) {
+		p.present(ctx)
+		p.rebalance(ctx)
+	}, p.absent)
 	return p, nil
 }
 
 // Close stops rebalancing, then every partition's consumer.
 func (p *partitioned) Close() error {
-	select {
-	case <-p.stop:
-	default:
-		close(p.stop)
-	}
-	<-p.done
+	p.rebalancer.Stop() // and absent
 	return p.Subscription.Close()
 }
 
@@ -78,36 +75,11 @@ func (p *partitioned) Unacked() int {
 	return n
 }
 
-func (p *partitioned) rebalanceLoop(ctx context.Context) {
-	defer close(p.done)
-	defer func() {
-		if p.presence != nil {
-			_ = p.presence.Close()
-		}
-	}()
-	every := p.b.cfg.RebalanceInterval
-	// Workers started together would otherwise look at the same moments.
-	t := time.NewTimer(every/2 + rand.N(every))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-p.stop:
-			return
-		case <-p.b.conn.done: // the bus closed
-			return
-		case <-t.C:
-		}
-		p.present(ctx)
-		p.rebalance(ctx)
-		t.Reset(every/2 + rand.N(every))
-	}
-}
-
 // present keeps this subscription's consumer on the workers queue,
 // opening it again after a lost connection.
 func (p *partitioned) present(ctx context.Context) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.presence != nil && !p.presence.IsClosed() {
 		return
 	}
@@ -122,6 +94,16 @@ func (p *partitioned) present(ctx context.Context) {
 		return
 	}
 	p.presence = ch
+}
+
+// absent removes this subscription from the workers queue.
+func (p *partitioned) absent() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.presence != nil {
+		_ = p.presence.Close()
+		p.presence = nil
+	}
 }
 
 // rebalance steps back from the partitions above this subscription's share.
@@ -146,12 +128,11 @@ func (p *partitioned) rebalance(ctx context.Context) {
 		return
 	}
 	workers := max(1, q.Consumers)
-	share := (len(p.parts) + workers - 1) / workers
-	if len(active) <= share {
+	excess, share := bus.Excess(active, len(p.parts), workers)
+	if len(excess) == 0 {
 		return
 	}
-	rand.Shuffle(len(active), func(i, j int) { active[i], active[j] = active[j], active[i] })
-	for _, i := range active[share:] {
+	for _, i := range excess {
 		select {
 		case p.parts[i].requeue <- struct{}{}:
 		default:
