@@ -39,7 +39,7 @@ type Config struct {
 	// key, each consumed by one worker at a time, so one key's events
 	// reach one worker in order. Every process of a deployment (relays,
 	// workers, publish, resync) must use the same value.
-	BusPartitions int `yaml:"bus_partitions" doc:"per-key ordered mode: partitions per stream, each consumed by one worker at a time (RabbitMQ: consistent-hash exchange, single active consumer); the same in every process; 0 = competing consumers (default 0)"`
+	BusPartitions int `yaml:"bus_partitions" doc:"per-key ordered mode: partitions per stream, each consumed by one worker at a time (RabbitMQ: consistent-hash exchange plugin; NATS: nats-server 2.11+); the same in every process; 0 = competing consumers (default 0)"`
 	// BusTLS and StoreTLS verify the bus's and the store's TLS
 	// connections (amqps://, tls:// or nats://, rediss://) with a custom
 	// certificate authority and present a client certificate to servers
