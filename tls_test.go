@@ -3,8 +3,15 @@ package eventsync_test
 import (
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
 
 	"github.com/eventsync/eventsync"
 	"github.com/eventsync/eventsync/internal/setting"
@@ -129,5 +136,162 @@ func TestTLSConfigValidate(t *testing.T) {
 		if err := ok.Validate(); err != nil {
 			t.Errorf("bus %q store %q: %v", ok.Bus, ok.Store, err)
 		}
+	}
+}
+
+// startNATS runs an in-process nats-server with JetStream behind TLS that
+// requires client certificates signed by certs' authority; auth adds its
+// users. It returns the tls:// URL.
+func startNATS(t *testing.T, certs *testenv.Certs, auth func(*server.Options)) string {
+	t.Helper()
+	o := &server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		JetStream: true, StoreDir: t.TempDir(),
+		TLS: true, TLSVerify: true, TLSConfig: certs.ServerTLS(t, true), TLSTimeout: 10,
+	}
+	auth(o)
+	o.NoLog = os.Getenv("H7DEBUG") == ""
+	ns, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("H7DEBUG") != "" {
+		ns.ConfigureLogger()
+	}
+	go ns.Start()
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready after 10s")
+	}
+	return "tls://" + ns.Addr().String()
+}
+
+// writeFile writes data to a new file in dir and returns its path.
+func writeFile(t *testing.T, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A NATS bus and store over mutual TLS, authenticated with an NKey: the
+// right CA, client certificate and seed connect (tls:// and nats://
+// upgraded by bus_tls); a wrong CA, a missing client certificate or a
+// missing NKey fail naming the setting.
+func TestTLSNATSNKey(t *testing.T) {
+	t.Parallel()
+	certs := testenv.NewCerts(t)
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := user.PublicKey()
+	seed, _ := user.Seed()
+	seedFile := writeFile(t, certs.Dir, "user.nk", seed)
+	url := startNATS(t, certs, func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: pub}} })
+
+	mtls := eventsync.TLSConfig{CAFile: certs.CAFile, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
+	nk := eventsync.NATSAuth{NKeyFile: seedFile}
+	good := eventsync.Config{Bus: url, BusTLS: mtls, BusNATS: nk, Store: url, StoreTLS: mtls, StoreNATS: nk}
+	if err := openBus(t, good); err != nil {
+		t.Fatalf("bus: %v", err)
+	}
+	if err := openStore(t, good); err != nil {
+		t.Fatalf("store: %v", err)
+	}
+	upgraded := good
+	upgraded.Bus = strings.Replace(url, "tls://", "nats://", 1)
+	if err := openBus(t, upgraded); err != nil {
+		t.Fatalf("nats:// with bus_tls: %v", err)
+	}
+
+	wrongCA := good
+	wrongCA.BusTLS.CAFile, wrongCA.StoreTLS.CAFile = certs.OtherCAFile, certs.OtherCAFile
+	wantCertError(t, openBus(t, wrongCA), "bus_tls.ca_file", "not signed by", certs.OtherCAFile, "x509")
+	wantCertError(t, openStore(t, wrongCA), "store_tls.ca_file", "not signed by", certs.OtherCAFile)
+	noCert := good
+	noCert.BusTLS = eventsync.TLSConfig{CAFile: certs.CAFile}
+	wantCertError(t, openBus(t, noCert), "bus_tls.cert_file", "requires a client certificate")
+
+	noKey := good
+	noKey.BusNATS = eventsync.NATSAuth{}
+	err = openBus(t, noKey)
+	if err == nil || !strings.Contains(err.Error(), "bus_nats") || !hasSetting(err, "bus_nats") {
+		t.Fatalf("without the NKey: %v, want an authorization error naming bus_nats", err)
+	}
+	t.Log(err)
+}
+
+// A NATS server in operator (JWT) mode accepts the bus and the store
+// with a credentials file, and refuses them without.
+func TestTLSNATSCredentials(t *testing.T) {
+	t.Parallel()
+	certs := testenv.NewCerts(t)
+	op, _ := nkeys.CreateOperator()
+	opPub, _ := op.PublicKey()
+	opClaims := jwt.NewOperatorClaims(opPub)
+	acc, _ := nkeys.CreateAccount()
+	accPub, _ := acc.PublicKey()
+	accClaims := jwt.NewAccountClaims(accPub)
+	accClaims.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	accJWT, err := accClaims.Encode(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, _ := nkeys.CreateUser()
+	userPub, _ := user.PublicKey()
+	userJWT, err := jwt.NewUserClaims(userPub).Encode(acc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userSeed, _ := user.Seed()
+	creds, err := jwt.FormatUserConfig(userJWT, userSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	credsFile := writeFile(t, certs.Dir, "user.creds", creds)
+	// JetStream in operator mode needs a system account.
+	sys, _ := nkeys.CreateAccount()
+	sysPub, _ := sys.PublicKey()
+	sysJWT, err := jwt.NewAccountClaims(sysPub).Encode(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opClaims.SystemAccount = sysPub
+	resolver := &server.MemAccResolver{}
+	for pub, claims := range map[string]string{accPub: accJWT, sysPub: sysJWT} {
+		if err := resolver.Store(pub, claims); err != nil {
+			t.Fatal(err)
+		}
+	}
+	url := startNATS(t, certs, func(o *server.Options) {
+		o.TrustedOperators = []*jwt.OperatorClaims{opClaims}
+		o.AccountResolver = resolver
+		o.SystemAccount = sysPub
+	})
+
+	mtls := eventsync.TLSConfig{CAFile: certs.CAFile, CertFile: certs.ClientCert, KeyFile: certs.ClientKey, MinVersion: "1.3"}
+	good := eventsync.Config{Bus: url, BusTLS: mtls, BusNATS: eventsync.NATSAuth{CredentialsFile: credsFile},
+		Store: url, StoreTLS: mtls, StoreNATS: eventsync.NATSAuth{CredentialsFile: credsFile}}
+	if err := openBus(t, good); err != nil {
+		t.Fatalf("bus: %v", err)
+	}
+	if err := openStore(t, good); err != nil {
+		t.Fatalf("store: %v", err)
+	}
+	noCreds := good
+	noCreds.StoreNATS = eventsync.NATSAuth{}
+	if err := openStore(t, noCreds); err == nil || !hasSetting(err, "store_nats") {
+		t.Fatalf("without credentials: %v, want an authorization error naming store_nats", err)
+	}
+	missing := good
+	missing.BusNATS.CredentialsFile = filepath.Join(certs.Dir, "nope.creds")
+	if err := openBus(t, missing); err == nil || !hasSetting(err, "bus_nats.credentials_file") {
+		t.Fatalf("missing credentials file: %v, want an error naming bus_nats.credentials_file", err)
 	}
 }
