@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -212,22 +211,13 @@ func throwawayPostgres(t *testing.T, conns int) string {
 	}
 	data := filepath.Join(dir, "data")
 	pgRun(initdb, "-D", data, "-U", "postgres", "--auth=trust", "--no-sync")
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	pgRun(pgctl, "-D", data, "-l", filepath.Join(dir, "server.log"), "-w", "-t", "60", "start",
 		"-o", fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=%d -c fsync=off -c shared_buffers=32MB", port, dir, conns))
 	t.Cleanup(func() { pgRun(pgctl, "-D", data, "-m", "immediate", "-w", "stop") })
 	return "postgres://postgres@127.0.0.1:" + strconv.Itoa(port) + "/postgres?sslmode=disable"
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // apiAndBus starts the fake API with latency and opens the RabbitMQ bus of
 // namespace ns; both are closed, and the namespace's queues deleted, when
