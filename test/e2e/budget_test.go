@@ -218,7 +218,6 @@ func throwawayPostgres(t *testing.T, conns int) string {
 	return "postgres://postgres@127.0.0.1:" + strconv.Itoa(port) + "/postgres?sslmode=disable"
 }
 
-
 // apiAndBus starts the fake API with latency and opens the RabbitMQ bus of
 // namespace ns; both are closed, and the namespace's queues deleted, when
 // the test ends (after its processes are killed).
