@@ -3,16 +3,19 @@ package eventsync
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/internal/busmetrics"
 	"github.com/eventsync/eventsync/internal/control"
 	"github.com/eventsync/eventsync/internal/engine"
 	"github.com/eventsync/eventsync/store"
+	"github.com/eventsync/eventsync/throttle"
 )
 
 // WorkerStatus is what a worker reports in its heartbeat: in-flight events
-// per stream, results, rates and the breaker's state.
+// per stream, results, rates, recent lag, the breaker's and the
+// throttle's state.
 type WorkerStatus = control.WorkerStatus
 
 // WorkerOption customises one worker.
@@ -70,12 +73,28 @@ func (c *Client) NewWorker(ctx context.Context, opts ...WorkerOption) (*Worker, 
 	case interface{ Entities() []string }:
 		ecfg.Entities = s.Entities()
 	}
+	if ts, ok := sk.(*throttle.Sink); ok {
+		ecfg.Throttle = func() *control.ThrottleStatus { return throttleStatus(ts.Stats(), time.Now()) }
+	}
 	w, err := engine.NewWorker(b, st, sk, ecfg, c.engineMetrics())
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	c.queueMetricsLocked(b, st)
 	return &Worker{w: w}, nil
+}
+
+// throttleStatus is the throttle's state as a heartbeat reports it: calls
+// in flight by the stream of their priority, the hold only while active.
+func throttleStatus(st throttle.Stats, now time.Time) *control.ThrottleStatus {
+	ts := &control.ThrottleStatus{Rate: st.Rate, Limit: st.Limit, Outage: st.Outage, InFlight: map[bus.Stream]int64{
+		bus.Live: int64(st.InFlight[throttle.Live]), bus.Resync: int64(st.InFlight[throttle.Resync]),
+	}}
+	if st.HeldUntil.After(now) {
+		until := st.HeldUntil.UTC()
+		ts.HeldUntil = &until
+	}
+	return ts
 }
 
 // queueMetricsLocked registers the bus's queue metrics once per Client:

@@ -150,12 +150,24 @@ type Stats struct {
 	Rate     float64 // cluster-wide rate this process allows, calls/s; 0 while none is known
 	RateCuts int     // congestion episodes that cut the rate
 	InFlight [2]int  // by Priority
+	// HeldUntil is the end of the cluster hold this process last knew of
+	// (it may be in the past); Outage is set while the API is judged down
+	// and only probes go out.
+	HeldUntil time.Time
+	Outage    bool
 }
 
 // Stats returns the throttle's current state.
 func (s *Sink) Stats() Stats {
 	rate, cuts := s.rate.Allowed()
-	return Stats{Limit: s.conc.Limit(), Rate: rate, RateCuts: cuts, InFlight: s.conc.InFlight()}
+	st := Stats{Limit: s.conc.Limit(), Rate: rate, RateCuts: cuts, InFlight: s.conc.InFlight()}
+	s.holdMu.Lock()
+	st.HeldUntil = s.heldUntil
+	s.holdMu.Unlock()
+	s.outMu.Lock()
+	st.Outage = s.suspect
+	s.outMu.Unlock()
+	return st
 }
 
 // Create implements sink.Sink.

@@ -85,6 +85,40 @@ type WorkerStatus struct {
 	// has not settled, prefetched ones included, where the bus adapter
 	// counts them (bus.UnackedCounter; RabbitMQ).
 	Unacked map[bus.Stream]int64 `json:"unacked,omitempty"`
+
+	// Throttle is the process's API throttle as this worker sees it; nil
+	// when the worker's sink is not throttled.
+	Throttle *ThrottleStatus `json:"throttle,omitempty"`
+	// Lag is the end-to-end lag (occurred_at to settlement) of this
+	// worker's recently applied events, by stream; a stream without any
+	// such event in the window is absent.
+	Lag map[bus.Stream]Lag `json:"lag,omitempty"`
+}
+
+// ThrottleStatus is a worker process's throttle (package throttle):
+// processes share the rate and the holds through the state store, each
+// has its own concurrency limit.
+type ThrottleStatus struct {
+	// Rate is the cluster-wide call rate this process allows, calls/s; 0
+	// while none is known (no 429 seen and none configured).
+	Rate float64 `json:"rate_per_s"`
+	// Limit is the process's adaptive concurrency limit.
+	Limit int `json:"limit"`
+	// InFlight counts the API calls holding a slot, by stream.
+	InFlight map[bus.Stream]int64 `json:"in_flight"`
+	// HeldUntil is the end of the cluster-wide hold (a Retry-After or an
+	// outage) when one is active.
+	HeldUntil *time.Time `json:"held_until,omitempty"`
+	// Outage is set while the API is judged down: only probes go out.
+	Outage bool `json:"outage,omitempty"`
+}
+
+// Lag summarises recent end-to-end lags, in seconds.
+type Lag struct {
+	P50 float64 `json:"p50_s"`
+	P99 float64 `json:"p99_s"`
+	// Events is how many events the quantiles are computed from.
+	Events int `json:"events"`
 }
 
 // Heartbeat publishes a worker's status; it disappears after ttl unless renewed.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/internal/control"
 )
 
 // Config tunes a worker engine. Zero values take the defaults of WithDefaults.
@@ -89,6 +90,8 @@ type Config struct {
 	// child spans for the lease calls and the API calls. nil (the
 	// default) turns tracing off, at no cost.
 	TracerProvider trace.TracerProvider
+	// Throttle, when set, reports the sink's throttle for the heartbeat.
+	Throttle func() *control.ThrottleStatus
 }
 
 // BreakerConfig tunes the circuit breaker.

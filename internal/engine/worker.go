@@ -30,6 +30,7 @@ type Worker struct {
 	breaker *breaker
 	tracer  trace.Tracer              // nil: tracing off
 	started atomic.Pointer[time.Time] // set by Run, read by Status from any goroutine
+	lags    lags                      // recent end-to-end lags, for the heartbeat
 
 	slots chan struct{}
 	// keys makes events of one key wait for each other in memory.
@@ -489,7 +490,9 @@ func (w *Worker) settle(ctx context.Context, t task, out Outcome) {
 	end := w.cfg.Now()
 	w.metrics.duration.WithLabelValues(string(stream)).Observe(end.Sub(t.since).Seconds())
 	if success && !out.OccurredAt.IsZero() {
-		w.metrics.lag.WithLabelValues(string(stream)).Observe(max(0, end.Sub(out.OccurredAt).Seconds()))
+		lag := max(0, end.Sub(out.OccurredAt).Seconds())
+		w.lags.add(stream, end, lag) // before the metric, which tests wait for
+		w.metrics.lag.WithLabelValues(string(stream)).Observe(lag)
 	}
 	w.done[stream].Add(1)
 	w.resultsM.Lock()
@@ -644,6 +647,10 @@ func (w *Worker) Status() control.WorkerStatus {
 		s.Results[k] = v
 	}
 	w.resultsM.Unlock()
+	s.Lag = w.lags.snapshot(w.cfg.Now())
+	if w.cfg.Throttle != nil {
+		s.Throttle = w.cfg.Throttle()
+	}
 	return s
 }
 

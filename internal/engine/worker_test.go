@@ -227,7 +227,7 @@ func TestWorkerRecordsEndToEndLag(t *testing.T) {
 	h := newHarness(t, sf, nil)
 	b := rabbitmqtest.Open(t, rabbitmq.Config{})
 	reg := prometheus.NewRegistry()
-	runWorkerMetrics(t, h, b, nil, NewMetrics(reg))
+	w, _ := runWorkerMetrics(t, h, b, nil, NewMetrics(reg))
 	occurred := time.Now().Add(-3 * time.Second).UTC().Format(time.RFC3339Nano)
 	body := fmt.Sprintf(`{"id":"lag-1","entity":"listing","key":"lag1","version":1,"op":"upsert","data":{"title":"t"},"occurred_at":%q}`, occurred)
 	if err := b.Publish(context.Background(), bus.Live, bus.Message{Body: []byte(body)}, bus.Message{Body: upsert("nolag", 1, "t")}); err != nil {
@@ -243,6 +243,10 @@ func TestWorkerRecordsEndToEndLag(t *testing.T) {
 	})
 	if count != 1 || sum < 3 || sum > 13 {
 		t.Fatalf("lag histogram: %d samples summing to %.2fs, want one of 3–13s", count, sum)
+	}
+	// The heartbeat carries the same lag.
+	if lag := w.Status().Lag[bus.Live]; lag.Events != 1 || lag.P50 != lag.P99 || lag.P99 < 3 || lag.P99 > 13 {
+		t.Fatalf("heartbeat lag: %+v, want one event of 3–13s", lag)
 	}
 }
 
