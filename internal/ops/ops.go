@@ -146,20 +146,12 @@ func (o *Ops) stream(ctx context.Context, s bus.Stream, workers []control.Worker
 	if err != nil {
 		return ss, fmt.Errorf("queue stats of %s: %w", s, err)
 	}
+	control.FillUnacked(&stats, workers)
 	ss.Ready, ss.Delayed, ss.Consumers = stats.Ready, stats.Delayed, stats.Consumers
 	ss.Unacked, ss.Parked = stats.Unacked, stats.Parked
-	var unacked int64
-	counted := false
 	for _, w := range workers {
 		ss.InFlight += w.InFlight[s]
 		ss.Rate += w.Rates[s]
-		if n, ok := w.Unacked[s]; ok {
-			unacked, counted = unacked+n, true
-		}
-	}
-	// Without a consumer on the queue nothing can be unacked.
-	if ss.Unacked < 0 && (counted || stats.Consumers == 0) {
-		ss.Unacked = unacked
 	}
 	return ss, nil
 }
