@@ -647,3 +647,54 @@ func TestLastVerifyReports(t *testing.T) {
 		t.Errorf("verify page: %d, unescaped or more than %d samples per category", code, verify.LastSamples)
 	}
 }
+
+// TestOverviewShowsThrottleAndLag: the workers' heartbeats in the store
+// (throttle state, recent lag) are on the overview and in /api/v1/status,
+// per worker and summed up per stream and for the API.
+func TestOverviewShowsThrottleAndLag(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "redis")
+	held := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	for _, w := range []control.WorkerStatus{
+		{ID: "w1", Host: "h1", PID: 7, SeenAt: time.Now(), Breaker: "closed",
+			Throttle: &control.ThrottleStatus{Rate: 25, Limit: 12, InFlight: map[bus.Stream]int64{bus.Live: 3}, HeldUntil: &held},
+			Lag:      map[bus.Stream]control.Lag{bus.Live: {P50: 0.25, P99: 4.5, Events: 300}}},
+		{ID: "w2", Host: "h2", PID: 8, SeenAt: time.Now(), Breaker: "open",
+			Throttle: &control.ThrottleStatus{Rate: 20, Limit: 8, InFlight: map[bus.Stream]int64{bus.Live: 1, bus.Resync: 2}},
+			Lag:      map[bus.Stream]control.Lag{bus.Live: {P50: 0.5, P99: 2, Events: 100}}},
+	} {
+		if err := control.Heartbeat(e.ctx, e.store, w, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, body, _ := e.call("GET", "/api/v1/status", "", "")
+	var st ops.ClusterStatus
+	if err := json.Unmarshal([]byte(body), &st); code != 200 || err != nil {
+		t.Fatalf("GET /api/v1/status: %d %v %s", code, err, body)
+	}
+	if a := st.API; a.Breaker != "open" || !a.Throttled || a.Rate != 25 || a.Limit != 20 || a.InFlight != 6 || a.HeldUntil == nil || !a.HeldUntil.Equal(held) {
+		t.Errorf("API: %+v", a)
+	}
+	for _, ss := range st.Streams {
+		switch ss.Stream {
+		case bus.Live:
+			if ss.APIInFlight != 4 || ss.Lag == nil || *ss.Lag != (control.Lag{P50: 0.5, P99: 4.5, Events: 400}) {
+				t.Errorf("live: API in flight %d, lag %+v", ss.APIInFlight, ss.Lag)
+			}
+		case bus.Resync:
+			if ss.APIInFlight != 2 || ss.Lag != nil {
+				t.Errorf("resync: API in flight %d, lag %+v", ss.APIInFlight, ss.Lag)
+			}
+		}
+	}
+	if len(st.Workers) != 2 || st.Workers[0].Throttle == nil || st.Workers[0].Lag[bus.Live].Events != 300 {
+		t.Errorf("workers: %+v", st.Workers)
+	}
+	_, page, _ := e.call("GET", "/", "", "")
+	for _, want := range []string{"500ms / 4.5s", "250ms / 4.5s", "25.0 calls/s; 6 call(s) in flight of a limit of 20",
+		"held until " + when(held), "25.0/s, 3 of 12 in flight", "20.0/s, 3 of 8 in flight", `<span class="badge bad">open</span>`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("overview lacks %q", want)
+		}
+	}
+}

@@ -71,6 +71,7 @@ var funcs = template.FuncMap{
 		return reportsData{Page: p, Reports: r, Max: verify.LastSamples}
 	},
 	"rate": func(r float64) string { return fmt.Sprintf("%.1f", r) },
+	"dur":  func(s float64) string { return fmtSeconds(s) },
 	"pct":  func(p float64) string { return fmt.Sprintf("%.1f", p) },
 	"sum": func(m map[bus.Stream]int64) int64 {
 		var n int64
@@ -117,6 +118,18 @@ func when(t time.Time) string {
 		return ""
 	}
 	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+// fmtSeconds renders a lag: milliseconds below a second, then
+// seconds, then whole durations.
+func fmtSeconds(s float64) string {
+	switch {
+	case s < 1:
+		return fmt.Sprintf("%.0fms", s*1000)
+	case s < 60:
+		return fmt.Sprintf("%.1fs", s)
+	}
+	return roundDuration(time.Duration(s * float64(time.Second)))
 }
 
 func roundDuration(d time.Duration) string {

@@ -100,11 +100,43 @@ type StreamStatus struct {
 	InFlight int64 `json:"in_flight"`
 	// Rate is the sum of the workers' settled deliveries per second.
 	Rate float64 `json:"rate_per_s"`
+	// APIInFlight counts the stream's API calls holding a throttle slot,
+	// summed over worker processes (workers of one process share one).
+	APIInFlight int64 `json:"api_in_flight"`
+	// Lag is the end-to-end lag of recently applied events: p50 and p99
+	// are the highest any worker reports, an upper bound of the quantiles
+	// over all of them; Events sums what they are computed from. nil when
+	// no worker applied an event with occurred_at in the last minute.
+	Lag *control.Lag `json:"lag,omitempty"`
 }
 
-// ClusterStatus is the whole deployment: streams, then live workers.
+// APIStatus is the third-party API as the workers' throttles and
+// breakers see it.
+type APIStatus struct {
+	// Breaker is the worst of the workers' breakers: closed, half-open or
+	// open ("" without workers).
+	Breaker string `json:"breaker"`
+	// Throttled is set when some worker's sink is throttled; the fields
+	// below are its state.
+	Throttled bool `json:"throttled"`
+	// Rate is the highest call rate a worker allows, calls/s (processes
+	// share it through the store; 0 while none is known).
+	Rate float64 `json:"rate_per_s"`
+	// Limit sums the processes' concurrency limits; InFlight their API
+	// calls in flight.
+	Limit    int   `json:"limit"`
+	InFlight int64 `json:"in_flight"`
+	// HeldUntil is the latest active hold's end; Outage is set while a
+	// worker judges the API down.
+	HeldUntil *time.Time `json:"held_until,omitempty"`
+	Outage    bool       `json:"outage,omitempty"`
+}
+
+// ClusterStatus is the whole deployment: streams, the API, then live
+// workers.
 type ClusterStatus struct {
 	Streams []StreamStatus         `json:"streams"`
+	API     APIStatus              `json:"api"`
 	Workers []control.WorkerStatus `json:"workers"`
 }
 
@@ -118,7 +150,7 @@ func (o *Ops) Status(ctx context.Context) (ClusterStatus, error) {
 	if err != nil {
 		return ClusterStatus{}, err
 	}
-	out := ClusterStatus{Workers: workers}
+	out := ClusterStatus{Workers: workers, API: apiOf(workers)}
 	for _, s := range bus.Streams {
 		ss, err := o.stream(ctx, s, workers)
 		if err != nil {
@@ -149,11 +181,70 @@ func (o *Ops) stream(ctx context.Context, s bus.Stream, workers []control.Worker
 	control.FillUnacked(&stats, workers)
 	ss.Ready, ss.Delayed, ss.Consumers = stats.Ready, stats.Delayed, stats.Consumers
 	ss.Unacked, ss.Parked = stats.Unacked, stats.Parked
+	fold(&ss, workers)
+	return ss, nil
+}
+
+// fold adds what the workers' heartbeats say of ss's stream.
+func fold(ss *StreamStatus, workers []control.WorkerStatus) {
+	s := ss.Stream
 	for _, w := range workers {
 		ss.InFlight += w.InFlight[s]
 		ss.Rate += w.Rates[s]
+		if l, ok := w.Lag[s]; ok {
+			if ss.Lag == nil {
+				ss.Lag = &control.Lag{}
+			}
+			ss.Lag.P50, ss.Lag.P99 = max(ss.Lag.P50, l.P50), max(ss.Lag.P99, l.P99)
+			ss.Lag.Events += l.Events
+		}
 	}
-	return ss, nil
+	for _, t := range throttles(workers) {
+		ss.APIInFlight += t.InFlight[s]
+	}
+}
+
+// throttles returns one throttle status per worker process: the workers
+// of one process share its throttle, so each reports the same calls.
+func throttles(workers []control.WorkerStatus) []*control.ThrottleStatus {
+	seen := map[string]bool{}
+	var out []*control.ThrottleStatus
+	for _, w := range workers {
+		proc := fmt.Sprintf("%s/%d", w.Host, w.PID)
+		if w.Throttle == nil || seen[proc] {
+			continue
+		}
+		seen[proc] = true
+		out = append(out, w.Throttle)
+	}
+	return out
+}
+
+// breakerRank orders breaker states from best to worst.
+var breakerRank = map[string]int{"closed": 1, "half-open": 2, "open": 3}
+
+// apiOf sums up the API's state from the workers' heartbeats.
+func apiOf(workers []control.WorkerStatus) APIStatus {
+	var a APIStatus
+	for _, w := range workers {
+		if breakerRank[w.Breaker] > breakerRank[a.Breaker] || a.Breaker == "" {
+			a.Breaker = w.Breaker
+		}
+	}
+	for _, t := range throttles(workers) {
+		a.Throttled = true
+		a.Rate = max(a.Rate, t.Rate)
+		a.Limit += t.Limit
+		for _, n := range t.InFlight {
+			a.InFlight += n
+		}
+		if t.HeldUntil != nil && (a.HeldUntil == nil || t.HeldUntil.After(*a.HeldUntil)) {
+			until := *t.HeldUntil
+			a.HeldUntil = &until
+		}
+		a.Outage = a.Outage || t.Outage
+	}
+	return a
 }
 
 // Workers lists the live workers' heartbeats, sorted by id.
