@@ -3,6 +3,7 @@ package eventsync_test
 import (
 	"context"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -216,7 +217,7 @@ func TestTLSNATSNKey(t *testing.T) {
 	wantCertError(t, openStore(t, wrongCA), "store_tls.ca_file", "not signed by", certs.OtherCAFile)
 	noCert := good
 	noCert.BusTLS = eventsync.TLSConfig{CAFile: certs.CAFile}
-	wantCertError(t, openBus(t, noCert), "bus_tls.cert_file", "requires a client certificate")
+	wantCertError(t, openBus(t, noCert), "bus_tls.cert_file", "client certificate")
 
 	noKey := good
 	noKey.BusNATS = eventsync.NATSAuth{}
@@ -293,5 +294,53 @@ func TestTLSNATSCredentials(t *testing.T) {
 	missing.BusNATS.CredentialsFile = filepath.Join(certs.Dir, "nope.creds")
 	if err := openBus(t, missing); err == nil || !hasSetting(err, "bus_nats.credentials_file") {
 		t.Fatalf("missing credentials file: %v, want an error naming bus_nats.credentials_file", err)
+	}
+}
+
+// openSource opens cfg's source and closes it again.
+func openSource(t *testing.T, cfg eventsync.Config) error {
+	t.Helper()
+	c, err := eventsync.Open(cfg, eventsync.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Source(context.Background())
+	return err
+}
+
+// PostgreSQL store and source take their TLS settings in the URL, parsed
+// by pgx as libpq does (sslmode=verify-full, sslrootcert, sslcert,
+// sslkey), against a throwaway cluster with ssl=on that accepts only TLS
+// connections with a client certificate signed by the test's authority.
+func TestTLSPostgres(t *testing.T) {
+	t.Parallel()
+	certs := testenv.NewCerts(t)
+	base := testenv.PostgresTLS(t, certs, true)
+	dsn := func(rootCert, cert, key string) string {
+		q := url.Values{"sslmode": {"verify-full"}, "sslrootcert": {rootCert}}
+		if cert != "" {
+			q.Set("sslcert", cert)
+			q.Set("sslkey", key)
+		}
+		return base + "?" + q.Encode()
+	}
+	good := dsn(certs.CAFile, certs.ClientCert, certs.ClientKey)
+	if err := openStore(t, eventsync.Config{Store: good}); err != nil {
+		t.Fatalf("store: %v", err)
+	}
+	if err := openSource(t, eventsync.Config{Source: good}); err != nil {
+		t.Fatalf("source: %v", err)
+	}
+	wrongCA := dsn(certs.OtherCAFile, certs.ClientCert, certs.ClientKey)
+	wantCertError(t, openStore(t, eventsync.Config{Store: wrongCA}), "store", "sslrootcert in the store URL", "not signed by", certs.OtherCAFile, "x509")
+	wantCertError(t, openSource(t, eventsync.Config{Source: wrongCA}), "source", "sslrootcert in the source URL", "not signed by")
+	foreign := dsn(certs.CAFile, certs.OtherClientCert, certs.OtherClientKey)
+	wantCertError(t, openStore(t, eventsync.Config{Store: foreign}), "store", "refused the client certificate sslcert in the store URL")
+	err := openStore(t, eventsync.Config{Store: dsn(certs.CAFile, "", "")})
+	wantCertError(t, err, "store", "requires a client certificate", "sslcert in the store URL")
+	// Without TLS the server refuses the connection (hostssl only).
+	if err := openStore(t, eventsync.Config{Store: base + "?sslmode=disable"}); err == nil {
+		t.Fatal("a plain connection was accepted by a hostssl-only server")
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -116,6 +118,77 @@ func RedisTLS(t testing.TB, certs *Certs, requireClient bool) string {
 		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
 	Spawn(t, cmd, "127.0.0.1:"+strconv.Itoa(port))
 	return "rediss://127.0.0.1:" + strconv.Itoa(port) + "/0"
+}
+
+// PostgresTLS starts a throwaway PostgreSQL cluster (initdb + pg_ctl, as
+// the postgres user when the test runs as root) with ssl=on serving the
+// certificates' server certificate, and accepting only TLS connections
+// from 127.0.0.1 (hostssl, trust); requireClient demands a client
+// certificate signed by the authority (clientcert=verify-ca). It returns
+// postgres://postgres@127.0.0.1:PORT/postgres without TLS parameters; the
+// cluster is stopped and removed when the test ends.
+func PostgresTLS(t testing.TB, certs *Certs, requireClient bool) string {
+	t.Helper()
+	const bins = "/usr/lib/postgresql/*/bin"
+	initdb := Binary(t, "initdb", bins)
+	pgctl := filepath.Join(filepath.Dir(initdb), "pg_ctl")
+	var asUser []string
+	if os.Geteuid() == 0 { // initdb refuses to run as root
+		if _, err := user.Lookup("postgres"); err != nil {
+			msg := "running as root without a postgres user to own a throwaway PostgreSQL cluster"
+			if Required() {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
+		}
+		asUser = []string{"runuser", "-u", "postgres", "--"}
+	}
+	dir, err := os.MkdirTemp("", "eventsync-pgtls-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	run := func(args ...string) {
+		t.Helper()
+		argv := append(slices.Clone(asUser), args...)
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	// The server reads its key only when the postgres user owns it, 0600.
+	for _, f := range [][2]string{{certs.ServerCert, "server.pem"}, {certs.ServerKey, "server-key.pem"}, {certs.CAFile, "ca.pem"}} {
+		b, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f[1]), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if len(asUser) > 0 {
+		if out, err := exec.Command("chown", "-R", "postgres:", dir).CombinedOutput(); err != nil {
+			t.Fatalf("chown: %v: %s", err, out)
+		}
+	}
+	data := filepath.Join(dir, "data")
+	run(initdb, "-D", data, "-U", "postgres", "--auth=trust", "--no-sync")
+	hba := "hostssl all all 127.0.0.1/32 trust\n"
+	if requireClient {
+		hba = "hostssl all all 127.0.0.1/32 trust clientcert=verify-ca\n"
+	}
+	if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte("local all all trust\n"+hba), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := FreePort(t)
+	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=20 -c fsync=off -c shared_buffers=16MB"+
+		" -c ssl=on -c ssl_cert_file=%s -c ssl_key_file=%s -c ssl_ca_file=%s",
+		port, dir, filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"), filepath.Join(dir, "ca.pem"))
+	run(pgctl, "-D", data, "-l", filepath.Join(dir, "server.log"), "-w", "-t", "60", "start", "-o", opts)
+	t.Cleanup(func() { run(pgctl, "-D", data, "-m", "immediate", "-w", "stop") })
+	return "postgres://postgres@127.0.0.1:" + strconv.Itoa(port) + "/postgres"
 }
 
 // syncBuffer is a bytes.Buffer safe for a process's two output streams.

@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 
@@ -94,6 +95,30 @@ func (c Config) Build(key string) (*tls.Config, error) {
 // key, "bus_tls"); any other error, nil included, is returned unchanged.
 // The result wraps err and is marked with the setting (internal/setting).
 func Explain(err error, key string, c Config) error {
+	return ExplainNamed(err, Names{
+		CA: key + ".ca_file", Cert: key + ".cert_file", Key: key + ".key_file", ServerName: key + ".server_name",
+	}, c.CAFile, c.CertFile)
+}
+
+// Names are the settings a certificate problem points to, for a
+// connection whose TLS settings are not a Config block (a PostgreSQL URL's
+// sslrootcert). Setting, when set, marks every error instead of the
+// individual names.
+type Names struct {
+	CA, Cert, Key, ServerName string
+	Setting                   string
+}
+
+// PostgresNames are the settings of a PostgreSQL connection string given
+// as key ("store", "source"): libpq's sslrootcert, sslcert and sslkey.
+func PostgresNames(key string) Names {
+	in := " in the " + key + " URL"
+	return Names{CA: "sslrootcert" + in, Cert: "sslcert" + in, Key: "sslkey" + in, ServerName: "the host" + in, Setting: key}
+}
+
+// ExplainNamed is Explain for settings named by n; caFile and certFile are
+// the files they were given (empty: not set).
+func ExplainNamed(err error, n Names, caFile, certFile string) error {
 	if err == nil {
 		return nil
 	}
@@ -106,32 +131,66 @@ func Explain(err error, key string, c Config) error {
 	)
 	switch {
 	case errors.As(err, &unknown):
-		fix = key + ".ca_file"
-		if c.CAFile != "" {
-			what = fmt.Sprintf("the server's certificate is not signed by %s (%s)", fix, c.CAFile)
+		fix = n.CA
+		if caFile != "" {
+			what = fmt.Sprintf("the server's certificate is not signed by %s (%s)", fix, caFile)
 		} else {
 			what = fmt.Sprintf("the server's certificate is not signed by a certificate authority this system trusts; set %s to the authority that signed it", fix)
 		}
 	case errors.As(err, &hostname):
-		fix = key + ".server_name"
-		name := hostname.Host
-		what = fmt.Sprintf("the server's certificate is not valid for %q (it names %s); connect by a name it carries or set %s", name, certNames(hostname.Certificate), fix)
+		fix = n.ServerName
+		what = fmt.Sprintf("the server's certificate is not valid for %q (it names %s); connect by a name it carries or set %s", hostname.Host, certNames(hostname.Certificate), fix)
 	case errors.As(err, &invalid):
-		fix = key + ".ca_file"
+		fix = n.CA
 		what = "the server's certificate is not valid (" + invalid.Error() + ")"
-	case strings.Contains(err.Error(), "remote error: tls:") && strings.Contains(err.Error(), "certificate"):
+	case strings.Contains(err.Error(), "remote error: tls:") && strings.Contains(err.Error(), "certificate"),
+		strings.Contains(err.Error(), "requires a valid client certificate"):
 		// The server refused our certificate, or that we sent none
-		// (crypto/tls's alert type is unexported: the text is all there is).
-		fix = key + ".cert_file"
-		if c.CertFile == "" {
-			what = fmt.Sprintf("the server requires a client certificate; set %s and %s.key_file", fix, key)
+		// (crypto/tls's alert type is unexported: the text is all there
+		// is). PostgreSQL completes the handshake and refuses at login.
+		fix = n.Cert
+		if certFile == "" {
+			what = fmt.Sprintf("the server requires a client certificate; set %s and %s", fix, n.Key)
 		} else {
-			what = fmt.Sprintf("the server refused the client certificate %s (%s); it must be signed by an authority the server trusts", fix, c.CertFile)
+			what = fmt.Sprintf("the server refused the client certificate %s (%s); it must be signed by an authority the server trusts", fix, certFile)
+		}
+	case strings.Contains(err.Error(), "closed by remote after TLS handshake"):
+		// TLS 1.3: the client's handshake is done before the server
+		// checks the client's certificate, and the server's alert may be
+		// lost to the close (nats.go notices the close).
+		fix = n.Cert
+		if certFile == "" {
+			what = fmt.Sprintf("the server closed the connection right after the TLS handshake, as a server that requires a client certificate does; set %s and %s", fix, n.Key)
+		} else {
+			what = fmt.Sprintf("the server closed the connection right after the TLS handshake, as a server that refuses the client certificate %s (%s) does", fix, certFile)
 		}
 	default:
 		return err
 	}
+	if n.Setting != "" {
+		fix = n.Setting
+	}
 	return setting.Wrap(fix, &Error{What: what, Err: err})
+}
+
+// IsCertificateProblem reports whether err is one Explain explained.
+func IsCertificateProblem(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}
+
+// DSNParam returns the value of name in a PostgreSQL connection string,
+// a URL (postgres://…?name=value) or key=value pairs (name=value …).
+func DSNParam(dsn, name string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
+		return u.Query().Get(name)
+	}
+	for _, f := range strings.Fields(dsn) {
+		if k, v, ok := strings.Cut(f, "="); ok && k == name {
+			return strings.Trim(v, "'")
+		}
+	}
+	return ""
 }
 
 // Error is a certificate problem of a TLS connection.

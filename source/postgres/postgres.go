@@ -22,6 +22,7 @@ import (
 	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
+	"github.com/eventsync/eventsync/internal/tlsconf"
 	"github.com/eventsync/eventsync/source"
 )
 
@@ -111,6 +112,11 @@ func Open(ctx context.Context, cfg Config) (_ *Source, err error) {
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
+		// TLS settings live in the DSN (sslmode, sslrootcert, sslcert,
+		// sslkey), read by pgx as libpq reads them.
+		if cerr := tlsconf.ExplainNamed(err, tlsconf.PostgresNames("source"), tlsconf.DSNParam(cfg.DSN, "sslrootcert"), tlsconf.DSNParam(cfg.DSN, "sslcert")); tlsconf.IsCertificateProblem(cerr) {
+			return nil, fmt.Errorf("connect to PostgreSQL at %s:%d: TLS handshake failed: %w", host, pc.ConnConfig.Port, cerr)
+		}
 		return nil, setting.Errorf("source", "connect to PostgreSQL at %s:%d: %w; is it running and are the credentials right?", host, pc.ConnConfig.Port, err)
 	}
 	schema := cfg.Schema

@@ -24,6 +24,7 @@ import (
 
 	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/setting"
+	"github.com/eventsync/eventsync/internal/tlsconf"
 	"github.com/eventsync/eventsync/store"
 )
 
@@ -132,6 +133,11 @@ func Open(ctx context.Context, cfg Config) (_ *Store, err error) {
 	where := fmt.Sprintf("%s:%d/%s", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.Database)
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
+		// TLS settings live in the DSN (sslmode, sslrootcert, sslcert,
+		// sslkey), read by pgx as libpq reads them.
+		if cerr := tlsconf.ExplainNamed(err, tlsconf.PostgresNames("store"), tlsconf.DSNParam(cfg.DSN, "sslrootcert"), tlsconf.DSNParam(cfg.DSN, "sslcert")); tlsconf.IsCertificateProblem(cerr) {
+			return nil, fmt.Errorf("connect to PostgreSQL at %s: TLS handshake failed: %w", where, cerr)
+		}
 		return nil, setting.Errorf("store", "connect to PostgreSQL at %s: %w; is it running and are the credentials right?", where, err)
 	}
 	s := &Store{pool: pool, log: cfg.Logger, schema: cfg.Schema, q: newQueries(cfg.Schema)}
