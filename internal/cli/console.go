@@ -27,8 +27,9 @@ func newConsoleCmd(env Env) *cobra.Command {
 		Use:   "console",
 		Short: "serve the web console and the HTTP control API",
 		Long: `Serve the web console (overview, parked events, pause and resume, resync
-runs) and the JSON control API under /api/v1/ (docs/api.md), over the same
-bus and state store as the workers.
+runs, the last verify reports) and the JSON control API under /api/v1/
+(docs/api.md), over the same bus and state store as the workers. Its flags
+and EVENTSYNC_CONSOLE_TOKEN are in docs/configuration.md.
 
 It listens on 127.0.0.1 unless --listen says otherwise. Changes (replay,
 edit, purge, pause, resume) need the token, from --token-file or
