@@ -344,3 +344,24 @@ func TestTLSPostgres(t *testing.T) {
 		t.Fatal("a plain connection was accepted by a hostssl-only server")
 	}
 }
+
+// A second RabbitMQ node whose only listener is TLS with client
+// certificates required: the bus connects over amqps:// with the right CA
+// and client certificate, and fails naming bus_tls.* with a wrong CA or
+// without a client certificate.
+func TestTLSRabbitMQ(t *testing.T) {
+	t.Parallel()
+	certs := testenv.NewCerts(t)
+	url := testenv.RabbitMQTLS(t, certs)
+	mtls := eventsync.TLSConfig{CAFile: certs.CAFile, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
+	if err := openBus(t, eventsync.Config{Bus: url, BusTLS: mtls}); err != nil {
+		t.Fatalf("right CA and client certificate: %v", err)
+	}
+	wrongCA := mtls
+	wrongCA.CAFile = certs.OtherCAFile
+	wantCertError(t, openBus(t, eventsync.Config{Bus: url, BusTLS: wrongCA}), "bus_tls.ca_file", "rabbitmq: TLS handshake with 127.0.0.1:", "not signed by", certs.OtherCAFile, "x509")
+	wantCertError(t, openBus(t, eventsync.Config{Bus: url, BusTLS: eventsync.TLSConfig{CAFile: certs.CAFile}}), "bus_tls.cert_file", "client certificate")
+	other := mtls
+	other.CertFile, other.KeyFile = certs.OtherClientCert, certs.OtherClientKey
+	wantCertError(t, openBus(t, eventsync.Config{Bus: url, BusTLS: other}), "bus_tls.cert_file", "client certificate")
+}

@@ -11,7 +11,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -68,6 +70,9 @@ func Spawn(t testing.TB, cmd *exec.Cmd, addr string) *Process {
 	t.Helper()
 	p := &Process{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
+	// Its own process group, so the cleanup also ends what a wrapper
+	// script (runuser, rabbitmq-server's shell) started.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
@@ -76,7 +81,7 @@ func Spawn(t testing.TB, cmd *exec.Cmd, addr string) *Process {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -189,6 +194,93 @@ func PostgresTLS(t testing.TB, certs *Certs, requireClient bool) string {
 	run(pgctl, "-D", data, "-l", filepath.Join(dir, "server.log"), "-w", "-t", "60", "start", "-o", opts)
 	t.Cleanup(func() { run(pgctl, "-D", data, "-m", "immediate", "-w", "stop") })
 	return "postgres://postgres@127.0.0.1:" + strconv.Itoa(port) + "/postgres"
+}
+
+// RabbitMQTLS starts a second RabbitMQ node of its own (a throwaway node
+// name, ports and data directory, as the rabbitmq user when the test runs
+// as root) whose only listener is TLS, requiring a client certificate
+// signed by the certificates' authority (verify_peer,
+// fail_if_no_peer_cert). It returns the amqps://guest:guest@127.0.0.1:PORT/
+// URL; the node is killed and removed when the test ends.
+func RabbitMQTLS(t testing.TB, certs *Certs) string {
+	t.Helper()
+	server := Binary(t, "rabbitmq-server", "/usr/lib/rabbitmq/bin")
+	if filepath.Dir(server) != "/usr/lib/rabbitmq/bin" {
+		// Debian's /usr/sbin wrapper drops the environment; run the real one.
+		if _, err := os.Stat("/usr/lib/rabbitmq/bin/rabbitmq-server"); err == nil {
+			server = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+		}
+	}
+	dir, err := os.MkdirTemp("", "eventsync-rmqtls-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	for _, f := range [][2]string{{certs.ServerCert, "server.pem"}, {certs.ServerKey, "server-key.pem"}, {certs.CAFile, "ca.pem"}} {
+		b, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f[1]), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	port, dist := FreePort(t), FreePort(t)
+	conf := fmt.Sprintf(`listeners.tcp = none
+listeners.ssl.default = %d
+ssl_options.cacertfile = %s
+ssl_options.certfile = %s
+ssl_options.keyfile = %s
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
+`, port, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"))
+	if err := os.WriteFile(filepath.Join(dir, "rabbitmq.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "enabled_plugins"), []byte("[].\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _, _ = strings.Cut(host, ".")
+	env := []string{
+		"RABBITMQ_NODENAME=eventsync-tls-" + strconv.Itoa(port) + "@" + host,
+		"RABBITMQ_DIST_PORT=" + strconv.Itoa(dist),
+		"RABBITMQ_CONFIG_FILE=" + filepath.Join(dir, "rabbitmq.conf"),
+		"RABBITMQ_ADVANCED_CONFIG_FILE=" + filepath.Join(dir, "advanced.config"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(dir, "enabled_plugins"),
+		"RABBITMQ_MNESIA_BASE=" + filepath.Join(dir, "mnesia"),
+		"RABBITMQ_LOG_BASE=" + filepath.Join(dir, "log"),
+		"RABBITMQ_PID_FILE=" + filepath.Join(dir, "pid"),
+		"RABBITMQ_LOGS=-", // the log on stdout, kept for a failure message
+	}
+	var argv []string
+	if os.Geteuid() == 0 {
+		if _, err := user.Lookup("rabbitmq"); err != nil {
+			msg := "running as root without a rabbitmq user to own a throwaway RabbitMQ node"
+			if Required() {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
+		}
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("chown", "-R", "rabbitmq:", dir).CombinedOutput(); err != nil {
+			t.Fatalf("chown: %v: %s", err, out)
+		}
+		// HOME holds the Erlang cookie the node's tools share.
+		argv = append([]string{"runuser", "-u", "rabbitmq", "--", "env", "HOME=/var/lib/rabbitmq"}, env...)
+	} else {
+		argv = append([]string{"env"}, env...)
+	}
+	argv = append(argv, server)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = dir
+	Spawn(t, cmd, "127.0.0.1:"+strconv.Itoa(port))
+	return "amqps://guest:guest@127.0.0.1:" + strconv.Itoa(port) + "/"
 }
 
 // syncBuffer is a bytes.Buffer safe for a process's two output streams.
