@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,8 +14,10 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/bus/natsjs"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
 	"github.com/eventsync/eventsync/fakeapi"
+	"github.com/eventsync/eventsync/internal/embedded"
 	"github.com/eventsync/eventsync/internal/testenv"
 )
 
@@ -22,7 +25,9 @@ import (
 // (docs/benchmarks.md, "Per-key ordered mode"): hot keys, K keys × V
 // versions each, published at once in commit order (each key's versions in
 // order, keys interleaved at random), drained by W real `eventsync worker`
-// processes (Redis store) into the fake API answering after 20 ms. The
+// processes (Redis store) into the fake API answering after 20 ms, on
+// RabbitMQ and on NATS JetStream (a server embedded in the test process,
+// nats-server 2.15, listening on a loopback port). The
 // competing-consumers mode (bus_partitions: 0) and ordered mode
 // (bus_partitions: P) run in the same test, alternating run by run, W = 1
 // and W = 4. Each run counts, over all workers (their /status), the
@@ -35,7 +40,7 @@ import (
 //	EVENTSYNC_BENCH_ORDERED=1 go test -run TestOrderedModeHotKeys -v -timeout 30m ./test/bench
 //
 // EVENTSYNC_BENCH_ORDERED_KEYS (200), _VERSIONS (20), _PARTITIONS (8),
-// _ROUNDS (2). The table is logged after "RESULT".
+// _ROUNDS (2), _BUSES (rabbitmq,nats). The table is logged after "RESULT".
 func TestOrderedModeHotKeys(t *testing.T) {
 	if os.Getenv("EVENTSYNC_BENCH_ORDERED") != "1" {
 		t.Skip("set EVENTSYNC_BENCH_ORDERED=1 to run (8 runs of 4,000 events; a few minutes)")
@@ -45,6 +50,18 @@ func TestOrderedModeHotKeys(t *testing.T) {
 	partitions := envInt(t, "EVENTSYNC_BENCH_ORDERED_PARTITIONS", 8)
 	rounds := envInt(t, "EVENTSYNC_BENCH_ORDERED_ROUNDS", 2)
 	amqpURL, redisURL := testenv.RabbitMQ(t), testenv.Redis(t)
+	buses := []benchBus{rabbitBench{url: amqpURL}}
+	if v := os.Getenv("EVENTSYNC_BENCH_ORDERED_BUSES"); v != "" && !strings.Contains(v, "rabbitmq") {
+		buses = nil
+	}
+	if v := os.Getenv("EVENTSYNC_BENCH_ORDERED_BUSES"); v == "" || strings.Contains(v, "nats") {
+		srv, err := embedded.Start(context.Background(), embedded.Config{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Shutdown()
+		buses = append(buses, natsBench{url: srv.ClientURL()})
+	}
 	bin := filepath.Join(t.TempDir(), "eventsync")
 	goBuild(t, filepath.Join("..", ".."), bin, "./cmd/eventsync")
 	commit := commitOf(filepath.Join("..", ".."))
@@ -52,25 +69,76 @@ func TestOrderedModeHotKeys(t *testing.T) {
 
 	var rows []string
 	for round := 1; round <= rounds; round++ {
-		for _, workers := range []int{1, 4} {
-			for _, p := range []int{0, partitions} {
-				r := runHotKeys(t, bin, amqpURL, redisURL, keys, versions, workers, p, uint64(round))
-				mode := "competing consumers"
-				if p > 0 {
-					mode = fmt.Sprintf("ordered, %d partitions", p)
+		for _, bb := range buses {
+			for _, workers := range []int{1, 4} {
+				for _, p := range []int{0, partitions} {
+					r := runHotKeys(t, bin, bb, redisURL, keys, versions, workers, p, uint64(round))
+					mode := "competing consumers"
+					if p > 0 {
+						mode = fmt.Sprintf("ordered, %d partitions", p)
+					}
+					n := float64(keys * versions)
+					rows = append(rows, fmt.Sprintf("| %d | %s | %d | %s | %.0f | %d (%.0f per 10k) | %d | %d | %d | %.3f | %d |",
+						round, bb.name(), workers, mode, n/r.elapsed.Seconds(), r.results["locked"], float64(r.results["locked"])*10000/n,
+						r.results["stale"], r.results["duplicate"], r.results["superseded"], float64(r.writes)/n, r.staleWrites))
+					t.Logf("round %d, %s, %d workers, %s: %s, results %v, API writes %d", round, bb.name(), workers, mode, r.elapsed.Round(time.Millisecond), r.results, r.writes)
 				}
-				n := float64(keys * versions)
-				rows = append(rows, fmt.Sprintf("| %d | %d | %s | %.0f | %d (%.0f per 10k) | %d | %d | %d | %.3f | %d |",
-					round, workers, mode, n/r.elapsed.Seconds(), r.results["locked"], float64(r.results["locked"])*10000/n,
-					r.results["stale"], r.results["duplicate"], r.results["superseded"], float64(r.writes)/n, r.staleWrites))
-				t.Logf("round %d, %d workers, %s: %s, results %v, API writes %d", round, workers, mode, r.elapsed.Round(time.Millisecond), r.results, r.writes)
 			}
 		}
 	}
 	t.Logf("RESULT\neventsync %s; %d keys × %d versions, fake API 20 ms, Redis store, RabbitMQ %s; load average at start %s, at end %s\n\n"+
-		"| round | workers | mode | events/s | locked retries | stale | duplicate | superseded | API writes per version | stale writes |\n"+
-		"|---|---|---|---|---|---|---|---|---|---|\n%s",
+		"| round | bus | workers | mode | events/s | locked retries | stale | duplicate | superseded | API writes per version | stale writes |\n"+
+		"|---|---|---|---|---|---|---|---|---|---|---|\n%s",
 		commit, keys, versions, rabbitVersion(t, amqpURL), load0, loadAvg(), strings.Join(rows, "\n"))
+}
+
+// benchBus is a broker the measurement runs on.
+type benchBus interface {
+	name() string
+	busURL() string
+	// open opens the test's own bus in namespace ns; close removes it.
+	open(t *testing.T, ctx context.Context, ns string, partitions int) (b bus.Bus, close func())
+	// settled reports whether nothing of stream is left: ready, delayed
+	// or in flight.
+	settled(ctx context.Context, b bus.Bus) bool
+}
+
+type rabbitBench struct{ url string }
+
+func (r rabbitBench) name() string   { return "RabbitMQ" }
+func (r rabbitBench) busURL() string { return r.url }
+func (r rabbitBench) open(t *testing.T, ctx context.Context, ns string, partitions int) (bus.Bus, func()) {
+	b, err := rabbitmq.Open(ctx, rabbitmq.Config{URL: r.url, Namespace: ns, Partitions: partitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, func() {
+		_ = b.Close()
+		deleteBenchTopology(t, r.url, b)
+	}
+}
+func (r rabbitBench) settled(ctx context.Context, b bus.Bus) bool {
+	st, err := b.Stats(ctx, bus.Live)
+	return err == nil && st.Ready == 0 && st.Delayed == 0
+}
+
+type natsBench struct{ url string }
+
+func (n natsBench) name() string   { return "NATS" }
+func (n natsBench) busURL() string { return n.url }
+func (n natsBench) open(t *testing.T, ctx context.Context, ns string, partitions int) (bus.Bus, func()) {
+	b, err := natsjs.Open(ctx, natsjs.Config{URL: n.url, Namespace: ns, Partitions: partitions, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, func() {
+		_ = b.DeleteStreams(context.Background())
+		_ = b.Close()
+	}
+}
+func (n natsBench) settled(ctx context.Context, b bus.Bus) bool {
+	left, err := b.(*natsjs.Bus).Unsettled(ctx, bus.Live)
+	return err == nil && left == 0
 }
 
 type hotKeysResult struct {
@@ -90,7 +158,7 @@ func rabbitVersion(t *testing.T, url string) string {
 	return b.ServerVersion()
 }
 
-func runHotKeys(t *testing.T, bin, amqpURL, redisURL string, keys, versions, workers, partitions int, seed uint64) hotKeysResult {
+func runHotKeys(t *testing.T, bin string, bb benchBus, redisURL string, keys, versions, workers, partitions int, seed uint64) hotKeysResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	ns := testenv.UniqueName("ordered")
@@ -99,17 +167,13 @@ func runHotKeys(t *testing.T, bin, amqpURL, redisURL string, keys, versions, wor
 		t.Fatal(err)
 	}
 	defer api.Close()
-	b, err := rabbitmq.Open(ctx, rabbitmq.Config{URL: amqpURL, Namespace: ns, Partitions: partitions})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, closeBus := bb.open(t, ctx, ns, partitions)
 	defer func() {
-		_ = b.Close()
-		deleteBenchTopology(t, amqpURL, b)
+		closeBus()
 		deleteRedisPrefix(t, redisURL, ns)
 	}()
 	cfg := fmt.Sprintf("bus: %s\nstore: %s\nnamespace: %s\nbus_partitions: %d\nlog:\n  level: warn\nsink:\n  defaults:\n    base_url: %s\n  entities:\n    listing:\n      collection: listings\n",
-		amqpURL, redisURL, ns, partitions, api.URL)
+		bb.busURL(), redisURL, ns, partitions, api.URL)
 	cfgPath := filepath.Join(t.TempDir(), "eventsync.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -121,7 +185,7 @@ func runHotKeys(t *testing.T, bin, amqpURL, redisURL string, keys, versions, wor
 		procs[i] = startProc(t, fmt.Sprintf("worker-%d", i), bin, "worker", "--config", cfgPath, "--admin", admins[i], "--worker-id", fmt.Sprintf("w%d", i))
 	}
 	// Every worker subscribed before the events arrive.
-	waitSubscribed(t, ctx, amqpURL, b, workers, partitions)
+	waitSubscribed(t, ctx, b, workers)
 
 	// Each key's versions in order, keys interleaved at random.
 	rng := rand.New(rand.NewPCG(seed, 18))
@@ -162,8 +226,7 @@ func runHotKeys(t *testing.T, bin, amqpURL, redisURL string, keys, versions, wor
 		if !ok || final < int64(keys*versions) {
 			continue
 		}
-		st, err := b.Stats(ctx, bus.Live)
-		if err == nil && st.Ready == 0 && st.Delayed == 0 {
+		if bb.settled(ctx, b) {
 			break
 		}
 	}
@@ -197,32 +260,16 @@ func runHotKeys(t *testing.T, bin, amqpURL, redisURL string, keys, versions, wor
 	return res
 }
 
-// waitSubscribed waits until every worker consumes the live stream: in
-// ordered mode each keeps a consumer on the workers queue, otherwise on
-// the stream's queue.
-func waitSubscribed(t *testing.T, ctx context.Context, url string, b *rabbitmq.Bus, workers, partitions int) {
-	queue := b.Namespace() + ".live"
-	if partitions > 0 {
-		queue += ".workers"
-	}
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+// waitSubscribed waits until every worker consumes the live stream (in
+// ordered mode too, Stats counts subscriptions).
+func waitSubscribed(t *testing.T, ctx context.Context, b bus.Bus, workers int) {
 	for ctx.Err() == nil {
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-		_ = ch.Close()
-		if err == nil && q.Consumers >= workers {
+		if st, err := b.Stats(ctx, bus.Live); err == nil && st.Consumers >= workers {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%d workers did not all subscribe to %s", workers, queue)
+	t.Fatalf("%d workers did not all subscribe", workers)
 }
 
 func deleteBenchTopology(t *testing.T, url string, b *rabbitmq.Bus) {
