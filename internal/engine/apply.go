@@ -423,10 +423,27 @@ func (a *Applier) release(ctx context.Context, lease store.Lease) {
 	if !lease.Held() {
 		return
 	}
+	ctx, cancel := releaseContext(ctx)
+	defer cancel()
 	if err := a.store.Release(ctx, lease); err != nil && !errors.Is(err, store.ErrFenced) {
 		// The lease expires on its own; other workers wait at most its TTL.
 		a.cfg.Logger.Warn("release lease failed; it will expire", "key", lease.Key.String(), "err", err)
 	}
+}
+
+// releaseTimeout bounds giving a lease back after the worker's context
+// ended (shutdown past its grace period).
+const releaseTimeout = 2 * time.Second
+
+// releaseContext is ctx for giving a lease back, or, once ctx has ended,
+// a context of its own bounded by releaseTimeout: a call cancelled by a
+// shutdown still gives its lease back, so its key is free at once rather
+// than locked for the rest of the lease's TTL.
+func releaseContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx.Err() == nil {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 }
 
 // errLeaseLost ends a call's context when its lease could not be renewed.
@@ -534,7 +551,9 @@ func (a *Applier) callFailure(ctx, held context.Context, lease store.Lease, stat
 	if counted {
 		release = a.store.ReleaseFailed
 	}
-	if _, serr := a.settle(ctx, lease, release(ctx, lease), release); serr != nil {
+	rctx, cancel := releaseContext(ctx)
+	defer cancel()
+	if _, serr := a.settle(rctx, lease, release(rctx, lease), release); serr != nil {
 		return a.unsettled(lease, serr)
 	}
 	return out

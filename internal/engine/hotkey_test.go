@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/eventsync/eventsync/bus/rabbitmq"
 	"github.com/eventsync/eventsync/bus/rabbitmq/rabbitmqtest"
 	"github.com/eventsync/eventsync/sink"
+	"github.com/eventsync/eventsync/store"
 )
 
 // publishVersions publishes versions 1..n of every key, interleaved in
@@ -179,5 +181,27 @@ func TestWorkerCoalescesTheVersionsOfAKeyInHand(t *testing.T) {
 	}
 	if n := saved.GetCounter().GetValue(); n != 8 {
 		t.Errorf("eventsync_events_coalesced_total = %v, want 8 (versions 2 to 9)", n)
+	}
+}
+
+// A call cancelled because the worker stopped past its grace period still
+// gives its lease back: the key is free at once, not locked for the rest
+// of the lease's TTL.
+func TestWorkerStoppedPastItsGraceReleasesTheLease(t *testing.T) {
+	h, _, gate, b, _, stop := gatedWorker(t, func(c *Config) {
+		c.ShutdownGrace = 100 * time.Millisecond
+		c.LeaseTTL = time.Minute
+	})
+	publishVersions(t, b, []string{"cut"}, 1)
+	waitUntil(t, 10*time.Second, "the create held at the API", func() bool { return gate.waiting.Load() == 1 })
+	stop()
+	close(gate.release)
+	_, _, err := h.store.Acquire(context.Background(), store.Key{Entity: "listing", Key: "cut"}, "next-worker", time.Minute, 1)
+	var locked *store.LockedError
+	if errors.As(err, &locked) {
+		t.Fatalf("the key is still locked after the worker stopped (%v): the cancelled call did not give its lease back", err)
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
