@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,8 +67,7 @@ func dial(cfg Config) (*amqp.Connection, error) {
 		TLSClientConfig: tlsCfg,
 	})
 	if err != nil {
-		var certErr *tlsconf.Error
-		if cerr := tlsconf.Explain(err, tlsKey, cfg.TLS); errors.As(cerr, &certErr) {
+		if cerr := explainTLS(cfg, tlsCfg, err); cerr != nil {
 			return nil, fmt.Errorf("rabbitmq: TLS handshake with %s failed: %w", hostPort(cfg.URL), cerr)
 		}
 		return nil, explainDialError(cfg.URL, err)
@@ -77,6 +77,32 @@ func dial(cfg Config) (*amqp.Connection, error) {
 
 // tlsKey is the configuration key of the bus's TLS settings.
 const tlsKey = "bus_tls"
+
+// explainTLS returns the certificate problem behind a failed amqps://
+// dial, nil when there is none. A server refusing the client's
+// certificate is seen only after the handshake, and the alert saying so
+// is often lost to the reset of the client's first write: a probe
+// connection that writes nothing hears it (tlsconf.Probe).
+func explainTLS(cfg Config, tlsCfg *tls.Config, err error) error {
+	if !strings.HasPrefix(strings.ToLower(cfg.URL), "amqps://") {
+		return nil
+	}
+	if cerr := tlsconf.Explain(err, tlsKey, cfg.TLS); tlsconf.IsCertificateProblem(cerr) {
+		return cerr
+	}
+	if aerr := (*amqp.Error)(nil); errors.As(err, &aerr) && aerr.Server {
+		return nil // the broker answered: TLS worked
+	}
+	if tlsCfg == nil {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if perr := tlsconf.Probe(hostPort(cfg.URL), tlsCfg, min(cfg.ConnectTimeout, 5*time.Second)); perr != nil {
+		if cerr := tlsconf.Explain(perr, tlsKey, cfg.TLS); tlsconf.IsCertificateProblem(cerr) {
+			return cerr
+		}
+	}
+	return nil
+}
 
 // explainDialError says what failed and how to fix it, never echoing a
 // password.

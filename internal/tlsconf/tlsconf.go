@@ -12,9 +12,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/eventsync/eventsync/internal/setting"
 )
@@ -171,6 +173,35 @@ func ExplainNamed(err error, n Names, caFile, certFile string) error {
 		fix = n.Setting
 	}
 	return setting.Wrap(fix, &Error{What: what, Err: err})
+}
+
+// Probe finds out why a TLS connection to addr failed after its
+// handshake: it connects with cfg, completes the handshake, sends nothing
+// and waits up to wait for the server to refuse it. With TLS 1.3 the
+// client's handshake ends before the server has checked the client's
+// certificate; a server that refuses it sends an alert and closes, and a
+// client that has started writing often loses that alert to the reset.
+// Probe's connection writes nothing, so the alert arrives. It returns the
+// error that ended the connection, nil when the server kept it open.
+func Probe(addr string, cfg *tls.Config, wait time.Duration) error {
+	cfg = cfg.Clone()
+	if cfg.ServerName == "" {
+		host, _, _ := net.SplitHostPort(addr)
+		cfg.ServerName = host
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: wait}, "tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(wait))
+	var b [1]byte
+	_, err = conn.Read(b[:])
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	return err
 }
 
 // IsCertificateProblem reports whether err is one Explain explained.

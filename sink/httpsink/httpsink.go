@@ -579,8 +579,9 @@ func (s *Sink) transportError(opName string, ent *entity, op *operation, target 
 	default:
 		hint = "is the API reachable? check sink base_url"
 	}
-	var certErr *tlsconf.Error
-	if cerr := tlsconf.Explain(err, "sink.tls", s.tls); errors.As(cerr, &certErr) {
+	// Not ExplainTLS: a reset of an API's connection is a network
+	// failure far more often than a certificate problem.
+	if cerr := tlsconf.Explain(err, "sink.tls", s.tls); tlsconf.IsCertificateProblem(cerr) {
 		err, hint = cerr, "TLS handshake failed"
 	}
 	return &sink.Error{Op: opName, Retryable: true, Err: fmt.Errorf("%s %s: %s: %w", op.method, redact.URL(target), hint, err)}

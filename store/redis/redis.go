@@ -155,8 +155,17 @@ func Open(ctx context.Context, cfg Config) (_ *Store, err error) {
 	rdb := goredis.NewClient(opts)
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		_ = rdb.Close()
-		var certErr *tlsconf.Error
-		if cerr := tlsconf.Explain(err, tlsKey, cfg.TLS); errors.As(cerr, &certErr) {
+		cerr := tlsconf.Explain(err, tlsKey, cfg.TLS)
+		var reply goredis.Error // the server answered: TLS worked
+		if !tlsconf.IsCertificateProblem(cerr) && opts.TLSConfig != nil && !errors.As(err, &reply) {
+			// A refused client certificate shows after the handshake, its
+			// alert often lost to the reset of the first command: a
+			// probe that writes nothing hears it.
+			if perr := tlsconf.Probe(opts.Addr, opts.TLSConfig, 5*time.Second); perr != nil {
+				cerr = tlsconf.Explain(perr, tlsKey, cfg.TLS)
+			}
+		}
+		if tlsconf.IsCertificateProblem(cerr) {
 			return nil, fmt.Errorf("connect to Redis at %s: TLS handshake failed: %w", opts.Addr, cerr)
 		}
 		return nil, setting.Errorf("store", "connect to Redis at %s: %w; is it running and is the password right?", opts.Addr, err)
