@@ -303,13 +303,13 @@ func validateTLS(key, rawURL string, c TLSConfig) error {
 	case "amqps", "rediss", "tls", "nats":
 		return nil // nats:// upgrades to TLS when the block is set
 	case "amqp", "redis":
-		return setting.Errorf(tkey, "%s is set but %s %s is not a TLS URL; use %ss://", tkey, key, RedactURL(rawURL), scheme)
+		return setting.Errorf(key, "%s is set but %s %s is not a TLS URL; use %ss://", tkey, key, RedactURL(rawURL), scheme)
 	case "postgres", "postgresql":
-		return setting.Errorf(tkey, "%s does not apply to PostgreSQL: put the TLS settings in the %s URL, as libpq reads them: ?sslmode=verify-full&sslrootcert=/path/ca.pem (and sslcert=, sslkey= for a client certificate)", tkey, key)
+		return setting.Errorf(key, "%s does not apply to PostgreSQL: put the TLS settings in the %s URL, as libpq reads them: ?sslmode=verify-full&sslrootcert=/path/ca.pem (and sslcert=, sslkey= for a client certificate)", tkey, key)
 	case "":
-		return setting.Errorf(tkey, "%s is set but %s is the embedded deployment, which needs no TLS; set the %s URL or remove %s", tkey, key, key, tkey)
+		return setting.Errorf(key, "%s is set but %s is the embedded deployment, which needs no TLS; set the %s URL or remove %s", tkey, key, key, tkey)
 	default:
-		return setting.Errorf(tkey, "%s does not apply to %s %s", tkey, key, RedactURL(rawURL))
+		return setting.Errorf(key, "%s does not apply to %s %s", tkey, key, RedactURL(rawURL))
 	}
 }
 
@@ -322,10 +322,10 @@ func validateNATS(key, rawURL string, a NATSAuth) error {
 	nkey := key + "_nats"
 	scheme, _, _ := strings.Cut(rawURL, "://")
 	if s := strings.ToLower(scheme); s != "nats" && s != "tls" {
-		return setting.Errorf(nkey, "%s is set but %s %q is not a NATS URL (nats:// or tls://)", nkey, key, RedactURL(rawURL))
+		return setting.Errorf(key, "%s is set but %s %q is not a NATS URL (nats:// or tls://)", nkey, key, RedactURL(rawURL))
 	}
 	if a.CredentialsFile != "" && a.NKeyFile != "" {
-		return setting.Errorf(nkey, "%s: set credentials_file or nkey_file, not both", nkey)
+		return setting.Errorf(nkey+".credentials_file", "%s: set credentials_file or nkey_file, not both", nkey)
 	}
 	return nil
 }

@@ -116,14 +116,14 @@ func TestTLSConfigValidate(t *testing.T) {
 		cfg       eventsync.Config
 		key, want string
 	}{
-		{eventsync.Config{Bus: "amqp://h/", BusTLS: ca}, "bus_tls", "use amqps://"},
-		{eventsync.Config{Store: "redis://h:6379/0", StoreTLS: ca}, "store_tls", "use rediss://"},
-		{eventsync.Config{Store: "postgres://u:secretpw@h/db", StoreTLS: ca}, "store_tls", "sslmode=verify-full&sslrootcert="},
-		{eventsync.Config{DataDir: "/d", BusTLS: ca}, "bus_tls", "embedded"},
+		{eventsync.Config{Bus: "amqp://h/", BusTLS: ca}, "bus", "use amqps://"},
+		{eventsync.Config{Store: "redis://h:6379/0", StoreTLS: ca}, "store", "use rediss://"},
+		{eventsync.Config{Store: "postgres://u:secretpw@h/db", StoreTLS: ca}, "store", "sslmode=verify-full&sslrootcert="},
+		{eventsync.Config{DataDir: "/d", BusTLS: ca}, "bus", "embedded"},
 		{eventsync.Config{Bus: "amqps://h/", BusTLS: eventsync.TLSConfig{MinVersion: "1.0"}}, "bus_tls.min_version", "1.2 or 1.3"},
 		{eventsync.Config{Bus: "amqps://h/", BusTLS: eventsync.TLSConfig{KeyFile: "k.pem"}}, "bus_tls.cert_file", "set both or neither"},
-		{eventsync.Config{Bus: "amqp://h/", BusNATS: eventsync.NATSAuth{NKeyFile: "/s.nk"}}, "bus_nats", "not a NATS URL"},
-		{eventsync.Config{Store: "tls://h:4222", StoreNATS: eventsync.NATSAuth{NKeyFile: "a", CredentialsFile: "b"}}, "store_nats", "not both"},
+		{eventsync.Config{Bus: "amqp://h/", BusNATS: eventsync.NATSAuth{NKeyFile: "/s.nk"}}, "bus", "not a NATS URL"},
+		{eventsync.Config{Store: "tls://h:4222", StoreNATS: eventsync.NATSAuth{NKeyFile: "a", CredentialsFile: "b"}}, "store_nats.credentials_file", "not both"},
 	} {
 		err := tc.cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !hasSetting(err, tc.key) || strings.Contains(err.Error(), "secretpw") {

@@ -131,7 +131,7 @@ func (c Config) Validate() error {
 		return err
 	}
 	if !c.TLS.IsZero() && !strings.HasPrefix(strings.ToLower(c.URL), "amqps://") {
-		return setting.Errorf(tlsKey, "rabbitmq: TLS settings are given but the bus URL %s is not amqps://", redact.URL(c.URL))
+		return setting.Errorf("bus", "rabbitmq: TLS settings are given but the bus URL %s is not amqps://", redact.URL(c.URL))
 	}
 	if c.ConnectTimeout < 0 || c.ReconnectMaxBackoff < 0 {
 		return errors.New("rabbitmq: ConnectTimeout and ReconnectMaxBackoff must not be negative")

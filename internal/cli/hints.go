@@ -57,6 +57,22 @@ var settings = map[string]how{
 	"demo.faults":      {flags: []string{"--faults"}},
 }
 
+// The TLS blocks and NATS credentials of the bus and the store (bus_tls,
+// store_tls, bus_nats, store_nats): a YAML key and a variable per scalar.
+// (The sink's tls block is under sink, whose errors name their keys.)
+func init() {
+	for _, block := range []string{"bus_tls", "store_tls", "bus_nats", "store_nats"} {
+		fields := []string{"ca_file", "cert_file", "key_file", "server_name", "min_version"}
+		if strings.HasSuffix(block, "_nats") {
+			fields = []string{"credentials_file", "nkey_file"}
+		}
+		for _, f := range fields {
+			key := block + "." + f
+			settings[key] = how{yaml: key, env: "EVENTSYNC_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))}
+		}
+	}
+}
+
 // hint says how to set the settings err names (every *setting.Error in its
 // tree, joins included), once per key: "set it with --store, the config
 // key store, or EVENTSYNC_STORE". It is "" when err names none.

@@ -180,7 +180,7 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 		}
 	}
 	if !s.ownsClient && !cfg.TLS.IsZero() {
-		return nil, setting.Errorf("sink.tls", "invalid sink config: sink.tls is set but WithHTTPClient gives the client: configure TLS on that client's transport instead")
+		return nil, setting.Errorf("sink", "invalid sink config: sink.tls is set but WithHTTPClient gives the client: configure TLS on that client's transport instead")
 	}
 	if s.tracerProvider != nil {
 		s.client = traceClient(s.client, s.tracerProvider)

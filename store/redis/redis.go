@@ -101,7 +101,7 @@ func (c Config) Validate() error {
 		return err
 	}
 	if !c.TLS.IsZero() && !strings.HasPrefix(strings.ToLower(c.URL), "rediss://") {
-		return setting.Errorf(tlsKey, "redis store: TLS settings are given but the store URL %s is not rediss://", redact.URL(c.URL))
+		return setting.Errorf("store", "redis store: TLS settings are given but the store URL %s is not rediss://", redact.URL(c.URL))
 	}
 	return nil
 }
