@@ -44,8 +44,12 @@ func (s *Server) adminMux() *http.ServeMux {
 	mux.HandleFunc("GET /_admin/traces", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.TracedRequests())
 	})
+	mux.HandleFunc("POST /_admin/expire-tokens", func(w http.ResponseWriter, _ *http.Request) {
+		s.ExpireTokens()
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such route "+r.Method+" "+r.URL.Path+"; the API is under /v1/{collection}, admin under /_admin/{faults,stats,reset,save,records/{collection},traces}")
+		writeError(w, http.StatusNotFound, "no such route "+r.Method+" "+r.URL.Path+"; the API is under /v1/{collection}, admin under /_admin/{faults,stats,reset,save,records/{collection},traces,expire-tokens}")
 	})
 	return mux
 }

@@ -23,6 +23,11 @@
 //	POST   /_admin/save                       write the state file now
 //	GET    /_admin/records/{collection}       every record as NDJSON, streamed
 //	GET    /_admin/traces                     the newest /v1 requests that carried a traceparent
+//	POST   /_admin/expire-tokens              expire every issued OAuth2 token now
+//	POST   /oauth/token                       client credentials grant (Config.Auth.OAuth2 only)
+//
+// With Config.Auth, /v1 answers 401 without a valid bearer token or HMAC
+// signature (see Auth).
 //
 // Errors are JSON objects {"error":"..."}. Use New for an http.Handler or
 // Start for a listening server.
@@ -64,6 +69,9 @@ type Config struct {
 	Seed uint64
 	// Logger receives the few lifecycle messages; nil means slog.Default().
 	Logger *slog.Logger
+	// Auth makes /v1 require an OAuth2 bearer token, an HMAC signature,
+	// or both; see Auth.
+	Auth Auth
 }
 
 // DefaultVersionField is the record field compared by the stale-write detector.
@@ -90,6 +98,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Faults.Validate(); err != nil {
 		return fmt.Errorf("invalid faults: %w", err)
+	}
+	if err := c.Auth.validate(); err != nil {
+		return fmt.Errorf("invalid auth: %w", err)
 	}
 	return nil
 }
@@ -118,6 +129,7 @@ type Server struct {
 	traces   traceLog
 	inFlight atomic.Int64
 	admin    *http.ServeMux
+	tokens   tokens
 }
 
 // faultState is swapped atomically so the hot path reads it without a lock.
@@ -168,7 +180,13 @@ func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/v1/") {
 			s.traces.note(r)
-			s.serveV1(w, r)
+			if s.checkAuth(w, r) {
+				s.serveV1(w, r)
+			}
+			return
+		}
+		if r.URL.Path == TokenPath && s.cfg.Auth.OAuth2 != nil {
+			s.serveToken(w, r)
 			return
 		}
 		s.admin.ServeHTTP(w, r)

@@ -32,6 +32,12 @@ type Stats struct {
 	// FaultsInjected counts injected faults by kind: latency, error,
 	// timeout, rate_limited, over_capacity, outage.
 	FaultsInjected map[string]int64 `json:"faults_injected"`
+	// TokensIssued counts tokens from the OAuth2 token endpoint,
+	// TokensExpired /v1 requests refused for an expired token, and
+	// AuthFailures every 401 (token endpoint and /v1), expired included.
+	TokensIssued  int64 `json:"tokens_issued,omitempty"`
+	TokensExpired int64 `json:"tokens_expired,omitempty"`
+	AuthFailures  int64 `json:"auth_failures,omitempty"`
 }
 
 // Stats returns a snapshot of the counters and detectors.
@@ -42,6 +48,9 @@ func (s *Server) Stats() Stats {
 		MaxInFlight:       s.counters.maxInFlight.Load(),
 		OverlappingWrites: s.counters.overlaps.Load(),
 		StaleWrites:       s.counters.stale.Load(),
+		TokensIssued:      s.counters.tokensIssued.Load(),
+		TokensExpired:     s.counters.tokensExpired.Load(),
+		AuthFailures:      s.counters.authFailures.Load(),
 		Records:           make(map[string]int64),
 		FaultsInjected:    make(map[string]int64),
 	}
@@ -115,6 +124,8 @@ type counters struct {
 	maxInFlight atomic.Int64
 	overlaps    atomic.Int64
 	stale       atomic.Int64
+	// authentication (Config.Auth)
+	tokensIssued, tokensExpired, authFailures atomic.Int64
 }
 
 func (c *counters) count(method, status int) {
@@ -145,6 +156,9 @@ func (c *counters) reset(inFlight int64) {
 	c.maxInFlight.Store(inFlight)
 	c.overlaps.Store(0)
 	c.stale.Store(0)
+	c.tokensIssued.Store(0)
+	c.tokensExpired.Store(0)
+	c.authFailures.Store(0)
 }
 
 // writeRegistry tracks which record ids and external_ids have a write in

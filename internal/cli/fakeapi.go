@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/eventsync/eventsync/fakeapi"
+	"github.com/eventsync/eventsync/internal/envfile"
+	"github.com/eventsync/eventsync/internal/hmacsig"
 )
 
 // fakeAPIFlags are the flags of "eventsync fakeapi".
@@ -24,6 +26,8 @@ type fakeAPIFlags struct {
 	seed                  uint64
 	tlsCert, tlsKey       string
 	tlsClientCA           string
+	oauth2                fakeapi.OAuth2Auth
+	hmac                  fakeapi.HMACAuth
 }
 
 func newFakeAPICmd(env Env) *cobra.Command {
@@ -54,6 +58,12 @@ SIGTERM.`,
 	fs.StringVar(&fl.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (needs --tls-key)")
 	fs.StringVar(&fl.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&fl.tlsClientCA, "tls-client-ca", "", "require client certificates signed by the authorities in this PEM file (mutual TLS; needs --tls-cert)")
+	fs.StringVar(&fl.oauth2.ClientID, "oauth2-client-id", "", "require a bearer token from POST /oauth/token (client credentials grant) for this client id (needs --oauth2-client-secret)")
+	fs.StringVar(&fl.oauth2.ClientSecret, "oauth2-client-secret", "", "the client secret --oauth2-client-id must present; also read from EVENTSYNC_FAKEAPI_OAUTH2_CLIENT_SECRET or the file named by EVENTSYNC_FAKEAPI_OAUTH2_CLIENT_SECRET_FILE")
+	fs.DurationVar(&fl.oauth2.TokenLifetime, "oauth2-token-lifetime", fakeapi.DefaultTokenLifetime, "how long an issued token is accepted; a short one (1s) expires tokens mid-run")
+	fs.StringVar(&fl.hmac.Secret, "hmac-secret", "", "require an HMAC-SHA256 request signature with this shared secret (docs/security.md); also read from EVENTSYNC_FAKEAPI_HMAC_SECRET or the file named by EVENTSYNC_FAKEAPI_HMAC_SECRET_FILE")
+	fs.StringVar(&fl.hmac.Header, "hmac-header", hmacsig.DefaultHeader, "header carrying the HMAC signature")
+	fs.StringVar(&fl.hmac.TimestampHeader, "hmac-timestamp-header", hmacsig.DefaultTimestampHeader, "header carrying the signed Unix time")
 	fs.StringVar(&cfg.StateFile, "state-file", "", "load records from this file at start if it exists, save them atomically on shutdown and POST /_admin/save")
 	return cmd
 }
@@ -71,6 +81,11 @@ func runFakeAPI(ctx context.Context, env Env, fl *fakeAPIFlags) error {
 		return usage(errors.New("--version-field must not be empty; the default is \"version\""))
 	}
 
+	auth, err := fakeAPIAuth(fl)
+	if err != nil {
+		return err
+	}
+	cfg.Auth = auth
 	tlsCfg, err := fakeAPITLS(fl)
 	if err != nil {
 		return err
@@ -106,6 +121,43 @@ func faultFlagError(err error) error {
 	}
 	walk(err)
 	return errors.New(strings.Join(msgs, "; "))
+}
+
+// fakeAPIAuth is the authentication the --oauth2-* and --hmac-* flags
+// require; secrets may come from the environment instead of the command
+// line (where ps would show them).
+func fakeAPIAuth(fl *fakeAPIFlags) (fakeapi.Auth, error) {
+	var a fakeapi.Auth
+	o, h := fl.oauth2, fl.hmac
+	for _, v := range []struct {
+		dst  *string
+		name string
+	}{{&o.ClientSecret, "EVENTSYNC_FAKEAPI_OAUTH2_CLIENT_SECRET"}, {&h.Secret, "EVENTSYNC_FAKEAPI_HMAC_SECRET"}} {
+		if *v.dst != "" {
+			continue
+		}
+		val, _, err := envfile.Lookup(v.name, os.LookupEnv, os.ReadFile)
+		if err != nil {
+			return a, usage(err)
+		}
+		*v.dst = val
+	}
+	switch {
+	case o.ClientID != "" && o.ClientSecret != "":
+		if o.TokenLifetime <= 0 {
+			return a, usage(errors.New("--oauth2-token-lifetime must be positive, e.g. 1h or 2s"))
+		}
+		a.OAuth2 = &o
+	case fl.oauth2.ClientID != "" || fl.oauth2.ClientSecret != "":
+		return a, usage(errors.New("--oauth2-client-id and --oauth2-client-secret (or EVENTSYNC_FAKEAPI_OAUTH2_CLIENT_SECRET) go together"))
+	}
+	if h.Secret != "" {
+		if h.Header == "" || h.TimestampHeader == "" {
+			return a, usage(errors.New("--hmac-header and --hmac-timestamp-header must not be empty"))
+		}
+		a.HMAC = &h
+	}
+	return a, nil
 }
 
 // fakeAPITLS is the server TLS configuration of --tls-cert, --tls-key and
