@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/eventsync/eventsync"
-	"github.com/eventsync/eventsync/internal/setting"
 	"github.com/eventsync/eventsync/internal/testenv"
 )
 
@@ -25,21 +24,21 @@ import (
 // missing client certificate fails with an error that says it is a
 // certificate problem and names the setting.
 
-// openStore opens cfg's state store and closes it again.
+// openStore, openBus and openSource open cfg's state store, bus or
+// source through a Client and close it again.
 func openStore(t *testing.T, cfg eventsync.Config) error {
-	t.Helper()
-	cfg.Namespace = testenv.UniqueName("tls")
-	c, err := eventsync.Open(cfg, eventsync.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = c.Store(context.Background())
-	return err
+	return openWith(t, cfg, func(c *eventsync.Client) error { _, err := c.Store(context.Background()); return err })
 }
 
-// openBus opens cfg's bus and closes it again.
 func openBus(t *testing.T, cfg eventsync.Config) error {
+	return openWith(t, cfg, func(c *eventsync.Client) error { _, err := c.Bus(context.Background()); return err })
+}
+
+func openSource(t *testing.T, cfg eventsync.Config) error {
+	return openWith(t, cfg, func(c *eventsync.Client) error { _, err := c.Source(context.Background()); return err })
+}
+
+func openWith(t *testing.T, cfg eventsync.Config, open func(*eventsync.Client) error) error {
 	t.Helper()
 	cfg.Namespace = testenv.UniqueName("tls")
 	c, err := eventsync.Open(cfg, eventsync.WithLogger(slog.New(slog.DiscardHandler)))
@@ -47,46 +46,13 @@ func openBus(t *testing.T, cfg eventsync.Config) error {
 		return err
 	}
 	defer c.Close()
-	_, err = c.Bus(context.Background())
-	return err
+	return open(c)
 }
 
-// wantCertError checks err is a certificate problem naming key (a
-// setting such as store_tls.ca_file) and saying each of words.
-func wantCertError(t *testing.T, err error, key string, words ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatal("connected; want a certificate error")
-	}
-	msg := err.Error()
-	t.Log(msg)
-	for _, w := range append([]string{"certificate", key}, words...) {
-		if !strings.Contains(msg, w) {
-			t.Errorf("error does not say %q: %s", w, msg)
-		}
-	}
-	if !hasSetting(err, key) {
-		t.Errorf("error not marked with setting %s: %v", key, err)
-	}
-}
-
-// hasSetting reports whether any *setting.Error in err's tree is key's.
-func hasSetting(err error, key string) bool {
-	if se, ok := err.(*setting.Error); ok && se.Key == key {
-		return true
-	}
-	switch u := err.(type) {
-	case interface{ Unwrap() []error }:
-		for _, e := range u.Unwrap() {
-			if hasSetting(e, key) {
-				return true
-			}
-		}
-	case interface{ Unwrap() error }:
-		return hasSetting(u.Unwrap(), key)
-	}
-	return false
-}
+var (
+	wantCertError = testenv.WantCertificateError
+	hasSetting    = testenv.HasSetting
+)
 
 func TestTLSRedisStore(t *testing.T) {
 	t.Parallel()
@@ -295,18 +261,6 @@ func TestTLSNATSCredentials(t *testing.T) {
 	if err := openBus(t, missing); err == nil || !hasSetting(err, "bus_nats.credentials_file") {
 		t.Fatalf("missing credentials file: %v, want an error naming bus_nats.credentials_file", err)
 	}
-}
-
-// openSource opens cfg's source and closes it again.
-func openSource(t *testing.T, cfg eventsync.Config) error {
-	t.Helper()
-	c, err := eventsync.Open(cfg, eventsync.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = c.Source(context.Background())
-	return err
 }
 
 // PostgreSQL store and source take their TLS settings in the URL, parsed

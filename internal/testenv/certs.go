@@ -12,8 +12,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 // Certs is a throwaway certificate authority and what it signed, written as
@@ -144,4 +147,42 @@ func writePEM(t testing.TB, dir, name, typ string, der []byte, mode os.FileMode)
 		t.Fatal(err)
 	}
 	return path
+}
+
+// WantCertificateError checks that err is a certificate problem whose
+// message names key (a setting such as "bus_tls.ca_file") and says each of
+// words, and that err is marked with key (internal/setting).
+func WantCertificateError(t testing.TB, err error, key string, words ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("connected; want a certificate error")
+	}
+	msg := err.Error()
+	t.Log(msg)
+	for _, w := range append([]string{"certificate", key}, words...) {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error does not say %q: %s", w, msg)
+		}
+	}
+	if !HasSetting(err, key) {
+		t.Errorf("error not marked with setting %s: %v", key, err)
+	}
+}
+
+// HasSetting reports whether any *setting.Error in err's tree is key's.
+func HasSetting(err error, key string) bool {
+	if se, ok := err.(*setting.Error); ok && se.Key == key {
+		return true
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if HasSetting(e, key) {
+				return true
+			}
+		}
+	case interface{ Unwrap() error }:
+		return HasSetting(u.Unwrap(), key)
+	}
+	return false
 }

@@ -57,22 +57,7 @@ entities:
 		_, err = s.Create(context.Background(), sink.Record{Entity: "listing", Key: "k1", Version: 1, Data: json.RawMessage(`{"title":"a"}`)})
 		return err
 	}
-	wantCertErr := func(t *testing.T, err error, key string, words ...string) {
-		t.Helper()
-		if err == nil {
-			t.Fatal("connected; want a certificate error")
-		}
-		msg := err.Error()
-		t.Log(msg)
-		for _, w := range append([]string{"certificate", key}, words...) {
-			if !strings.Contains(msg, w) {
-				t.Errorf("error %q does not say %q", msg, w)
-			}
-		}
-		if got := setting.Key(err); got != key {
-			t.Errorf("setting %q, want %q", got, key)
-		}
-	}
+	wantCertErr := testenv.WantCertificateError
 
 	t.Run("right CA", func(t *testing.T) {
 		api := start(t, false)
