@@ -19,6 +19,10 @@ type Record struct {
 	Key     string // our key, stored remotely as the external id
 	Version int64
 	Data    json.RawMessage
+	// EventID is the id of the event being applied (a repair re-applies
+	// the key's newest event with its id); the same on every retry of
+	// that event, so it suits an Idempotency-Key header.
+	EventID string
 }
 
 // Sink writes entities to the third-party API.

@@ -182,7 +182,7 @@ func (a *Applier) apply(ctx context.Context, ev event.Event, body []byte, attemp
 // write calls the sink for ev (under held, which ends when the lease is
 // lost) and commits; lease is released on every path.
 func (a *Applier) write(ctx, held context.Context, lease store.Lease, state store.State, ev event.Event, body []byte, attempt int) Outcome {
-	rec := sink.Record{Entity: ev.Entity, Key: ev.Key, Version: ev.Version, Data: ev.Data}
+	rec := sink.Record{Entity: ev.Entity, Key: ev.Key, Version: ev.Version, Data: ev.Data, EventID: ev.ID}
 	var remoteID string
 	var err error
 	if ev.Op == event.OpDelete {
@@ -401,7 +401,7 @@ func (a *Applier) repair(ctx, held context.Context, lease store.Lease, state sto
 		}
 		err = lerr
 	} else {
-		rec := sink.Record{Entity: last.Entity, Key: last.Key, Version: last.Version, Data: last.Data}
+		rec := sink.Record{Entity: last.Entity, Key: last.Key, Version: last.Version, Data: last.Data, EventID: last.ID}
 		// Always look up: the zombie may have been a create.
 		remoteID, err = a.createOrAdopt(held, lease, rec, true, state.RemoteID)
 	}
