@@ -204,8 +204,8 @@ func (c *Client) busLocked(ctx context.Context) (bus.Bus, error) {
 	}
 	p := c.params(url)
 	p.Partitions = c.cfg.BusPartitions
-	b, err := openBus(ctx, p)
 	p.TLS, p.NATS = c.cfg.BusTLS, c.cfg.BusNATS
+	b, err := openBus(ctx, p)
 	if err != nil {
 		return nil, setting.Errorf("bus", "open the bus: %w", err)
 	}
