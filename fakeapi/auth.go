@@ -61,7 +61,10 @@ type tokens struct {
 func (s *Server) ExpireTokens() {
 	s.tokens.mu.Lock()
 	defer s.tokens.mu.Unlock()
-	clear(s.tokens.expires)
+	now := time.Now()
+	for t := range s.tokens.expires {
+		s.tokens.expires[t] = now
+	}
 }
 
 // serveToken is the client credentials grant: the client's id and secret

@@ -60,6 +60,9 @@ type Config struct {
 	// authority, a client certificate for APIs that require one (mutual
 	// TLS), the server name, the lowest TLS version.
 	TLS TLSConfig `yaml:"tls"`
+	// Auth adds an OAuth2 client-credentials token, an HMAC request
+	// signature, or both, to every request (see AuthConfig).
+	Auth AuthConfig `yaml:"auth"`
 }
 
 // TLSConfig is the TLS settings block shared by every eventsync
@@ -76,7 +79,9 @@ type Defaults struct {
 	// Headers are sent with every request. Values may reference environment
 	// variables as ${NAME}, read from NAME or from the file named by
 	// NAME_FILE (a mounted secret); a variable that is not set is a
-	// start-up error.
+	// start-up error. A value with {{ }} is a template rendered per request
+	// over TemplateData without .Data (Idempotency-Key: "{{.EventID}}"); a
+	// header that renders empty is not sent.
 	Headers map[string]string `yaml:"headers"`
 	// MaxBodyExcerpt bounds how much of an error response is kept in the
 	// error (and so in logs and park reasons).
@@ -325,7 +330,8 @@ var (
 // Call it on the result of WithDefaults.
 func (c Config) Validate() error {
 	_, err := compile(c, nil)
-	return errors.Join(err, c.TLS.Validate("sink.tls"))
+	_, aerrs := compileAuth(c.Auth, nil)
+	return errors.Join(append([]error{err, c.TLS.Validate("sink.tls")}, aerrs...)...)
 }
 
 // compile turns a validated config into ready-to-run entities. lookupEnv
@@ -422,6 +428,7 @@ func compileEntity(name, where string, e EntityConfig, d Defaults, defaultHeader
 	if ent.headers.Get("Accept") == "" {
 		ent.headers.Set("Accept", "application/json")
 	}
+	ent.headerTemplates = compileHeaderTemplates(headerOrigin(where, e.Headers), ent.headers, &errs)
 	ent.bodyHeaders = ent.headers.Clone()
 	if ent.bodyHeaders.Get("Content-Type") == "" {
 		ent.bodyHeaders.Set("Content-Type", "application/json")
@@ -550,24 +557,10 @@ func checkHeaders(where string, in map[string]string, lookupEnv func(string) (st
 			errs = append(errs, fmt.Errorf("%s: %q is not a valid HTTP header name", loc, name))
 			continue
 		}
-		stripped := envRefPattern.ReplaceAllString(value, "")
-		if strings.Contains(stripped, "${") {
-			errs = append(errs, fmt.Errorf("%s: malformed environment reference; write ${NAME} with NAME made of letters, digits and _", loc))
+		value, err := expandEnv(loc, value, lookupEnv)
+		if err != nil {
+			errs = append(errs, err)
 			continue
-		}
-		if lookupEnv != nil {
-			var missing []string
-			value = envRefPattern.ReplaceAllStringFunc(value, func(ref string) string {
-				v, ok := lookupEnv(ref[2 : len(ref)-1])
-				if !ok {
-					missing = append(missing, ref[2:len(ref)-1])
-				}
-				return v
-			})
-			if len(missing) > 0 {
-				errs = append(errs, fmt.Errorf("%s: environment variable %s is not set; export it, or NAME_FILE naming a file that holds it, before starting eventsync", loc, strings.Join(missing, ", ")))
-				continue
-			}
 		}
 		if strings.ContainsAny(value, "\r\n\x00") {
 			errs = append(errs, fmt.Errorf("%s: value contains a line break or NUL, which HTTP headers cannot carry", loc))
@@ -576,6 +569,29 @@ func checkHeaders(where string, in map[string]string, lookupEnv func(string) (st
 		out.Set(name, value)
 	}
 	return out, errs
+}
+
+// expandEnv checks the ${NAME} references of the setting at loc and, when
+// lookupEnv is given, replaces them with the variables' values.
+func expandEnv(loc, value string, lookupEnv func(string) (string, bool)) (string, error) {
+	if strings.Contains(envRefPattern.ReplaceAllString(value, ""), "${") {
+		return "", fmt.Errorf("%s: malformed environment reference; write ${NAME} with NAME made of letters, digits and _", loc)
+	}
+	if lookupEnv == nil {
+		return value, nil
+	}
+	var missing []string
+	value = envRefPattern.ReplaceAllStringFunc(value, func(ref string) string {
+		v, ok := lookupEnv(ref[2 : len(ref)-1])
+		if !ok {
+			missing = append(missing, ref[2:len(ref)-1])
+		}
+		return v
+	})
+	if len(missing) > 0 {
+		return "", fmt.Errorf("%s: environment variable %s is not set; export it, or NAME_FILE naming a file that holds it, before starting eventsync", loc, strings.Join(missing, ", "))
+	}
+	return value, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -109,6 +109,8 @@ type Sink struct {
 	// values, kept out of logs and of response excerpts (an API that
 	// echoes the token it refused).
 	secrets *redact.Scrubber
+	// auth adds the OAuth2 token and HMAC signature; nil without sink.auth.
+	auth *authenticator
 }
 
 // entity is one entity's compiled configuration.
@@ -134,6 +136,8 @@ type entity struct {
 	// and update, as an entity tag when versionETag.
 	versionHeader string
 	versionETag   bool
+	// headerTemplates are the headers rendered per request.
+	headerTemplates []headerTemplate
 }
 
 var (
@@ -156,7 +160,15 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 		}
 		return v, ok
 	})
-	if err = errors.Join(append([]error{err}, fileErrs...)...); err != nil {
+	auth, aerrs := compileAuth(cfg.Auth, func(name string) (string, bool) {
+		v, ok, err := envfile.Lookup(name, os.LookupEnv, os.ReadFile)
+		if err != nil {
+			fileErrs = append(fileErrs, err)
+			return "", true
+		}
+		return v, ok
+	})
+	if err = errors.Join(append(append([]error{err}, aerrs...), fileErrs...)...); err != nil {
 		return nil, fmt.Errorf("invalid sink config: %w", err)
 	}
 	transport := newTransport()
@@ -168,6 +180,7 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	s := &Sink{
 		entities:   entities,
 		tls:        cfg.TLS,
+		auth:       auth,
 		client:     &http.Client{Transport: transport},
 		ownsClient: true,
 		log:        slog.Default(),
@@ -186,6 +199,9 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 		s.client = traceClient(s.client, s.tracerProvider)
 	}
 	s.secrets = redact.NewScrubber()
+	if s.auth != nil {
+		s.secrets.AddValues(s.auth.secrets()...)
+	}
 	for _, ent := range entities {
 		s.secrets.AddValues(redact.Secrets(ent.baseURL)...)
 		for name, values := range ent.headers {
@@ -384,7 +400,7 @@ func (s *Sink) entity(kind opKind, name string) (*entity, error) {
 // op has the default body, the body. The data is decoded only when a
 // template reads it or bodyShape.splice cannot vouch for it.
 func recordData(op *operation, r sink.Record) (TemplateData, []byte, error) {
-	d := TemplateData{Entity: r.Entity, Key: r.Key, Version: r.Version}
+	d := TemplateData{EventID: r.EventID, Entity: r.Entity, Key: r.Key, Version: r.Version}
 	shape := op.shape
 	if shape == nil {
 		shape = defaultShape
@@ -497,10 +513,17 @@ func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data Templa
 	if ent.versionHeader != "" && (op.kind == opCreate || op.kind == opUpdate) {
 		req.Header[ent.versionHeader] = []string{versionHeaderValue(data.Version, ent.versionETag)}
 	}
+	if err := renderHeaders(req.Header, ent.headerTemplates, data); err != nil {
+		return fail("%s: %w", op.where, err)
+	}
 
 	start := s.now()
-	resp, err := s.client.Do(req)
+	resp, err := s.send(ctx, req, body)
 	if err != nil {
+		if serr := (*sink.Error)(nil); errors.As(err, &serr) && serr.Op == "token" {
+			s.finish(opName, ent.name, 0, start, err)
+			return err
+		}
 		err = s.transportError(opName, ent, op, target, err)
 		s.finish(opName, ent.name, 0, start, err)
 		return err
@@ -541,6 +564,9 @@ func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data Templa
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	serr := &sink.Error{Op: opName, Status: status, Body: s.secrets.String(excerptBytes(excerpt, ent.maxExcerpt))}
 	switch {
+	case status == http.StatusUnauthorized && s.auth != nil:
+		s.finish(opName, ent.name, status, start, serr)
+		return fmt.Errorf("%w; %s", serr, s.auth.refusedHint())
 	case (status == http.StatusNotFound || status == http.StatusGone) && (op.kind == opUpdate || op.kind == opDelete):
 		serr.Err = sink.ErrNotFound
 	case sink.ClassifyStatus(status):

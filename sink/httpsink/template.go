@@ -13,10 +13,13 @@ import (
 	"text/template/parse"
 )
 
-// TemplateData is what request path and body templates see. Which fields
-// are set depends on the operation: create has no RemoteID, delete only
-// Entity and RemoteID, lookup Entity and Key, list Entity, Page and PerPage.
+// TemplateData is what request path, body and header templates see. Which
+// fields are set depends on the operation: create has no RemoteID, delete
+// only Entity and RemoteID, lookup Entity and Key, list Entity, Page and
+// PerPage. EventID, the id of the event being applied, is set on create
+// and update.
 type TemplateData struct {
+	EventID  string
 	Entity   string
 	Key      string
 	Version  int64

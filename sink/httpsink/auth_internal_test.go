@@ -1,0 +1,156 @@
+package httpsink
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eventsync/eventsync/fakeapi"
+	"github.com/eventsync/eventsync/sink"
+)
+
+// Header templates render per request: an Idempotency-Key from the event
+// id on create and update, left out where the call has no event (delete).
+func TestHeaderTemplates(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `{"id":"r1"}`) })
+	s := newSink(t, api.srv.URL, `defaults: {base_url: BASE_URL, headers: {Idempotency-Key: "{{.EventID}}", X-Key: "{{.Entity}}:{{.Key | query}}:{{.Version}}"}}
+entities:
+  listing: {collection: listings}
+`)
+	ctx := context.Background()
+	rec := sink.Record{Entity: "listing", Key: "k 1", Version: 3, Data: json.RawMessage(`{}`), EventID: "ev-42"}
+	if _, err := s.Create(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	rec.EventID = "ev-43"
+	if err := s.Update(ctx, "r1", rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "listing", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	reqs := api.requests()
+	for i, want := range []string{"ev-42", "ev-43", ""} {
+		if got := reqs[i].Headers.Get("Idempotency-Key"); got != want {
+			t.Errorf("request %d (%s) Idempotency-Key %q, want %q", i, reqs[i].Method, got, want)
+		}
+		if _, ok := reqs[i].Headers["Idempotency-Key"]; !ok && want != "" {
+			t.Errorf("request %d lacks Idempotency-Key", i)
+		}
+	}
+	if got := reqs[0].Headers.Get("X-Key"); got != "listing:k+1:3" {
+		t.Errorf("X-Key %q", got)
+	}
+}
+
+func TestAuthConfigErrors(t *testing.T) {
+	t.Parallel()
+	const entities = "\nentities: {listing: {collection: listings}}\n"
+	for want, yamlDoc := range map[string]string{
+		"sink.defaults.headers.X-Body: a header template cannot read .Data": `defaults: {base_url: http://h, headers: {X-Body: "{{.DataJSON}}"}}`,
+		"sink.defaults.headers.X-Bad: template does not parse":              `defaults: {base_url: http://h, headers: {X-Bad: "{{.EventID"}}`,
+		"sink.auth.oauth2.token_url":                                        "defaults: {base_url: http://h}\nauth: {oauth2: {token_url: \"ftp://x\", client_id: a, client_secret: b}}",
+		"sink.auth.oauth2.client_secret: required":                          "defaults: {base_url: http://h}\nauth: {oauth2: {token_url: \"http://x/t\", client_id: a}}",
+		"sink.auth.hmac.secret: required":                                   "defaults: {base_url: http://h}\nauth: {hmac: {header: X-S}}",
+		"sink.auth.hmac.header":                                             "defaults: {base_url: http://h}\nauth: {hmac: {secret: s, header: \"bad header\"}}",
+	} {
+		_, err := ParseConfig([]byte(yamlDoc + entities))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err %v, want %q", yamlDoc, err, want)
+		}
+	}
+	t.Run("missing variable", func(t *testing.T) {
+		cfg := Config{Defaults: Defaults{BaseURL: "http://h"}, EntityConfigs: map[string]EntityConfig{"listing": {Collection: "listings"}},
+			Auth: AuthConfig{HMAC: &HMACConfig{Secret: "${EVENTSYNC_TEST_UNSET_HMAC_SECRET}"}}}
+		_, err := New(cfg)
+		if err == nil || !strings.Contains(err.Error(), "sink.auth.hmac.secret: environment variable EVENTSYNC_TEST_UNSET_HMAC_SECRET is not set") {
+			t.Fatalf("err %v", err)
+		}
+	})
+}
+
+// startAuthAPI is a fake API requiring auth, and a sink config for it.
+func startAuthAPI(t *testing.T, auth fakeapi.Auth) (*fakeapi.Running, Config) {
+	t.Helper()
+	api, err := fakeapi.Start(context.Background(), fakeapi.Config{Logger: slog.New(slog.DiscardHandler), Auth: auth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = api.Close() })
+	return api, Config{Defaults: Defaults{BaseURL: api.URL}, EntityConfigs: map[string]EntityConfig{"listing": {Collection: "listings"}}}
+}
+
+// A wrong secret is a permanent error (the event parks) that names the
+// setting to fix and never shows the secret.
+func TestAuthWrongSecret(t *testing.T) {
+	t.Parallel()
+	rec := sink.Record{Entity: "listing", Key: "k", Version: 1, Data: json.RawMessage(`{}`)}
+	t.Run("hmac", func(t *testing.T) {
+		t.Parallel()
+		_, cfg := startAuthAPI(t, fakeapi.Auth{HMAC: &fakeapi.HMACAuth{Secret: "right-secret-value"}})
+		cfg.Auth.HMAC = &HMACConfig{Secret: "wrong-secret-value"}
+		s, err := New(cfg, WithLogger(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		_, err = s.Create(context.Background(), rec)
+		checkRefused(t, err, "sink.auth.hmac.secret", "wrong-secret-value")
+	})
+	t.Run("oauth2", func(t *testing.T) {
+		t.Parallel()
+		api, cfg := startAuthAPI(t, fakeapi.Auth{OAuth2: &fakeapi.OAuth2Auth{ClientID: "eventsync", ClientSecret: "right-secret-value"}})
+		cfg.Auth.OAuth2 = &OAuth2Config{TokenURL: api.URL + fakeapi.TokenPath, ClientID: "eventsync", ClientSecret: "wrong-secret-value"}
+		s, err := New(cfg, WithLogger(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		_, err = s.Create(context.Background(), rec)
+		checkRefused(t, err, "sink.auth.oauth2.client_id, client_secret", "wrong-secret-value")
+	})
+}
+
+func checkRefused(t *testing.T, err error, setting, secret string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("create succeeded with a wrong secret")
+	}
+	if retry, _ := sink.Retryable(err); retry {
+		t.Errorf("%v is retryable; a wrong secret must park", err)
+	}
+	if !strings.Contains(err.Error(), setting) || strings.Contains(err.Error(), secret) {
+		t.Errorf("error %q should name %s and not show the secret", err, setting)
+	}
+}
+
+// A token the API stops accepting costs one retry inside the call: the
+// sink fetches a new token and the call succeeds.
+func TestOAuth2RefetchOn401(t *testing.T) {
+	t.Parallel()
+	api, cfg := startAuthAPI(t, fakeapi.Auth{OAuth2: &fakeapi.OAuth2Auth{ClientID: "eventsync", ClientSecret: "s3cret-value", TokenLifetime: time.Hour}})
+	cfg.Auth.OAuth2 = &OAuth2Config{TokenURL: api.URL + fakeapi.TokenPath, ClientID: "eventsync", ClientSecret: "s3cret-value"}
+	s, err := New(cfg, WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := s.Create(ctx, sink.Record{Entity: "listing", Key: "k" + string(rune('a'+i)), Version: 1, Data: json.RawMessage(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			api.ExpireTokens()
+		}
+	}
+	if st := api.Stats(); st.TokensIssued != 2 || st.TokensExpired != 1 {
+		t.Fatalf("tokens issued %d, expired %d; want 2 and 1 (cached, then re-fetched once on 401)", st.TokensIssued, st.TokensExpired)
+	}
+}
