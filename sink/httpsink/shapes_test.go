@@ -23,8 +23,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/eventsync/eventsync"
-	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/event"
 	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/sink"
@@ -131,62 +129,7 @@ func shapeEvents(entities []string) (events []event.Event, want map[string]map[s
 // event of shapeEvents is settled, and returns the events' newest states.
 func syncShape(t *testing.T, cfg httpsink.Config, entities []string) map[string]map[string]json.RawMessage {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	off := false
-	client, err := eventsync.Open(eventsync.Config{
-		DataDir: t.TempDir(),
-		Sink:    cfg,
-		// Short backoff for the injected failures; without the throttle
-		// the sink's own behaviour is what the API sees.
-		Worker:   eventsync.WorkerConfig{BackoffBase: 10 * time.Millisecond, BackoffMax: 200 * time.Millisecond},
-		Throttle: eventsync.ThrottleConfig{Enabled: &off},
-	}, eventsync.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	events, want := shapeEvents(entities)
-	b, err := client.Bus(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ev := range events {
-		body, err := ev.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Publish(ctx, bus.Live, bus.Message{Body: body}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	worker, err := client.NewWorker(ctx, eventsync.WithWorkerID("shapes"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- worker.Run(ctx) }()
-	results := func() map[string]int64 { return worker.Status().Results }
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		r := results()
-		settled := r["applied"] + r["duplicate"] + r["stale"] + r["superseded"] + r["repaired"] + r["parked"]
-		if settled == int64(len(events)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d events settled within 2 minutes: %v", settled, len(events), r)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if r := results(); r["parked"] != 0 {
-		t.Errorf("%d events parked: %v", r["parked"], r)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	return want
+	return syncInPhases(t, cfg, entities, 1, nil)
 }
 
 // checkConverged compares the remote records, by entity and external id,
