@@ -6,6 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -152,5 +155,22 @@ func TestOAuth2RefetchOn401(t *testing.T) {
 	}
 	if st := api.Stats(); st.TokensIssued != 2 || st.TokensExpired != 1 {
 		t.Fatalf("tokens issued %d, expired %d; want 2 and 1 (cached, then re-fetched once on 401)", st.TokensIssued, st.TokensExpired)
+	}
+}
+
+// Every key of sink.auth is documented in docs/configuration.md.
+func TestAuthKeysDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for prefix, v := range map[string]any{"oauth2.": OAuth2Config{}, "hmac.": HMACConfig{}} {
+		typ := reflect.TypeOf(v)
+		for i := range typ.NumField() {
+			key := prefix + strings.Split(typ.Field(i).Tag.Get("yaml"), ",")[0]
+			if !strings.Contains(string(doc), "`"+key+"`") {
+				t.Errorf("docs/configuration.md does not document sink.auth.%s", key)
+			}
+		}
 	}
 }
