@@ -174,3 +174,62 @@ func TestAuthKeysDocumented(t *testing.T) {
 		}
 	}
 }
+
+// Secrets read from files (NAME_FILE) authenticate, and a refused one never
+// shows in an error or a debug log line.
+func TestAuthSecretsFromFilesStayOutOfLogs(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, v string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	t.Setenv("ES_TEST_CLIENT_SECRET_FILE", write("client", "client-secret-from-file"))
+	t.Setenv("ES_TEST_HMAC_SECRET_FILE", write("hmac", "hmac-secret-from-file"))
+	api, cfg := startAuthAPI(t, fakeapi.Auth{
+		OAuth2: &fakeapi.OAuth2Auth{ClientID: "eventsync", ClientSecret: "client-secret-from-file"},
+		HMAC:   &fakeapi.HMACAuth{Secret: "hmac-secret-from-file"},
+	})
+	cfg.Auth = AuthConfig{
+		OAuth2: &OAuth2Config{TokenURL: api.URL + fakeapi.TokenPath, ClientID: "eventsync", ClientSecret: "${ES_TEST_CLIENT_SECRET}"},
+		HMAC:   &HMACConfig{Secret: "${ES_TEST_HMAC_SECRET}"},
+	}
+	var logs strings.Builder
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := New(cfg, WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	rec := sink.Record{Entity: "listing", Key: "k", Version: 1, Data: json.RawMessage(`{}`)}
+	if _, err := s.Create(ctx, rec); err != nil {
+		t.Fatalf("create with the secrets from files: %v", err)
+	}
+	// The API moves on to other secrets: every call is refused now.
+	api2, cfg2 := startAuthAPI(t, fakeapi.Auth{
+		OAuth2: &fakeapi.OAuth2Auth{ClientID: "eventsync", ClientSecret: "rotated"},
+		HMAC:   &fakeapi.HMACAuth{Secret: "rotated"},
+	})
+	cfg2.Auth = cfg.Auth
+	cfg2.Auth.OAuth2 = &OAuth2Config{TokenURL: api2.URL + fakeapi.TokenPath, ClientID: "eventsync", ClientSecret: "${ES_TEST_CLIENT_SECRET}"}
+	s2, err := New(cfg2, WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	_, err = s2.Create(ctx, rec)
+	if err == nil {
+		t.Fatal("create succeeded with refused secrets")
+	}
+	for _, secret := range []string{"client-secret-from-file", "hmac-secret-from-file"} {
+		if strings.Contains(err.Error(), secret) || strings.Contains(logs.String(), secret) {
+			t.Errorf("%q leaked: err %v\nlogs:\n%s", secret, err, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "sink call failed") {
+		t.Errorf("no debug line for the refused call:\n%s", logs.String())
+	}
+}
