@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/sink"
 )
@@ -163,6 +165,20 @@ func TestAuthKeysDocumented(t *testing.T) {
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The example under "Authenticated sinks" is a valid sink section.
+	section := string(doc)[strings.Index(string(doc), "### Authenticated sinks"):]
+	start := strings.Index(section, "```yaml\nsink:\n") + len("```yaml\nsink:\n")
+	var parsed struct {
+		Sink Config `yaml:"sink"`
+	}
+	if err := yaml.Unmarshal([]byte("sink:\n"+section[start:start+strings.Index(section[start:], "```")]), &parsed); err != nil {
+		t.Fatalf("the example: %v", err)
+	}
+	parsed.Sink.Defaults.BaseURL = "http://h"
+	parsed.Sink.EntityConfigs = map[string]EntityConfig{"listing": {Collection: "listings"}}
+	if err := parsed.Sink.WithDefaults().Validate(); err != nil || parsed.Sink.Auth.OAuth2 == nil || parsed.Sink.Auth.HMAC == nil {
+		t.Fatalf("the example %+v: %v", parsed.Sink.Auth, err)
 	}
 	for prefix, v := range map[string]any{"oauth2.": OAuth2Config{}, "hmac.": HMACConfig{}} {
 		typ := reflect.TypeOf(v)
