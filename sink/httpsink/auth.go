@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -252,4 +253,18 @@ func (s *Sink) send(ctx context.Context, req *http.Request, body []byte) (*http.
 		return nil, s.secrets.Error(err)
 	}
 	return s.client.Do(retry)
+}
+
+// scrubToken masks in text the OAuth2 token req carried (an API that
+// echoes the token it refused): tokens are fetched at run time, so the
+// sink's scrubber, built at start, does not know them.
+func scrubToken(text string, req *http.Request) string {
+	if req == nil {
+		return text
+	}
+	tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	if !ok || len(tok) < 8 {
+		return text
+	}
+	return strings.ReplaceAll(text, tok, redact.Mask)
 }

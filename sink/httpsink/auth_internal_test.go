@@ -249,3 +249,28 @@ func TestAuthSecretsFromFilesStayOutOfLogs(t *testing.T) {
 		t.Errorf("no debug line for the refused call:\n%s", logs.String())
 	}
 }
+
+// An API that echoes the token it refused has it masked in the excerpt
+// the error (and the park reason) keeps.
+func TestOAuth2TokenMaskedInExcerpt(t *testing.T) {
+	t.Parallel()
+	const token = "issued-token-4f9a1c2e7b"
+	api := newTestAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"access_token":"`+token+`","token_type":"Bearer","expires_in":3600}`)
+			return
+		}
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(w, `{"error":"token `+strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")+` lacks a scope"}`)
+	})
+	s := newSink(t, api.srv.URL, `defaults: {base_url: BASE_URL}
+auth: {oauth2: {token_url: "BASE_URL/token", client_id: id, client_secret: secret-value}}
+entities:
+  listing: {collection: listings}
+`)
+	_, err := s.Create(context.Background(), sink.Record{Entity: "listing", Key: "k", Version: 1, Data: json.RawMessage(`{}`)})
+	if err == nil || strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), "lacks a scope") {
+		t.Fatalf("err %v: want the 403's excerpt without the token", err)
+	}
+}

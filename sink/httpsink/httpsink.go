@@ -562,7 +562,7 @@ func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data Templa
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, int64(ent.maxExcerpt)))
 	// Drain a little more so the connection can be reused.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	serr := &sink.Error{Op: opName, Status: status, Body: s.secrets.String(excerptBytes(excerpt, ent.maxExcerpt))}
+	serr := &sink.Error{Op: opName, Status: status, Body: scrubToken(s.secrets.String(excerptBytes(excerpt, ent.maxExcerpt)), resp.Request)}
 	switch {
 	case status == http.StatusUnauthorized && s.auth != nil:
 		s.finish(opName, ent.name, status, start, serr)
