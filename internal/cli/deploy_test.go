@@ -69,7 +69,7 @@ func registeredMetricNames(t *testing.T) map[string]bool {
 	t.Helper()
 	dir := t.TempDir()
 	rec := &recordingRegisterer{Registerer: prometheus.NewRegistry(), names: map[string]bool{}}
-	rec.MustRegister(runtimeCollectors()...) // as newRegistry does
+	rec.MustRegister(runtimeCollectors()...)                                       // as newRegistry does
 	if err := os.WriteFile(filepath.Join(dir, "app.db"), nil, 0o600); err != nil { // an empty SQLite database
 		t.Fatal(err)
 	}
