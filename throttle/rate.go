@@ -28,10 +28,9 @@ import (
 //     estimate is the API's limit; the learner does not need to know the
 //     bucket's size.
 //   - Probing up is slow right after a cut (1.5%/s) and doubles its pace every
-//     1.5 seconds without congestion; it starts over from 1.5%/s once the
-//     rate passes the cut's estimate of the limit. So a limit that doubled
-//     is found within about ten seconds, while a steady limit costs one
-//     short hold every several seconds.
+//     1.5 seconds without congestion, so a limit that doubled is found within
+//     about ten seconds, while a steady limit costs one short hold every few
+//     seconds.
 //   - The rate never leaves [minRate, MaxRate] (or stays below a configured
 //     rate, however low): without a 429, a rate that is binding for long
 //     grows up to MaxRate and stops there, so the bursts derived from it
@@ -88,7 +87,6 @@ type rateController struct {
 	ignoreUntil time.Time
 	cuts        int
 	probeTime   time.Duration // binding time spent probing at the normal pace this cycle
-	aboveTime   time.Duration // of which above the last estimate (gentleFrom)
 	gentleFrom  float64       // the last cut's estimate of the limit (0: none); above it, probe gently while traffic is mixed
 	lastCall    [2]time.Time
 }
@@ -156,7 +154,7 @@ func (r *rateController) bind(rate float64, slowStart bool, from time.Time) {
 // congestion's hold) on. Callers hold mu.
 func (r *rateController) newCycle(from time.Time) {
 	r.cycleStart, r.lastStep = from, from
-	r.granted, r.bindingTime, r.binding, r.probeTime, r.aboveTime = 0, 0, false, 0, 0
+	r.granted, r.bindingTime, r.binding, r.probeTime = 0, 0, false, 0
 }
 
 // Known starts from a limit the cluster learned before (the rate stored
@@ -245,16 +243,7 @@ func (r *rateController) advance(now time.Time) {
 		// with wall time: after a quiet minute it must not leap. It never
 		// outpaces slow start.
 		r.probeTime += dt
-		probing := r.probeTime
-		if r.gentleFrom > 0 && r.rate >= r.gentleFrom {
-			// Above the last estimate of the limit the pace starts over:
-			// the probe that finds a steady limit (and its 429s) comes
-			// about a third less often, and a raised limit is still found
-			// within about ten seconds.
-			r.aboveTime += dt
-			probing = r.aboveTime
-		}
-		pace := min(math.Ln2, probeBase*math.Exp2(probing.Seconds()/probeDoubling))
+		pace := min(math.Ln2, probeBase*math.Exp2(r.probeTime.Seconds()/probeDoubling))
 		growth = pace * dt.Seconds()
 	}
 	next := r.rate * math.Exp(growth)
