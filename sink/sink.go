@@ -97,3 +97,53 @@ func Retryable(err error) (bool, time.Duration) {
 	}
 	return true, 0
 }
+
+// Op is the kind of one write in a batch call.
+type Op string
+
+// The writes a batch call can carry; one call carries one kind.
+const (
+	OpCreate Op = "create"
+	OpUpdate Op = "update"
+	OpDelete Op = "delete"
+)
+
+// BatchItem is one write of a batch call.
+type BatchItem struct {
+	// RemoteID is the record to update or delete; empty for a create.
+	RemoteID string
+	// Record is the state to write (create, update); for a delete only
+	// Entity and Key are set.
+	Record Record
+}
+
+// BatchResult is the API's answer for one item of a batch call.
+type BatchResult struct {
+	// RemoteID is the id of the record a create made.
+	RemoteID string
+	// Err is nil when the item was written. Otherwise it is what the
+	// single call would have returned: ErrNotFound for an update or delete
+	// of a record that is gone, or an *Error with the item's own status
+	// (Retryable set by ClassifyStatus).
+	Err error
+}
+
+// BatchSink is a Sink whose API has bulk endpoints: one request writes up
+// to MaxBatch records of one entity, with one result per record. The
+// engine groups concurrent writes into such calls (internal/engine's
+// batcher); each item keeps its own lease, intent and commit, so a batch
+// changes the number of requests, never what a write may do.
+type BatchSink interface {
+	Sink
+	// MaxBatch is the most items one WriteBatch call of op takes for
+	// entity; 0 or 1 when the API has no bulk endpoint for it (the single
+	// call is used).
+	MaxBatch(entity string, op Op) int
+	// WriteBatch performs op on every item (all of entity) in one call and
+	// returns one result per item, in the items' order. An error for the
+	// whole call (a transport failure, a timeout, a 429 or 5xx answer of
+	// the whole request, an answer that cannot be read) leaves every
+	// item's fate unknown: it is returned as for a single call, and every
+	// item's write is in doubt.
+	WriteBatch(ctx context.Context, entity string, op Op, items []BatchItem) ([]BatchResult, error)
+}
