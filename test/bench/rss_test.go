@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -172,16 +171,8 @@ type workerStatus struct {
 // workerSettled reads how many live deliveries the worker has settled, and
 // their results, from its admin /status endpoint.
 func workerSettled(addr string) (int64, map[string]int64, error) {
-	resp, err := http.Get("http://" + addr + "/status")
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	var st workerStatus
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return 0, nil, fmt.Errorf("decode /status: %w", err)
-	}
-	return st.Done[string(bus.Live)], st.Results, nil
+	st, err := readWorkerStatus(addr)
+	return st.Done[string(bus.Live)], st.Results, err
 }
 
 func publishEvents(t *testing.T, b bus.Bus, ns string, n int) {
