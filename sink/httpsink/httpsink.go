@@ -263,15 +263,15 @@ func (s *Sink) Create(ctx context.Context, r sink.Record) (string, error) {
 		return "", err
 	}
 	var id string
-	err = s.call(ctx, ent, ent.create, data, body, func(status int, resp []byte) error {
+	err = s.call(ctx, ent, ent.create, data, body, func(resp *http.Response, body []byte) error {
 		var err error
-		if id, err = extractID(resp, ent.idPath, "create", ent.maxExcerpt); err != nil {
+		if id, err = extractID(body, ent.idPath, "create", ent.maxExcerpt); err != nil {
 			// The record probably exists now; a permanent error parks the
 			// event for an operator to fix id_path, and the pending intent
 			// makes the next attempt look the record up instead of creating
 			// it again.
 			return fmt.Errorf("%w (fix sink.entities.%s.id_path): %w", err, ent.name,
-				&sink.Error{Op: "create", Status: status, Retryable: false})
+				&sink.Error{Op: "create", Status: resp.StatusCode, Retryable: false})
 		}
 		return nil
 	})
@@ -311,11 +311,11 @@ func (s *Sink) Lookup(ctx context.Context, entityName, key string) ([]string, er
 		return nil, &sink.Error{Op: "lookup", Err: fmt.Errorf("entity %q has no lookup configured; add sink.entities.%s.lookup so ambiguous creates can be resolved", entityName, entityName)}
 	}
 	var ids []string
-	err = s.call(ctx, ent, ent.lookup, TemplateData{Entity: entityName, Key: key}, nil, func(status int, resp []byte) error {
+	err = s.call(ctx, ent, ent.lookup, TemplateData{Entity: entityName, Key: key}, nil, func(resp *http.Response, body []byte) error {
 		var err error
-		if ids, err = extractIDs(resp, ent.lookupIDs, "lookup", ent.maxExcerpt); err != nil {
+		if ids, err = extractIDs(body, ent.lookupIDs, "lookup", ent.maxExcerpt); err != nil {
 			return fmt.Errorf("%w (fix sink.entities.%s.lookup.ids): %w", err, ent.name,
-				&sink.Error{Op: "lookup", Status: status, Retryable: false})
+				&sink.Error{Op: "lookup", Status: resp.StatusCode, Retryable: false})
 		}
 		return nil
 	})
@@ -343,9 +343,9 @@ func (s *Sink) List(ctx context.Context, entityName string, fn func(sink.RemoteR
 		var items []map[string]any
 		var status int
 		var perr error
-		err := s.call(ctx, ent, ent.list, TemplateData{Entity: entityName, Page: page, PerPage: ent.perPage}, nil, func(st int, resp []byte) error {
-			status = st
-			items, perr = listItems(resp, ent.listItems, ent.maxExcerpt)
+		err := s.call(ctx, ent, ent.list, TemplateData{Entity: entityName, Page: page, PerPage: ent.perPage}, nil, func(resp *http.Response, body []byte) error {
+			status = resp.StatusCode
+			items, perr = listItems(body, ent.listItems, ent.maxExcerpt)
 			return nil
 		})
 		if err != nil {
@@ -467,65 +467,99 @@ const maxPooledResponse = 1 << 20
 // nil), sends it and classifies the outcome: a *sink.Error unless the
 // status is 2xx. The response of a 2xx goes to read when it is not nil,
 // whose error call returns; read must not keep the slice.
-func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data TemplateData, body []byte, read func(status int, resp []byte) error) error {
-	opName := op.kind.String()
-	fail := func(format string, args ...any) error {
-		return &sink.Error{Op: opName, Err: fmt.Errorf(format, args...)}
-	}
+func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data TemplateData, body []byte, read func(resp *http.Response, body []byte) error) error {
 	var target string
 	if op.plainPath != nil {
 		target = renderPlain(ent.baseURL, op.plainPath, data)
 	} else {
 		path, err := execute(op.path, data)
 		if err != nil {
-			return fail("render %s.path: %w", op.where, err)
+			return &sink.Error{Op: op.kind.String(), Err: fmt.Errorf("render %s.path: %w", op.where, err)}
 		}
 		target = ent.baseURL + path
 	}
-	if op.body != nil {
-		rendered, err := execute(op.body, data)
-		if err != nil {
-			return fail("render %s.body: %w", op.where, err)
-		}
-		if !json.Valid([]byte(rendered)) {
-			return fail("%s.body rendered invalid JSON for key %q: %s", op.where, data.Key, excerptString(rendered, ent.maxExcerpt))
-		}
-		body = []byte(rendered)
+	body, err := renderBody(ent, op, data, body)
+	if err != nil {
+		return err
 	}
+	kind := op.kind
+	return s.do(ctx, ent, httpCall{
+		op: kind.String(), observe: kind.String(), where: op.where, method: op.method, target: target, body: body,
+		headers: data, version: kind == opCreate || kind == opUpdate, gone: kind == opUpdate || kind == opDelete,
+	}, read)
+}
 
+// renderBody is op's body for data: its body template rendered and checked
+// to be JSON, else body (the default body, or nil for none).
+func renderBody(ent *entity, op *operation, data TemplateData, body []byte) ([]byte, error) {
+	if op.body == nil {
+		return body, nil
+	}
+	rendered, err := execute(op.body, data)
+	if err != nil {
+		return nil, &sink.Error{Op: op.kind.String(), Err: fmt.Errorf("render %s.body: %w", op.where, err)}
+	}
+	if !json.Valid([]byte(rendered)) {
+		return nil, &sink.Error{Op: op.kind.String(), Err: fmt.Errorf("%s.body rendered invalid JSON for key %q: %s", op.where, data.Key, excerptString(rendered, ent.maxExcerpt))}
+	}
+	return []byte(rendered), nil
+}
+
+// httpCall is one rendered request of an entity, single or batch.
+type httpCall struct {
+	op      string // the errors' Op: create, update, delete, lookup, list
+	observe string // the Observer's op: op, or batch_create for a batch
+	where   string // config location of the route, for error messages
+	method  string
+	target  string // the full URL
+	body    []byte // nil: no body
+	// headers is what the header templates see.
+	headers TemplateData
+	// version sends the entity's version header (a single create or update).
+	version bool
+	// gone makes 404 and 410 sink.ErrNotFound: the call names one record.
+	gone bool
+}
+
+// do sends c with the entity's headers and the sink's credentials, within
+// the entity's timeout, and classifies the outcome: a *sink.Error unless
+// the status is 2xx. A 2xx response of at most maxResponseBytes goes to
+// read when it is not nil, whose error do returns; read must not keep the
+// slice.
+func (s *Sink) do(ctx context.Context, ent *entity, c httpCall, read func(resp *http.Response, body []byte) error) error {
 	ctx, cancel := context.WithTimeout(ctx, ent.timeout)
 	defer cancel()
 	var reqBody io.Reader
-	if body != nil {
-		reqBody = bytes.NewReader(body)
+	if c.body != nil {
+		reqBody = bytes.NewReader(c.body)
 	}
-	req, err := http.NewRequestWithContext(ctx, op.method, target, reqBody)
+	req, err := http.NewRequestWithContext(ctx, c.method, c.target, reqBody)
 	if err != nil {
-		return fail("%s.path rendered an unusable URL: %w", op.where, err)
+		return &sink.Error{Op: c.op, Err: fmt.Errorf("%s.path rendered an unusable URL: %w", c.where, err)}
 	}
 	headers := ent.headers
-	if body != nil {
+	if c.body != nil {
 		headers = ent.bodyHeaders
 	}
 	for k, v := range headers {
 		req.Header[k] = v
 	}
-	if ent.versionHeader != "" && (op.kind == opCreate || op.kind == opUpdate) {
-		req.Header[ent.versionHeader] = []string{versionHeaderValue(data.Version, ent.versionETag)}
+	if ent.versionHeader != "" && c.version {
+		req.Header[ent.versionHeader] = []string{versionHeaderValue(c.headers.Version, ent.versionETag)}
 	}
-	if err := renderHeaders(req.Header, ent.headerTemplates, data); err != nil {
-		return fail("%s: %w", op.where, err)
+	if err := renderHeaders(req.Header, ent.headerTemplates, c.headers); err != nil {
+		return &sink.Error{Op: c.op, Err: fmt.Errorf("%s: %w", c.where, err)}
 	}
 
 	start := s.now()
-	resp, err := s.send(ctx, req, body)
+	resp, err := s.send(ctx, req, c.body)
 	if err != nil {
 		if serr := (*sink.Error)(nil); errors.As(err, &serr) && serr.Op == "token" {
-			s.finish(opName, ent.name, 0, start, err)
+			s.finish(c.observe, ent.name, 0, start, err)
 			return err
 		}
-		err = s.transportError(opName, ent, op, target, err)
-		s.finish(opName, ent.name, 0, start, err)
+		err = s.transportError(c, ent, err)
+		s.finish(c.observe, ent.name, 0, start, err)
 		return err
 	}
 	defer resp.Body.Close()
@@ -548,33 +582,50 @@ func (s *Sink) call(ctx context.Context, ent *entity, op *operation, data Templa
 		}
 		switch {
 		case err != nil:
-			err = s.transportError(opName, ent, op, target, fmt.Errorf("read response: %w", err))
+			err = s.transportError(c, ent, fmt.Errorf("read response: %w", err))
 		case n > maxResponseBytes:
-			err = &sink.Error{Op: opName, Status: status, Err: fmt.Errorf("%s %s: response is over %d bytes", op.method, redact.URL(target), maxResponseBytes)}
+			err = &sink.Error{Op: c.op, Status: status, Err: fmt.Errorf("%s %s: response is over %d bytes", c.method, redact.URL(c.target), maxResponseBytes)}
 		}
-		s.finish(opName, ent.name, status, start, err)
+		s.finish(c.observe, ent.name, status, start, err)
 		if err != nil || read == nil {
 			return err
 		}
-		return read(status, buf.Bytes())
+		return read(resp, buf.Bytes())
 	}
 
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, int64(ent.maxExcerpt)))
 	// Drain a little more so the connection can be reused.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	serr := &sink.Error{Op: opName, Status: status, Body: scrubToken(s.secrets.String(excerptBytes(excerpt, ent.maxExcerpt)), resp.Request)}
-	switch {
-	case status == http.StatusUnauthorized && s.auth != nil:
-		s.finish(opName, ent.name, status, start, serr)
+	serr := statusError(c.op, status, s.excerpt(excerpt, ent, resp), c.gone)
+	if status == http.StatusUnauthorized && s.auth != nil {
+		s.finish(c.observe, ent.name, status, start, serr)
 		return fmt.Errorf("%w; %s", serr, s.auth.refusedHint())
-	case (status == http.StatusNotFound || status == http.StatusGone) && (op.kind == opUpdate || op.kind == opDelete):
+	}
+	if serr.Retryable {
+		serr.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), s.now())
+	}
+	s.finish(c.observe, ent.name, status, start, serr)
+	return serr
+}
+
+// statusError is the error of a non-2xx status for op: sink.ErrNotFound
+// for 404 and 410 when gone (the call named one record), retryable per
+// sink.ClassifyStatus, with body, a bounded and scrubbed excerpt.
+func statusError(op string, status int, body string, gone bool) *sink.Error {
+	serr := &sink.Error{Op: op, Status: status, Body: body}
+	switch {
+	case gone && (status == http.StatusNotFound || status == http.StatusGone):
 		serr.Err = sink.ErrNotFound
 	case sink.ClassifyStatus(status):
 		serr.Retryable = true
-		serr.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), s.now())
 	}
-	s.finish(opName, ent.name, status, start, serr)
 	return serr
+}
+
+// excerpt is b as an error's Body: at most the entity's max_body_excerpt,
+// the sink's secrets and the OAuth2 token resp's request carried masked.
+func (s *Sink) excerpt(b []byte, ent *entity, resp *http.Response) string {
+	return scrubToken(s.secrets.String(excerptBytes(b, ent.maxExcerpt)), resp.Request)
 }
 
 // versionHeaderValue is the version as a header value: a decimal number,
@@ -589,7 +640,7 @@ func versionHeaderValue(version int64, etag bool) string {
 	return string(append(out, '"'))
 }
 
-func (s *Sink) transportError(opName string, ent *entity, op *operation, target string, err error) error {
+func (s *Sink) transportError(c httpCall, ent *entity, err error) error {
 	// The client's *url.Error repeats method and URL; keep only its cause.
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
@@ -610,7 +661,7 @@ func (s *Sink) transportError(opName string, ent *entity, op *operation, target 
 	if cerr := tlsconf.Explain(err, "sink.tls", s.tls); tlsconf.IsCertificateProblem(cerr) {
 		err, hint = cerr, "TLS handshake failed"
 	}
-	return &sink.Error{Op: opName, Retryable: true, Err: fmt.Errorf("%s %s: %s: %w", op.method, redact.URL(target), hint, err)}
+	return &sink.Error{Op: c.op, Retryable: true, Err: fmt.Errorf("%s %s: %s: %w", c.method, redact.URL(c.target), hint, err)}
 }
 
 func (s *Sink) finish(op, entity string, status int, start time.Time, err error) {
