@@ -92,6 +92,13 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// Throttle, when set, reports the sink's throttle for the heartbeat.
 	Throttle func() *control.ThrottleStatus
+	// BatchLinger is how long a write waits for others of its kind (stream,
+	// entity, op) to share a batch call, when the sink has bulk endpoints
+	// (sink.BatchSink); a full batch goes at once. Default 5ms: little
+	// beside an API call, and the writes of events pulled together reach
+	// the sink within a few milliseconds of each other (their lease round
+	// trips end together).
+	BatchLinger time.Duration
 }
 
 // BreakerConfig tunes the circuit breaker.
@@ -162,6 +169,9 @@ func (c Config) WithDefaults() Config {
 	if c.Sleep == nil {
 		c.Sleep = sleep
 	}
+	if c.BatchLinger == 0 {
+		c.BatchLinger = 5 * time.Millisecond
+	}
 	return c
 }
 
@@ -211,6 +221,11 @@ func (c Config) Validate() error {
 	}
 	if c.Breaker.Failures < 1 || c.Breaker.OpenFor <= 0 || c.Breaker.MaxOpenFor < c.Breaker.OpenFor {
 		errs = append(errs, errors.New("worker.breaker: need failures >= 1 and 0 < open_for <= max_open_for"))
+	}
+	if c.BatchLinger < 0 || c.BatchLinger > c.LeaseTTL/10 {
+		// The lease is renewed every third of its TTL; a batch must not
+		// hold its writes anywhere near that.
+		errs = append(errs, fmt.Errorf("worker.batch_linger: %s must be between 0 and a tenth of worker.lease_ttl (%s)", c.BatchLinger, c.LeaseTTL/10))
 	}
 	for _, s := range c.Streams {
 		if _, err := bus.ParseStream(string(s)); err != nil {

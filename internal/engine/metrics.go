@@ -23,6 +23,8 @@ type Metrics struct {
 	sinkLatency *prometheus.HistogramVec
 	breaker     *breakerCollector
 	paused      *prometheus.GaugeVec
+	batchCalls  *prometheus.CounterVec
+	batchSize   *prometheus.HistogramVec
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: none).
@@ -66,9 +68,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "eventsync_stream_paused",
 			Help: "1 while a stream is paused by the control plane.",
 		}, []string{"stream"}),
+		batchCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eventsync_sink_batch_calls_total",
+			Help: "Batch calls to a sink with bulk endpoints, by operation and the whole call's result class (ok, rate_limited, overloaded, timeout, transport, canceled, ...); items that failed on their own count as ok here.",
+		}, []string{"op", "result"}),
+		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "eventsync_sink_batch_size",
+			Help:    "Writes per batch call to a sink with bulk endpoints, by operation.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}, []string{"op"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.inFlight, m.waiting, m.coalesced, m.duration, m.lag, m.sinkLatency, m.breaker, m.paused)
+		reg.MustRegister(m.events, m.inFlight, m.waiting, m.coalesced, m.duration, m.lag, m.sinkLatency, m.breaker, m.paused, m.batchCalls, m.batchSize)
 	}
 	return m
 }

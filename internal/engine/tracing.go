@@ -213,3 +213,26 @@ func traced(st store.Store, sk sink.Sink, cfg Config) (store.Store, sink.Sink, C
 	}
 	return st, sk, cfg
 }
+
+// tracedBatchSink gives each batch call a span, a child of the span of
+// the write that sent it (its group's leader's); the writes themselves
+// are traced above the batcher by tracedSink.
+type tracedBatchSink struct {
+	sink.BatchSink
+	tracer trace.Tracer
+}
+
+func (s tracedBatchSink) WriteBatch(ctx context.Context, entity string, op sink.Op, items []sink.BatchItem) ([]sink.BatchResult, error) {
+	ctx, span := s.tracer.Start(ctx, "sink batch "+string(op), trace.WithAttributes(
+		tracing.AttrEntity.String(entity), attribute.Int("eventsync.batch.size", len(items))))
+	results, err := s.BatchSink.WriteBatch(ctx, entity, op, items)
+	failed := 0
+	for _, r := range results {
+		if r.Err != nil {
+			failed++
+		}
+	}
+	span.SetAttributes(attribute.Int("eventsync.batch.failed", failed))
+	endSpan(span, err)
+	return results, err
+}

@@ -64,7 +64,12 @@ type Worker struct {
 // exported); pass NewMetrics(registry) to export them.
 func NewWorker(b bus.Bus, st store.Store, sk sink.Sink, cfg Config, m *Metrics) (*Worker, error) {
 	cfg = cfg.WithDefaults()
-	applier, err := NewApplier(traced(st, sk, cfg))
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	// Writes of concurrently leased keys share the sink's batch calls when
+	// it has bulk endpoints.
+	applier, err := NewApplier(traced(st, batched(sk, cfg, m), cfg))
 	if err != nil {
 		return nil, err
 	}
