@@ -54,6 +54,7 @@ SIGTERM.`,
 	fs.Float64Var(&f.RateLimit, "rate-limit", 0, "requests per second allowed (token bucket), excess gets 429 + Retry-After; 0 disables")
 	fs.IntVar(&f.Burst, "burst", 0, "token bucket size for --rate-limit; 0 means one second's worth")
 	fs.IntVar(&f.MaxConcurrency, "max-concurrency", 0, "requests in flight above which /v1 answers 503 at once; 0 means unlimited")
+	fs.IntVar(&cfg.MaxBatch, "max-batch", fakeapi.DefaultMaxBatch, "most items one POST /v1/{collection}/batch/{create,update,delete} may carry; larger batches get 413")
 	fs.StringVar(&cfg.VersionField, "version-field", fakeapi.DefaultVersionField, "numeric record field the stale-write detector compares")
 	fs.StringVar(&fl.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate (needs --tls-key)")
 	fs.StringVar(&fl.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
@@ -76,6 +77,9 @@ func runFakeAPI(ctx context.Context, env Env, fl *fakeAPIFlags) error {
 	cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, nil))
 	if err := f.Validate(); err != nil {
 		return usage(faultFlagError(err))
+	}
+	if cfg.MaxBatch < 1 {
+		return usage(fmt.Errorf("--max-batch must be at least 1, got %d; the default is %d", cfg.MaxBatch, fakeapi.DefaultMaxBatch))
 	}
 	if strings.TrimSpace(cfg.VersionField) == "" {
 		return usage(errors.New("--version-field must not be empty; the default is \"version\""))

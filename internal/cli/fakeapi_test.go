@@ -72,6 +72,7 @@ func TestFakeAPICommandRejectsBadFlags(t *testing.T) {
 		"invalid --max-concurrency":                                {"--max-concurrency", "-2"},
 		"invalid argument \"soon\" for \"--latency\" flag":         {"--latency", "soon"},
 		"--version-field must not be empty":                        {"--version-field", " "},
+		"--max-batch must be at least 1, got 0":                    {"--max-batch", "0"},
 		"unexpected argument":                                      {"extra"},
 	}
 	for want, args := range cases {
