@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -42,8 +43,9 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Sink is a sink.Sink (and sink.Lister, when the wrapped sink is one) that
-// throttles every call; see the package documentation. Safe for concurrent
+// Sink is a sink.Sink (and sink.Lister and sink.BatchSink, when the
+// wrapped sink is one) that throttles every call; see the package
+// documentation. A batch call is one call: one token, one slot. Safe for concurrent
 // use; it starts no goroutines, so it needs no Close.
 type Sink struct {
 	next  sink.Sink
@@ -84,6 +86,7 @@ type Sink struct {
 var (
 	_ sink.Sink           = (*Sink)(nil)
 	_ sink.Lister         = (*Sink)(nil)
+	_ sink.BatchSink      = (*Sink)(nil)
 	_ sink.HealthReporter = (*Sink)(nil)
 )
 
@@ -211,6 +214,63 @@ func (s *Sink) List(ctx context.Context, entity string, fn func(sink.RemoteRecor
 		return fmt.Errorf("list %s: %w; use a sink that can list (the HTTP sink with a list section)", entity, ErrListUnsupported)
 	}
 	return s.do(ctx, func(ctx context.Context) error { return l.List(ctx, entity, fn) })
+}
+
+// MaxBatch implements sink.BatchSink: the wrapped sink's, 0 (no batch
+// calls) when it has no bulk endpoints.
+func (s *Sink) MaxBatch(entity string, op sink.Op) int {
+	if b, ok := s.next.(sink.BatchSink); ok {
+		return b.MaxBatch(entity, op)
+	}
+	return 0
+}
+
+// ErrBatchUnsupported is returned by WriteBatch when the wrapped sink has no
+// bulk endpoints.
+var ErrBatchUnsupported = errors.New("throttle: the wrapped sink does not implement sink.BatchSink")
+
+// WriteBatch implements sink.BatchSink. The batch is one call (one rate
+// token, one slot, at the priority of ctx's stream), judged by the whole
+// call's answer; when that succeeded, an item refused with 429 is judged
+// as a 429 of the call (the longest Retry-After among them), since the API
+// said its limit was reached. Other failures of single items say nothing
+// of its health.
+func (s *Sink) WriteBatch(ctx context.Context, entity string, op sink.Op, items []sink.BatchItem) ([]sink.BatchResult, error) {
+	b, ok := s.next.(sink.BatchSink)
+	if !ok {
+		return nil, fmt.Errorf("batch %s %s: %w", op, entity, ErrBatchUnsupported)
+	}
+	var results []sink.BatchResult
+	var callErr error
+	sent := false
+	err := s.do(ctx, func(ctx context.Context) error {
+		sent = true
+		results, callErr = b.WriteBatch(ctx, entity, op, items)
+		if callErr != nil {
+			return callErr
+		}
+		return rateLimitedItem(results)
+	})
+	if !sent {
+		return nil, err // not admitted: a local failure, or ctx ended
+	}
+	return results, callErr
+}
+
+// rateLimitedItem is the 429 among results with the longest Retry-After,
+// nil when no item was refused with 429.
+func rateLimitedItem(results []sink.BatchResult) error {
+	var worst *sink.Error
+	for _, r := range results {
+		var se *sink.Error
+		if errors.As(r.Err, &se) && se.Status == http.StatusTooManyRequests && (worst == nil || se.RetryAfter > worst.RetryAfter) {
+			worst = se
+		}
+	}
+	if worst == nil {
+		return nil
+	}
+	return worst
 }
 
 // signalOf is what a call of class c tells the concurrency limit.
