@@ -116,6 +116,9 @@ type EntityConfig struct {
 	// IDPath locates the remote id in a create response: "id", "data.id",
 	// "[0].id". Numeric ids become their decimal string.
 	IDPath string `yaml:"id_path"`
+	// Batch describes the API's bulk endpoints (see BatchConfig); nil
+	// writes every record with its own call.
+	Batch *BatchConfig `yaml:"batch"`
 
 	// ExternalIDField names the member of the default body that holds the
 	// event's key (default "external_id", or Defaults.ExternalIDField). The
@@ -253,8 +256,9 @@ func (e EntityConfig) withDefaults(d Defaults) EntityConfig {
 	if !fieldNamePattern.MatchString(ext) {
 		ext = DefaultExternalIDField // refused by Validate; keep the defaults parseable
 	}
+	base := ""
 	if e.Collection != "" && collectionPattern.MatchString(e.Collection) {
-		base := e.Collection
+		base = e.Collection
 		if !strings.HasPrefix(base, "/") {
 			base = DefaultPathPrefix + base
 		}
@@ -275,6 +279,7 @@ func (e EntityConfig) withDefaults(d Defaults) EntityConfig {
 			e.List = &ListRequest{Method: http.MethodGet, Path: base + "?page={{.Page}}&per_page={{.PerPage}}"}
 		}
 	}
+	e.Batch = e.Batch.withDefaults(base)
 	// Copy the requests so filling their defaults never writes through
 	// pointers shared with the caller's Config.
 	if e.Lookup != nil {
@@ -429,6 +434,7 @@ func compileEntity(name, where string, e EntityConfig, d Defaults, defaultHeader
 		ent.headers.Set("Accept", "application/json")
 	}
 	ent.headerTemplates = compileHeaderTemplates(headerOrigin(where, e.Headers), ent.headers, &errs)
+	ent.batchHeaderTemplates = callHeaderTemplates(ent.headerTemplates)
 	ent.bodyHeaders = ent.headers.Clone()
 	if ent.bodyHeaders.Get("Content-Type") == "" {
 		ent.bodyHeaders.Set("Content-Type", "application/json")
@@ -495,6 +501,7 @@ func compileEntity(name, where string, e EntityConfig, d Defaults, defaultHeader
 			add("list.first_page", "%d is negative", ent.firstPage)
 		}
 	}
+	errs = append(errs, compileBatch(where+".batch", ent, e.Batch)...)
 	if ent.idPath.multi {
 		add("id_path", "%q selects many values; a create response has one id (use [0] for the first element)", e.IDPath)
 	}

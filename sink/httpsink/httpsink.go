@@ -136,8 +136,13 @@ type entity struct {
 	// and update, as an entity tag when versionETag.
 	versionHeader string
 	versionETag   bool
-	// headerTemplates are the headers rendered per request.
-	headerTemplates []headerTemplate
+	// headerTemplates are the headers rendered per request;
+	// batchHeaderTemplates those of them a batch call sends.
+	headerTemplates      []headerTemplate
+	batchHeaderTemplates []headerTemplate
+	// batch are the bulk routes by kind (create, update, delete); nil
+	// where the entity has none.
+	batch [opDelete + 1]*batchOp
 }
 
 var (
@@ -221,6 +226,7 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 		if e.List != nil {
 			paths = append(paths, e.List.Path)
 		}
+		paths = append(paths, batchPathsOf(e)...)
 		for _, p := range paths {
 			s.secrets.AddValues(redact.Secrets("http://h" + p)...)
 		}
@@ -519,6 +525,8 @@ type httpCall struct {
 	version bool
 	// gone makes 404 and 410 sink.ErrNotFound: the call names one record.
 	gone bool
+	// batch sends only the header templates that do not name one record.
+	batch bool
 }
 
 // do sends c with the entity's headers and the sink's credentials, within
@@ -547,7 +555,11 @@ func (s *Sink) do(ctx context.Context, ent *entity, c httpCall, read func(resp *
 	if ent.versionHeader != "" && c.version {
 		req.Header[ent.versionHeader] = []string{versionHeaderValue(c.headers.Version, ent.versionETag)}
 	}
-	if err := renderHeaders(req.Header, ent.headerTemplates, c.headers); err != nil {
+	templates := ent.headerTemplates
+	if c.batch {
+		templates = ent.batchHeaderTemplates
+	}
+	if err := renderHeaders(req.Header, templates, c.headers); err != nil {
 		return &sink.Error{Op: c.op, Err: fmt.Errorf("%s: %w", c.where, err)}
 	}
 

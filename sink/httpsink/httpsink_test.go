@@ -44,6 +44,7 @@ func newTestAPI(t *testing.T, handler http.HandlerFunc) *testAPI {
 		api.mu.Lock()
 		api.reqs = append(api.reqs, recorded{r.Method, r.URL.EscapedPath(), r.URL.RawQuery, string(body), r.Header.Clone()})
 		api.mu.Unlock()
+		r.Body = io.NopCloser(strings.NewReader(string(body))) // for handlers that read it too
 		handler(w, r)
 	}))
 	t.Cleanup(api.srv.Close)

@@ -307,7 +307,7 @@ func checkTemplates(op *operation, add func(field, format string, args ...any)) 
 	}
 }
 
-func execute(t *template.Template, data TemplateData) (string, error) {
+func execute(t *template.Template, data any) (string, error) {
 	var buf strings.Builder
 	if err := t.Execute(&buf, data); err != nil {
 		return "", err
