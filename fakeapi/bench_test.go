@@ -75,6 +75,31 @@ func BenchmarkHandlerCreate(b *testing.B) {
 	})
 }
 
+// BenchmarkHandlerBatchCreate creates 100 records per request, the
+// default batch limit; ns/item compares with BenchmarkHandlerCreate's
+// ns/op.
+func BenchmarkHandlerBatchCreate(b *testing.B) {
+	srv := benchServer(b)
+	h := srv.Handler()
+	items := make([]string, fakeapi.DefaultMaxBatch)
+	for i := range items {
+		items[i] = `{"external_id":"k` + strconv.Itoa(i) + `","name":"listing 1","price":120.5,"tags":["a","b"],"version":1}`
+	}
+	body := `{"items":[` + strings.Join(items, ",") + `]}`
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/listing/batch/create", strings.NewReader(body)))
+			if rec.Code != http.StatusOK {
+				b.Errorf("batch create: %d %s", rec.Code, rec.Body)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(items)), "ns/item")
+}
+
 func benchServer(b *testing.B) *fakeapi.Server {
 	b.Helper()
 	srv, err := fakeapi.New(fakeapi.Config{Logger: discardLogger()})

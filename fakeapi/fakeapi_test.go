@@ -232,12 +232,7 @@ func TestRejectsBadRequests(t *testing.T) {
 		{"GET", "/elsewhere", ``, 404, "no such route"},
 	}
 	for _, c := range cases {
-		r := a.do(c.method, c.path, c.body)
-		var e struct{ Error string }
-		r.json(t, &e)
-		if r.status != c.status || !strings.Contains(e.Error, c.errContains) {
-			t.Errorf("%s %s %.40s: %d %q, want %d containing %q", c.method, c.path, c.body, r.status, e.Error, c.status, c.errContains)
-		}
+		a.expectError(c.method, c.path, c.body, c.status, c.errContains)
 	}
 	if n := a.stats().Records["listing"]; n != 1 {
 		t.Fatalf("bad requests changed the records: %d records", n)

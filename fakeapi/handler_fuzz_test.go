@@ -26,6 +26,9 @@ func FuzzHandler(f *testing.F) {
 	f.Add(uint8(4), "/v1//x", "%zz", []byte(`[`), "page=-1")
 	f.Add(uint8(0), "/_admin/faults", "", []byte(`{"latency":"1h"}`), "")
 	f.Add(uint8(5), "/v1/items/1", "", []byte(`{"id":"other","version":1e400}`), "page=%31")
+	f.Add(uint8(0), "/v1/items/batch/create", "", []byte(`{"items":[{"external_id":"seed"},[1]]}`), "")
+	f.Add(uint8(0), "/v1/items/batch/update", "", []byte(`{"items":[{"id":"1","record":{"version":0}},{"id":"9","record":{}}]}`), "")
+	f.Add(uint8(0), "/v1/items/batch/delete", "", []byte(`{"ids":["1","1"]}`), "")
 	methods := []string{"POST", "GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"}
 	f.Fuzz(func(t *testing.T, m uint8, path, rawQuery string, body []byte, listQuery string) {
 		s, err := New(Config{Seed: 1, Logger: slog.New(slog.DiscardHandler)})

@@ -15,6 +15,12 @@
 //	GET    /v1/{collection}?external_id=X     200 bare JSON array of matching records
 //	GET    /v1/{collection}?page=N&per_page=M 200 {"data":[...],"page":N,"per_page":M,"total":T}
 //	                                          (creation order; page ≥ 1 default 1; per_page 1..1000 default 100)
+//	POST   /v1/{collection}/batch/create      {"items":[record, ...]}               → 200 {"results":[...]}
+//	POST   /v1/{collection}/batch/update      {"items":[{"id":ID,"record":record}]} → 200 {"results":[...]}
+//	POST   /v1/{collection}/batch/delete      {"ids":[ID, ...]}                     → 200 {"results":[...]}
+//	                                          (one result per item, in order: {"status":201|200|204|4xx,
+//	                                          "id":…,"error":…}, each what the single call answers;
+//	                                          one request for every fault; see docs/fakeapi.md)
 //	GET    /_admin/faults                     current faults (outage_for = time left)
 //	PUT    /_admin/faults                     merge a faults document (see Faults)
 //	DELETE /_admin/faults                     clear every fault and end an outage
@@ -48,6 +54,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/eventsync/eventsync/internal/setting"
 )
 
 // Config configures a fake API server.
@@ -72,6 +80,10 @@ type Config struct {
 	// Auth makes /v1 require an OAuth2 bearer token, an HMAC signature,
 	// or both; see Auth.
 	Auth Auth
+	// MaxBatch is the most items one batch request (POST
+	// /v1/{collection}/batch/{op}) may carry; larger ones are refused whole
+	// with 413. 0 means DefaultMaxBatch.
+	MaxBatch int
 }
 
 // DefaultVersionField is the record field compared by the stale-write detector.
@@ -88,6 +100,9 @@ func (c Config) WithDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
 	return c
 }
 
@@ -95,6 +110,9 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	if c.VersionField == "" || c.VersionField == "id" || c.VersionField == ExternalIDField {
 		return fmt.Errorf("version field %q is not usable; pick a numeric record field such as %q", c.VersionField, DefaultVersionField)
+	}
+	if c.MaxBatch < 0 {
+		return setting.Errorf("fakeapi.max_batch", "max batch %d is negative; use 1 or more items per batch request (0 means %d)", c.MaxBatch, DefaultMaxBatch)
 	}
 	if err := c.Faults.Validate(); err != nil {
 		return fmt.Errorf("invalid faults: %w", err)

@@ -32,6 +32,15 @@ type Stats struct {
 	// FaultsInjected counts injected faults by kind: latency, error,
 	// timeout, rate_limited, over_capacity, outage.
 	FaultsInjected map[string]int64 `json:"faults_injected"`
+	// BatchRequests counts POSTs to /v1/{collection}/batch/{op}, one per
+	// request whatever its answer (refusals by the faults included).
+	BatchRequests int64 `json:"batch_requests"`
+	// BatchItems counts the items batch requests wrote (a 2xx result), so
+	// BatchItems/BatchRequests is the entities per request.
+	BatchItems int64 `json:"batch_items"`
+	// BatchResults counts batch items by operation then result status,
+	// e.g. {"update":{"200":98,"404":2}}.
+	BatchResults map[string]map[string]int64 `json:"batch_results,omitempty"`
 	// TokensIssued counts tokens from the OAuth2 token endpoint,
 	// TokensExpired /v1 requests refused for an expired token, and
 	// AuthFailures every 401 (token endpoint and /v1), expired included.
@@ -51,20 +60,16 @@ func (s *Server) Stats() Stats {
 		TokensIssued:      s.counters.tokensIssued.Load(),
 		TokensExpired:     s.counters.tokensExpired.Load(),
 		AuthFailures:      s.counters.authFailures.Load(),
+		BatchRequests:     s.counters.batchRequests.Load(),
+		BatchItems:        s.counters.batchItems.Load(),
 		Records:           make(map[string]int64),
 		FaultsInjected:    make(map[string]int64),
 	}
 	for m := range methodNames {
-		for code := range s.counters.status[m] {
-			if n := s.counters.status[m][code].Load(); n > 0 {
-				byStatus := st.Requests[methodNames[m]]
-				if byStatus == nil {
-					byStatus = make(map[string]int64)
-					st.Requests[methodNames[m]] = byStatus
-				}
-				byStatus[strconv.Itoa(code)] = n
-			}
-		}
+		addByStatus(&st.Requests, methodNames[m], &s.counters.status[m])
+	}
+	for op := range batchOpNames {
+		addByStatus(&st.BatchResults, batchOpNames[op], &s.counters.batchResults[op])
 	}
 	for name, c := range s.collectionNames() {
 		n, dups := c.counts()
@@ -75,6 +80,26 @@ func (s *Server) Stats() Stats {
 		st.FaultsInjected[faultNames[k]] = s.counters.injected[k].Load()
 	}
 	return st
+}
+
+// addByStatus adds the non-zero counts of byCode to (*into)[name], making
+// the maps only when there is something to put in them.
+func addByStatus(into *map[string]map[string]int64, name string, byCode *[600]atomic.Int64) {
+	for code := range byCode {
+		n := byCode[code].Load()
+		if n == 0 {
+			continue
+		}
+		if *into == nil {
+			*into = make(map[string]map[string]int64)
+		}
+		byStatus := (*into)[name]
+		if byStatus == nil {
+			byStatus = make(map[string]int64)
+			(*into)[name] = byStatus
+		}
+		byStatus[strconv.Itoa(code)] = n
+	}
 }
 
 // Method indexes for the request counters; anything else counts as OTHER.
@@ -126,6 +151,9 @@ type counters struct {
 	stale       atomic.Int64
 	// authentication (Config.Auth)
 	tokensIssued, tokensExpired, authFailures atomic.Int64
+	// batch requests and their items' results
+	batchRequests, batchItems atomic.Int64
+	batchResults              [numBatchOps][600]atomic.Int64
 }
 
 func (c *counters) count(method, status int) {
@@ -159,6 +187,13 @@ func (c *counters) reset(inFlight int64) {
 	c.tokensIssued.Store(0)
 	c.tokensExpired.Store(0)
 	c.authFailures.Store(0)
+	c.batchRequests.Store(0)
+	c.batchItems.Store(0)
+	for op := range c.batchResults {
+		for i := range c.batchResults[op] {
+			c.batchResults[op][i].Store(0)
+		}
+	}
 }
 
 // writeRegistry tracks which record ids and external_ids have a write in

@@ -2,7 +2,6 @@ package fakeapi
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
 	"math"
@@ -14,6 +13,9 @@ import (
 
 // MaxBodyBytes is the largest record body accepted (413 above).
 const MaxBodyBytes = 1 << 20
+
+// recordTooLarge is the error of a record body above MaxBodyBytes.
+var recordTooLarge = "record body larger than " + strconv.Itoa(MaxBodyBytes) + " bytes"
 
 // MaxPerPage caps per_page, as real APIs do.
 const MaxPerPage = 1000
@@ -29,6 +31,7 @@ type v1Request struct {
 	method     int
 	collection string
 	id         string
+	batchOp    string // "create", "update" or "delete" on /v1/{collection}/batch/{op}
 	faults     *faultState
 	written    bool
 }
@@ -39,16 +42,27 @@ func (s *Server) serveV1(w http.ResponseWriter, r *http.Request) {
 	defer s.inFlight.Add(-1)
 	s.counters.notePeak(n)
 
-	rest := r.URL.Path[len("/v1/"):]
-	q.collection, q.id, _ = strings.Cut(rest, "/")
-	if !validCollection(q.collection) || strings.Contains(q.id, "/") || (q.id == "" && strings.HasSuffix(rest, "/")) {
-		q.fail(http.StatusNotFound, "no such route "+r.URL.Path+"; use /v1/{collection} or /v1/{collection}/{id}")
+	var ok bool
+	if q.collection, q.id, q.batchOp, ok = parseV1Path(r.URL.Path); !ok {
+		msg := "no such route " + r.URL.Path + "; use /v1/{collection}, /v1/{collection}/{id} or POST /v1/{collection}/batch/{create,update,delete}"
+		if q.batchOp != "" {
+			msg = "no batch operation " + strconv.Quote(truncate(q.batchOp, 40)) + " at " + r.URL.Path + "; use POST /v1/{collection}/batch/create, /batch/update or /batch/delete"
+		}
+		q.fail(http.StatusNotFound, msg)
 		return
+	}
+	if q.batchOp != "" && q.method == mPost {
+		q.s.counters.batchRequests.Add(1)
 	}
 	if !q.admit(n) {
 		return
 	}
 	switch {
+	case q.batchOp != "" && q.method == mPost:
+		q.batch()
+	case q.batchOp != "":
+		w.Header().Set("Allow", "POST")
+		q.fail(http.StatusMethodNotAllowed, "method "+r.Method+" not allowed here; allowed: POST")
 	case q.id == "" && q.method == mGet:
 		q.list()
 	case q.id == "" && q.method == mPost:
@@ -67,6 +81,30 @@ func (s *Server) serveV1(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", allow)
 		q.fail(http.StatusMethodNotAllowed, "method "+r.Method+" not allowed here; allowed: "+allow)
 	}
+}
+
+// parseV1Path splits a /v1 path into its collection and either a record id
+// (/v1/{collection}/{id}) or a batch operation (/v1/{collection}/batch/{op});
+// ok is false for any other shape. An unknown op comes back with ok false
+// so the 404 can name it. "batch" alone stays a record id: /v1/c/batch is
+// the record "batch", as any other id.
+func parseV1Path(path string) (collection, id, batchOp string, ok bool) {
+	rest, found := strings.CutPrefix(path, "/v1/")
+	if !found {
+		return "", "", "", false
+	}
+	collection, tail, hasTail := strings.Cut(rest, "/")
+	if !validCollection(collection) || (hasTail && tail == "") {
+		return collection, "", "", false
+	}
+	id, op, isBatch := strings.Cut(tail, "/")
+	if !isBatch {
+		return collection, id, "", true
+	}
+	if id != batchSegment || op == "" {
+		return collection, "", "", false
+	}
+	return collection, "", op, batchOpIndex(op) >= 0
 }
 
 // admit applies the faults that refuse a request on arrival: FailNext,
@@ -170,14 +208,18 @@ func (q *v1Request) maybeHold() bool {
 }
 
 // writeKeys names what a write touches, for the overlap detector.
-func (q *v1Request) writeKeys(exts ...string) []string {
+func (q *v1Request) writeKeys(exts ...string) []string { return writeKeys(q.collection, q.id, exts...) }
+
+// writeKeys names the record id (when set) and the external ids a write on
+// collection touches.
+func writeKeys(collection, id string, exts ...string) []string {
 	keys := make([]string, 0, 1+len(exts))
-	if q.id != "" {
-		keys = append(keys, q.collection+"\x00id\x00"+q.id)
+	if id != "" {
+		keys = append(keys, collection+"\x00id\x00"+id)
 	}
 	for i, e := range exts {
 		if e != "" && (i == 0 || e != exts[0]) {
-			keys = append(keys, q.collection+"\x00ext\x00"+e)
+			keys = append(keys, collection+"\x00ext\x00"+e)
 		}
 	}
 	return keys
@@ -206,7 +248,7 @@ func (q *v1Request) readBody(id string) (*record, bool) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			q.fail(http.StatusRequestEntityTooLarge, "record body larger than "+strconv.Itoa(MaxBodyBytes)+" bytes")
+			q.fail(http.StatusRequestEntityTooLarge, recordTooLarge)
 			return nil, false
 		}
 		q.gone()
@@ -377,7 +419,11 @@ func appendArray(b *bytes.Buffer, recs []*record) {
 }
 
 func (q *v1Request) notFound() {
-	q.fail(http.StatusNotFound, "no record "+strconv.Quote(q.id)+" in collection "+strconv.Quote(q.collection))
+	q.fail(http.StatusNotFound, notFoundMsg(q.collection, q.id))
+}
+
+func notFoundMsg(collection, id string) string {
+	return "no record " + strconv.Quote(id) + " in collection " + strconv.Quote(collection)
 }
 
 func (q *v1Request) reply(status int, body []byte) {
@@ -398,11 +444,7 @@ func (q *v1Request) reply(status int, body []byte) {
 }
 
 func (q *v1Request) fail(status int, msg string) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(map[string]string{"error": msg})
-	q.reply(status, bytes.TrimSuffix(b.Bytes(), []byte("\n")))
+	q.reply(status, marshalNoEscape(map[string]string{"error": msg}))
 }
 
 // gone records that the client left before an answer; nothing is written.
