@@ -92,6 +92,7 @@ type WorkerConfig struct {
 	BreakerFails       int           `yaml:"breaker_failures" doc:"consecutive API failures that stop pulling (default 10)"`
 	BreakerOpenFor     time.Duration `yaml:"breaker_open_for" doc:"first pause after the breaker opens; doubles up to breaker_max_open_for (default 1s)"`
 	BreakerMaxOpenFor  time.Duration `yaml:"breaker_max_open_for" doc:"longest pause between probes while the API stays down (default 30s)"`
+	BatchLinger        time.Duration `yaml:"batch_linger" doc:"with a sink that has bulk endpoints, how long a write waits for others of its stream, entity and op to share one batch call; a full batch goes at once (default 5ms)"`
 }
 
 // ThrottleConfig is the throughput control in front of the sink: a
@@ -171,6 +172,7 @@ func (w WorkerConfig) WithDefaults() WorkerConfig {
 		BreakerFails:       e.Breaker.Failures,
 		BreakerOpenFor:     e.Breaker.OpenFor,
 		BreakerMaxOpenFor:  e.Breaker.MaxOpenFor,
+		BatchLinger:        e.BatchLinger,
 	}
 	for _, s := range e.Streams {
 		out.Streams = append(out.Streams, string(s))
@@ -194,6 +196,7 @@ func (w WorkerConfig) engine() engine.Config {
 		ControlPoll:        w.ControlPoll,
 		LookupBeforeCreate: w.LookupBeforeCreate,
 		Breaker:            engine.BreakerConfig{Failures: w.BreakerFails, OpenFor: w.BreakerOpenFor, MaxOpenFor: w.BreakerMaxOpenFor},
+		BatchLinger:        w.BatchLinger,
 	}
 	for _, s := range w.Streams {
 		e.Streams = append(e.Streams, bus.Stream(s))
