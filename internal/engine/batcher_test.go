@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -556,5 +557,20 @@ func TestBatcherPerItemErrors(t *testing.T) {
 	}
 	if n := len(d.callsMade()); n != 1 {
 		t.Errorf("%d calls, want 1", n)
+	}
+}
+
+func TestBatchLingerIsValidated(t *testing.T) {
+	for _, c := range []struct {
+		linger time.Duration
+		ok     bool
+	}{{0, true}, {5 * time.Millisecond, true}, {time.Second, true}, {-time.Millisecond, false}, {1100 * time.Millisecond, false}} {
+		err := Config{LeaseTTL: 10 * time.Second, BatchLinger: c.linger}.WithDefaults().Validate()
+		if (err == nil) != c.ok {
+			t.Errorf("batch_linger %s: %v, want ok %t", c.linger, err, c.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "worker.batch_linger") {
+			t.Errorf("batch_linger %s: %v does not name the setting", c.linger, err)
+		}
 	}
 }
