@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/eventsync/eventsync/fakeapi"
 	"github.com/eventsync/eventsync/sink"
-	"github.com/eventsync/eventsync/sink/httpsink"
 )
 
 // batch: {max_items: 100} alone drives the real fake API's bulk endpoints:
@@ -19,24 +16,8 @@ import (
 // single call's, and a refusal of the whole batch fails every item.
 func TestBatchAgainstFakeAPI(t *testing.T) {
 	t.Parallel()
-	api, err := fakeapi.Start(context.Background(), fakeapi.Config{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = api.Close() })
-	cfg, err := httpsink.ParseConfig(fmt.Appendf(nil, `
-defaults: {base_url: %q, timeout: 5s}
-entities:
-  listing: {collection: listings, batch: {max_items: 100}}
-`, api.URL))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := httpsink.New(cfg, httpsink.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	api := runFakeAPI(t)
+	s := fakeAPISink(t, api, `listing: {collection: listings, batch: {max_items: 100}}`)
 	ctx := context.Background()
 	if n := s.MaxBatch("listing", sink.OpUpdate); n != 100 {
 		t.Fatalf("MaxBatch = %d", n)
@@ -80,16 +61,7 @@ entities:
 	// An item the API refuses (external_id not a string) is that item's
 	// permanent 400, with the API's message.
 	bad := []sink.BatchItem{{Record: sink.Record{Entity: "listing", Key: "k", Version: 1, Data: json.RawMessage(`{}`)}}}
-	cfgBad, _ := httpsink.ParseConfig(fmt.Appendf(nil, `
-defaults: {base_url: %q}
-entities:
-  listing: {collection: listings, batch: {max_items: 5, create: {body: '{"items": [{{range $i, $it := .Items}}{{if $i}},{{end}}{"external_id": 7}{{end}}]}'}}}
-`, api.URL))
-	sBad, err := httpsink.New(cfgBad, httpsink.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sBad.Close)
+	sBad := fakeAPISink(t, api, `listing: {collection: listings, batch: {max_items: 5, create: {body: '{"items": [{{range $i, $it := .Items}}{{if $i}},{{end}}{"external_id": 7}{{end}}]}'}}}`)
 	res, err = sBad.WriteBatch(ctx, "listing", sink.OpCreate, bad)
 	var se *sink.Error
 	if err != nil || !errors.As(res[0].Err, &se) || se.Status != 400 || se.Retryable || se.Body == "" {

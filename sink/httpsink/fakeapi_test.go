@@ -17,16 +17,29 @@ import (
 
 func startFakeAPI(t *testing.T) (*fakeapi.Running, *httpsink.Sink) {
 	t.Helper()
+	api := runFakeAPI(t)
+	return api, fakeAPISink(t, api, `listing: {collection: listings, list: {path: "/v1/listings?page={{.Page}}&per_page={{.PerPage}}", per_page: 7}}`)
+}
+
+func runFakeAPI(t *testing.T) *fakeapi.Running {
+	t.Helper()
 	api, err := fakeapi.Start(context.Background(), fakeapi.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = api.Close() })
+	return api
+}
+
+// fakeAPISink is a sink of the entity given in YAML flow style (listing:
+// {...}) against api.
+func fakeAPISink(t *testing.T, api *fakeapi.Running, entity string) *httpsink.Sink {
+	t.Helper()
 	cfg, err := httpsink.ParseConfig([]byte(fmt.Sprintf(`
 defaults: {base_url: %q, timeout: 5s}
 entities:
-  listing: {collection: listings, list: {path: "/v1/listings?page={{.Page}}&per_page={{.PerPage}}", per_page: 7}}
-`, api.URL)))
+  %s
+`, api.URL, entity)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +48,7 @@ entities:
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	return api, s
+	return s
 }
 
 // The one-line collection config drives the real fake API through a full
