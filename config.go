@@ -78,7 +78,7 @@ type NATSAuth struct {
 type WorkerConfig struct {
 	Concurrency        int           `yaml:"concurrency" doc:"events in flight at once (default 256)"`
 	ResyncConcurrency  int           `yaml:"resync_concurrency" doc:"most of the concurrency resync events may hold, so live events always find a slot (default 3/4 of concurrency)"`
-	Prefetch           int           `yaml:"prefetch" doc:"unsettled deliveries per stream (default = concurrency)"`
+	Prefetch           int           `yaml:"prefetch" doc:"unsettled deliveries per stream (default = concurrency; 16 × concurrency with debounce)"`
 	Streams            []string      `yaml:"streams" doc:"streams to consume, comma-separated in the environment (default live,resync)"`
 	LeaseTTL           time.Duration `yaml:"lease_ttl" doc:"per-entity lease, renewed every third of it while calls run; a killed worker's keys are free after it; at least the sink's longest timeout (default 10s)"`
 	MaxAttempts        int           `yaml:"max_attempts" doc:"failed API calls (5xx, timeouts, transport errors, 429s) of one version before it is parked; waiting never counts (default 25)"`
@@ -93,6 +93,10 @@ type WorkerConfig struct {
 	BreakerOpenFor     time.Duration `yaml:"breaker_open_for" doc:"first pause after the breaker opens; doubles up to breaker_max_open_for (default 1s)"`
 	BreakerMaxOpenFor  time.Duration `yaml:"breaker_max_open_for" doc:"longest pause between probes while the API stays down (default 30s)"`
 	BatchLinger        time.Duration `yaml:"batch_linger" doc:"with a sink that has bulk endpoints, how long a write waits for others of its stream, entity and op to share one batch call; a full batch goes at once (default 5ms)"`
+	// Debounce maps an entity ("*": every other) to a window: a burst of
+	// live changes to one key within it costs one API call, the newest
+	// (docs/configuration.md, "Debounce"). A map: YAML only.
+	Debounce map[string]time.Duration `yaml:"debounce" doc:"-"`
 }
 
 // ThrottleConfig is the throughput control in front of the sink: a
@@ -173,6 +177,7 @@ func (w WorkerConfig) WithDefaults() WorkerConfig {
 		BreakerOpenFor:     e.Breaker.OpenFor,
 		BreakerMaxOpenFor:  e.Breaker.MaxOpenFor,
 		BatchLinger:        e.BatchLinger,
+		Debounce:           e.Debounce,
 	}
 	for _, s := range e.Streams {
 		out.Streams = append(out.Streams, string(s))
@@ -197,6 +202,7 @@ func (w WorkerConfig) engine() engine.Config {
 		LookupBeforeCreate: w.LookupBeforeCreate,
 		Breaker:            engine.BreakerConfig{Failures: w.BreakerFails, OpenFor: w.BreakerOpenFor, MaxOpenFor: w.BreakerMaxOpenFor},
 		BatchLinger:        w.BatchLinger,
+		Debounce:           w.Debounce,
 	}
 	for _, s := range w.Streams {
 		e.Streams = append(e.Streams, bus.Stream(s))
@@ -275,7 +281,23 @@ func (c Config) Warnings() []string {
 	if p, n := d.Worker.Prefetch, d.Worker.Concurrency; p > 0 && p < n {
 		out = append(out, fmt.Sprintf("worker.prefetch (%d) is below worker.concurrency (%d): the broker hands this worker at most %d deliveries of a stream at once, so on one stream at most %d events are worked on; set worker.prefetch to 0 to follow worker.concurrency, or at least %d", p, n, p, p, n))
 	}
+	// Debounced events wait unacknowledged: the prefetch bounds how many
+	// are in hand, so how much of a burst coalesces and how fast events
+	// get through.
+	if p, n, w := c.Worker.Prefetch, d.Worker.Concurrency, longestDebounce(d.Worker.Debounce); p > 0 && w > 0 && p < engine.DebouncePrefetch*n {
+		out = append(out, fmt.Sprintf("worker.prefetch (%d) is below %d × worker.concurrency (%d) with worker.debounce: a debounced event waits unacknowledged for up to its window (%s), so at most %d live events are in hand, at most %.0f per second get through, and a burst of changes longer than that costs more API calls; set worker.prefetch to 0 (%d with debounce) or raise it",
+			p, engine.DebouncePrefetch, n, w, p, float64(p)/w.Seconds(), engine.Config{Concurrency: n, Debounce: d.Worker.Debounce}.WithDefaults().Prefetch))
+	}
 	return out
+}
+
+// longestDebounce is the longest of worker.debounce's windows.
+func longestDebounce(windows map[string]time.Duration) time.Duration {
+	var longest time.Duration
+	for _, w := range windows {
+		longest = max(longest, w)
+	}
+	return longest
 }
 
 // longestSinkTimeout returns the longest call timeout of a defaulted sink

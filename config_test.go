@@ -2,10 +2,13 @@ package eventsync
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/eventsync/eventsync/sink/httpsink"
 	"github.com/eventsync/eventsync/throttle"
@@ -140,5 +143,35 @@ func TestMaxInFlightFollowsWorkerConcurrency(t *testing.T) {
 	}
 	if w := (Config{Worker: WorkerConfig{Concurrency: 64, Prefetch: 128}}).Warnings(); len(w) != 0 {
 		t.Fatalf("warnings for a prefetch above the concurrency: %q", w)
+	}
+}
+
+// worker.debounce is read from YAML as an entity-to-window map, raises
+// the default prefetch (a window's events wait unacknowledged), and a
+// prefetch set below that is warned about with the rate it allows.
+func TestWorkerDebounceConfig(t *testing.T) {
+	var cfg Config
+	if err := yaml.Unmarshal([]byte("worker:\n  concurrency: 100\n  debounce:\n    listing: 250ms\n    \"*\": 100ms\n"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]time.Duration{"listing": 250 * time.Millisecond, "*": 100 * time.Millisecond}; !maps.Equal(cfg.Worker.Debounce, want) {
+		t.Fatalf("worker.debounce = %v, want %v", cfg.Worker.Debounce, want)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if p := cfg.WithDefaults().Worker.Prefetch; p != 1600 {
+		t.Errorf("default prefetch with debounce = %d, want 16 × concurrency = 1600", p)
+	}
+	if w := cfg.Warnings(); len(w) != 0 {
+		t.Errorf("warnings for the defaults with debounce: %q", w)
+	}
+	cfg.Worker.Prefetch = 200
+	if w := cfg.Warnings(); len(w) != 1 || !strings.Contains(w[0], "worker.prefetch (200)") || !strings.Contains(w[0], "800 per second") || !strings.Contains(w[0], "(1600 with debounce)") {
+		t.Errorf("warnings = %q; want one naming worker.prefetch (200), the 800 events/s its 250ms window allows, and the default 1600", w)
+	}
+	cfg.Worker.Debounce["listing"] = time.Minute
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "worker.debounce.listing") {
+		t.Errorf("a window longer than half the lease TTL: %v, want an error naming worker.debounce.listing", err)
 	}
 }

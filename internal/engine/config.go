@@ -12,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -36,7 +38,8 @@ type Config struct {
 	// live events queue for a slot. 0 means three quarters of Concurrency
 	// (at least 1); see resyncSlots.
 	ResyncConcurrency int
-	// Prefetch per stream; default Concurrency.
+	// Prefetch per stream; default Concurrency, or DebouncePrefetch ×
+	// Concurrency when any entity is debounced (see Debounce).
 	Prefetch int
 	// LeaseTTL is how long an entity's lease lasts without renewal. Leases
 	// are renewed every third of it while their calls run, so it need not
@@ -99,6 +102,49 @@ type Config struct {
 	// the sink within a few milliseconds of each other (their lease round
 	// trips end together).
 	BatchLinger time.Duration
+	// Debounce maps an entity ("*": every entity not named) to a window: a
+	// live event of it is applied no sooner than the window after the
+	// worker received the oldest version of its key not yet applied, so
+	// a burst of changes to one key costs one API call (the newest; the
+	// others are settled stale after it). The wait holds no slot, only
+	// prefetch: a waiting delivery is unacknowledged, so at most Prefetch
+	// live events are in hand at once and at most Prefetch/window per
+	// second get through; a burst longer than the prefetch costs more
+	// calls. Empty: no debounce.
+	Debounce map[string]time.Duration
+}
+
+// DebouncePrefetch is the default prefetch, in multiples of the
+// concurrency, of a worker that debounces: a window's events wait
+// unacknowledged, and a window of 16 API round trips at full concurrency
+// (250 ms at 16 ms a call) is a window the worker can hold without
+// pulling fewer events than it could apply. Issue 18's hot keys (200 keys
+// × 20 versions at once) fit in it at the default concurrency
+// (docs/benchmarks.md, "Hot keys: debounce").
+const DebouncePrefetch = 16
+
+// maxPrefetch is the most a broker takes: AMQP's prefetch count is 16-bit.
+const maxPrefetch = 65535
+
+// DebounceAny is the Debounce key for every entity not named.
+const DebounceAny = "*"
+
+// debounceFor is entity's debounce window; 0 for none.
+func (c Config) debounceFor(entity string) time.Duration {
+	if d, ok := c.Debounce[entity]; ok {
+		return d
+	}
+	return c.Debounce[DebounceAny]
+}
+
+// debounces reports whether any entity is debounced.
+func (c Config) debounces() bool {
+	for _, d := range c.Debounce {
+		if d > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // BreakerConfig tunes the circuit breaker.
@@ -126,6 +172,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Prefetch == 0 {
 		c.Prefetch = c.Concurrency
+		if c.debounces() {
+			c.Prefetch = min(DebouncePrefetch*c.Concurrency, maxPrefetch)
+		}
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 10 * time.Second
@@ -226,6 +275,14 @@ func (c Config) Validate() error {
 		// The lease is renewed every third of its TTL; a batch must not
 		// hold its writes anywhere near that.
 		errs = append(errs, fmt.Errorf("worker.batch_linger: %s must be between 0 and a tenth of worker.lease_ttl (%s)", c.BatchLinger, c.LeaseTTL/10))
+	}
+	for _, entity := range slices.Sorted(maps.Keys(c.Debounce)) {
+		d := c.Debounce[entity]
+		// A waiting delivery's followers go to the broker's retry after a
+		// lease TTL in memory: a window that long would send them there.
+		if entity == "" || d < 0 || d > c.LeaseTTL/2 {
+			errs = append(errs, fmt.Errorf("worker.debounce.%s: %s must be between 0 and half of worker.lease_ttl (%s), for an entity name or %q", entity, d, c.LeaseTTL/2, DebounceAny))
+		}
 	}
 	for _, s := range c.Streams {
 		if _, err := bus.ParseStream(string(s)); err != nil {

@@ -55,6 +55,30 @@ type waiter struct {
 	d      bus.Delivery
 	ev     event.Event
 	since  time.Time // when the worker received it
+	// first is when the worker received the oldest version of the key
+	// this one stands for (it follows them, newest first): a debounce
+	// window runs from it. Zero: since.
+	first time.Time
+}
+
+// received is when the oldest version w stands for was received.
+func (w *waiter) received() time.Time {
+	if w.first.IsZero() || w.since.Before(w.first) {
+		return w.since
+	}
+	return w.first
+}
+
+// standFor makes a round's newest (last) waiter stand for the others: its
+// debounce window runs from the oldest receipt among them, so a key that
+// keeps changing still reaches the API within a window.
+func standFor(round []*waiter) {
+	newest := round[len(round)-1]
+	for _, w := range round[:len(round)-1] {
+		if r := w.received(); r.Before(newest.received()) {
+			newest.first = r
+		}
+	}
 }
 
 // entry is enter's verdict.
@@ -115,6 +139,7 @@ func (q *keyQueue) handOn(k store.Key) *waiter {
 		// newest to oldest.
 		kw.round, kw.next = kw.next, kw.round[:0]
 		sortRound(kw.round)
+		standFor(kw.round)
 	}
 	w := kw.round[len(kw.round)-1]
 	kw.round[len(kw.round)-1] = nil
@@ -151,6 +176,7 @@ func (q *keyQueue) yieldToNewer(k store.Key, self waiter) bool {
 	clear(kw.next)
 	kw.next = kw.next[:0]
 	sortRound(kw.round)
+	standFor(kw.round)
 	q.count(self.stream, 1)
 	return true
 }

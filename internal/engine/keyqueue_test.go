@@ -142,3 +142,32 @@ func TestKeyQueueHolderYieldsToANewerVersion(t *testing.T) {
 		t.Fatalf("enter after the key was freed = %d, want hold", got)
 	}
 }
+
+// The version a round's holder takes first stands for the older ones of
+// its round: a debounce window runs from the oldest receipt among them
+// (so a key that keeps changing still reaches the API within a window),
+// whether the round forms in handOn or when the holder yields.
+func TestKeyQueueNewestStandsForTheOldestReceipt(t *testing.T) {
+	q := newKeyQueue(100, nil)
+	k := store.Key{Entity: "listing", Key: "k"}
+	t0 := time.Now()
+	q.enter(k, waiterOf(bus.Live, 1, t0))
+	q.enter(k, waiterOf(bus.Live, 3, t0.Add(2*time.Second)))
+	q.enter(k, waiterOf(bus.Live, 2, t0.Add(time.Second)))
+	w := q.handOn(k)
+	if w.ev.Version != 3 || !w.received().Equal(t0.Add(time.Second)) {
+		t.Fatalf("handed on version %d received %s after the first, want version 3 standing for version 2's receipt, 1s",
+			w.ev.Version, w.received().Sub(t0))
+	}
+	handOnAll(q, k)
+
+	// The holder (received at t0) yields to a newer version received later.
+	q.enter(k, waiterOf(bus.Live, 4, t0))
+	q.enter(k, waiterOf(bus.Live, 5, t0.Add(3*time.Second)))
+	if !q.yieldToNewer(k, waiterOf(bus.Live, 4, t0)) {
+		t.Fatal("the holder did not yield to a newer version")
+	}
+	if w := q.handOn(k); w.ev.Version != 5 || !w.received().Equal(t0) {
+		t.Fatalf("handed on version %d received %s after the first, want version 5 standing for the holder's receipt", w.ev.Version, w.received().Sub(t0))
+	}
+}

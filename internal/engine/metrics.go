@@ -17,6 +17,7 @@ type Metrics struct {
 	events      *prometheus.CounterVec
 	inFlight    *prometheus.GaugeVec
 	waiting     *prometheus.GaugeVec
+	debouncing  *prometheus.GaugeVec
 	coalesced   *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	lag         *prometheus.HistogramVec
@@ -41,6 +42,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "eventsync_events_waiting_for_key",
 			Help: "Events waiting in memory for another event of their key in this worker, by stream.",
+		}, []string{"stream"}),
+		debouncing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "eventsync_events_debouncing",
+			Help: "Events holding their key through their entity's debounce window (worker.debounce), unacknowledged and without a slot, by stream.",
 		}, []string{"stream"}),
 		coalesced: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "eventsync_events_coalesced_total",
@@ -79,7 +84,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"op"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.inFlight, m.waiting, m.coalesced, m.duration, m.lag, m.sinkLatency, m.breaker, m.paused, m.batchCalls, m.batchSize)
+		reg.MustRegister(m.events, m.inFlight, m.waiting, m.debouncing, m.coalesced, m.duration, m.lag, m.sinkLatency, m.breaker, m.paused, m.batchCalls, m.batchSize)
 	}
 	return m
 }

@@ -31,7 +31,7 @@ func (c Config) tracer() trace.Tracer {
 
 // handleTraced is handle inside a span continuing the trace of t's
 // message.
-func (w *Worker) handleTraced(ctx context.Context, t task) (store.Key, bool) {
+func (w *Worker) handleTraced(ctx context.Context, t task) handled {
 	if w.tracer == nil {
 		return w.handle(ctx, t)
 	}
@@ -48,10 +48,10 @@ func (w *Worker) handleTraced(ctx context.Context, t task) (store.Key, bool) {
 		span.AddEvent("waited in memory for its key", trace.WithAttributes(
 			attribute.String("eventsync.waited", w.cfg.Now().Sub(t.since).String())))
 	}
-	key, holds := w.handle(ctx, t)
-	span.SetAttributes(tracing.AttrEntity.String(key.Entity), tracing.AttrKey.String(key.Key))
+	h := w.handle(ctx, t)
+	span.SetAttributes(tracing.AttrEntity.String(h.key.Entity), tracing.AttrKey.String(h.key.Key))
 	span.End()
-	return key, holds
+	return h
 }
 
 // traceOutcome records out on the delivery's span (ctx's), if any.
@@ -77,10 +77,11 @@ func traceOutcome(ctx context.Context, out Outcome) {
 	}
 }
 
-// traceQueued marks ctx's span: its delivery waits in memory for another
-// event of its key, whose handler takes it on (in a span of its own).
-func traceQueued(ctx context.Context) {
-	trace.SpanFromContext(ctx).SetAttributes(tracing.AttrResult.String("queued behind its key"))
+// traceWaiting marks ctx's span: its delivery waits in memory (why: for
+// another event of its key, or its debounce window), to be taken on in a
+// span of its own.
+func traceWaiting(ctx context.Context, why string) {
+	trace.SpanFromContext(ctx).SetAttributes(tracing.AttrResult.String(why))
 }
 
 // tracedStore gives the lease calls of the apply algorithm spans.

@@ -288,6 +288,27 @@ type task struct {
 	// holds the key already, and ev is parsed.
 	held bool
 	ev   event.Event
+	// first is when the oldest version of the key it stands for was
+	// received (waiter.first); zero: since.
+	first time.Time
+	// debounced is set once it waited out its debounce window.
+	debounced bool
+}
+
+// waiter is t as a delivery waiting for its key, parsed as ev.
+func (t task) waiter(ev event.Event) waiter {
+	return waiter{stream: t.stream, d: t.d, ev: ev, since: t.since, first: t.first}
+}
+
+// handled is what a handler does once handle returns.
+type handled struct {
+	key store.Key
+	// holds: the handler holds key and must hand it on (handOn).
+	holds bool
+	// debounce: it holds key, and self waits out its debounce window
+	// before it is applied (debounceWait).
+	debounce bool
+	self     waiter
 }
 
 // begin counts a task of stream in flight; it holds a slot.
@@ -309,13 +330,18 @@ func (w *Worker) end(t task) {
 // rest are handed back); handlerCtx bounds the work on each.
 func (w *Worker) serve(ctx, handlerCtx context.Context, t task) {
 	for {
-		key, holds := w.handleTraced(handlerCtx, t)
+		h := w.handleTraced(handlerCtx, t)
 		w.end(t)
-		if !holds {
+		if !h.holds {
 			return
 		}
 		var ok bool
-		if t, ok = w.handOn(ctx, key); !ok {
+		if h.debounce {
+			if t, ok = w.debounceWait(ctx, h.key, h.self); ok {
+				continue
+			}
+		}
+		if t, ok = w.handOn(ctx, h.key); !ok {
 			return
 		}
 	}
@@ -330,18 +356,66 @@ func (w *Worker) handOn(ctx context.Context, key store.Key) (task, bool) {
 		if next == nil {
 			return task{}, false
 		}
-		paused, changed := w.isPaused(next.stream)
-		// (acquireSlot may pick a free slot over an ended ctx.)
-		if ctx.Err() == nil && !paused && w.acquireSlot(ctx, next.stream, changed) {
-			probe, err := w.breaker.Admit(ctx, changed)
-			if err == nil {
-				w.begin(next.stream)
-				return task{stream: next.stream, d: next.d, probe: probe, since: next.since, held: true, ev: next.ev}, true
-			}
-			w.releaseSlot(next.stream)
+		if t, ok := w.resume(ctx, next); ok {
+			return t, true
 		}
 		w.handBack(ctx, next.stream, next.d)
 	}
+}
+
+// resume gives wt, a delivery whose handler holds its key, a slot and the
+// breaker's leave again (the pump's rules); false when it cannot start
+// (the worker stops, its stream paused): the caller hands it back.
+func (w *Worker) resume(ctx context.Context, wt *waiter) (task, bool) {
+	paused, changed := w.isPaused(wt.stream)
+	// (acquireSlot may pick a free slot over an ended ctx.)
+	if ctx.Err() != nil || paused || !w.acquireSlot(ctx, wt.stream, changed) {
+		return task{}, false
+	}
+	probe, err := w.breaker.Admit(ctx, changed)
+	if err != nil {
+		w.releaseSlot(wt.stream)
+		return task{}, false
+	}
+	w.begin(wt.stream)
+	return task{stream: wt.stream, d: wt.d, probe: probe, since: wt.since, held: true, ev: wt.ev, first: wt.first}, true
+}
+
+// debounceWait waits, holding key but no slot and no leave of the
+// breaker's, until self's debounce window has passed, so that the newer
+// versions of key arriving meanwhile queue behind it. Then either a newer
+// version waits (self yields to it: false, the caller hands the key on,
+// and only the newest costs a call), or self resumes (true). When the
+// worker stops or self's stream pauses first, self is handed back (false:
+// the caller's handOn hands back the key's waiters too).
+func (w *Worker) debounceWait(ctx context.Context, key store.Key, self waiter) (task, bool) {
+	gauge := w.metrics.debouncing.WithLabelValues(string(self.stream))
+	gauge.Inc()
+	defer gauge.Dec()
+	timer := time.NewTimer(self.received().Add(w.cfg.debounceFor(key.Entity)).Sub(w.cfg.Now()))
+	defer timer.Stop()
+	for waiting := true; waiting; {
+		paused, changed := w.isPaused(self.stream)
+		if paused || ctx.Err() != nil {
+			w.handBack(ctx, self.stream, self.d)
+			return task{}, false
+		}
+		select {
+		case <-ctx.Done():
+		case <-changed:
+		case <-timer.C:
+			waiting = false
+		}
+	}
+	if w.keys.yieldToNewer(key, self) {
+		return task{}, false
+	}
+	t, ok := w.resume(ctx, &self)
+	if !ok {
+		w.handBack(ctx, self.stream, self.d)
+	}
+	t.debounced = true
+	return t, ok
 }
 
 // acquireSlot takes the stream's own slot (when it is capped) and then a
@@ -385,49 +459,68 @@ func (w *Worker) handBack(ctx context.Context, stream bus.Stream, d bus.Delivery
 }
 
 // handle applies t's delivery and settles it according to the outcome.
-// holds reports that the caller holds key and must hand it on (handOn).
 // A delivery of a key another handler holds is queued behind it,
-// unsettled (holds false): that handler takes it on.
-func (w *Worker) handle(ctx context.Context, t task) (key store.Key, holds bool) {
+// unsettled (holds false): that handler takes it on. One of a debounced
+// entity received less than its window ago is not applied yet
+// (debounce): its handler waits, holding the key.
+func (w *Worker) handle(ctx context.Context, t task) handled {
 	ev, err := w.parse(t)
 	if err != nil {
 		w.settle(ctx, t, invalid(err))
-		return key, false
+		return handled{}
 	}
-	key = store.Key{Entity: ev.Entity, Key: ev.Key}
+	h := handled{key: store.Key{Entity: ev.Entity, Key: ev.Key}, holds: true}
 	if !t.held {
-		switch w.keys.enter(key, waiter{stream: t.stream, d: t.d, ev: ev, since: t.since}) {
+		switch w.keys.enter(h.key, t.waiter(ev)) {
 		case entryQueued:
-			if w.tracer != nil {
-				traceQueued(ctx)
-			}
-			if t.probe {
-				// It has not gone to the API: another event may probe.
-				w.breaker.Record(true, false, false)
-			}
-			return key, false
+			w.notYet(ctx, t, "queued behind its key")
+			return handled{key: h.key}
 		case entryFull:
 			// As for a key another process holds: the broker's shortest
 			// retry tier.
 			w.settle(ctx, t, Outcome{Result: ResultLocked, Delay: jitter(w.cfg.LockedRetryDelay),
-				Reason: "entity busy in this worker, and too many of its events wait already", Key: key})
-			return key, false
+				Reason: "entity busy in this worker, and too many of its events wait already", Key: h.key})
+			return handled{key: h.key}
 		}
 	}
-	if w.keys.yieldToNewer(key, waiter{stream: t.stream, d: t.d, ev: ev, since: t.since}) {
+	self := t.waiter(ev)
+	if !t.debounced && w.debouncing(self) {
+		// Its key's newer versions, if any come within the window, queue
+		// behind it meanwhile.
+		w.notYet(ctx, t, "debounced")
+		h.debounce, h.self = true, self
+		return h
+	}
+	if w.keys.yieldToNewer(h.key, self) {
 		// A newer version of the key is in this worker: it goes first and
 		// this one follows it, stale by then (no API call, and settled only
 		// after the newer one's outcome).
-		if w.tracer != nil {
-			traceQueued(ctx)
-		}
-		if t.probe {
-			w.breaker.Record(true, false, false)
-		}
-		return key, true
+		w.notYet(ctx, t, "queued behind its key")
+		return h
 	}
 	w.settle(ctx, t, w.applier.applyEvent(bus.WithStream(ctx, t.stream), ev, t.d.Body(), t.d.Attempt()))
-	return key, true
+	return h
+}
+
+// debouncing reports whether wt's debounce window is still running. Only
+// the live stream is debounced: resync sends each key once.
+func (w *Worker) debouncing(wt waiter) bool {
+	if wt.stream != bus.Live || len(w.cfg.Debounce) == 0 {
+		return false
+	}
+	window := w.cfg.debounceFor(wt.ev.Entity)
+	return window > 0 && w.cfg.Now().Before(wt.received().Add(window))
+}
+
+// notYet records that t's delivery was not applied now and waits, unsettled.
+func (w *Worker) notYet(ctx context.Context, t task, why string) {
+	if w.tracer != nil {
+		traceWaiting(ctx, why)
+	}
+	if t.probe {
+		// It has not gone to the API: another event may probe.
+		w.breaker.Record(true, false, false)
+	}
 }
 
 // parse reads t's event: parsed already for one that waited for its key,

@@ -273,6 +273,7 @@ func lagSamples(t *testing.T, reg *prometheus.Registry) (count uint64, sum float
 // it, as a retry whose publish to the retry queue failed.
 type flakySettleBus struct {
 	bus.Bus
+	onAck          func(body []byte) // nil: none
 	failFirstRetry bool
 	failed         atomic.Bool
 	releases       atomic.Int64
@@ -318,6 +319,13 @@ func (s *flakySettleSub) Close() error {
 type flakySettleDelivery struct {
 	bus.Delivery
 	bus *flakySettleBus
+}
+
+func (d *flakySettleDelivery) Ack(ctx context.Context) error {
+	if d.bus.onAck != nil {
+		d.bus.onAck(d.Body())
+	}
+	return d.Delivery.Ack(ctx)
 }
 
 func (d *flakySettleDelivery) Release(ctx context.Context) error {
