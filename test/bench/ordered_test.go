@@ -187,18 +187,10 @@ func runHotKeys(t *testing.T, bin string, bb benchBus, redisURL string, keys, ve
 	// Every worker subscribed before the events arrive.
 	waitSubscribed(t, ctx, b, workers)
 
-	// Each key's versions in order, keys interleaved at random.
-	rng := rand.New(rand.NewPCG(seed, 18))
-	next := make([]int, keys)
 	var msgs []bus.Message
-	for len(msgs) < keys*versions {
-		k := rng.IntN(keys)
-		if next[k] == versions {
-			continue
-		}
-		next[k]++
+	for _, e := range interleaved(keys, versions, seed) {
 		msgs = append(msgs, bus.Message{Body: fmt.Appendf(nil, `{"id":"e-%d-%d","entity":"listing","key":"k%03d","version":%d,"op":"upsert","data":{"title":"listing %d v%d","version":%d}}`,
-			k, next[k], k, next[k], k, next[k], next[k])})
+			e.key, e.version, e.key, e.version, e.key, e.version, e.version)})
 	}
 	start := time.Now()
 	if err := b.Publish(ctx, bus.Live, msgs...); err != nil {
@@ -258,6 +250,29 @@ func runHotKeys(t *testing.T, bin string, bb benchBus, redisURL string, keys, ve
 		}
 	}
 	return res
+}
+
+// hotEvent is one version of a hot key to publish.
+type hotEvent struct {
+	key     int
+	version int
+}
+
+// interleaved returns versions 1..versions of keys keys, each key's in
+// order, keys interleaved at random (seeded).
+func interleaved(keys, versions int, seed uint64) []hotEvent {
+	rng := rand.New(rand.NewPCG(seed, 18))
+	next := make([]int, keys)
+	var out []hotEvent
+	for len(out) < keys*versions {
+		k := rng.IntN(keys)
+		if next[k] == versions {
+			continue
+		}
+		next[k]++
+		out = append(out, hotEvent{key: k, version: next[k]})
+	}
+	return out
 }
 
 // waitSubscribed waits until every worker consumes the live stream (in
