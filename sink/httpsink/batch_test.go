@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -699,5 +702,45 @@ entities:
 	}
 	if reqs[1].Body != `{"rows": [{"id": "r", "title": "b", "all": {"title":"b","v":2}}]}` {
 		t.Errorf("update body %s", reqs[1].Body)
+	}
+}
+
+// The examples under "Bulk endpoints" in docs/configuration.md are valid
+// entities, and every key of the batch block is documented there.
+func TestBatchKeysDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := string(doc)[strings.Index(string(doc), "### Bulk endpoints"):]
+	section = section[:strings.Index(section, "### Authenticated sinks")]
+	examples := strings.Split(section, "```yaml\n")[1:]
+	if len(examples) != 2 {
+		t.Fatalf("%d YAML examples; want 2", len(examples))
+	}
+	for _, ex := range examples {
+		entity := ex[:strings.Index(ex, "```")]
+		if !strings.HasPrefix(entity, " ") {
+			entity = "  " + strings.ReplaceAll(strings.TrimSpace(entity), "\n", "\n  ")
+		}
+		cfg, err := ParseConfig([]byte("defaults: {base_url: \"http://h\"}\nentities:\n" + entity + "\n"))
+		if err != nil {
+			t.Fatalf("example %q: %v", entity, err)
+		}
+		for name, e := range cfg.EntityConfigs {
+			if e.Batch == nil || e.Batch.Create == nil {
+				t.Errorf("example %s has no batch create", name)
+			}
+		}
+	}
+	for prefix, v := range map[string]any{"batch.": BatchConfig{}, "….": BatchRequest{}} {
+		typ := reflect.TypeOf(v)
+		for i := range typ.NumField() {
+			key := prefix + typ.Field(i).Tag.Get("yaml")
+			if !strings.Contains(section, "`"+key+"`") {
+				t.Errorf("docs/configuration.md does not document %s", key)
+			}
+		}
 	}
 }
