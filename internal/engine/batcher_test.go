@@ -14,9 +14,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/eventsync/eventsync/bus"
+	"github.com/eventsync/eventsync/internal/tracing/tracingtest"
 	"github.com/eventsync/eventsync/sink"
+	"github.com/eventsync/eventsync/store/memory"
 )
 
 // batchDouble is a sink.BatchSink test double: it records every call and
@@ -572,5 +576,33 @@ func TestBatchLingerIsValidated(t *testing.T) {
 		if err != nil && !strings.Contains(err.Error(), "worker.batch_linger") {
 			t.Errorf("batch_linger %s: %v does not name the setting", c.linger, err)
 		}
+	}
+}
+
+// With tracing on, each write keeps its span ("sink create") and the batch
+// call has one of its own under the span of the write that sent it.
+func TestBatcherTracesTheBatchCall(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	cfg := Config{TracerProvider: tp, BatchLinger: time.Millisecond}.WithDefaults()
+	d := &batchDouble{}
+	_, sk, _ := traced(memory.New(memory.Config{}), batched(d, cfg, NewMetrics(nil)), cfg)
+	if _, err := sk.Create(context.Background(), rec("listing", "traced")); err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]tracetest.SpanStub{}
+	for _, s := range exp.GetSpans() {
+		byName[s.Name] = s
+	}
+	write, call := byName["sink create"], byName["sink batch create"]
+	if !write.SpanContext.IsValid() || !call.SpanContext.IsValid() {
+		t.Fatalf("spans %v, want sink create and sink batch create", tracingtest.Names(exp.GetSpans()))
+	}
+	if call.Parent.SpanID() != write.SpanContext.SpanID() {
+		t.Errorf("batch span's parent %s, want the write's span %s", call.Parent.SpanID(), write.SpanContext.SpanID())
+	}
+	if n := len(d.callsMade()); n != 1 {
+		t.Errorf("%d batch calls, want 1", n)
 	}
 }
