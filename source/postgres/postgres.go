@@ -653,6 +653,16 @@ func (s *Source) prepareSnapshot(ctx context.Context, q querier, spec source.Sna
 		}
 		return spec, ti, err
 	}
+	// The snapshot filters its data through the outbox's function, which
+	// "eventsync outbox install" creates: without it the query would fail
+	// with a bare "function does not exist".
+	var installed bool
+	if err := q.QueryRow(ctx, `SELECT to_regprocedure($1) IS NOT NULL`, s.n.filterFn+"(jsonb, text[], text[])").Scan(&installed); err != nil {
+		return spec, ti, fmt.Errorf("postgres source: look for the outbox's functions: %w", err)
+	}
+	if !installed {
+		return spec, ti, fmt.Errorf("postgres source: the outbox's functions are not installed in this database (%s is missing); run \"eventsync outbox install\" against it first", s.n.filterFn)
+	}
 	// The data is filtered like the table's capture trigger, recorded at
 	// install: lists left empty are the trigger's, a different one is an
 	// error.

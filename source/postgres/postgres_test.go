@@ -4,11 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"log/slog"
+	"strings"
 	"testing"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx" for the suite's application writes
 	"go.uber.org/goleak"
 
+	"github.com/eventsync/eventsync/event"
+	"github.com/eventsync/eventsync/source"
 	"github.com/eventsync/eventsync/source/postgres"
 	"github.com/eventsync/eventsync/source/sourcetest"
 )
@@ -42,4 +45,22 @@ var oddRows = []sourcetest.OddRow{
 	{Insert: `INSERT INTO eventsync_outbox (entity, key, version, op, data, created_at) VALUES ('listing', 'c', 1, 'upsert', '{}', 'infinity')`},
 	{Insert: `INSERT INTO eventsync_outbox (entity, key, version, op, data, occurred_at) VALUES ('listing', 'd', 1, 'upsert', '{}', '10000-01-01 00:00:00+00')`},
 	{Insert: `INSERT INTO eventsync_outbox (entity, key, version, op, data) VALUES ('Bad Entity', '', 0, 'upsert', '[1]')`},
+}
+
+// TestSnapshotWithoutTheOutboxNamesTheFix: a resync of a database where
+// "eventsync outbox install" never ran says so, instead of PostgreSQL's
+// bare "function eventsync_filter does not exist".
+func TestSnapshotWithoutTheOutboxNamesTheFix(t *testing.T) {
+	env := newEnv(t)
+	if _, err := env.DB.Exec(`CREATE TABLE listings (id bigint PRIMARY KEY, title text, eventsync_version bigint NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.DB.Exec(`INSERT INTO listings VALUES (1, 'one', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	err := env.Source.Snapshot(context.Background(), source.SnapshotSpec{Table: "listings", Entity: "listing", KeyColumn: "id"},
+		func([]event.Event, string) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), `run "eventsync outbox install"`) {
+		t.Fatalf("Snapshot without the outbox installed: %v, want an error that says to run \"eventsync outbox install\"", err)
+	}
 }
