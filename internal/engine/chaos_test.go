@@ -34,12 +34,17 @@ import (
 // settled) fails it.
 func TestWorkersConvergeThroughPausesAndOutages(t *testing.T) {
 	t.Run("rabbitmq", func(t *testing.T) {
-		testConvergeThroughChaos(t, rabbitmqtest.Open(t, rabbitmq.Config{}), false)
+		testConvergeThroughChaos(t, rabbitmqtest.Open(t, rabbitmq.Config{}), false, 0)
+	})
+	// Every live event held for a debounce window first, through the same
+	// pauses (a pause hands back what waits) and outages.
+	t.Run("rabbitmq-debounced", func(t *testing.T) {
+		testConvergeThroughChaos(t, rabbitmqtest.Open(t, rabbitmq.Config{}), false, 150*time.Millisecond)
 	})
 	// As eventsync worker runs by default: each worker behind its own
 	// throttle, the three sharing one budget in the PostgreSQL store.
 	t.Run("rabbitmq-throttled", func(t *testing.T) {
-		testConvergeThroughChaos(t, rabbitmqtest.Open(t, rabbitmq.Config{}), true)
+		testConvergeThroughChaos(t, rabbitmqtest.Open(t, rabbitmq.Config{}), true, 0)
 	})
 	t.Run("nats", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -56,13 +61,13 @@ func TestWorkersConvergeThroughPausesAndOutages(t *testing.T) {
 			}
 			_ = b.Close()
 		})
-		testConvergeThroughChaos(t, b, false)
+		testConvergeThroughChaos(t, b, false, 0)
 	})
 }
 
 var chaosSinkTimeout = 5 * time.Second
 
-func testConvergeThroughChaos(t *testing.T, b bus.Bus, throttled bool) {
+func testConvergeThroughChaos(t *testing.T, b bus.Bus, throttled bool, debounce time.Duration) {
 	sf := stores()[0]
 	h := newHarnessTimeout(t, sf, chaosSinkTimeout, nil)
 	// 2% of the writes land but answer only after the sink's deadline: their
@@ -108,6 +113,9 @@ func testConvergeThroughChaos(t *testing.T, b bus.Bus, throttled bool) {
 			c.LockedRetryDelay = 50 * time.Millisecond
 			c.BackoffBase, c.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
 			c.Breaker = BreakerConfig{Failures: 4, OpenFor: 100 * time.Millisecond, MaxOpenFor: 400 * time.Millisecond}
+			if debounce > 0 {
+				c.Debounce = map[string]time.Duration{DebounceAny: debounce}
+			}
 		})
 	}
 
