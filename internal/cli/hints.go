@@ -48,6 +48,7 @@ var settings = map[string]how{
 
 	"fakeapi.listen":     {flags: []string{"--listen"}},
 	"fakeapi.state_file": {flags: []string{"--state-file"}},
+	"fakeapi.max_batch":  {flags: []string{"--max-batch"}},
 
 	"demo.entities":    {flags: []string{"--entities"}},
 	"demo.duration":    {flags: []string{"--duration"}},
