@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -36,8 +37,9 @@ import (
 //	EVENTSYNC_BENCH_BULK=1 go test -run TestBulkResync -v -timeout 120m ./test/bench
 //
 // EVENTSYNC_BENCH_BULK_ENTITIES (1000000), _SINGLE_ENTITIES (20000),
-// _ROUNDS (1), _RATE (500), _BATCH (100), _CONCURRENCY (1024). The table is
-// logged after "RESULT".
+// _ROUNDS (1), _RATE (500), _BATCH (100), _CONCURRENCY (1024);
+// _PROFILE=FILE writes a 20 s CPU profile of each bulk drain to
+// FILE.roundN and its goroutines 10 s in to FILE.roundN.goroutines. The table is logged after "RESULT".
 func TestBulkResync(t *testing.T) {
 	if os.Getenv("EVENTSYNC_BENCH_BULK") != "1" {
 		t.Skip("set EVENTSYNC_BENCH_BULK=1 to run (resyncs a million entities; many minutes)")
@@ -53,6 +55,9 @@ func TestBulkResync(t *testing.T) {
 		pgURL:       testenv.Postgres(t),
 	}
 	rounds := envInt(t, "EVENTSYNC_BENCH_BULK_ROUNDS", 1)
+	if os.Getenv("EVENTSYNC_BENCH_BULK_PROFILE") != "" {
+		t.Setenv("EVENTSYNC_ADMIN_PPROF", "true")
+	}
 	dir := t.TempDir()
 	env.bin = filepath.Join(dir, "eventsync")
 	goBuild(t, filepath.Join("..", ".."), env.bin, "./cmd/eventsync")
@@ -161,6 +166,23 @@ func (env *bulkEnv) run(t *testing.T, round int, name string, n, batch int) stri
 		load := loadAvg()
 		start := time.Now()
 		p := startProc(t, "worker", env.bin, "worker", "--config", cfgPath, "--streams", "resync", "--admin", admin)
+		if out := os.Getenv("EVENTSYNC_BENCH_BULK_PROFILE"); out != "" && batch > 0 {
+			// A CPU profile of the bulk drain, 10 s in, for 20 s (the worker
+			// serves /debug/pprof/ because the test set
+			// EVENTSYNC_ADMIN_PPROF, which it inherits).
+			profiled := make(chan struct{})
+			defer func() { <-profiled }()
+			go func() {
+				defer close(profiled)
+				time.Sleep(10 * time.Second)
+				if err := fetchProfile("http://"+admin+"/debug/pprof/goroutine?debug=1", fmt.Sprintf("%s.round%d.goroutines", out, round)); err != nil {
+					t.Errorf("goroutine profile: %v", err)
+				}
+				if err := fetchProfile("http://"+admin+"/debug/pprof/profile?seconds=20", fmt.Sprintf("%s.round%d", out, round)); err != nil {
+					t.Errorf("CPU profile: %v", err)
+				}
+			}()
+		}
 		var settled int64
 		var results map[string]int64
 		nextLog := start.Add(30 * time.Second)
@@ -288,4 +310,25 @@ func readBulkStats(t *testing.T, apiURL string) (fakeapi.Stats, map[string]any) 
 		}
 	}
 	return st, batches
+}
+
+// fetchProfile saves the profile at url to path.
+func fetchProfile(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
