@@ -205,3 +205,48 @@ func TestWorkerStoppedPastItsGraceReleasesTheLease(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A resync event older than a live one of the same key, both in this
+// worker while the key is busy, costs no call: the live version goes
+// first and the resync one is settled stale after it (issue 18: "a queued
+// resync event older than a live one for the same key costs no call").
+func TestWorkerCoalescesAResyncEventBehindANewerLiveOne(t *testing.T) {
+	h, _, gate, b, w, _ := gatedWorker(t, func(c *Config) {
+		c.Streams = []bus.Stream{bus.Live, bus.Resync}
+		c.Concurrency, c.Prefetch = 16, 64
+	})
+	if err := b.Publish(context.Background(), bus.Live, bus.Message{Body: upsert("mixed", 1, "1")}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "version 1's create held", func() bool { return gate.waiting.Load() == 1 })
+	if err := b.Publish(context.Background(), bus.Resync, bus.Message{Body: upsert("mixed", 2, "2")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(context.Background(), bus.Live, bus.Message{Body: upsert("mixed", 3, "3")}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the resync and the live version waiting", func() bool {
+		return w.keys.waitingOn(bus.Live) == 1 && w.keys.waitingOn(bus.Resync) == 1
+	})
+	close(gate.release)
+	waitUntil(t, 30*time.Second, "every event acked", func() bool { return acked(w) >= 3 })
+	expectNewest(t, h, []string{"mixed"}, 3)
+	var writes int64
+	for method, byStatus := range h.api.Stats().Requests {
+		if method != http.MethodGet {
+			for _, n := range byStatus {
+				writes += n
+			}
+		}
+	}
+	if writes != 2 {
+		t.Errorf("%d API writes (%v), want 2: version 1's create and live version 3; resync version 2 costs none", writes, h.api.Stats().Requests)
+	}
+	var saved dto.Metric
+	if err := w.metrics.coalesced.WithLabelValues(string(bus.Resync)).Write(&saved); err != nil {
+		t.Fatal(err)
+	}
+	if n := saved.GetCounter().GetValue(); n != 1 {
+		t.Errorf("eventsync_events_coalesced_total{stream=resync} = %v, want 1", n)
+	}
+}
