@@ -247,9 +247,23 @@ func (m *connManager) watch(conn *amqp.Connection) {
 				} else {
 					m.log.Info("rabbitmq unblocked this connection", "broker", hostPort(m.cfg.URL))
 				}
-			case err := <-closed:
+			case aerr := <-closed:
+				select {
+				case <-m.done:
+					// Our own close() got here first (it closes the
+					// connection after done).
+					return
+				default:
+				}
 				m.setDisconnected()
-				m.log.Warn("rabbitmq connection lost; reconnecting", "broker", hostPort(m.cfg.URL), "error", err)
+				// A connection closed without an AMQP error delivers a nil
+				// *amqp.Error: never hand the logger a typed nil as an
+				// error (its Error method dereferences it).
+				var reason error = errors.New("closed without a reason from the broker")
+				if aerr != nil {
+					reason = aerr
+				}
+				m.log.Warn("rabbitmq connection lost; reconnecting", "broker", hostPort(m.cfg.URL), "error", reason)
 				break waiting
 			}
 		}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +16,8 @@ import (
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/bus/bustest"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
+	"github.com/eventsync/eventsync/bus/rabbitmq/rabbitmqtest"
+	"github.com/eventsync/eventsync/internal/redact"
 	"github.com/eventsync/eventsync/internal/testenv"
 )
 
@@ -207,4 +211,49 @@ func TestReconnectLosesNothing(t *testing.T) {
 	}
 	_ = sub.Close()
 	<-consumerDone
+}
+
+// A connection closed without an AMQP error (amqp091-go delivers a nil
+// *amqp.Error then) is replaced like a lost one, and logging it does not
+// crash the process: the watcher used to hand the logger that typed nil as
+// the error, and eventsync's redacting handler called its Error method
+// (found by scripts/stress.sh, a panic at a bus's Close).
+func TestAConnectionClosedWithoutAnErrorIsReplaced(t *testing.T) {
+	var logged strings.Builder
+	var mu sync.Mutex
+	logger := redact.Logger(slog.New(slog.NewTextHandler(&lockedWriter{w: &logged, mu: &mu}, nil)))
+	b := rabbitmqtest.Open(t, rabbitmq.Config{Logger: logger})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rabbitmq.CloseConnection(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	// The watcher reconnects; a publish then goes through.
+	for {
+		err := b.Publish(ctx, bus.Live, bus.Message{Body: []byte(`{"id":"e-1","entity":"listing","key":"k","version":1,"op":"upsert","data":{}}`)})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no publish went through after the connection was closed: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logged.String(), "closed without a reason from the broker") {
+		t.Errorf("log does not say the connection closed without a reason:\n%s", logged.String())
+	}
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
