@@ -583,7 +583,7 @@ func (a *Applier) judge(held context.Context, state store.State, version int64, 
 		// with nobody to repair it: it backs off and never parks.
 		failures = attempt
 	}
-	out := Outcome{Result: ResultRetried, Reason: err.Error(), Err: err, SinkFailure: v.Class.Outage(), RetryAfter: v.RetryAfter}
+	out := Outcome{Result: ResultRetried, Reason: err.Error(), Err: err, SinkFailure: v.Class.Outage() && !sharedCall(err), RetryAfter: v.RetryAfter}
 	if version > 0 && failures >= a.cfg.MaxAttempts {
 		out.Result = ResultParked
 		out.Reason = fmt.Sprintf("gave up after %d failed API calls: %v", failures, err)

@@ -292,11 +292,32 @@ func (b *batcher) send(g *group) {
 	b.sizes.WithLabelValues(string(g.key.op)).Observe(float64(len(items)))
 	cancel(nil)
 	for i, p := range items {
-		if err != nil {
-			p.err = err
-		} else {
+		switch {
+		case err == nil:
 			p.res = results[i]
+		case i == 0:
+			p.err = err
+		default:
+			// One failed call is one signal of the API's health, however
+			// many writes it carried.
+			p.err = &sharedCallError{err: err}
 		}
 		close(p.done)
 	}
+}
+
+// sharedCallError is the failure of a whole batch call as every item but
+// the first sees it: the same error (errors.Is and errors.As see through
+// it), but not counted again against the API's health (the breaker), so a
+// failed call of a hundred writes is one failure, as a single call's is.
+type sharedCallError struct{ err error }
+
+func (e *sharedCallError) Error() string { return e.err.Error() }
+func (e *sharedCallError) Unwrap() error { return e.err }
+
+// sharedCall reports whether err is a batch call's failure already counted
+// for another of its items.
+func sharedCall(err error) bool {
+	var shared *sharedCallError
+	return errors.As(err, &shared)
 }

@@ -519,10 +519,17 @@ func TestBatcherWholeCallErrorGoesToEveryItem(t *testing.T) {
 			ch := writes(keysOf("k", 3), func(k string) (string, error) { return b.Create(context.Background(), rec("listing", k)) })
 			waitQueued(t, b, 3)
 			linger.pass()
+			shared := 0
 			for k, a := range collectAnswers(t, ch, 3) {
 				if !c.check(a.err) || a.id != "" {
 					t.Errorf("%s: %q, %v", k, a.id, a.err)
 				}
+				if sharedCall(a.err) {
+					shared++
+				}
+			}
+			if shared != 2 {
+				t.Errorf("%d of 3 items see the call's failure as already counted, want 2 (all but one)", shared)
 			}
 		})
 	}
@@ -604,5 +611,37 @@ func TestBatcherTracesTheBatchCall(t *testing.T) {
 	}
 	if n := len(d.callsMade()); n != 1 {
 		t.Errorf("%d batch calls, want 1", n)
+	}
+}
+
+// A failed batch call is one failure of the API, however many writes it
+// carried: the breaker (which counts sink failures when no throttle judges
+// the API's health) hears it from one item, not from every one, or a
+// single 503 for a call of ten writes would open it at once.
+func TestBatcherWholeCallFailureCountsOnceForTheBreaker(t *testing.T) {
+	h := newHarness(t, stores()[1], nil)
+	d := &batchDouble{answer: func([]sink.BatchItem) ([]sink.BatchResult, error) {
+		return nil, &sink.Error{Op: "create batch", Status: http.StatusServiceUnavailable, Retryable: true}
+	}}
+	b, linger, _ := newTestBatcher(d)
+	h.applier.sink = b
+	outs := make(chan Outcome, 3)
+	for _, k := range keysOf("b", 3) {
+		go func() { outs <- h.applier.Apply(context.Background(), upsert(k, 1, "x"), 1) }()
+	}
+	waitQueued(t, b, 3)
+	linger.pass()
+	failures := 0
+	for range 3 {
+		out := <-outs
+		if out.Result != ResultRetried {
+			t.Errorf("outcome %s (%s), want a retry", out.Result, out.Reason)
+		}
+		if out.SinkFailure {
+			failures++
+		}
+	}
+	if failures != 1 {
+		t.Errorf("%d of the 3 writes of one failed call counted as API failures, want 1", failures)
 	}
 }
