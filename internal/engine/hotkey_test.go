@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
-
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/eventsync/eventsync/bus"
 	"github.com/eventsync/eventsync/bus/rabbitmq"
@@ -164,22 +161,11 @@ func TestWorkerCoalescesTheVersionsOfAKeyInHand(t *testing.T) {
 	close(gate.release)
 	waitUntil(t, 30*time.Second, "every event acked", func() bool { return acked(w) >= 10 })
 	expectNewest(t, h, keys, 10)
-	var writes int64
-	for method, byStatus := range h.api.Stats().Requests {
-		if method != http.MethodGet {
-			for _, n := range byStatus {
-				writes += n
-			}
-		}
-	}
+	writes := apiWrites(h)
 	if writes != 2 {
 		t.Errorf("%d API writes for ten versions in hand (%v), want 2: the one under way and the newest", writes, h.api.Stats().Requests)
 	}
-	var saved dto.Metric
-	if err := w.metrics.coalesced.WithLabelValues(string(bus.Live)).Write(&saved); err != nil {
-		t.Fatal(err)
-	}
-	if n := saved.GetCounter().GetValue(); n != 8 {
+	if n := valueOf(t, w.metrics.coalesced.WithLabelValues(string(bus.Live))); n != 8 {
 		t.Errorf("eventsync_events_coalesced_total = %v, want 8 (versions 2 to 9)", n)
 	}
 }
@@ -231,22 +217,11 @@ func TestWorkerCoalescesAResyncEventBehindANewerLiveOne(t *testing.T) {
 	close(gate.release)
 	waitUntil(t, 30*time.Second, "every event acked", func() bool { return acked(w) >= 3 })
 	expectNewest(t, h, []string{"mixed"}, 3)
-	var writes int64
-	for method, byStatus := range h.api.Stats().Requests {
-		if method != http.MethodGet {
-			for _, n := range byStatus {
-				writes += n
-			}
-		}
-	}
+	writes := apiWrites(h)
 	if writes != 2 {
 		t.Errorf("%d API writes (%v), want 2: version 1's create and live version 3; resync version 2 costs none", writes, h.api.Stats().Requests)
 	}
-	var saved dto.Metric
-	if err := w.metrics.coalesced.WithLabelValues(string(bus.Resync)).Write(&saved); err != nil {
-		t.Fatal(err)
-	}
-	if n := saved.GetCounter().GetValue(); n != 1 {
+	if n := valueOf(t, w.metrics.coalesced.WithLabelValues(string(bus.Resync))); n != 1 {
 		t.Errorf("eventsync_events_coalesced_total{stream=resync} = %v, want 1", n)
 	}
 }
